@@ -1,0 +1,97 @@
+"""The `sealrelay` command line: arguments -> a core call -> a view. Typer lives only here."""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+
+import typer
+
+from engine.cli import views
+
+app = typer.Typer(
+    name="sealrelay",
+    help="An email-encryption SMTP relay whose every setting lives in versioned YAML.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+schema_app = typer.Typer(help="The JSON Schemas of the config format.", no_args_is_help=True)
+app.add_typer(schema_app, name="schema")
+
+DEFAULT_CONFIG = Path("relay.yaml")
+
+
+class Format(str, Enum):
+    text = "text"
+    json = "json"
+
+
+@app.command()
+def validate(
+    path: Path = typer.Argument(DEFAULT_CONFIG, help="A config file, or a directory of YAML files merged into one"),
+    fmt: Format = typer.Option(Format.text, "--format", help="text for people, json for machines"),
+) -> None:
+    """Parse, schema-check and cross-check a config; exit 1 if it has errors.
+
+    Example: sealrelay validate examples/full.yaml --format json
+    """
+    from engine.config.load import load_config
+
+    result = load_config(path)
+    raise typer.Exit(views.show_diagnostics(result.diagnostics, fmt.value, valid=result.ok, path=str(path)))
+
+
+@schema_app.command("export")
+def schema_export(
+    out: Path = typer.Option(Path("schemas"), "--out", help="Directory to write the schema files into"),
+    check: bool = typer.Option(False, "--check", help="Write nothing; exit 1 if the files differ from the models"),
+) -> None:
+    """Write schemas/relay.schema.json from the models (what editors and CI use).
+
+    Example: sealrelay schema export --out schemas
+    """
+    from engine.config import schema
+
+    if check:
+        target = out / schema.SCHEMA_FILE
+        current = target.read_text(encoding="utf-8") if target.exists() else ""
+        if current != schema.dumps(schema.generate()):
+            typer.echo(f"{target} is out of date: run `sealrelay schema export`", err=True)
+            raise typer.Exit(views.EXIT_ERROR)
+        typer.echo(f"{target} is up to date")
+        return
+    for written in schema.export(out):
+        typer.echo(f"wrote {written}")
+
+
+@app.command()
+def migrate(
+    path: Path = typer.Argument(DEFAULT_CONFIG, help="A config file, or a directory of YAML files"),
+    check: bool = typer.Option(False, "--check", help="Write nothing; exit 2 if a migration is needed"),
+) -> None:
+    """Rewrite a config in place to the newest format version, keeping comments.
+
+    Example: sealrelay migrate relay.yaml --check
+    """
+    from engine.config.migrate import migrate_path
+
+    report = migrate_path(path, write=not check)
+    for line in report.lines:
+        typer.echo(line)
+    if report.failed:
+        raise typer.Exit(views.EXIT_ERROR)
+    if check and report.changed:
+        raise typer.Exit(views.EXIT_CHANGES)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,203 @@
+"""`dlp`: policies whose rules decide which mail is encrypted, blocked or quarantined."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from engine.config.model.base import F, Model, Name, Tag, by_key
+from engine.config.units import SizeField
+
+Scope = Literal["subject", "body", "attachments", "headers"]
+DEFAULT_SCOPE: list[Scope] = ["subject", "body", "attachments"]
+BUILTIN_CLASSIFIERS = ("credit_card", "us_ssn", "iban", "email_address")
+Direction = Literal["inbound", "outbound", "internal", "any"]
+
+
+class PatternCondition(Model):
+    pattern: str = F(..., "Regular expression (Python/PCRE syntax)", r"\bACCT-\d{8}\b")
+    min_matches: int = F(1, "How many matches trigger the condition", 1, ge=1)
+    scope: list[Scope] = F(DEFAULT_SCOPE, "Where to look", ["subject", "body"])
+
+
+class PhrasesCondition(Model):
+    phrases: list[Annotated[str, Field(min_length=1)]] = F(
+        ...,
+        "Phrases, matched case-insensitively on word boundaries",
+        ["account statement", "card number"],
+        min_length=1,
+    )
+    min_matches: int = F(1, "How many matches trigger the condition", 1, ge=1)
+    scope: list[Scope] = F(DEFAULT_SCOPE, "Where to look", ["body"])
+
+
+class ClassifierCondition(Model):
+    classifier: Name = F(
+        ...,
+        "A built-in classifier (credit_card, us_ssn, iban, email_address) or one from dlp.classifiers",
+        "credit_card",
+    )
+    min_matches: int = F(1, "How many matches trigger the condition", 1, ge=1)
+    scope: list[Scope] = F(DEFAULT_SCOPE, "Where to look", ["body", "attachments"])
+
+
+class AttachmentMatch(Model):
+    name: str | None = F(None, "File name glob", "*.xlsx")
+    type: list[str] | None = F(
+        None,
+        "True file types, from the content's magic bytes (not the claimed type)",
+        ["pdf", "zip", "exe"],
+    )
+    size_over: SizeField | None = F(None, "Only attachments larger than this", "5MB")
+
+
+class AttachmentCondition(Model):
+    attachment: AttachmentMatch = F(
+        ..., "At least one attachment with these properties", {"name": "*.xlsx", "size_over": "5MB"}
+    )
+
+
+class CountMatch(Model):
+    over: int = F(..., "More than this many attachments", 10, ge=0)
+
+
+class AttachmentCountCondition(Model):
+    attachment_count: CountMatch = F(..., "Number of attachments", {"over": 10})
+
+
+class HeaderMatch(Model):
+    name: str = F(..., "Header name", "X-Classification")
+    pattern: str = F(..., "Regular expression the header's value must match", "(?i)confidential")
+
+
+class HeaderCondition(Model):
+    header: HeaderMatch = F(
+        ...,
+        "A header whose value matches",
+        {"name": "X-Classification", "pattern": "(?i)confidential"},
+    )
+
+
+class AllCondition(Model):
+    all: list[Condition] = F(..., "Every condition must hold", [{"classifier": "credit_card"}], min_length=1)
+
+
+class AnyCondition(Model):
+    any: list[Condition] = F(..., "At least one condition must hold", [{"classifier": "iban"}], min_length=1)
+
+
+class NotCondition(Model):
+    not_: Condition = F(..., "The condition must not hold", {"phrases": ["public"]}, alias="not")
+
+
+_KINDS = (
+    "all",
+    "any",
+    "not",
+    "pattern",
+    "phrases",
+    "classifier",
+    "attachment",
+    "attachment_count",
+    "header",
+)
+Condition = Annotated[
+    Annotated[AllCondition, Tag("all")]
+    | Annotated[AnyCondition, Tag("any")]
+    | Annotated[NotCondition, Tag("not")]
+    | Annotated[PatternCondition, Tag("pattern")]
+    | Annotated[PhrasesCondition, Tag("phrases")]
+    | Annotated[ClassifierCondition, Tag("classifier")]
+    | Annotated[AttachmentCondition, Tag("attachment")]
+    | Annotated[AttachmentCountCondition, Tag("attachment_count")]
+    | Annotated[HeaderCondition, Tag("header")],
+    by_key(*_KINDS),
+]
+CONDITION_KINDS = _KINDS
+
+
+class CustomClassifier(Model):
+    name: Name = F(..., "Classifier name, used as `classifier: NAME` in conditions", "employee_id")
+    pattern: str = F(..., "Regular expression of a candidate match", r"\bEMP-\d{6}\b")
+    checksum: Literal["none", "luhn", "mod97"] = F(
+        "none", "Checksum the digits of a candidate must pass", "none", "luhn"
+    )
+    description: str = F("", "What it finds", "Employee numbers")
+
+
+class ActionPlan(Model):
+    name: Name = F(..., "Action plan name", "encrypt-sensitive")
+    description: str = F("", "What the plan is for", "Encrypt mail with card numbers")
+    email: Literal["encrypt", "block", "quarantine", "permit"] = F(
+        ...,
+        "What happens to the message: encrypt | block (NDR to the sender) | quarantine | permit",
+        "encrypt",
+    )
+    notify: list[str] = F(
+        [],
+        "Who gets a short report: `policy_owners` or addresses",
+        ["policy_owners", "dlp@example.com"],
+    )
+
+
+class Source(Model):
+    senders: list[str] = F([], "Sender address globs (empty: any sender)", ["*@example.com"])
+    ip_groups: list[Name] = F([], "IP groups the message must come from (empty: any)", ["internal_servers"])
+
+
+class Destination(Model):
+    direction: Direction = F("outbound", "Mail direction the rule applies to", "outbound")
+    domains: list[str] = F([], "Recipient domain globs (empty: any)", ["*.bank.example"])
+    domain_groups: list[Name] = F([], "Recipient domain groups (empty: any)", ["partners"])
+
+
+class Rule(Model):
+    name: Name = F(..., "Rule name", "cards")
+    description: str = F("", "What the rule catches", "Card numbers")
+    enabled: bool = F(True, "Disabled rules are skipped", True)
+    conditions: Condition = F(..., "When the rule matches", {"any": [{"classifier": "credit_card"}]})
+    severity: Literal["low", "medium", "high", "critical"] = F("medium", "Severity recorded with the match", "high")
+    action_plan: Name = F(..., "Name of an action plan in dlp.action_plans", "encrypt-sensitive")
+    source: Source = F(Source(), "Whose mail the rule applies to", {"senders": ["*@example.com"]})
+    destination: Destination = F(Destination(), "Where the mail goes", {"direction": "outbound"})
+
+
+class Policy(Model):
+    name: Name = F(..., "Policy name", "payment-cards")
+    description: str = F("", "What the policy protects", "Card numbers leaving the company must be encrypted")
+    owners: list[str] = F([], "Addresses of the owners (they receive notifications)", ["security@example.com"])
+    enabled: bool = F(True, "Disabled policies are skipped", True)
+    rules: list[Rule] = F(
+        ...,
+        "The policy's rules",
+        [
+            {
+                "name": "cards",
+                "conditions": {"classifier": "credit_card"},
+                "action_plan": "encrypt-sensitive",
+            }
+        ],
+        min_length=1,
+    )
+
+
+class DLP(Model):
+    """Data loss protection: what in a message triggers which action."""
+
+    mode: Literal["enforce", "monitor"] = F(
+        "enforce", "`enforce` acts on matches; `monitor` only records them", "enforce"
+    )
+    classifiers: list[CustomClassifier] = F(
+        [],
+        "Custom classifiers beside the built-in ones",
+        [{"name": "employee_id", "pattern": r"\bEMP-\d{6}\b"}],
+    )
+    action_plans: list[ActionPlan] = F(
+        [], "Named actions that rules refer to", [{"name": "encrypt-sensitive", "email": "encrypt"}]
+    )
+    policies: list[Policy] = F([], "DLP policies", [{"name": "payment-cards", "rules": []}])
+
+
+for _model in (AllCondition, AnyCondition, NotCondition):
+    _model.model_rebuild()

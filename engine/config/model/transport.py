@@ -1,0 +1,213 @@
+"""`tls`, `enforced_tls`, `routes`, `delivery`: how mail moves, and how safely."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from engine.config.model.base import F, HostOrIP, Model, Name, Secret, Tag, by_key
+from engine.config.units import DurationField
+
+TLSLevel = Literal["none", "opportunistic", "mandatory", "verify", "secure", "dane", "mta-sts"]
+TLS_LEVEL_DESCRIPTION = (
+    "TLS level: `none` (never STARTTLS), `opportunistic` (STARTTLS when offered, else plain), "
+    "`mandatory` (TLS or no transfer), `verify` (mandatory + trusted chain), "
+    "`secure` (verify + hostname match), `dane` (TLSA records), `mta-sts` (the domain's MTA-STS policy)"
+)
+Protocol = Literal["TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"]
+CipherBits = Literal[128, 256]
+
+
+class SelfSigned(Model):
+    key: Literal["ecdsa-p256", "rsa-2048", "rsa-3072", "rsa-4096"] = F(
+        "ecdsa-p256", "Key type of the generated certificate", "ecdsa-p256", "rsa-2048"
+    )
+    valid_days: int = F(825, "Validity of the generated certificate in days", 825, ge=1, le=3650)
+
+
+class SelfSignedSource(Model):
+    self_signed: SelfSigned = F(
+        ...,
+        "Generate a self-signed certificate at first start (CN and SAN = system.fqdn)",
+        {"key": "ecdsa-p256"},
+    )
+
+
+class Pfx(Model):
+    path: str = F(
+        ...,
+        "PKCS#12 file with key, certificate and chain (relative to the config)",
+        "secrets/relay.pfx",
+    )
+    password: Secret = F(..., "Password of the PFX file (at most 100 characters)", {"env": "SEAL_PFX_PASSWORD"})
+
+
+class PfxSource(Model):
+    pfx: Pfx = F(
+        ...,
+        "Use a CA-issued certificate from a PKCS#12 file",
+        {"path": "secrets/relay.pfx", "password": {"env": "SEAL_PFX_PASSWORD"}},
+    )
+
+
+class Pem(Model):
+    certificate: str = F(..., "PEM file with the certificate followed by its chain", "certs/relay.crt")
+    key: str = F(..., "PEM file with the private key", "certs/relay.key")
+    key_password: Secret | None = F(None, "Password of the key file, if it is encrypted", {"env": "SEAL_KEY_PASSWORD"})
+
+
+class PemSource(Model):
+    pem: Pem = F(
+        ...,
+        "Use a certificate and key from PEM files",
+        {"certificate": "certs/relay.crt", "key": "certs/relay.key"},
+    )
+
+
+CertificateSource = Annotated[
+    Annotated[SelfSignedSource, Tag("self_signed")]
+    | Annotated[PfxSource, Tag("pfx")]
+    | Annotated[PemSource, Tag("pem")],
+    by_key("self_signed", "pfx", "pem"),
+]
+
+
+class TLS(Model):
+    """The relay's own certificate and how it judges its peers'."""
+
+    certificate: CertificateSource = F(
+        SelfSignedSource(self_signed=SelfSigned()),
+        "The certificate the relay presents: `self_signed`, `pfx` or `pem`",
+        {"self_signed": {"key": "ecdsa-p256", "valid_days": 825}},
+    )
+    ca_bundle: str = F(
+        "system",
+        "CA bundle for verifying peers: `system` or a PEM file path",
+        "system",
+        "certs/ca-bundle.pem",
+    )
+    outbound_default: TLSLevel = F(
+        "opportunistic",
+        "Default level of routes that do not set one. " + TLS_LEVEL_DESCRIPTION,
+        "opportunistic",
+    )
+
+
+class IPGroupMatch(Model):
+    ip_group: Name = F(..., "Name of an IP group (peer addresses)", "banks")
+
+
+class DomainGroupMatch(Model):
+    domain_group: Name = F(
+        ...,
+        "Name of a domain group (recipient domains outbound, sender domains inbound)",
+        "partners",
+    )
+
+
+GroupMatch = Annotated[
+    Annotated[IPGroupMatch, Tag("ip_group")] | Annotated[DomainGroupMatch, Tag("domain_group")],
+    by_key("ip_group", "domain_group"),
+]
+
+
+class EnforcedTLSRule(Model):
+    """Connections to or from a group must meet a TLS level and strength."""
+
+    name: Name = F(..., "Rule name", "partners-must-encrypt")
+    direction: Literal["inbound", "outbound", "both"] = F(..., "Which connections the rule applies to", "outbound")
+    match: GroupMatch = F(
+        ...,
+        "The peers the rule covers: `{ip_group: X}` or `{domain_group: Y}`",
+        {"domain_group": "partners"},
+    )
+    level: TLSLevel = F("mandatory", TLS_LEVEL_DESCRIPTION, "mandatory", "secure")
+    min_protocol: Protocol = F("TLSv1.2", "Lowest TLS protocol version accepted", "TLSv1.2")
+    min_cipher_bits: CipherBits = F(128, "Lowest cipher strength: 128 (medium) or 256 (high)", 128, 256)
+
+
+class NextHopHost(Model):
+    host: HostOrIP = F(..., "Host name or IP address of the next hop", "smtp.partner.example", "192.0.2.10")
+    port: int = F(25, "TCP port of the next hop", 25, ge=1, le=65535)
+    mx_lookup: bool = F(False, "Resolve the host name's MX records (host names only)", False)
+
+
+class DomainsMatch(Model):
+    domains: list[Annotated[str, F(..., "A domain", "partner.example")]] = F(
+        ...,
+        "Recipient domains (`*.example.com` matches subdomains)",
+        ["partner.example"],
+        min_length=1,
+    )
+
+
+RouteRecipients = (
+    Literal["any"]
+    | Annotated[
+        Annotated[DomainGroupMatch, Tag("domain_group")] | Annotated[DomainsMatch, Tag("domains")],
+        by_key("domain_group", "domains"),
+    ]
+)
+
+
+class SmtpAuth(Model):
+    username: str = F(..., "SMTP AUTH user name", "relay")
+    password: Secret = F(..., "SMTP AUTH password (at most 100 characters)", {"env": "SEAL_GATEWAY_PASSWORD"})
+
+
+class Route(Model):
+    """Where mail for some recipients goes next."""
+
+    name: Name = F(..., "Route name", "partner-smarthost")
+    recipients: RouteRecipients = F(
+        ..., "`any`, `{domain_group: X}` or `{domains: [...]}`", "any", {"domain_group": "partners"}
+    )
+    next_hop: Literal["mx"] | NextHopHost = F(
+        "mx",
+        "`mx` (the recipient domain's MX) or `{host, port, mx_lookup}`",
+        "mx",
+        {"host": "smtp.partner.example", "port": 25},
+    )
+    tls: TLSLevel | None = F(
+        None,
+        "TLS level of this route (default: tls.outbound_default). " + TLS_LEVEL_DESCRIPTION,
+        "opportunistic",
+    )
+    auth: SmtpAuth | None = F(
+        None,
+        "SMTP AUTH credentials for the next hop",
+        {"username": "relay", "password": {"env": "SEAL_ROUTE_PASSWORD"}},
+    )
+
+
+class NDR(Model):
+    enabled: bool = F(
+        True,
+        "Send a non-delivery report (DSN) to the sender when a message bounces or expires",
+        True,
+    )
+    include: Literal["headers", "full", "none"] = F(
+        "headers", "What of the original message the NDR carries", "headers"
+    )
+
+
+class Delivery(Model):
+    """The non-delivery options: retries, lifetime, warnings, bounces."""
+
+    retry_interval: DurationField = F("15m", "Delay before the first retry", "15m", validate_default=True)
+    max_retry_interval: DurationField = F(
+        "4h", "Longest delay between retries (backoff cap)", "4h", validate_default=True
+    )
+    backoff: float = F(2.0, "Factor by which the retry delay grows after each attempt", 2.0, ge=1.0, le=10.0)
+    max_queue_lifetime: DurationField = F(
+        "5d", "After this, the message bounces with an NDR", "5d", validate_default=True
+    )
+    delay_warning_after: DurationField | None = F(
+        "4h",
+        "Send the sender a delay warning after this long (null: never)",
+        "4h",
+        validate_default=True,
+    )
+    ndr: NDR = F(NDR(), "Bounce (NDR) behaviour", {"enabled": True, "include": "headers"})
+    workers: int = F(20, "Parallel delivery workers", 20, ge=1, le=1000)
+    connect_timeout: DurationField = F("30s", "TCP connect timeout to a next hop", "30s", validate_default=True)
+    command_timeout: DurationField = F("5m", "Timeout of one SMTP command to a next hop", "5m", validate_default=True)

@@ -1,0 +1,155 @@
+"""The encryption section: one method, an optional backup, and each method's settings."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator
+
+from engine.config.diagnostics import Diagnostic, Path, error, warning
+from engine.config.model.base import HEADER_NAME_RE, is_ip
+from engine.config.semantic import Context, check
+
+_BLOCK = {"advanced": "advanced", "third_party": "third_party", "secure_portal": "secure_portal"}
+
+
+@check
+def method_and_backup(ctx: Context) -> Iterator[Diagnostic]:
+    enc = ctx.config.encryption
+    if enc.method in _BLOCK and getattr(enc, enc.method) is None:
+        yield error(
+            ("encryption", "method"),
+            f"method `{enc.method}` needs an `encryption.{enc.method}` block",
+            f"add `encryption.{enc.method}` with its settings, or choose another method",
+        )
+    if enc.backup != "none":
+        if enc.method != "tls":
+            yield error(
+                ("encryption", "backup"),
+                f"a backup method is only used with `method: tls` (method is `{enc.method}`)",
+                "remove `backup`, or set `method: tls`",
+            )
+        elif getattr(enc, enc.backup) is None:
+            yield error(
+                ("encryption", "backup"),
+                f"backup `{enc.backup}` needs an `encryption.{enc.backup}` block",
+                f"add `encryption.{enc.backup}` with its settings, or set `backup: none`",
+            )
+    if enc.method == "secure_portal" and enc.smime is not None:
+        yield error(
+            ("encryption", "smime"),
+            "`method: secure_portal` excludes every other method, S/MIME included",
+            "remove `encryption.smime`, or choose another method",
+        )
+
+
+def header_problem(text: str) -> tuple[str, str | None] | None:
+    """Why `text` is not a usable `Name: value` header line, or None when it is."""
+    if "\r" in text or "\n" in text:
+        return (
+            "must not contain CR or LF (that would inject headers)",
+            "write the header on one line",
+        )
+    name, colon, value = text.partition(":")
+    if not colon:
+        return f"{text!r} is not of the form `Name: value`", "write it as `X-Encrypt: yes`"
+    if not name or not HEADER_NAME_RE.match(name):
+        return (
+            f"{name!r} is not a legal header name",
+            "use printable ASCII without spaces or colons, like `X-Encrypt`",
+        )
+    if not value.strip():
+        return f"header `{name}` has no value", "write it as `Name: value`"
+    if any(ord(ch) < 32 and ch != "\t" or ord(ch) == 127 for ch in value):
+        return f"header `{name}` has control characters in its value", None
+    return None
+
+
+@check
+def third_party(ctx: Context) -> Iterator[Diagnostic]:
+    tp = ctx.config.encryption.third_party
+    if tp is None:
+        return
+    base: Path = ("encryption", "third_party")
+    group = ctx.config.ip_groups.get(tp.encrypted_ip_group, [])
+    networks = [ipaddress.ip_network(n) for n in group]
+    for i, server in enumerate(tp.servers):
+        path = (*base, "servers", i)
+        if is_ip(server.host):
+            if server.mx_lookup:
+                yield error(
+                    (*path, "mx_lookup"),
+                    f"MX lookup needs a host name, and `{server.host}` is an IP address",
+                    "remove `mx_lookup`, or give the server's host name",
+                )
+            addr = ipaddress.ip_address(server.host)
+            if tp.encrypted_ip_group in ctx.config.ip_groups and not any(addr in n for n in networks):
+                yield error(
+                    (*path, "host"),
+                    f"{server.host} is not in the IP group `{tp.encrypted_ip_group}`, so mail coming back "
+                    "from the encryption server would be encrypted again (a loop)",
+                    f"add {server.host}/{addr.max_prefixlen} to ip_groups.{tp.encrypted_ip_group}",
+                )
+        else:
+            yield warning(
+                (*path, "host"),
+                f"`{server.host}` is a host name: its addresses cannot be checked against the IP group "
+                f"`{tp.encrypted_ip_group}` here",
+                f"make sure every address of {server.host} is in ip_groups.{tp.encrypted_ip_group}",
+            )
+    seen: dict[str, str] = {}
+    for which in ("encrypt", "success", "failure"):
+        text = getattr(tp.headers, which)
+        problem = header_problem(text)
+        if problem:
+            yield error((*base, "headers", which), *problem)
+            continue
+        normal = ":".join(part.strip().lower() for part in text.split(":", 1))
+        if normal in seen:
+            yield error(
+                (*base, "headers", which),
+                f"the {which} header is the same as the {seen[normal]} header",
+                "each of encrypt, success and failure needs its own header or value",
+            )
+        seen[normal] = which
+
+
+@check
+def advanced(ctx: Context) -> Iterator[Diagnostic]:
+    adv = ctx.config.encryption.advanced
+    if adv and not HEADER_NAME_RE.match(adv.decryption_header):
+        yield error(
+            ("encryption", "advanced", "decryption_header"),
+            f"{adv.decryption_header!r} is not a legal header name",
+            "use printable ASCII without spaces or colons, like `X-Seal-Decryption`",
+        )
+    if adv and adv.portal_url.startswith("http://"):
+        yield warning(
+            ("encryption", "advanced", "portal_url"),
+            "recipients would register passwords over plain HTTP",
+            "use https://",
+        )
+
+
+@check
+def secure_portal(ctx: Context) -> Iterator[Diagnostic]:
+    portal = ctx.config.encryption.secure_portal
+    if portal is None:
+        return
+    base = ("encryption", "secure_portal")
+    if portal.url.startswith("http://"):
+        yield warning((*base, "url"), "recipients would log in over plain HTTP", "use https://")
+    if not ctx.config.system.internal_domains:
+        for name in ("reply_all", "forward", "compose"):
+            perm = getattr(portal.permissions, name)
+            if perm.allowed and perm.recipients == "any":
+                yield warning(
+                    (*base, "permissions", name, "recipients"),
+                    "`recipients: any` needs at least one internal address on each message, "
+                    "and system.internal_domains is empty",
+                    "add your domains to system.internal_domains",
+                )
+    note = portal.notification
+    if note.template and note.body:
+        yield error((*base, "notification"), "set either `template` or `body`, not both")
+    if note.template and ctx.check_files and not ctx.file(note.template).is_file():
+        yield error((*base, "notification", "template"), f"template file {note.template} does not exist")

@@ -1,0 +1,111 @@
+"""Listeners, groups, routes, enforced TLS and delivery timings hang together."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from engine.config.diagnostics import Diagnostic, error, warning
+from engine.config.model.base import is_ip
+from engine.config.model.transport import DomainGroupMatch, NextHopHost
+from engine.config.semantic import Context, check
+
+_INBOUND_LEVELS = ("opportunistic", "mandatory", "verify")
+_OLD_PROTOCOLS = ("TLSv1", "TLSv1.1")
+
+
+@check
+def system(ctx: Context) -> Iterator[Diagnostic]:
+    s = ctx.config.system
+    if "." not in s.fqdn.strip("."):
+        yield error(
+            ("system", "fqdn"),
+            f"`{s.fqdn}` is not fully qualified",
+            "write the full name, like mail.example.com",
+        )
+    ports = {(lst.address, lst.port): ("system", "listeners", i, "port") for i, lst in enumerate(s.listeners)}
+    for name in ("admin", "portal", "metrics"):
+        endpoint = getattr(s, name)
+        clash = ports.get((endpoint.address, endpoint.port))
+        if clash:
+            yield error(
+                ("system", name, "port"),
+                f"port {endpoint.port} is already used by an SMTP listener",
+                see=(clash,),
+            )
+        ports[(endpoint.address, endpoint.port)] = ("system", name, "port")
+    seen: set[str] = set()
+    for i, domain in enumerate(s.internal_domains):
+        if domain.lower() in seen:
+            yield warning(("system", "internal_domains", i), f"`{domain}` is listed twice")
+        seen.add(domain.lower())
+
+
+@check
+def routes(ctx: Context) -> Iterator[Diagnostic]:
+    catch_all = None
+    for i, route in enumerate(ctx.config.routes):
+        hop = route.next_hop
+        if isinstance(hop, NextHopHost) and hop.mx_lookup and is_ip(hop.host):
+            yield error(
+                ("routes", i, "next_hop", "mx_lookup"),
+                f"MX lookup needs a host name, and `{hop.host}` is an IP address",
+                "remove `mx_lookup`, or give a host name",
+            )
+        if catch_all is not None:
+            yield warning(
+                ("routes", i, "name"),
+                f"route `{route.name}` is never used: route `{ctx.config.routes[catch_all].name}` above matches every recipient",
+                "routes are tried in order: move the `recipients: any` route last",
+            )
+        elif route.recipients == "any":
+            catch_all = i
+
+
+@check
+def enforced_tls(ctx: Context) -> Iterator[Diagnostic]:
+    for i, rule in enumerate(ctx.config.enforced_tls):
+        if rule.direction in ("inbound", "both") and rule.level not in _INBOUND_LEVELS:
+            yield error(
+                ("enforced_tls", i, "level"),
+                f"level `{rule.level}` cannot be required of inbound peers",
+                "inbound rules take `opportunistic`, `mandatory` or `verify` (a trusted client certificate)",
+            )
+        if rule.direction in ("inbound", "both") and isinstance(rule.match, DomainGroupMatch):
+            yield warning(
+                ("enforced_tls", i, "match"),
+                "an inbound peer is matched by the sender domain it claims, which it chooses itself",
+                "match inbound peers by `ip_group`",
+            )
+        if rule.min_protocol in _OLD_PROTOCOLS:
+            yield warning(
+                ("enforced_tls", i, "min_protocol"),
+                f"{rule.min_protocol} is deprecated (RFC 8996)",
+                "use TLSv1.2",
+            )
+    if ctx.config.encryption.tls.min_protocol in _OLD_PROTOCOLS:
+        yield warning(
+            ("encryption", "tls", "min_protocol"),
+            f"{ctx.config.encryption.tls.min_protocol} is deprecated (RFC 8996)",
+            "use TLSv1.2",
+        )
+
+
+@check
+def delivery(ctx: Context) -> Iterator[Diagnostic]:
+    d = ctx.config.delivery
+    if d.retry_interval > d.max_retry_interval:
+        yield error(
+            ("delivery", "retry_interval"),
+            f"retry_interval ({d.retry_interval}) is longer than max_retry_interval ({d.max_retry_interval})",
+        )
+    if d.retry_interval >= d.max_queue_lifetime:
+        yield error(
+            ("delivery", "max_queue_lifetime"),
+            f"max_queue_lifetime ({d.max_queue_lifetime}) leaves no time for a retry (retry_interval is {d.retry_interval})",
+        )
+    if d.delay_warning_after is not None and d.delay_warning_after >= d.max_queue_lifetime:
+        yield warning(
+            ("delivery", "delay_warning_after"),
+            f"no delay warning is ever sent: messages expire after {d.max_queue_lifetime}",
+            "make it shorter than max_queue_lifetime, or set it to null",
+        )
