@@ -104,7 +104,8 @@ def render_line(diag: Diagnostic) -> str:
     """`file:line:col: dotted.path: message`, warnings say so after the path."""
     where = str(diag.mark) if diag.mark else "<config>"
     prefix = "warning: " if diag.severity is Severity.WARNING else ""
-    return f"{where}: {diag.dotted}: {prefix}{diag.message}"
+    path = f"{diag.dotted}: " if diag.path else ""
+    return f"{where}: {path}{prefix}{diag.message}"
 
 
 def render_text(diags: Sequence[Diagnostic]) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 from ruamel.yaml.cyaml import CParser
 from ruamel.yaml.error import MarkedYAMLError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
-from ruamel.yaml.resolver import VersionedResolver
+import re
 
 from engine.config.diagnostics import Diagnostic, Path, Severity
 
@@ -40,6 +40,14 @@ class Mark:
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}:{self.column}"
+
+
+def _tag(node: Node) -> str:
+    """The node's tag as text, without ruamel's slow URI decoding for the common case."""
+    tag = node.ctag
+    if tag is None or isinstance(tag, str):
+        return tag or ""
+    return tag.suffix if tag.handle is None else str(tag)
 
 
 def _mark(node: Node) -> Mark:
@@ -84,12 +92,41 @@ class Loaded:
     base_dir: FsPath
 
 
-class _Composer(CParser, VersionedResolver):
-    """libyaml's parser and composer with ruamel's YAML 1.2 tag resolution."""
+_IMPLICIT = [
+    (_TAG + "bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")),
+    (_TAG + "int", re.compile(r"^(?:[-+]?[0-9_]+|0o[0-7_]+|0x[0-9a-fA-F_]+)$")),
+    (
+        _TAG + "float",
+        re.compile(
+            r"^(?:[-+]?(?:\.[0-9]+|[0-9][0-9_]*(?:\.[0-9_]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+        ),
+    ),
+    (_TAG + "null", re.compile(r"^(?:~|null|Null|NULL|)$")),
+    (_TAG + "merge", re.compile(r"^<<$")),
+]
 
-    def __init__(self, stream: Any) -> None:
-        CParser.__init__(self, stream)
-        VersionedResolver.__init__(self, loader=self)
+
+class _Composer(CParser):
+    """libyaml's parser and composer, with YAML 1.2 core-schema tags resolved here.
+
+    ruamel's own VersionedResolver works too, but spends half of the parse deciding, per
+    scalar, which YAML version applies; a config is always YAML 1.2.
+    """
+
+    def descend_resolver(self, current_node: Any, current_index: Any) -> None:
+        pass
+
+    def ascend_resolver(self) -> None:
+        pass
+
+    def resolve(self, kind: type, value: Any, implicit: Any) -> str:
+        if kind is ScalarNode:
+            if implicit and implicit[0]:
+                for tag, pattern in _IMPLICIT:
+                    if pattern.match(value):
+                        return tag
+            return _TAG + "str"
+        return _TAG + ("seq" if kind is SequenceNode else "map")
 
 
 def config_files(path: FsPath) -> list[FsPath]:
@@ -139,7 +176,15 @@ def compose_file(file: FsPath) -> tuple[Node | None, Diagnostic | None]:
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = Mark(str(file), mark.line + 1, mark.column + 1) if mark else None
-        text = " ".join(p for p in (exc.context, exc.problem) if p) or "invalid YAML"
+        text = exc.problem or "invalid YAML"
+        if exc.context:
+            started = exc.context_mark
+            at = (
+                f" (started at {file}:{started.line + 1}:{started.column + 1})"
+                if started and started is not mark
+                else ""
+            )
+            text = f"{exc.context}{at}: {text}"
         return None, Diagnostic(Severity.ERROR, (), f"YAML syntax error: {text}", mark=where)
     except UnicodeDecodeError as exc:
         return None, _file_error(str(file), f"not UTF-8 text ({exc.reason} at byte {exc.start})")
@@ -205,7 +250,7 @@ class _Builder:
         merged: list[tuple[Node, Node]] = []
         own: list[tuple[Node, Node]] = []
         for key_node, value_node in node.value:
-            if str(key_node.tag) == _TAG + "merge":
+            if _tag(key_node) == _TAG + "merge":
                 sources = value_node.value if isinstance(value_node, SequenceNode) else [value_node]
                 for src in sources:
                     if isinstance(src, MappingNode):
@@ -240,7 +285,7 @@ class _Builder:
         return self.scalar(node, path)
 
     def scalar(self, node: ScalarNode, path: Path) -> Any:
-        tag = str(node.tag)
+        tag = _tag(node)
         text = node.value
         if node.style and node.style in "'\"|>":
             return text  # quoted or block scalars are always strings

@@ -1,0 +1,16 @@
+"""Shared test helpers: paths of the repository's examples, schemas and golden files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+GOLDEN = Path(__file__).resolve().parent / "golden"
+
+
+@pytest.fixture
+def root() -> Path:
+    return ROOT
