@@ -66,6 +66,17 @@ def schema_export(
         typer.echo(f"wrote {written}")
 
 
+@schema_app.command("reference")
+def schema_reference() -> None:
+    """Print the config reference (Markdown) generated from the models.
+
+    Example: sealrelay schema reference > docs/config-reference.md
+    """
+    from engine.config.reference import render
+
+    sys.stdout.write(render())
+
+
 @app.command()
 def migrate(
     path: Path = typer.Argument(DEFAULT_CONFIG, help="A config file, or a directory of YAML files"),

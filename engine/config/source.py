@@ -14,6 +14,7 @@ is an error that names both places. YAML 1.2 rules apply, so `no` stays the stri
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
@@ -22,7 +23,6 @@ from typing import Any
 from ruamel.yaml.cyaml import CParser
 from ruamel.yaml.error import MarkedYAMLError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
-import re
 
 from engine.config.diagnostics import Diagnostic, Path, Severity
 

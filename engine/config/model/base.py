@@ -110,13 +110,27 @@ _SECRET_SCHEMA = {
     "oneOf": [
         {
             "type": "object",
-            "properties": {"env": {"type": "string", "pattern": ENV_PATTERN}},
+            "properties": {
+                "env": {
+                    "type": "string",
+                    "pattern": ENV_PATTERN,
+                    "description": "Name of the environment variable that holds the secret",
+                    "examples": ["SEAL_PFX_PASSWORD"],
+                }
+            },
             "required": ["env"],
             "additionalProperties": False,
         },
         {
             "type": "object",
-            "properties": {"file": {"type": "string", "minLength": 1}},
+            "properties": {
+                "file": {
+                    "type": "string",
+                    "minLength": 1,
+                    "description": "Path of a file that holds the secret (relative to the config)",
+                    "examples": ["secrets/pfx-password"],
+                }
+            },
             "required": ["file"],
             "additionalProperties": False,
         },

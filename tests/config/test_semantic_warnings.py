@@ -1,0 +1,87 @@
+"""Warnings: a valid config that a careful admin would still want to hear about."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine.config.diagnostics import Severity
+from engine.config.load import load_config
+
+HEAD = "version: 1\nsystem:\n  fqdn: mail.example.com\n  internal_domains: [example.com]\n  listeners: [{name: mx, address: 127.0.0.1, port: 2525}]\n"
+TP = """ip_groups: {encryption_gateway: [127.0.0.2/32]}
+encryption:
+  method: third_party
+  third_party:
+    servers: [{host: encrypt.example.com, port: 25, mx_lookup: true}]
+    headers: {encrypt: "X-Encrypt: yes", success: "X-Encrypt-Result: success", failure: "X-Encrypt-Result: failure"}
+"""
+
+CASES = {
+    "catch-all route shadows later routes": (
+        "routes:\n  - {name: default, recipients: any}\n  - {name: partner, recipients: {domains: [p.example]}}\n",
+        ("routes", 1, "name"),
+        "is never used",
+    ),
+    "third-party host name cannot be checked against the gateway group": (
+        TP,
+        ("encryption", "third_party", "servers", 0, "host"),
+        "cannot be checked",
+    ),
+    "recipients any without internal domains": (
+        "encryption:\n  method: secure_portal\n  secure_portal:\n    url: https://s.example.com\n    permissions: {compose: {allowed: true, recipients: any}}\n",
+        ("encryption", "secure_portal", "permissions", "compose", "recipients"),
+        "needs at least one internal address",
+    ),
+    "deprecated protocol": (
+        "ip_groups: {b: [192.0.2.0/24]}\nenforced_tls:\n  - {name: b, direction: outbound, match: {ip_group: b}, level: mandatory, min_protocol: TLSv1}\n",
+        ("enforced_tls", 0, "min_protocol"),
+        "deprecated",
+    ),
+    "inbound rule matched by domain": (
+        "domain_groups: {p: [p.example]}\nenforced_tls:\n  - {name: p, direction: inbound, match: {domain_group: p}, level: mandatory}\n",
+        ("enforced_tls", 0, "match"),
+        "chooses itself",
+    ),
+    "delay warning never sent": (
+        "delivery: {max_queue_lifetime: 2h, delay_warning_after: 4h}\n",
+        ("delivery", "delay_warning_after"),
+        "no delay warning",
+    ),
+    "unused action plan": (
+        "dlp:\n  action_plans: [{name: e, email: encrypt}, {name: q, email: quarantine}]\n"
+        "  policies: [{name: p, rules: [{name: r, conditions: {classifier: iban}, action_plan: e}]}]\n",
+        ("dlp", "action_plans", 1, "name"),
+        "not used by any rule",
+    ),
+    "encrypt on inbound mail": (
+        "dlp:\n  action_plans: [{name: e, email: encrypt}]\n"
+        "  policies: [{name: p, rules: [{name: r, conditions: {classifier: iban}, action_plan: e, destination: {direction: any}}]}]\n",
+        ("dlp", "policies", 0, "rules", 0, "destination", "direction"),
+        "outbound mail only",
+    ),
+    "plain-http portal": (
+        "encryption:\n  method: advanced\n  advanced: {portal_url: 'http://s.example.com'}\n",
+        ("encryption", "advanced", "portal_url"),
+        "plain HTTP",
+    ),
+    "unset secret": (
+        "routes:\n  - {name: hub, recipients: any, next_hop: {host: hub.example.com}, auth: {username: u, password: {env: SEAL_TEST_UNSET}}}\n",
+        ("routes", 0, "auth", "password"),
+        "SEAL_TEST_UNSET is not set",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_warning(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SEAL_TEST_UNSET", raising=False)
+    text, path, fragment = CASES[name]
+    head = HEAD.replace("  internal_domains: [example.com]\n", "") if "recipients: any}}" in text else HEAD
+    f = tmp_path / "relay.yaml"
+    f.write_text(head + text, encoding="utf-8")
+    result = load_config(f)
+    assert result.ok, [d.message for d in result.diagnostics]
+    found = [d for d in result.diagnostics if d.path == path]
+    assert found and found[0].severity is Severity.WARNING and fragment in found[0].message, result.diagnostics
