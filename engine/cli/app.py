@@ -9,6 +9,8 @@ from pathlib import Path
 import typer
 
 from engine.cli import views
+from engine.cli.cert import cert_app
+from engine.cli.queue import queue_app
 
 app = typer.Typer(
     name="sealrelay",
@@ -19,8 +21,11 @@ app = typer.Typer(
 )
 schema_app = typer.Typer(help="The JSON Schemas of the config format.", no_args_is_help=True)
 app.add_typer(schema_app, name="schema")
+app.add_typer(queue_app, name="queue")
+app.add_typer(cert_app, name="cert")
 
 DEFAULT_CONFIG = Path("relay.yaml")
+DEFAULT_CONFIG_PATH = DEFAULT_CONFIG
 
 
 class Format(str, Enum):
@@ -41,6 +46,38 @@ def validate(
 
     result = load_config(path)
     raise typer.Exit(views.show_diagnostics(result.diagnostics, fmt.value, valid=result.ok, path=str(path)))
+
+
+@app.command()
+def serve(
+    path: Path = typer.Argument(None, help="Config file or directory (default: relay.yaml, else the embedded default)"),
+    watch: bool = typer.Option(False, "--watch", help="Reload when the config files change"),
+    log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING or ERROR"),
+) -> None:
+    """Run the relay: SMTP listeners, the durable queue and delivery workers.
+
+    Example: sealrelay serve relay.yaml
+    """
+    import asyncio
+    import logging
+
+    from engine.relay.server import DEFAULT_CONFIG, ConfigError, Relay, load_live
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if path is None:
+        path = DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.exists() else DEFAULT_CONFIG
+    try:
+        live = load_live(path)
+    except ConfigError as exc:
+        typer.echo(str(exc), err=True)
+        typer.echo(f"{path}: invalid config, not started", err=True)
+        raise typer.Exit(views.EXIT_ERROR) from None
+    relay = Relay(live)
+    typer.echo(f"sealrelay serving {path} (config version {live.version}); data in {live.data_dir}", err=True)
+    try:
+        asyncio.run(relay.serve_forever())
+    except KeyboardInterrupt:
+        pass
 
 
 @schema_app.command("export")

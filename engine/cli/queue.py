@@ -1,0 +1,133 @@
+"""`sealrelay queue list | show | retry | delete`: the delayed-message queue, for operators.
+
+These open the queue database directly (SQLite in WAL mode lets them run beside a serving
+relay), so they work when the relay is down too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import typer
+
+from engine.cli import views
+
+queue_app = typer.Typer(help="The delayed-message queue.", no_args_is_help=True)
+CONFIG = typer.Option(Path("relay.yaml"), "--config", "-c", help="The relay's config (to find its data_dir)")
+
+
+@contextmanager
+def _open(config: Path):
+    from engine.config.load import load_config
+    from engine.relay.queue import Queue, QueueLocked
+
+    result = load_config(config, check_files=False)
+    if result.config is None:
+        typer.echo(f"{config}: invalid config: run `sealrelay validate {config}`", err=True)
+        raise typer.Exit(views.EXIT_ERROR)
+    directory = (result.base_dir / result.config.system.data_dir / "queue").resolve()
+    try:
+        queue = Queue.open(directory, shared=True)
+    except QueueLocked as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(views.EXIT_ERROR) from None
+    try:
+        yield queue
+    finally:
+        queue.close()
+
+
+def _when(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
+
+
+@queue_app.command("list")
+def list_(
+    config: Path = CONFIG,
+    state: str = typer.Option(None, help="Only entries with a recipient in this state"),
+    limit: int = 100,
+    fmt: str = typer.Option("text", "--format"),
+) -> None:
+    """List queued messages, oldest first.
+
+    Example: sealrelay queue list --config relay.yaml --state deferred
+    """
+    with _open(config) as queue:
+        entries = asyncio.run(queue.list(limit, state))
+    if fmt == "json":
+        typer.echo(json.dumps([e.__dict__ for e in entries], default=str, indent=2))
+        return
+    if not entries:
+        typer.echo("queue is empty")
+    for e in entries:
+        states = ", ".join(f"{n} {s}" for s, n in sorted(e.states.items()) if n)
+        typer.echo(f"{e.id}  {_when(e.created_at)}  {e.size:>9} B  <{e.sender}>  {states}  next {_when(e.next_due)}")
+        if e.last_error:
+            typer.echo(f"    last error: {e.last_error}")
+
+
+@queue_app.command()
+def show(queue_id: str, config: Path = CONFIG, fmt: str = typer.Option("text", "--format")) -> None:
+    """Everything about one queued message: recipients, attempts, last error, TLS result.
+
+    Example: sealrelay queue show 3f2a9c01b7e4 --config relay.yaml
+    """
+    from engine.relay.queue import NotQueued
+
+    with _open(config) as queue:
+        try:
+            d = asyncio.run(queue.show(queue_id))
+        except NotQueued as exc:
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(views.EXIT_ERROR) from None
+    if fmt == "json":
+        typer.echo(json.dumps({**d.__dict__, "recipients": [r.__dict__ for r in d.recipients]}, default=str, indent=2))
+        return
+    typer.echo(
+        f"id:       {d.id}\nsender:   <{d.sender}>\nqueued:   {_when(d.created_at)}\nsize:     {d.size} B\nsha256:   {d.sha256}"
+    )
+    typer.echo(f"next due: {_when(d.next_due)}\nmeta:     {json.dumps(d.meta, sort_keys=True)}")
+    for r in d.recipients:
+        typer.echo(f"  <{r.address}>  {r.state}  attempts {r.attempts}  next {_when(r.next_attempt_at)}")
+        if r.last_error:
+            typer.echo(f"      error: {r.last_error}")
+        if r.last_tls:
+            typer.echo(f"      tls:   {r.last_tls}")
+
+
+@queue_app.command()
+def retry(queue_id: str, config: Path = CONFIG) -> None:
+    """Make a deferred message due now (the relay picks it up on its next pass).
+
+    Example: sealrelay queue retry 3f2a9c01b7e4 --config relay.yaml
+    """
+    from engine.relay.queue import NotQueued
+
+    with _open(config) as queue:
+        try:
+            n = asyncio.run(queue.retry(queue_id))
+        except NotQueued as exc:
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(views.EXIT_ERROR) from None
+    typer.echo(f"{queue_id}: {n} recipient(s) due now")
+
+
+@queue_app.command()
+def delete(queue_id: str, config: Path = CONFIG) -> None:
+    """Remove a message from the queue without notifying its sender.
+
+    Example: sealrelay queue delete 3f2a9c01b7e4 --config relay.yaml
+    """
+    from engine.relay.queue import NotQueued
+
+    with _open(config) as queue:
+        try:
+            asyncio.run(queue.delete(queue_id))
+        except NotQueued as exc:
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(views.EXIT_ERROR) from None
+    typer.echo(f"{queue_id}: deleted")

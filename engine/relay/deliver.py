@@ -1,0 +1,267 @@
+"""Delivery: leased queue entries out to their next hops, with the TLS their policy demands.
+
+For each entry the recipients are grouped by domain, routed (`Live.route_for`), resolved
+to hops (MX or a fixed host), and tried hop by hop until one answers. Every outcome goes
+through `failures.classify` (the one place that decides defer or bounce), and every
+recipient gets exactly one of delivered / deferred / bounced in the queue, so a crash
+leaves at most a duplicate. Mandatory TLS is never downgraded: without the TLS a policy
+demands, not one byte of content is sent; flagged mail then goes to the backup method
+when one is configured, or waits in the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from engine.relay import ndr
+from engine.relay.decisionlog import emit
+from engine.relay.failures import Failure, classify, expired, next_retry
+from engine.relay.groups import domain_of
+from engine.relay.handoff import EncryptionMethod
+from engine.relay.live import Live
+from engine.relay.queue import Entry, NotQueued, Queue
+from engine.relay.resolve import Resolver
+from engine.relay.transfer import Attempt, Hop, transfer
+
+log = logging.getLogger(__name__)
+
+TLS_FAILURE_STATUSES = ("4.7.5", "4.7.0")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    kind: str  # delivered | defer | bounce
+    text: str
+    status: str
+    tls: str | None = None
+
+
+class Deliverer:
+    """Runs delivery workers against the queue until `stop`."""
+
+    def __init__(
+        self,
+        queue: Queue,
+        current: Callable[[], Live],
+        *,
+        methods: dict[str, EncryptionMethod] | None = None,
+        resolver_for: Callable[[Live], Resolver] | None = None,
+    ) -> None:
+        self.queue = queue
+        self.current = current
+        self.methods = methods or {}
+        self._resolver_for = resolver_for or _default_resolver
+        self._kick = asyncio.Event()
+        self._stopping = False
+        self._tasks: set[asyncio.Task] = set()
+        self._in_flight: set[str] = set()
+
+    def kick(self, _queue_id: str | None = None) -> None:
+        """Something is due now (a new message, a retry): wake the scheduler."""
+        self._kick.set()
+
+    async def run(self, poll_interval: float = 1.0) -> None:
+        """Lease due entries and deliver them, `delivery.workers` at a time."""
+        while not self._stopping:
+            live = self.current()
+            free = live.config.delivery.workers - len(self._tasks)
+            leased = await self.queue.due(time.time(), free) if free > 0 else []
+            for entry in leased:
+                task = asyncio.create_task(self._deliver_guarded(live, entry))
+                self._tasks.add(task)
+                task.add_done_callback(self._done)
+            if leased and len(leased) == free:
+                await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+                continue
+            if not leased:
+                try:
+                    await asyncio.wait_for(self._kick.wait(), poll_interval)
+                except TimeoutError:
+                    pass
+                self._kick.clear()
+
+    def _done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        self._kick.set()
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._kick.set()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=30)
+
+    async def _deliver_guarded(self, live: Live, entry: Entry) -> None:
+        try:
+            await self.deliver(live, entry)
+        except NotQueued:
+            pass  # deleted by an operator meanwhile
+        except Exception:
+            log.exception("delivery of %s failed unexpectedly; it stays queued", entry.id)
+            await self.queue.release(entry.id)
+
+    # -- one entry ------------------------------------------------------------------------
+
+    async def deliver(self, live: Live, entry: Entry) -> None:
+        by_domain: dict[str, list[str]] = defaultdict(list)
+        for rcpt in entry.recipients:
+            by_domain[domain_of(rcpt.address)].append(rcpt.address)
+        outcomes: dict[str, Outcome] = {}
+        results = await asyncio.gather(*(self._deliver_domain(live, entry, d, r) for d, r in by_domain.items()))
+        for result in results:
+            outcomes.update(result)
+        await self._record(live, entry, outcomes)
+
+    async def _deliver_domain(self, live: Live, entry: Entry, domain: str, rcpts: list[str]) -> dict[str, Outcome]:
+        encrypt = bool(entry.meta.get("encrypt")) and not entry.meta.get("already_encrypted")
+        method = live.config.encryption.method
+        if encrypt and method != "tls":
+            return await self._handoff(live, entry, rcpts, method, "encryption method")
+        route = live.route_for(domain)
+        try:
+            hops = await self._hops(live, route, domain)
+        except Exception as exc:  # DNS says no (bounce) or not now (defer)
+            failure = classify(None, exc)
+            return {r: _from_failure(failure) for r in rcpts}
+        last: dict[str, Outcome] = {}
+        for hop in hops:
+            policy = live.outbound_policy(route, domain, hop.address, encrypt=encrypt)
+            attempt = await transfer(live, hop, policy, entry, rcpts)
+            last = _outcomes(attempt, rcpts)
+            if attempt.site_failure is None:
+                return last
+            log.info("%s: %s via %s: %s", entry.id, domain, hop, attempt.site_failure.reason)
+        backup = live.config.encryption.backup
+        if encrypt and backup != "none" and any(o.status in TLS_FAILURE_STATUSES for o in last.values()):
+            return await self._handoff(live, entry, rcpts, backup, "backup method after TLS failed")
+        return last
+
+    async def _hops(self, live: Live, route, domain: str) -> list[Hop]:
+        resolver = self._resolver_for(live)
+        if route.next_hop is None:
+            found = await resolver.mx_hosts(domain)
+        else:
+            hop = route.next_hop
+            found = await resolver.host_hops(hop.host, hop.port, hop.mx_lookup)
+        return [Hop(h.host, h.address, h.port) for h in found]
+
+    async def _handoff(self, live: Live, entry: Entry, rcpts: list[str], name: str, why: str) -> dict[str, Outcome]:
+        method = self.methods.get(name)
+        if method is None:
+            text = f"{why} `{name}` is not available in this relay"
+            return {r: Outcome("defer", text, "4.7.5") for r in rcpts}
+        try:
+            done = await method.protect(live, entry, rcpts)
+        except Exception as exc:
+            return {r: Outcome("defer", f"{why} `{name}` failed: {exc}", "4.7.5") for r in rcpts}
+        return {r: Outcome("delivered", f"{why} `{name}`: {done.detail}", "2.0.0", f"handed to {name}") for r in rcpts}
+
+    # -- recording ------------------------------------------------------------------------
+
+    async def _record(self, live: Live, entry: Entry, outcomes: dict[str, Outcome]) -> None:
+        now = time.time()
+        delivery = live.config.delivery
+        attempts = {r.address: r.attempts for r in entry.recipients}
+        groups: dict[str, list[str]] = defaultdict(list)
+        for rcpt, outcome in outcomes.items():
+            if outcome.kind == "defer" and expired(entry.created_at, now, delivery.max_queue_lifetime):
+                outcomes[rcpt] = Outcome("bounce", f"delivery time expired: {outcome.text}", "5.4.7", outcome.tls)
+            groups[outcomes[rcpt].kind].append(rcpt)
+        for rcpt, outcome in outcomes.items():
+            if outcome.kind == "delivered":
+                await self.queue.mark_delivered(entry.id, [rcpt], outcome.text, tls=outcome.tls)
+            elif outcome.kind == "defer":
+                wait = next_retry(
+                    attempts.get(rcpt, 0) + 1, delivery.retry_interval, delivery.max_retry_interval, delivery.backoff
+                )
+                await self.queue.mark_deferred(entry.id, [rcpt], outcome.text, now + wait, tls=outcome.tls)
+            emit(
+                "delivery",
+                id=entry.id,
+                recipient=rcpt,
+                result=outcome.kind,
+                status=outcome.status,
+                tls=outcome.tls,
+                reason=outcome.text,
+                config_version=live.version,
+            )
+        if groups["bounce"]:
+            await self._notify(live, entry, {r: outcomes[r] for r in groups["bounce"]}, "failure")
+            for rcpt in groups["bounce"]:
+                await self.queue.mark_bounced(entry.id, [rcpt], outcomes[rcpt].text, tls=outcomes[rcpt].tls)
+        elif groups["defer"] and not entry.warned and _delay_warning_due(live, entry, now):
+            await self._notify(live, entry, {r: outcomes[r] for r in groups["defer"]}, "delay")
+            await self.queue.mark_warned(entry.id)
+
+    async def _notify(self, live: Live, entry: Entry, outcomes: dict[str, Outcome], kind: str) -> None:
+        """Queue a DSN to the sender (never for a bounce, and only if NDRs are enabled)."""
+        if not live.config.delivery.ndr.enabled or not ndr.should_send_dsn(entry.sender):
+            return
+        until = entry.created_at + live.config.delivery.max_queue_lifetime
+        statuses = [
+            ndr.RecipientStatus(
+                address=rcpt,
+                action="failed" if kind == "failure" else "delayed",
+                status=o.status if kind == "failure" or o.status.startswith("4") else "4" + o.status[1:],
+                diagnostic=o.text,
+                remote_mta=None,
+                last_attempt=_dt(time.time()),
+                will_retry_until=_dt(until) if kind == "delay" else None,
+            )
+            for rcpt, o in outcomes.items()
+        ]
+        body = ndr.build_dsn(
+            reporting_mta=live.config.system.fqdn,
+            original_sender=entry.sender,
+            original_envelope_id=entry.id,
+            arrival_date=_dt(entry.created_at),
+            recipients=statuses,
+            original_message=entry.body,
+            include=live.config.delivery.ndr.include,
+            kind=kind,
+        )
+        dsn_id = await self.queue.enqueue(
+            "", [entry.sender], body, meta={"kind": f"dsn-{kind}", "about": entry.id, "config_version": live.version}
+        )
+        emit("dsn", id=dsn_id, about=entry.id, kind=kind, to=entry.sender, recipients=list(outcomes))
+        self.kick()
+
+
+def _outcomes(attempt: Attempt, rcpts: list[str]) -> dict[str, Outcome]:
+    if attempt.site_failure is not None:
+        return {r: _from_failure(attempt.site_failure, attempt.tls) for r in rcpts}
+    out = {}
+    for rcpt in rcpts:
+        result = attempt.results.get(rcpt)
+        if result is None or isinstance(result, Failure):
+            failure = result or Failure("defer", "no result for this recipient", "4.0.0")
+            out[rcpt] = _from_failure(failure, attempt.tls)
+        else:
+            out[rcpt] = Outcome("delivered", result, "2.0.0", attempt.tls)
+    return out
+
+
+def _from_failure(failure: Failure, tls: str | None = None) -> Outcome:
+    return Outcome("bounce" if failure.permanent else "defer", failure.reason, failure.status, tls)
+
+
+def _delay_warning_due(live: Live, entry: Entry, now: float) -> bool:
+    after = live.config.delivery.delay_warning_after
+    return after is not None and now - entry.created_at >= after
+
+
+def _dt(ts: float):
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ts, UTC)
+
+
+def _default_resolver(live: Live) -> Resolver:
+    dns = live.config.system.dns
+    if dns is None:
+        return Resolver()
+    return Resolver(list(dns.nameservers), dns.port, float(dns.timeout))

@@ -1,0 +1,120 @@
+"""The SMTP edge: aiosmtpd sessions in, `Message`s out, `Verdict`s back as SMTP replies.
+
+Only this module knows reply codes. Each connection takes the live config current when it
+was accepted and keeps it to the end (a swap never changes the rules mid-session). What it
+enforces before DATA: the listener's `starttls: required`, enforced-TLS rules for inbound
+peers (530 until STARTTLS, then the protocol and cipher floor), and relay permission
+(external recipients only from trusted peers). After DATA, `Intake` decides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from engine.config.model.system import Listener
+from engine.relay.groups import domain_of
+from engine.relay.intake import Intake
+from engine.relay.live import Live
+from engine.relay.message import Message, Outcome, TLSInfo, Verdict
+from engine.relay.tls import check_negotiated
+
+log = logging.getLogger(__name__)
+
+MAX_RECIPIENTS = 1000
+_DEFAULT_CODES = {Outcome.ACCEPT: 250, Outcome.REJECT: 550, Outcome.TEMPFAIL: 451}
+
+
+def reply(verdict: Verdict) -> str:
+    code = verdict.code or _DEFAULT_CODES[verdict.outcome]
+    return f"{code} {verdict.status} {verdict.text}".replace("\r", " ").replace("\n", " ")
+
+
+def tls_info(server: SMTP) -> TLSInfo:
+    ssl_object = server.transport.get_extra_info("ssl_object") if server.transport else None
+    if ssl_object is None:
+        return TLSInfo()
+    name, _, bits = ssl_object.cipher() or (None, None, None)
+    return TLSInfo(ssl_object.version(), name, bits)
+
+
+class EdgeHandler:
+    """aiosmtpd hooks for one connection, bound to the live config it started with."""
+
+    def __init__(self, live: Live, listener: Listener, intake: Intake) -> None:
+        self.live = live
+        self.listener = listener
+        self.intake = intake
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        peer_ip = session.peer[0] if session.peer else ""
+        policy = self.live.inbound_policy(peer_ip, domain_of(address))
+        if policy is not None and policy.level.requires_tls:
+            ssl_object = server.transport.get_extra_info("ssl_object")
+            if ssl_object is None:
+                return "530 5.7.0 Must issue a STARTTLS command first"
+            weak = check_negotiated(ssl_object, policy.min_bits, policy.min_protocol)
+            if weak:
+                return f"530 5.7.0 TLS too weak for this peer: {weak}"
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 2.1.0 OK"
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
+            return "452 4.5.3 Too many recipients"
+        domain = domain_of(address)
+        if not domain:
+            return "550 5.1.3 Recipient address must have a domain"
+        peer_ip = session.peer[0] if session.peer else ""
+        if not self.live.is_internal(domain) and not self.live.may_relay(peer_ip):
+            return f"554 5.7.1 <{address}>: Relay access denied"
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(options)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        message = Message(
+            sender=envelope.mail_from or "",
+            recipients=tuple(envelope.rcpt_tos),
+            content=bytes(envelope.original_content or b""),
+            peer_ip=session.peer[0] if session.peer else "",
+            helo=session.host_name or "",
+            listener=self.listener.name,
+            tls=tls_info(server),
+            received_at=time.time(),
+        )
+        try:
+            verdict = await self.intake.receive(self.live, message)
+        except Exception:  # the relay never crashes on input: log it, let the client retry
+            log.exception("intake failed for a message from %s", message.peer_ip)
+            verdict = Verdict.tempfail("local error in processing, try again later")
+        return reply(verdict)
+
+
+def session_factory(current: Callable[[], Live], listener: Listener, intake: Intake) -> Callable[[], SMTP]:
+    """A protocol factory for `loop.create_server`: each connection gets the live config
+    current when it was accepted."""
+
+    def make() -> SMTP:
+        live = current()
+        return SMTP(
+            EdgeHandler(live, listener, intake),
+            data_size_limit=int(live.config.system.message_size_limit),
+            hostname=live.config.system.fqdn,
+            ident="sealrelay",
+            tls_context=live.server_tls,
+            require_starttls=listener.starttls == "required",
+            timeout=300,
+            loop=asyncio.get_running_loop(),
+        )
+
+    return make

@@ -1,0 +1,207 @@
+"""The live config: a validated `RelayConfig` plus everything derived from it, built once.
+
+Caddy's rule: provision the new config completely — groups compiled, TLS contexts made,
+the certificate on disk — before the switch, so the switch itself is one reference
+assignment that cannot fail. A `Live` is immutable; sessions and deliveries keep the one
+they started with, so a swap never changes the rules under a message in flight.
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.certs import ensure_certificate, load_pem, load_pfx
+from engine.config.model import RelayConfig
+from engine.config.model.transport import DomainGroupMatch, DomainsMatch, IPGroupMatch, NextHopHost, PfxSource, Route
+from engine.config.secrets import resolve
+from engine.relay.groups import DomainSet, IPSet
+from engine.relay.tls import PROTOCOLS, TLSLevel, client_context, server_context
+
+TRUSTED_GROUP = "internal_servers"  # peers that may relay outbound (Postfix's mynetworks)
+
+
+@dataclass(frozen=True)
+class TLSPolicy:
+    """What the relay demands of one connection, and which settings demanded it."""
+
+    level: TLSLevel
+    min_protocol: str = "TLSv1.2"
+    min_bits: int = 128
+    sources: tuple[str, ...] = ()
+
+    def tighten(self, level: str, min_protocol: str, min_bits: int, source: str) -> TLSPolicy:
+        new_level = TLSLevel.strictest(self.level, level)
+        proto = max(self.min_protocol, min_protocol, key=lambda p: PROTOCOLS[p])
+        return TLSPolicy(new_level, proto, max(self.min_bits, min_bits), (*self.sources, source))
+
+    def __str__(self) -> str:
+        return f"{self.level.value} (>= {self.min_protocol}, >= {self.min_bits}-bit)"
+
+
+@dataclass(frozen=True)
+class CompiledRoute:
+    name: str
+    domains: DomainSet | None  # None: every recipient
+    next_hop: NextHopHost | None  # None: the recipient domain's MX
+    tls: TLSLevel
+    route: Route | None
+
+
+@dataclass(frozen=True)
+class Live:
+    """One config version, provisioned. Build with `provision`."""
+
+    version: int
+    config: RelayConfig
+    base_dir: Path
+    data_dir: Path
+    ip_groups: dict[str, IPSet]
+    domain_groups: dict[str, DomainSet]
+    internal: DomainSet
+    trusted: IPSet
+    gateway: IPSet
+    routes: tuple[CompiledRoute, ...]
+    server_tls: ssl.SSLContext
+    certificate_dir: Path
+    _client_contexts: dict[tuple[str, str, int], ssl.SSLContext | None]
+
+    # -- classification -----------------------------------------------------------------
+
+    def is_internal(self, domain: str) -> bool:
+        return self.internal.contains(domain)
+
+    def may_relay(self, peer_ip: str) -> bool:
+        """Whether a peer may send to external recipients (else: relay access denied)."""
+        return self.trusted.contains(peer_ip) or self.gateway.contains(peer_ip)
+
+    # -- TLS policy -------------------------------------------------------------------------
+
+    def inbound_policy(self, peer_ip: str, sender_domain: str) -> TLSPolicy | None:
+        """The enforced-TLS demand on an inbound peer, or None when no rule matches it."""
+        policy = None
+        for rule in self.config.enforced_tls:
+            if rule.direction == "outbound" or not self._matches(rule.match, peer_ip, sender_domain):
+                continue
+            policy = (policy or TLSPolicy(TLSLevel.NONE)).tighten(
+                rule.level, rule.min_protocol, rule.min_cipher_bits, f"enforced_tls.{rule.name}"
+            )
+        return policy
+
+    def outbound_policy(self, route: CompiledRoute, domain: str, hop_ip: str, *, encrypt: bool) -> TLSPolicy:
+        """What delivery to `domain` via `hop_ip` must achieve (route, rules, encryption)."""
+        policy = TLSPolicy(route.tls, sources=(f"routes.{route.name}" if route.route else "tls.outbound_default",))
+        for rule in self.config.enforced_tls:
+            if rule.direction != "inbound" and self._matches(rule.match, hop_ip, domain):
+                policy = policy.tighten(
+                    rule.level, rule.min_protocol, rule.min_cipher_bits, f"enforced_tls.{rule.name}"
+                )
+        enc = self.config.encryption
+        if encrypt and enc.method == "tls":
+            policy = policy.tighten(enc.tls.level, enc.tls.min_protocol, enc.tls.min_cipher_bits, "encryption.tls")
+        return policy
+
+    def client_context(self, policy: TLSPolicy) -> ssl.SSLContext | None:
+        key = (policy.level.enforced.value, policy.min_protocol, policy.min_bits)
+        context = self._client_contexts.get(key)
+        if context is None and key not in self._client_contexts:
+            context = _client(self.config, self.base_dir, *key)  # a combination not foreseen
+        return context
+
+    def _matches(self, match, ip: str, domain: str) -> bool:
+        if isinstance(match, IPGroupMatch):
+            return self.ip_groups[match.ip_group].contains(ip)
+        return self.domain_groups[match.domain_group].contains(domain)
+
+    # -- routing ------------------------------------------------------------------------
+
+    def route_for(self, domain: str) -> CompiledRoute:
+        for route in self.routes:
+            if route.domains is None or route.domains.contains(domain):
+                return route
+        return self.routes[-1]
+
+
+def provision(config: RelayConfig, *, base_dir: Path, version: int) -> Live:
+    """Build everything the relay derives from `config`. Raises on what cannot be built
+    (an unreadable certificate, a missing secret): then the old config stays in force."""
+    data_dir = (base_dir / config.system.data_dir).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    ip_groups = {name: IPSet.of(entries) for name, entries in config.ip_groups.items()}
+    domain_groups = {name: DomainSet.of(entries) for name, entries in config.domain_groups.items()}
+    gateway_name = (
+        config.encryption.third_party.encrypted_ip_group if config.encryption.third_party else "encryption_gateway"
+    )
+    cert_dir = _certificate(config, base_dir, data_dir)
+    return Live(
+        version=version,
+        config=config,
+        base_dir=base_dir,
+        data_dir=data_dir,
+        ip_groups=ip_groups,
+        domain_groups=domain_groups,
+        internal=DomainSet.of(config.system.internal_domains),
+        trusted=ip_groups.get(TRUSTED_GROUP, IPSet(())),
+        gateway=ip_groups.get(gateway_name, IPSet(())),
+        routes=_routes(config, domain_groups),
+        server_tls=server_context(cert_dir / "cert.pem", cert_dir / "key.pem"),
+        certificate_dir=cert_dir,
+        _client_contexts=_client_contexts(config, base_dir),
+    )
+
+
+def _certificate(config: RelayConfig, base_dir: Path, data_dir: Path) -> Path:
+    source = config.tls.certificate
+    if hasattr(source, "self_signed"):
+        return ensure_certificate(data_dir, config.system.fqdn, source.self_signed.key, source.self_signed.valid_days)
+    if isinstance(source, PfxSource):
+        path = base_dir / source.pfx.path
+        bundle = load_pfx(path.read_bytes(), resolve(source.pfx.password, base_dir))
+    else:
+        pem = source.pem
+        password = resolve(pem.key_password, base_dir) if pem.key_password else None
+        bundle = load_pem((base_dir / pem.certificate).read_bytes(), (base_dir / pem.key).read_bytes(), password)
+    target = data_dir / "tls" / f"imported-{bundle.describe().fingerprint_sha256.replace(':', '')[:16].lower()}"
+    if not (target / "cert.pem").exists():
+        bundle.to_pem_files(target)
+    return target
+
+
+def _routes(config: RelayConfig, domain_groups: dict[str, DomainSet]) -> tuple[CompiledRoute, ...]:
+    default_level = TLSLevel.parse(config.tls.outbound_default)
+    routes = []
+    for route in config.routes:
+        if isinstance(route.recipients, DomainGroupMatch):
+            domains = domain_groups[route.recipients.domain_group]
+        elif isinstance(route.recipients, DomainsMatch):
+            domains = DomainSet.of(route.recipients.domains)
+        else:
+            domains = None
+        hop = route.next_hop if isinstance(route.next_hop, NextHopHost) else None
+        level = TLSLevel.parse(route.tls) if route.tls else default_level
+        routes.append(CompiledRoute(route.name, domains, hop, level, route))
+    if not routes or routes[-1].domains is not None:
+        routes.append(CompiledRoute("default", None, None, default_level, None))
+    return tuple(routes)
+
+
+def _client(config: RelayConfig, base_dir: Path, level: str, proto: str, bits: int) -> ssl.SSLContext | None:
+    bundle = config.tls.ca_bundle
+    ca = bundle if bundle == "system" else str(base_dir / bundle)
+    return client_context(level, ca_bundle=ca, min_protocol=proto, min_cipher_bits=bits)
+
+
+def _client_contexts(config: RelayConfig, base_dir: Path) -> dict[tuple[str, str, int], ssl.SSLContext | None]:
+    """Contexts for every combination the config can produce, built before the switch."""
+    levels = {"none", "opportunistic", config.tls.outbound_default, config.encryption.tls.level}
+    levels |= {r.tls for r in config.routes if r.tls} | {r.level for r in config.enforced_tls}
+    protocols = {"TLSv1.2", config.encryption.tls.min_protocol} | {r.min_protocol for r in config.enforced_tls}
+    bits = {128, config.encryption.tls.min_cipher_bits} | {r.min_cipher_bits for r in config.enforced_tls}
+    out = {}
+    for level in levels:
+        enforced = TLSLevel.parse(level).enforced.value
+        for proto in protocols:
+            for b in bits:
+                out[(enforced, proto, b)] = _client(config, base_dir, enforced, proto, b)
+    return out

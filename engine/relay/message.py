@@ -1,0 +1,67 @@
+"""The values that cross the SMTP edge: a received `Message` and the `Verdict` on it.
+
+aiosmtpd stays at the edge: the handler turns a session into a frozen `Message`, the
+pipeline answers with a `Verdict` (what happened, in words), and only the edge turns a
+verdict into an SMTP reply code (Haraka's named verdicts rather than raw strings).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class Outcome(Enum):
+    ACCEPT = "accept"  # 250: queued
+    REJECT = "reject"  # 5xx: permanent, the client must not retry
+    TEMPFAIL = "tempfail"  # 4xx: try again later
+
+
+@dataclass(frozen=True)
+class Verdict:
+    outcome: Outcome
+    text: str
+    status: str = ""  # RFC 3463 enhanced status; a default per outcome when empty
+    code: int | None = None  # a specific reply code (e.g. 452 for a full disk)
+
+    @classmethod
+    def accept(cls, text: str) -> Verdict:
+        return cls(Outcome.ACCEPT, text, "2.0.0")
+
+    @classmethod
+    def reject(cls, text: str, status: str = "5.7.1", code: int | None = None) -> Verdict:
+        return cls(Outcome.REJECT, text, status, code)
+
+    @classmethod
+    def tempfail(cls, text: str, status: str = "4.3.0", code: int | None = None) -> Verdict:
+        return cls(Outcome.TEMPFAIL, text, status, code)
+
+
+@dataclass(frozen=True)
+class TLSInfo:
+    """What the client's STARTTLS achieved on this session (None fields: plain text)."""
+
+    version: str | None = None
+    cipher: str | None = None
+    bits: int | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.version is not None
+
+    def __str__(self) -> str:
+        return f"{self.version} {self.cipher} ({self.bits}-bit)" if self.active else "none"
+
+
+@dataclass(frozen=True)
+class Message:
+    """One message as received: envelope, raw content (CRLF line endings), and session facts."""
+
+    sender: str  # "" for the null sender
+    recipients: tuple[str, ...]
+    content: bytes
+    peer_ip: str
+    helo: str
+    listener: str
+    tls: TLSInfo = field(default_factory=TLSInfo)
+    received_at: float = 0.0

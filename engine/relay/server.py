@@ -1,0 +1,99 @@
+"""The relay process: listeners, queue, delivery workers, and the live config they share.
+
+`Runtime` holds the current `Live`; replacing it is one reference assignment (Caddy's
+swap), done only with a fully provisioned `Live`. Listeners and the queue outlive swaps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from engine.config.diagnostics import render_text
+from engine.config.load import load_config
+from engine.relay.deliver import Deliverer
+from engine.relay.edge import session_factory
+from engine.relay.handoff import EncryptionMethod
+from engine.relay.intake import Intake
+from engine.relay.live import Live, provision
+from engine.relay.queue import Queue
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "defaults" / "relay.yaml"
+
+
+class ConfigError(Exception):
+    """The config is invalid; the message is the rendered diagnostics."""
+
+
+class Runtime:
+    """The live config of a running relay, swapped atomically."""
+
+    def __init__(self, live: Live) -> None:
+        self._live = live
+
+    def current(self) -> Live:
+        return self._live
+
+    def swap(self, live: Live) -> Live:
+        old, self._live = self._live, live
+        return old
+
+
+def load_live(path: Path, version: int = 1) -> Live:
+    """Validate the config at `path` and provision it; raises ConfigError when invalid."""
+    result = load_config(path)
+    if not result.ok:
+        raise ConfigError(render_text(result.diagnostics))
+    return provision(result.config, base_dir=result.base_dir.resolve(), version=version)
+
+
+class Relay:
+    """One relay node. `start` binds every listener before accepting anything."""
+
+    def __init__(self, live: Live, *, methods: dict[str, EncryptionMethod] | None = None, resolver_for=None) -> None:
+        self.runtime = Runtime(live)
+        self.queue = Queue.open(live.data_dir / "queue")
+        self.deliverer = Deliverer(self.queue, self.runtime.current, methods=methods, resolver_for=resolver_for)
+        self.intake = Intake(self.queue, on_queued=self.deliverer.kick)
+        self._servers: list[asyncio.AbstractServer] = []
+        self._delivery_task: asyncio.Task | None = None
+
+    @property
+    def live(self) -> Live:
+        return self.runtime.current()
+
+    async def start(self, *, deliver: bool = True) -> None:
+        loop = asyncio.get_running_loop()
+        for listener in self.live.config.system.listeners:
+            factory = session_factory(self.runtime.current, listener, self.intake)
+            server = await loop.create_server(factory, listener.address, listener.port, reuse_address=True)
+            self._servers.append(server)
+            log.info("listening on %s:%s (%s)", listener.address, listener.port, listener.name)
+        if deliver:
+            self._delivery_task = asyncio.create_task(self.deliverer.run())
+
+    def ports(self) -> dict[str, int]:
+        """The bound port of each listener (useful when the config says port 0)."""
+        names = [lst.name for lst in self.live.config.system.listeners]
+        return {name: server.sockets[0].getsockname()[1] for name, server in zip(names, self._servers, strict=True)}
+
+    async def stop(self) -> None:
+        for server in self._servers:
+            server.close()
+        for server in self._servers:
+            await server.wait_closed()
+        await self.deliverer.stop()
+        if self._delivery_task:
+            self._delivery_task.cancel()
+            await asyncio.gather(self._delivery_task, return_exceptions=True)
+        self.queue.close()
+
+    async def serve_forever(self) -> None:
+        await self.start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.stop()

@@ -1,0 +1,124 @@
+"""One SMTP transaction to one next hop, at the TLS level its policy demands.
+
+The rule that matters most lives here: under a level that requires TLS, MAIL FROM is
+never sent unless STARTTLS succeeded and the negotiated protocol and cipher meet the
+floor. Under `opportunistic`, a failed handshake is retried in plain text (as Postfix's
+`may` level does) and the result says so. Every error becomes a `Failure` through
+`failures.classify`; a failure of the whole hop (`site_failure`) lets the caller try the
+next hop, per-recipient failures stay per recipient.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import aiosmtplib
+
+from engine.relay.failures import Failure, TLSRequiredError, classify
+from engine.relay.live import Live, TLSPolicy
+from engine.relay.queue import Entry
+from engine.relay.tls import NoStartTLS, TLSLevel, check_negotiated, describe_failure
+
+
+@dataclass(frozen=True)
+class Hop:
+    host: str  # the name certificates are checked against (the MX name, or the configured host)
+    address: str
+    port: int = 25
+
+    def __str__(self) -> str:
+        return f"{self.host}[{self.address}]:{self.port}"
+
+
+@dataclass
+class Attempt:
+    site_failure: Failure | None = None
+    results: dict[str, str | Failure] = field(default_factory=dict)  # rcpt -> reply text or Failure
+    tls: str | None = None
+
+
+async def transfer(live: Live, hop: Hop, policy: TLSPolicy, entry: Entry, rcpts: list[str]) -> Attempt:
+    """Deliver `entry` to `rcpts` through `hop`. Never raises for a peer's behaviour."""
+    attempt = Attempt(tls="none")
+    client = None
+    try:
+        client, attempt.tls = await _open(live, hop, policy)
+        await client.mail(entry.sender)
+        accepted = []
+        for rcpt in rcpts:
+            try:
+                await client.rcpt(rcpt)
+                accepted.append(rcpt)
+            except aiosmtplib.SMTPRecipientRefused as exc:
+                attempt.results[rcpt] = classify(exc.code, exc)
+        if accepted:
+            response = await client.data(entry.body)
+            for rcpt in accepted:
+                attempt.results[rcpt] = f"{hop}: {response.code} {response.message}"
+        await _quit(client)
+    except Exception as exc:  # noqa: BLE001 - every failure is classified, none escapes
+        failure = classify(None, exc)
+        if isinstance(exc, TLSRequiredError):
+            attempt.tls = f"refused: {exc}"
+        failure = Failure(failure.kind, f"{hop}: {failure.reason}", failure.status)
+        if failure.kind == "defer_site":
+            attempt.site_failure = failure
+        else:  # MAIL or DATA refused: every recipient without its own answer shares it
+            for rcpt in rcpts:
+                attempt.results.setdefault(rcpt, failure)
+        if client is not None:
+            client.close()
+    return attempt
+
+
+async def _open(live: Live, hop: Hop, policy: TLSPolicy) -> tuple[aiosmtplib.SMTP, str]:
+    """Connect, EHLO, and STARTTLS as the policy demands. Returns the client and a TLS note."""
+    client = await _connect(live, hop)
+    level = policy.level
+    if level is TLSLevel.NONE:
+        return client, "none (route says no TLS)"
+    if not client.supports_extension("starttls"):
+        if level.requires_tls:
+            client.close()
+            raise TLSRequiredError(f"{NoStartTLS().reason}; {policy} required by {', '.join(policy.sources)}")
+        return client, "none (peer offered no STARTTLS)"
+    try:
+        await client.starttls(server_hostname=hop.host, tls_context=live.client_context(policy))
+    except Exception as exc:  # noqa: BLE001 - any handshake failure
+        reason = describe_failure(exc)
+        client.close()
+        if level.requires_tls:
+            raise TLSRequiredError(f"{reason}; {policy} required by {', '.join(policy.sources)}") from exc
+        client = await _connect(live, hop)  # opportunistic: try again in plain text
+        return client, f"none (STARTTLS failed: {reason}; sent in plain text as opportunistic allows)"
+    ssl_object = client.get_transport_info("ssl_object")
+    weak = check_negotiated(ssl_object, policy.min_bits, policy.min_protocol)
+    if weak and level.requires_tls:
+        client.close()
+        raise TLSRequiredError(f"{weak}; {policy} required by {', '.join(policy.sources)}")
+    name, _, bits = ssl_object.cipher()
+    checks = ", chain verified" if level.verifies_chain else ""
+    checks += ", name checked" if level.checks_hostname else ""
+    return client, f"{ssl_object.version()} {name} ({bits}-bit){checks}"
+
+
+async def _connect(live: Live, hop: Hop) -> aiosmtplib.SMTP:
+    delivery = live.config.delivery
+    client = aiosmtplib.SMTP(
+        hostname=hop.address,
+        port=hop.port,
+        local_hostname=live.config.system.fqdn,
+        timeout=float(delivery.command_timeout),
+        start_tls=False,
+        use_tls=False,
+    )
+    await client.connect(timeout=float(delivery.connect_timeout))
+    await client.ehlo()
+    return client
+
+
+async def _quit(client: aiosmtplib.SMTP) -> None:
+    try:
+        await client.quit()
+    except aiosmtplib.SMTPException:
+        client.close()

@@ -1,0 +1,129 @@
+"""Real SMTP peers for relay tests: aiosmtpd sinks on loopback, with or without STARTTLS.
+
+A sink runs in its own thread (aiosmtpd's Controller), records every message it accepts,
+and can be told to answer a recipient with a given reply. Tests wait on what a sink has
+received with `wait_for`, never with a blind sleep.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> object:
+    """Poll `condition` until it is truthy; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@dataclass
+class Received:
+    sender: str
+    recipients: list[str]
+    content: bytes
+    tls: str | None  # negotiated protocol, None for plain text
+
+
+@dataclass
+class SinkHandler:
+    messages: list[Received] = field(default_factory=list)
+    replies: dict[str, str] = field(default_factory=dict)  # recipient -> RCPT reply
+    data_reply: str | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_RCPT(self, server, session, envelope, address, options):
+        if address in self.replies:
+            return self.replies[address]
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        if self.data_reply:
+            return self.data_reply
+        ssl_object = server.transport.get_extra_info("ssl_object")
+        with self.lock:
+            self.messages.append(
+                Received(
+                    envelope.mail_from,
+                    list(envelope.rcpt_tos),
+                    envelope.original_content,
+                    ssl_object and ssl_object.version(),
+                )
+            )
+        return "250 2.0.0 stored"
+
+
+class Sink:
+    """An SMTP server on 127.0.0.1 that stores what it receives."""
+
+    def __init__(self, *, tls: ssl.SSLContext | None = None, port: int | None = None) -> None:
+        self.handler = SinkHandler()
+        self.port = port or free_port()
+        self.controller = Controller(
+            self.handler, hostname="127.0.0.1", port=self.port, tls_context=tls, ready_timeout=10
+        )
+
+    def __enter__(self) -> Sink:
+        self.controller.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.controller.stop()
+
+    @property
+    def messages(self) -> list[Received]:
+        with self.handler.lock:
+            return list(self.handler.messages)
+
+    def wait(self, count: int = 1, timeout: float = 10.0) -> list[Received]:
+        """Block until `count` messages arrived (for threads; async tests use `received`)."""
+        wait_for(lambda: len(self.messages) >= count, timeout, f"{count} message(s) at the sink")
+        return self.messages
+
+    async def received(self, count: int = 1, timeout: float = 10.0) -> list[Received]:
+        """Wait, without blocking the event loop, until `count` messages arrived."""
+
+        async def enough():
+            return len(self.messages) >= count
+
+        await eventually(enough, timeout, f"{count} message(s) at the sink")
+        return self.messages
+
+
+_ = SMTP
+
+
+async def eventually(condition, timeout: float = 10.0, what: str = "condition"):
+    """Await an async `condition()` until it returns something truthy, polling with backoff."""
+    import asyncio
+
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while time.monotonic() < deadline:
+        value = await condition()
+        if value:
+            return value
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
