@@ -14,3 +14,6 @@ GOLDEN = Path(__file__).resolve().parent / "golden"
 @pytest.fixture
 def root() -> Path:
     return ROOT
+
+
+from tests.dnsserver import dns_server  # noqa: E402,F401  (a fixture: a DNS server on loopback)

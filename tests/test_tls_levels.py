@@ -7,7 +7,6 @@ s_server`); every client uses the context `client_context` builds for a level.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,13 +14,8 @@ from pathlib import Path
 
 import aiosmtplib
 import pytest
-import trustme
 from aiosmtpd.smtp import SMTP
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from engine.certs import make_self_signed
 from engine.relay.tls import (
     NoStartTLS,
     TLSLevel,
@@ -30,6 +24,7 @@ from engine.relay.tls import (
     describe_failure,
     server_context,
 )
+from tests.pki import build_pki
 
 FQDN = "mx.test.example"
 TIMEOUT = 10
@@ -42,55 +37,7 @@ LEVELS = ("opportunistic", "mandatory", "verify", "secure")
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
     """Server (cert_file, key_file) per case, plus the trusted CA's file under "ca"."""
-    root = tmp_path_factory.mktemp("pki")
-    ca = trustme.CA()
-    ca.cert_pem.write_to_path(str(root / "ca.pem"))
-    now = dt.datetime.now(dt.UTC)
-    leaves = {
-        "good": ca.issue_cert(FQDN),
-        "wrong_san": ca.issue_cert("other.test.example"),
-        "expired": ca.issue_cert(FQDN, not_before=now - dt.timedelta(days=30), not_after=now - dt.timedelta(days=1)),
-        "untrusted": trustme.CA().issue_cert(FQDN),
-    }
-    files = {"ca": (root / "ca.pem", root / "ca.pem")}
-    for case, leaf in leaves.items():
-        cert, key = root / f"{case}.crt", root / f"{case}.key"
-        cert.write_bytes(b"".join(pem.bytes() for pem in leaf.cert_chain_pems))
-        leaf.private_key_pem.write_to_path(str(key))
-        files[case] = (cert, key)
-    files["cn_only"] = _cn_only_cert(ca, root)
-    files["self_signed"] = make_self_signed(FQDN).to_pem_files(root / "self_signed")
-    return files
-
-
-def _cn_only_cert(ca: trustme.CA, root: Path) -> tuple[Path, Path]:
-    """A CA-signed certificate naming FQDN only in its CN, with no SAN (trustme always adds one)."""
-    ca_key = serialization.load_pem_private_key(ca.private_key_pem.bytes(), None)
-    ca_cert = x509.load_pem_x509_certificate(ca.cert_pem.bytes())
-    key = make_self_signed(FQDN).key
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, FQDN)]))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(hours=1))
-        .not_valid_after(now + dt.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    cert_file, key_file = root / "cn_only.crt", root / "cn_only.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_file, key_file
+    return build_pki(tmp_path_factory.mktemp("pki"), FQDN)
 
 
 # -- peers ---------------------------------------------------------------------------------

@@ -17,10 +17,12 @@ system:
   fqdn: relay.test.example
   internal_domains: [example.com]
   listeners:
-    - {{name: mx, address: 127.0.0.1, port: {port}}}
+    - {name: mx, address: 127.0.0.1, port: PORT}
   data_dir: ./var
+SYSTEM
 ip_groups:
   internal_servers: [127.0.0.0/8]
+GROUPS
 delivery:
   retry_interval: 1s
   max_retry_interval: 2s
@@ -31,11 +33,19 @@ delivery:
 
 @pytest.fixture
 def write_config(tmp_path: Path) -> Callable[[str], Path]:
-    """Write HEAD (with a free listener port) plus `extra` YAML; return the file."""
+    """Write HEAD (with a free listener port) plus `extra` YAML; return the file.
 
-    def write(extra: str = "", head: str = HEAD) -> Path:
+    `system` adds lines to the system block, `groups` adds IP groups, `delivery` replaces
+    the delivery block (all indented as in the file).
+    """
+
+    def write(extra: str = "", *, system: str = "", groups: str = "", delivery: str | None = None) -> Path:
+        text = HEAD.replace("PORT", str(free_port()))
+        text = text.replace("SYSTEM\n", system).replace("GROUPS\n", groups)
+        if delivery is not None:
+            text = text[: text.index("delivery:")] + textwrap.dedent(delivery)
         path = tmp_path / "relay.yaml"
-        path.write_text(head.format(port=free_port()) + textwrap.dedent(extra), encoding="utf-8")
+        path.write_text(text + textwrap.dedent(extra), encoding="utf-8")
         return path
 
     return write

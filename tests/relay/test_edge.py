@@ -76,8 +76,7 @@ async def test_smuggled_end_of_data_is_not_an_end(write_config, start_relay) -> 
 
 async def test_relay_access_denied_for_untrusted_peer(write_config, start_relay) -> None:
     path = write_config(route_to(1))
-    text = path.read_text().replace("internal_servers: [127.0.0.0/8]", "internal_servers: [192.0.2.0/24]")
-    path.write_text(text)
+    path.write_text(path.read_text().replace("internal_servers: [127.0.0.0/8]", "internal_servers: [192.0.2.0/24]"))
     relay = await start_relay(path)
     replies = await raw_session(
         relay.ports()["mx"],
@@ -93,9 +92,7 @@ async def test_relay_access_denied_for_untrusted_peer(write_config, start_relay)
 
 
 async def test_oversized_message_is_refused(write_config, start_relay) -> None:
-    path = write_config(route_to(1))
-    path.write_text(path.read_text().replace("  data_dir: ./var\n", "  data_dir: ./var\n  message_size_limit: 1KB\n"))
-    relay = await start_relay(path)
+    relay = await start_relay(write_config(route_to(1), system="  message_size_limit: 1KB\n"))
     port = relay.ports()["mx"]
     replies = await raw_session(port, [b"EHLO c\r\n", b"MAIL FROM:<a@example.com> SIZE=5000\r\n"])
     assert replies[2].startswith(b"552")
