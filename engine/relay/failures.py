@@ -1,0 +1,163 @@
+"""The one place that decides what a delivery failure means (Postfix's smtp_trouble.c).
+
+`classify(code, exc)` turns an SMTP reply code and/or the exception a delivery attempt raised
+into a `Failure`:
+
+- `defer`: this recipient (or message) failed for now; try again on the retry schedule.
+- `defer_site`: the next hop is unusable for now (no connection, timeout, DNS temporary
+  failure, TLS required but not achieved, 421, a 5xx greeting); defer every recipient
+  routed to it, and the scheduler may hold back the site for a while.
+- `bounce`: permanent; return the message to the sender with an NDR.
+
+Decisions beyond "4xx defers, 5xx bounces", each as Postfix does it:
+
+- **Mandatory TLS not met defers, whatever the code.** A peer that does not offer STARTTLS,
+  answers STARTTLS with 5xx, fails the handshake or presents a certificate we must refuse,
+  defers the site (4.7.5): the failure is our policy meeting the peer's configuration, which
+  may be fixed; a message must not bounce because a transport could not be secured, and it
+  must not go in clear. Delivery raises `TLSRequiredError` (or lets `ssl.SSLError` through).
+- **A 530 "must issue STARTTLS" defers the site** (4.7.0), for the same reason.
+- **A 5xx greeting defers the site**: Postfix's `smtp_skip_5xx_greeting` default; RFC 5321
+  lets a client try the next MX.
+- **Only a definite "no such mail domain" bounces among DNS results**: NXDOMAIN, a null MX
+  (RFC 7505), or no MX and no address (delivery raises `NoMailHost`, or lets dnspython's
+  NXDOMAIN / NoAnswer through after its MX-to-address fallback). Timeouts and SERVFAIL defer.
+- **What is not understood defers.** An unknown exception or reply code never bounces.
+
+`next_retry` is the backoff schedule and `expired` the maximum-lifetime test.
+"""
+
+from __future__ import annotations
+
+import re
+import ssl
+from dataclasses import dataclass
+from typing import Literal
+
+import aiosmtplib
+import dns.exception
+import dns.resolver
+
+FailureKind = Literal["defer", "defer_site", "bounce"]
+
+_ENHANCED = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
+_STARTTLS = re.compile(r"starttls|\btls\b", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """What a failed delivery attempt means: `kind`, a human `reason`, and the RFC 3463
+    `status` (e.g. "4.4.1") to put in a delay notice or NDR."""
+
+    kind: FailureKind
+    reason: str
+    status: str
+
+    @property
+    def permanent(self) -> bool:
+        return self.kind == "bounce"
+
+
+class TLSRequiredError(Exception):
+    """The TLS level required for this peer was not achieved; nothing was sent in clear."""
+
+
+class NoMailHost(Exception):
+    """The recipient domain definitely cannot receive mail (NXDOMAIN, null MX, no address)."""
+
+    def __init__(self, domain: str, reason: str, *, status: str = "5.4.4") -> None:
+        super().__init__(f"{domain}: {reason}")
+        self.domain = domain
+        self.status = status
+
+
+def classify(code: int | None, exc: BaseException | None) -> Failure:
+    """Decide whether a failure defers the recipient, defers the site, or bounces.
+
+    Pass the reply code when there was one (an exception carrying `.code`, like
+    aiosmtplib's `SMTPResponseException`, supplies its own) and/or the exception raised.
+    """
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        # Delivery should classify each refused recipient on its own; for the aggregate,
+        # bounce only if every refusal was permanent.
+        parts = [classify(None, refused) for refused in exc.recipients]
+        reason = "; ".join(part.reason for part in parts) or _text(exc)
+        if parts and all(part.permanent for part in parts):
+            return Failure("bounce", reason, parts[0].status)
+        soft = next((part for part in parts if not part.permanent), _unknown(exc))
+        return Failure("defer", reason, soft.status)
+    if isinstance(exc, TLSRequiredError | ssl.SSLError):
+        return Failure("defer_site", f"TLS required but not achieved: {_text(exc)}", "4.7.5")
+    if isinstance(exc, NoMailHost):
+        return Failure("bounce", f"no mail host: {exc}", exc.status)
+    if isinstance(exc, dns.resolver.NXDOMAIN | dns.resolver.NoAnswer):
+        return Failure("bounce", f"domain not found: {_text(exc)}", "5.4.4")
+    if isinstance(exc, dns.exception.DNSException):
+        return Failure("defer_site", f"DNS lookup failed: {_text(exc)}", "4.4.3")
+
+    message = ""
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        code = exc.code if code is None else code
+        message = exc.message
+    if code is None:
+        return _without_code(exc)
+    said = f"host said: {code} {message}".rstrip()
+    if isinstance(exc, aiosmtplib.SMTPConnectResponseError) or code == 421:
+        return Failure("defer_site", said, _status(message, "4", "4.4.2"))
+    if code == 530 and _STARTTLS.search(message):
+        return Failure("defer_site", f"peer requires STARTTLS: {said}", "4.7.0")
+    site = isinstance(exc, aiosmtplib.SMTPHeloError)
+    if 400 <= code < 500:
+        return Failure("defer_site" if site else "defer", said, _status(message, "4", "4.0.0"))
+    if 500 <= code < 600:
+        return Failure("bounce", said, _status(message, "5", "5.0.0"))
+    return Failure("defer", f"unexpected reply: {said}", "4.5.0")
+
+
+def next_retry(attempts: int, retry_interval_s: float, max_retry_interval_s: float, backoff: float = 2.0) -> float:
+    """Seconds to wait after the `attempts`-th failed attempt.
+
+    `retry_interval_s * backoff ** (attempts - 1)`, capped at `max_retry_interval_s`
+    (Postfix's minimal/maximal backoff time). Callers may add jitter.
+    """
+    if retry_interval_s <= 0 or max_retry_interval_s < retry_interval_s or backoff < 1:
+        raise ValueError("need 0 < retry_interval_s <= max_retry_interval_s and backoff >= 1")
+    try:
+        delay = retry_interval_s * backoff ** max(attempts - 1, 0)
+    except OverflowError:
+        return max_retry_interval_s
+    return min(delay, max_retry_interval_s)
+
+
+def expired(created_at: float, now: float, max_lifetime_s: float) -> bool:
+    """True once a message has been queued for `max_lifetime_s` (0: try once only)."""
+    return now - created_at >= max_lifetime_s
+
+
+def _without_code(exc: BaseException | None) -> Failure:
+    if isinstance(exc, TimeoutError):  # includes asyncio's and aiosmtplib's timeouts
+        return Failure("defer_site", f"timed out: {_text(exc)}", "4.4.1")
+    if isinstance(exc, ConnectionRefusedError):
+        return Failure("defer_site", f"connection refused: {_text(exc)}", "4.4.1")
+    if isinstance(exc, ConnectionError | OSError):  # resets, unreachable, lost connection
+        return Failure("defer_site", f"connection failed: {_text(exc)}", "4.4.2")
+    return _unknown(exc)
+
+
+def _unknown(exc: BaseException | None) -> Failure:
+    if exc is None:
+        return Failure("defer", "delivery failed for an unknown reason", "4.0.0")
+    return Failure("defer", f"unclassified failure: {_text(exc)}", "4.0.0")
+
+
+def _status(message: str, klass: str, default: str) -> str:
+    """The enhanced status code in the reply if it matches the reply's class, else default."""
+    found = _ENHANCED.search(message or "")
+    if found and found.group(1) == klass:
+        return found.group(0)
+    return default
+
+
+def _text(exc: BaseException) -> str:
+    detail = str(exc).strip()
+    return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__

@@ -1,0 +1,278 @@
+"""The durable message queue: the one owner of queued mail on disk.
+
+An accepted message is written here before the SMTP edge answers 250, and leaves only when
+every recipient is delivered or bounced (or an operator deletes it). The rules:
+
+- **Durable before success.** `enqueue` returns only after the COMMIT that holds the message
+  has been fsynced (SQLite WAL, `synchronous=FULL`). A message acknowledged by `enqueue`
+  survives `kill -9` and power loss.
+- **All or nothing.** A failed write raises `QueueWriteError` and leaves nothing of the
+  message: the entry, its body and its recipients are one transaction.
+- **At most a duplicate, never a loss.** Each recipient's outcome is recorded as it happens;
+  after a crash only the recipients whose outcome was not yet recorded are tried again.
+- **Damage is set aside.** An entry whose body is missing or fails its SHA-256 is moved to the
+  `corrupt` table with the reason, on `open` and whenever it is leased; it is never delivered.
+
+Storage: one SQLite database, `<dir>/queue.db`, bodies as BLOBs. Why BLOBs rather than one
+fsynced file per message: with a file per message every enqueue pays its own fsync of the
+file and of the directory, plus the metadata commit (three syncs), and an error between them
+leaves an orphan file to clean up. With BLOBs the body and its metadata are one transaction
+and the WAL turns any number of concurrent enqueues into one sequential append and one fsync
+(group commit, see `queue_writer`). Bodies are mail-sized (KB to tens of MB), well within
+what SQLite stores efficiently.
+
+Concurrency: all SQLite work runs on one writer thread (`GroupCommitter`); the async methods
+wait on it without blocking the event loop. One process owns a queue directory at a time
+(`flock` on `<dir>/queue.lock`); a second `open` raises `QueueLocked`.
+
+Delivery protocol for a worker: `due()` leases entries; for each recipient report exactly one
+of `mark_delivered`, `mark_deferred` or `mark_bounced`. Before `mark_bounced`, enqueue the
+NDR: the entry (body included) is removed as soon as its last recipient is final.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from engine.relay import queue_recovery as recovery
+from engine.relay import queue_store as store
+from engine.relay.queue_types import (
+    CorruptEntry,
+    Entry,
+    EntryDetail,
+    EntrySummary,
+    NotQueued,
+    QueueClosed,
+    QueueError,
+    QueueLocked,
+    QueueStats,
+    QueueWriteError,
+    Recipient,
+    RecoveryReport,
+)
+from engine.relay.queue_writer import GroupCommitter
+
+__all__ = [
+    "CorruptEntry",
+    "Entry",
+    "EntryDetail",
+    "EntrySummary",
+    "NotQueued",
+    "Queue",
+    "QueueClosed",
+    "QueueError",
+    "QueueLocked",
+    "QueueStats",
+    "QueueWriteError",
+    "Recipient",
+    "RecoveryReport",
+]
+
+log = logging.getLogger(__name__)
+
+DB_NAME = "queue.db"
+_HASH_OFF_LOOP = 1 << 20  # bodies larger than this are hashed off the event loop
+
+
+class Queue:
+    """A durable queue of messages with per-recipient delivery state. Use `Queue.open`."""
+
+    def __init__(self, directory: Path, committer: GroupCommitter, lock_fd: int) -> None:
+        self.directory = directory
+        self.recovery = RecoveryReport()
+        self._committer = committer
+        self._lock_fd: int | None = lock_fd
+        self._enqueued = 0
+
+    @classmethod
+    def open(cls, directory: str | os.PathLike, *, max_batch: int = 256, linger_s: float = 0.002):
+        """Open (creating if needed) the queue in `directory` and run recovery.
+
+        Blocks until recovery is done; call it at startup, before serving. `max_batch=1`
+        turns group commit off (one fsync per write), for comparison only.
+        Raises `QueueLocked` if another process has the queue open.
+        """
+        path = Path(directory)
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        lock_fd = _lock(path)
+        opened = recovery.OpenResult()
+        committer = GroupCommitter(
+            lambda: recovery.open_database(path / DB_NAME, opened),
+            max_batch=max_batch,
+            linger_s=linger_s,
+        )
+        try:
+            committer.start()
+            set_aside, released = committer.call(lambda conn: recovery.recover(conn, time.time()))
+        except BaseException:
+            committer.stop()
+            os.close(lock_fd)
+            raise
+        queue = cls(path, committer, lock_fd)
+        queue.recovery = RecoveryReport(
+            set_aside=tuple(opened.lost) + tuple(set_aside),
+            leases_released=released,
+            database_set_aside=opened.set_aside_path,
+            salvaged=opened.salvaged,
+        )
+        if not queue.recovery.clean:
+            log.warning("queue: recovery of %s: %s", path, queue.recovery)
+        return queue
+
+    def close(self) -> None:
+        """Finish submitted work, close the database and release the directory. Idempotent."""
+        self._committer.stop()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self) -> Queue:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- intake --------------------------------------------------------------------------
+
+    async def enqueue(
+        self,
+        sender: str,
+        recipients: list[str],
+        body: bytes,
+        *,
+        meta: dict[str, Any],
+        now: float | None = None,
+    ) -> str:
+        """Queue a message for `recipients`; return its id once it is durable on disk.
+
+        `sender` may be "" (the null sender of bounces). Duplicate recipients are queued
+        once. `meta` must be JSON-serialisable. Raises `QueueWriteError` if the message
+        could not be committed; then nothing of it is queued. If the caller is cancelled
+        while the commit runs, the message may still be queued (a duplicate, never a loss).
+        """
+        rcpts = list(dict.fromkeys(recipients))
+        if not rcpts:
+            raise ValueError("a queued message needs at least one recipient")
+        data = bytes(body)
+        meta_json = json.dumps(meta, sort_keys=True, separators=(",", ":"))
+        if len(data) > _HASH_OFF_LOOP:
+            digest = await asyncio.to_thread(lambda: hashlib.sha256(data).digest())
+        else:
+            digest = hashlib.sha256(data).digest()
+        when = time.time() if now is None else now
+        try:
+            msg_id = await self._run(lambda conn: store.insert(conn, sender, rcpts, data, digest, meta_json, when))
+        except QueueClosed:
+            raise QueueWriteError(True, "the queue is closed") from None
+        self._enqueued += 1
+        return msg_id
+
+    # -- delivery ------------------------------------------------------------------------
+
+    async def due(self, now: float, limit: int, *, lease_s: float = 300.0) -> list[Entry]:
+        """Lease up to `limit` entries with recipients due at `now`, for `lease_s` seconds.
+
+        Each entry carries only its due recipients and its verified body. No other `due`
+        call returns the entry until the lease ends: when every leased recipient has been
+        marked, on `release`, or at `lease_until` (a crashed worker's lease lapses).
+        """
+        return await self._run(lambda conn: store.lease_due(conn, now, limit, lease_s))
+
+    async def mark_delivered(self, msg_id: str, rcpts: list[str], detail: str, *, tls: str | None = None) -> int:
+        """Record delivery to `rcpts` (`detail`: the peer's reply). Returns recipients changed."""
+        return await self._mark(msg_id, rcpts, "delivered", detail=detail, tls=tls)
+
+    async def mark_deferred(
+        self,
+        msg_id: str,
+        rcpts: list[str],
+        error: str,
+        next_attempt_at: float,
+        *,
+        tls: str | None = None,
+    ) -> int:
+        """Record a temporary failure for `rcpts`, to be tried again at `next_attempt_at`."""
+        return await self._mark(msg_id, rcpts, "deferred", error=error, tls=tls, next_attempt_at=next_attempt_at)
+
+    async def mark_bounced(self, msg_id: str, rcpts: list[str], error: str, *, tls: str | None = None) -> int:
+        """Record a permanent failure for `rcpts`. Enqueue the NDR before calling this."""
+        return await self._mark(msg_id, rcpts, "bounced", error=error, tls=tls)
+
+    async def mark_warned(self, msg_id: str) -> None:
+        """Remember that the sender was warned of the delay. Raises `NotQueued`."""
+        await self._run(lambda conn: store.mark_warned(conn, msg_id))
+
+    async def release(self, msg_id: str) -> None:
+        """Give a leased entry back without reporting (e.g. a worker shutting down)."""
+        await self._run(lambda conn: store.release(conn, msg_id))
+
+    # -- administration ------------------------------------------------------------------
+
+    async def show(self, msg_id: str) -> EntryDetail:
+        """Everything about one entry. Raises `NotQueued`."""
+        return await self._run(lambda conn: store.show(conn, msg_id))
+
+    async def retry(self, msg_id: str, *, now: float | None = None) -> int:
+        """Make the entry's open recipients due now; return how many. Raises `NotQueued`."""
+        when = time.time() if now is None else now
+        return await self._run(lambda conn: store.retry(conn, msg_id, when))
+
+    async def delete(self, msg_id: str) -> None:
+        """Remove an entry without notice to the sender. Raises `NotQueued`."""
+        await self._run(lambda conn: store.delete(conn, msg_id))
+
+    async def count(self) -> int:
+        """Number of entries in the queue."""
+        return await self._run(lambda conn: conn.execute("SELECT count(*) FROM messages").fetchone()[0])
+
+    async def corrupt(self, limit: int = 100) -> list[CorruptEntry]:
+        """Entries set aside as damaged, newest first."""
+        return await self._run(lambda conn: store.corrupt_entries(conn, limit))
+
+    async def stats(self) -> QueueStats:
+        """Queue sizes and the writer's counters (transactions vs enqueues: group commit)."""
+        entries, size, per_state, corrupt = await self._run(store.totals)
+        writer = self._committer
+        return QueueStats(
+            entries=entries,
+            bytes=size,
+            recipients=per_state,
+            corrupt=corrupt,
+            enqueued=self._enqueued,
+            transactions=writer.transactions,
+            largest_batch=writer.largest_batch,
+            failed_writes=writer.failed_writes,
+        )
+
+    async def list(self, limit: int = 100, state: str | None = None) -> list[EntrySummary]:
+        """The oldest `limit` entries, optionally only those with a recipient in `state`."""
+        return await self._run(lambda conn: store.list_entries(conn, limit, state))
+
+    # -- internals -----------------------------------------------------------------------
+
+    async def _mark(self, msg_id: str, rcpts: list[str], state: str, **fields: Any) -> int:
+        now = time.time()
+        return await self._run(lambda conn: store.mark(conn, msg_id, rcpts, state, now, **fields))
+
+    async def _run(self, job: Callable) -> Any:
+        return await self._committer.run(job)
+
+
+def _lock(directory: Path) -> int:
+    """Take the directory's exclusive lock (released by the kernel if the process dies)."""
+    fd = os.open(directory / "queue.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise QueueLocked(f"another process has the queue in {directory} open") from None
+    return fd

@@ -1,0 +1,381 @@
+"""The queue's tables and the SQL that reads and changes them.
+
+Every function takes the writer thread's connection and runs inside the transaction the
+`GroupCommitter` opened: none of them commits, and each leaves the tables consistent on its
+own, so a job can be rolled back alone.
+
+Tables:
+
+- `messages`: one row per entry (sender, meta as JSON, creation time, body size and
+  SHA-256, delay-warning flag, `next_due` = earliest retry time of its open recipients, and
+  the lease).
+- `bodies`: the message bytes as one BLOB per entry, apart from `messages` so that scans of
+  the metadata never page through message content.
+- `recipients`: one row per recipient with its state, attempts, retry time, last error, last
+  TLS result and whether the current lease covers it.
+- `corrupt`: entries set aside because they could not be trusted, with the reason and
+  whatever could still be read. Nothing there is ever delivered.
+
+Invariants: `bodies` and `recipients` rows exist only with their `messages` row (foreign
+keys, ON DELETE CASCADE); an entry with no open recipient does not exist (it is removed,
+body included, by the same transaction that closes its last recipient).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import secrets
+import sqlite3
+
+from engine.relay.queue_types import (
+    STATES,
+    CorruptEntry,
+    Entry,
+    EntryDetail,
+    EntrySummary,
+    NotQueued,
+    QueueWriteError,
+    Recipient,
+)
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS messages (
+        id          TEXT PRIMARY KEY,
+        sender      TEXT NOT NULL,
+        meta        TEXT NOT NULL,
+        created_at  REAL NOT NULL,
+        size        INTEGER NOT NULL,
+        sha256      BLOB NOT NULL,
+        warned      INTEGER NOT NULL DEFAULT 0,
+        next_due    REAL NOT NULL,
+        lease_until REAL
+    ) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS messages_due ON messages (next_due)",
+    """CREATE TABLE IF NOT EXISTS bodies (
+        msg_id TEXT PRIMARY KEY REFERENCES messages (id) ON DELETE CASCADE,
+        data   BLOB NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS recipients (
+        msg_id          TEXT NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+        rcpt            TEXT NOT NULL,
+        position        INTEGER NOT NULL,
+        state           TEXT NOT NULL,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL,
+        leased          INTEGER NOT NULL DEFAULT 0,
+        last_error      TEXT,
+        last_tls        TEXT,
+        detail          TEXT,
+        updated_at      REAL,
+        PRIMARY KEY (msg_id, rcpt)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS corrupt (
+        seq          INTEGER PRIMARY KEY,
+        id           TEXT NOT NULL,
+        set_aside_at REAL NOT NULL,
+        reason       TEXT NOT NULL,
+        sender       TEXT,
+        recipients   TEXT NOT NULL,
+        meta         TEXT,
+        created_at   REAL,
+        body         BLOB
+    )""",
+)
+
+MESSAGE_COLUMNS = "id, sender, meta, created_at, size, sha256, warned, next_due, lease_until"
+RECIPIENT_COLUMNS = (
+    "msg_id, rcpt, position, state, attempts, next_attempt_at, leased, last_error, last_tls, detail, updated_at"
+)
+_OPEN = "('pending', 'deferred')"  # OPEN_STATES, spelled out for SQL
+_RCPT_FIELDS = "rcpt, state, attempts, next_attempt_at, last_error, last_tls, detail"
+
+
+def create_schema(conn: sqlite3.Connection) -> None:
+    """Create the tables if missing; refuse a queue written by a newer schema."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise RuntimeError(f"queue schema {version} is newer than this program ({SCHEMA_VERSION})")
+    if version == SCHEMA_VERSION:
+        return  # nothing to write: opening a full disk must not need free space
+    for statement in SCHEMA:
+        conn.execute(statement)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def insert(
+    conn: sqlite3.Connection,
+    sender: str,
+    recipients: list[str],
+    body: bytes,
+    digest: bytes,
+    meta_json: str,
+    now: float,
+) -> str:
+    """Add one entry with every recipient pending and due at `now`; return its new id."""
+    for _ in range(8):
+        msg_id = secrets.token_hex(6)
+        try:
+            conn.execute(
+                f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, 0, ?, NULL)",
+                (msg_id, sender, meta_json, now, len(body), digest, now),
+            )
+        except sqlite3.IntegrityError:  # 48-bit id already taken: draw again
+            continue
+        break
+    else:
+        raise QueueWriteError(True, "could not allocate a queue id")
+    conn.execute("INSERT INTO bodies (msg_id, data) VALUES (?, ?)", (msg_id, body))
+    conn.executemany(
+        "INSERT INTO recipients (msg_id, rcpt, position, state, next_attempt_at) VALUES (?, ?, ?, 'pending', ?)",
+        [(msg_id, rcpt, position, now) for position, rcpt in enumerate(recipients)],
+    )
+    return msg_id
+
+
+def lease_due(conn: sqlite3.Connection, now: float, limit: int, lease_s: float) -> list[Entry]:
+    """Lease up to `limit` entries that have open recipients due at `now`.
+
+    An entry is skipped while another lease on it runs. A body that fails its size or
+    SHA-256 check is set aside instead of being handed out.
+    """
+    rows = conn.execute(
+        "SELECT id, sender, meta, created_at, size, sha256, warned FROM messages "
+        "WHERE next_due <= ? AND (lease_until IS NULL OR lease_until <= ?) "
+        "ORDER BY next_due LIMIT ?",
+        (now, now, limit),
+    ).fetchall()
+    lease_until = now + lease_s
+    entries = []
+    for msg_id, sender, meta, created_at, size, digest, warned in rows:
+        body = _body(conn, msg_id)
+        problem = body_problem(body, size, digest)
+        if problem:
+            set_aside(conn, msg_id, problem, now)
+            continue
+        due = [
+            _recipient(row)
+            for row in conn.execute(
+                f"SELECT {_RCPT_FIELDS} FROM recipients WHERE msg_id = ? "
+                f"AND state IN {_OPEN} AND next_attempt_at <= ? ORDER BY position",
+                (msg_id, now),
+            )
+        ]
+        if not due:  # next_due was stale; put it right and move on
+            settle(conn, msg_id)
+            continue
+        conn.execute(
+            f"UPDATE recipients SET leased = (state IN {_OPEN} AND next_attempt_at <= ?) WHERE msg_id = ?",
+            (now, msg_id),
+        )
+        conn.execute("UPDATE messages SET lease_until = ? WHERE id = ?", (lease_until, msg_id))
+        entries.append(
+            Entry(
+                msg_id, sender, tuple(due), body, json.loads(meta), created_at, bool(warned),
+                lease_until,
+            )
+        )  # fmt: skip
+    return entries
+
+
+def mark(
+    conn: sqlite3.Connection,
+    msg_id: str,
+    rcpts: list[str],
+    state: str,
+    now: float,
+    *,
+    error: str | None = None,
+    detail: str | None = None,
+    tls: str | None = None,
+    next_attempt_at: float | None = None,
+) -> int:
+    """Record one delivery attempt's outcome for open recipients; return how many changed.
+
+    Recipients already final are left alone (a late report never undoes a delivery). The
+    lease ends for the recipients reported; the entry goes once none is open.
+    """
+    changed = 0
+    for rcpt in rcpts:
+        cursor = conn.execute(
+            "UPDATE recipients SET state = ?, attempts = attempts + 1, leased = 0, "
+            "last_error = coalesce(?, last_error), last_tls = coalesce(?, last_tls), "
+            "detail = coalesce(?, detail), "
+            "next_attempt_at = coalesce(?, next_attempt_at), updated_at = ? "
+            f"WHERE msg_id = ? AND rcpt = ? AND state IN {_OPEN}",
+            (state, error, tls, detail, next_attempt_at, now, msg_id, rcpt),
+        )
+        changed += cursor.rowcount
+    if changed:
+        settle(conn, msg_id)
+    return changed
+
+
+def settle(conn: sqlite3.Connection, msg_id: str) -> None:
+    """Bring `next_due` and the lease up to date, or remove the entry if nothing is open."""
+    count, next_due, leased = conn.execute(
+        f"SELECT count(*), min(next_attempt_at), max(leased) FROM recipients WHERE msg_id = ? AND state IN {_OPEN}",
+        (msg_id,),
+    ).fetchone()
+    if count == 0:
+        conn.execute("DELETE FROM messages WHERE id = ?", (msg_id,))
+        return
+    conn.execute(
+        "UPDATE messages SET next_due = ?, lease_until = CASE WHEN ? THEN lease_until ELSE NULL END WHERE id = ?",
+        (next_due, leased, msg_id),
+    )
+
+
+def release(conn: sqlite3.Connection, msg_id: str) -> None:
+    """End the lease on an entry without reporting anything (a worker giving it back)."""
+    conn.execute("UPDATE recipients SET leased = 0 WHERE msg_id = ?", (msg_id,))
+    conn.execute("UPDATE messages SET lease_until = NULL WHERE id = ?", (msg_id,))
+
+
+def mark_warned(conn: sqlite3.Connection, msg_id: str) -> None:
+    """Remember that the sender got a delay warning for this entry."""
+    _require(conn.execute("UPDATE messages SET warned = 1 WHERE id = ?", (msg_id,)), msg_id)
+
+
+def retry(conn: sqlite3.Connection, msg_id: str, now: float) -> int:
+    """Make every open recipient due at `now`; return how many there are."""
+    _require(conn.execute("SELECT 1 FROM messages WHERE id = ?", (msg_id,)), msg_id)
+    cursor = conn.execute(
+        f"UPDATE recipients SET next_attempt_at = ? WHERE msg_id = ? AND state IN {_OPEN}",
+        (now, msg_id),
+    )
+    settle(conn, msg_id)
+    return cursor.rowcount
+
+
+def delete(conn: sqlite3.Connection, msg_id: str) -> None:
+    """Remove an entry, body and recipients, without any notice to the sender."""
+    _require(conn.execute("DELETE FROM messages WHERE id = ?", (msg_id,)), msg_id)
+
+
+def set_aside(conn: sqlite3.Connection, msg_id: str, reason: str, now: float) -> None:
+    """Move an entry into `corrupt` with `reason` and whatever of it can be read."""
+    row = conn.execute("SELECT sender, meta, created_at FROM messages WHERE id = ?", (msg_id,)).fetchone()
+    sender, meta, created_at = row if row else (None, None, None)
+    recipients = conn.execute(
+        "SELECT rcpt, state FROM recipients WHERE msg_id = ? ORDER BY position", (msg_id,)
+    ).fetchall()
+    record_corrupt(conn, msg_id, reason, now, sender, recipients, meta, created_at, _body(conn, msg_id))
+    for table, column in (("messages", "id"), ("bodies", "msg_id"), ("recipients", "msg_id")):
+        conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (msg_id,))
+
+
+def record_corrupt(
+    conn: sqlite3.Connection,
+    msg_id: str,
+    reason: str,
+    now: float,
+    sender: str | None,
+    recipients: list[tuple[str, str]],
+    meta: str | None,
+    created_at: float | None,
+    body: bytes | None,
+) -> None:
+    """Write one row of `corrupt` (recipients as (address, state) pairs)."""
+    conn.execute(
+        "INSERT INTO corrupt (id, set_aside_at, reason, sender, recipients, meta, created_at, "
+        "body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (msg_id, now, reason, sender, json.dumps(recipients), meta, created_at, body),
+    )
+    log.error("queue: entry %s set aside: %s", msg_id, reason)
+
+
+def body_problem(body: bytes | None, size: int, digest: bytes) -> str | None:
+    """Say what is wrong with a stored body, or None if it matches its size and SHA-256."""
+    if body is None:
+        return "body missing"
+    if len(body) < size:
+        return f"body truncated: {len(body)} of {size} bytes"
+    if len(body) != size:
+        return f"body has {len(body)} bytes, {size} expected"
+    if hashlib.sha256(body).digest() != digest:
+        return "body checksum mismatch"
+    return None
+
+
+def show(conn: sqlite3.Connection, msg_id: str) -> EntryDetail:
+    """Everything about one entry."""
+    row = conn.execute(
+        "SELECT sender, created_at, size, sha256, warned, meta, next_due, lease_until FROM messages WHERE id = ?",
+        (msg_id,),
+    ).fetchone()
+    if row is None:
+        raise NotQueued(msg_id)
+    sender, created_at, size, digest, warned, meta, next_due, lease_until = row
+    recipients = tuple(
+        _recipient(r)
+        for r in conn.execute(f"SELECT {_RCPT_FIELDS} FROM recipients WHERE msg_id = ? ORDER BY position", (msg_id,))
+    )
+    return EntryDetail(
+        msg_id, sender, created_at, size, digest.hex(), bool(warned), json.loads(meta),
+        recipients, next_due, lease_until,
+    )  # fmt: skip
+
+
+def list_entries(conn: sqlite3.Connection, limit: int, state: str | None) -> list[EntrySummary]:
+    """The oldest `limit` entries, optionally only those with a recipient in `state`."""
+    if state is not None and state not in STATES:
+        raise ValueError(f"unknown recipient state {state!r}; expected one of {STATES}")
+    where = "" if state is None else "WHERE id IN (SELECT msg_id FROM recipients WHERE state = ?)"
+    params = () if state is None else (state,)
+    rows = conn.execute(
+        f"SELECT id, sender, created_at, size, next_due FROM messages {where} ORDER BY created_at LIMIT ?",
+        (*params, limit),
+    ).fetchall()
+    summaries = []
+    for msg_id, sender, created_at, size, next_due in rows:
+        states = dict(
+            conn.execute("SELECT state, count(*) FROM recipients WHERE msg_id = ? GROUP BY state", (msg_id,)).fetchall()
+        )
+        last = conn.execute(
+            "SELECT last_error FROM recipients WHERE msg_id = ? AND last_error IS NOT NULL "
+            "ORDER BY updated_at DESC LIMIT 1",
+            (msg_id,),
+        ).fetchone()
+        summaries.append(EntrySummary(msg_id, sender, created_at, size, states, next_due, last and last[0]))
+    return summaries
+
+
+def corrupt_entries(conn: sqlite3.Connection, limit: int) -> list[CorruptEntry]:
+    """The most recently set-aside entries, newest first."""
+    rows = conn.execute(
+        "SELECT id, reason, set_aside_at, sender, recipients FROM corrupt ORDER BY seq DESC LIMIT ?",
+        (limit,),
+    ).fetchall()
+    return [
+        CorruptEntry(msg_id, reason, at, sender, tuple(tuple(r) for r in json.loads(rcpts)))
+        for msg_id, reason, at, sender, rcpts in rows
+    ]
+
+
+def totals(conn: sqlite3.Connection) -> tuple[int, int, dict[str, int], int]:
+    """(entries, body bytes, recipients per state, set-aside entries)."""
+    entries, size = conn.execute("SELECT count(*), coalesce(sum(size), 0) FROM messages").fetchone()
+    per_state = dict.fromkeys(STATES, 0)
+    per_state.update(conn.execute("SELECT state, count(*) FROM recipients GROUP BY state"))
+    corrupt = conn.execute("SELECT count(*) FROM corrupt").fetchone()[0]
+    return entries, size, per_state, corrupt
+
+
+def _body(conn: sqlite3.Connection, msg_id: str) -> bytes | None:
+    row = conn.execute("SELECT data FROM bodies WHERE msg_id = ?", (msg_id,)).fetchone()
+    return None if row is None else bytes(row[0])
+
+
+def _recipient(row: tuple) -> Recipient:
+    return Recipient(*row)
+
+
+def _require(cursor: sqlite3.Cursor, msg_id: str) -> None:
+    if cursor.rowcount == 0 or (cursor.rowcount < 0 and cursor.fetchone() is None):
+        raise NotQueued(msg_id)
