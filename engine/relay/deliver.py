@@ -20,12 +20,12 @@ from dataclasses import dataclass
 
 from engine.relay import ndr
 from engine.relay.decisionlog import emit
-from engine.relay.failures import Failure, classify, expired, next_retry
+from engine.relay.failures import Failure, NoMailHost, classify, expired, next_retry
 from engine.relay.groups import domain_of
 from engine.relay.handoff import EncryptionMethod
 from engine.relay.live import Live
 from engine.relay.queue import Entry, NotQueued, Queue
-from engine.relay.resolve import Resolver
+from engine.relay.resolve import PermanentDNSError, Resolver
 from engine.relay.transfer import Attempt, Hop, transfer
 
 log = logging.getLogger(__name__)
@@ -142,11 +142,14 @@ class Deliverer:
 
     async def _hops(self, live: Live, route, domain: str) -> list[Hop]:
         resolver = self._resolver_for(live)
-        if route.next_hop is None:
-            found = await resolver.mx_hosts(domain)
-        else:
-            hop = route.next_hop
-            found = await resolver.host_hops(hop.host, hop.port, hop.mx_lookup)
+        try:
+            if route.next_hop is None:
+                found = await resolver.mx_hosts(domain)
+            else:
+                hop = route.next_hop
+                found = await resolver.host_hops(hop.host, hop.port, hop.mx_lookup)
+        except PermanentDNSError as exc:
+            raise NoMailHost(exc.name, exc.reason, status=exc.status) from exc
         return [Hop(h.host, h.address, h.port) for h in found]
 
     async def _handoff(self, live: Live, entry: Entry, rcpts: list[str], name: str, why: str) -> dict[str, Outcome]:

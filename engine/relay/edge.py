@@ -62,7 +62,7 @@ class EdgeHandler:
             weak = check_negotiated(ssl_object, policy.min_bits, policy.min_protocol)
             if weak:
                 return f"530 5.7.0 TLS too weak for this peer: {weak}"
-        envelope.mail_from = address
+        envelope.mail_from = "" if address == "<>" else address  # the null sender, as "" everywhere inside
         envelope.mail_options.extend(options)
         return "250 2.1.0 OK"
 

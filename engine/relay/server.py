@@ -60,6 +60,7 @@ class Relay:
         self.intake = Intake(self.queue, on_queued=self.deliverer.kick)
         self._servers: list[asyncio.AbstractServer] = []
         self._delivery_task: asyncio.Task | None = None
+        self._stopped = False
 
     @property
     def live(self) -> Live:
@@ -81,6 +82,10 @@ class Relay:
         return {name: server.sockets[0].getsockname()[1] for name, server in zip(names, self._servers, strict=True)}
 
     async def stop(self) -> None:
+        """Stop accepting, let deliveries in progress finish (bounded), close the queue. Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
         for server in self._servers:
             server.close()
         for server in self._servers:

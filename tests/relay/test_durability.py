@@ -1,0 +1,161 @@
+"""Durability: a 250 is a promise. Kill -9 under load, a full disk, a damaged queue entry."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from email.message import EmailMessage
+from pathlib import Path
+
+import aiosmtplib
+import pytest
+
+from tests.relay.peers import Sink, free_port, wait_for
+from tests.relay.test_edge import route_to
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def start_process(config: Path) -> subprocess.Popen:
+    """`sealrelay serve CONFIG` as a real process; returns once its listener answers."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli.app", "serve", str(config), "--log-level", "WARNING"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    port = int(config.read_text().split("port: ", 1)[1].split("}", 1)[0])
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"relay exited: {proc.stderr.read().decode()}")
+        import socket
+
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", port)) == 0
+
+    wait_for(ready, 30, "the relay to listen")
+    return proc
+
+
+def msg(n: int) -> EmailMessage:
+    m = EmailMessage()
+    m["From"], m["To"], m["Subject"], m["Message-ID"] = (
+        "alice@example.com",
+        "bob@partner.example",
+        f"n{n}",
+        f"<n{n}@test>",
+    )
+    m.set_content(f"message number {n}\n" + "x" * 1000)
+    return m
+
+
+@pytest.mark.slow
+async def test_kill_9_under_load_loses_no_accepted_message(write_config) -> None:
+    """1,000 messages from 20 sessions into a relay that is delivering them; SIGKILL when half
+    are accepted; restart: every message that got 250 arrives (duplicates are counted)."""
+    with Sink() as sink:
+        config = write_config(route_to(sink.port))
+        port = int(config.read_text().split("port: ", 1)[1].split("}", 1)[0])
+        accepted: set[str] = set()
+        proc = await asyncio.to_thread(start_process, config)
+        killed = asyncio.Event()
+
+        async def sender(worker: int) -> None:
+            for n in range(worker, 1000, 20):
+                if killed.is_set():
+                    return
+                try:
+                    await aiosmtplib.send(msg(n), hostname="127.0.0.1", port=port, timeout=10, start_tls=False)
+                except (aiosmtplib.SMTPException, OSError):
+                    continue  # refused or cut off: no promise was made
+                accepted.add(f"n{n}")
+                if len(accepted) >= 500 and not killed.is_set():
+                    killed.set()
+                    os.kill(proc.pid, signal.SIGKILL)
+
+        await asyncio.gather(*(sender(w) for w in range(20)))
+        await asyncio.to_thread(proc.wait, 10)
+        assert proc.returncode == -signal.SIGKILL
+        before_restart = len(sink.messages)
+        proc = await asyncio.to_thread(start_process, config)
+        try:
+
+            def subjects() -> list[str]:
+                return [m.content.split(b"Subject: ", 1)[1].split(b"\r\n", 1)[0].decode() for m in sink.messages]
+
+            async def all_arrived() -> bool:
+                return accepted <= set(subjects())
+
+            from tests.relay.peers import eventually
+
+            await eventually(all_arrived, 120, "every accepted message at the sink")
+            got = subjects()
+            duplicates = len(got) - len(set(got))
+            print(
+                f"accepted {len(accepted)}, at the sink before restart {before_restart}, delivered {len(set(got))}, duplicates {duplicates}"
+            )
+            assert accepted <= set(got)
+        finally:
+            proc.terminate()
+            await asyncio.to_thread(proc.wait, 10)
+
+
+async def test_full_disk_answers_4xx_and_keeps_nothing(tmp_path: Path, write_config, start_relay) -> None:
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        config = write_config(route_to(1))
+        config.write_text(config.read_text().replace("data_dir: ./var", f"data_dir: {mount}"))
+        relay = await start_relay(config)
+        free = os.statvfs(mount).f_bavail * os.statvfs(mount).f_frsize
+        (mount / "filler").write_bytes(b"\0" * (free - 200 * 1024))  # leave too little room
+        big = EmailMessage()
+        big["From"], big["To"], big["Subject"] = "a@example.com", "b@example.com", "big"
+        big.set_content("y" * 600_000)
+        with pytest.raises(aiosmtplib.SMTPDataError) as refused:
+            await aiosmtplib.send(big, hostname="127.0.0.1", port=relay.ports()["mx"], timeout=10, start_tls=False)
+        assert refused.value.code in (451, 452), refused.value
+        assert await relay.queue.count() == 0
+        (mount / "filler").unlink()
+        _, reply = await aiosmtplib.send(
+            big, hostname="127.0.0.1", port=relay.ports()["mx"], timeout=10, start_tls=False
+        )
+        assert "queued as" in reply  # room again: accepted again
+        await relay.stop()
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+async def test_damaged_entry_is_set_aside_on_restart(write_config, start_relay) -> None:
+    config = write_config(route_to(free_port()))
+    relay = await start_relay(config)
+    _, reply = await aiosmtplib.send(
+        msg(1), hostname="127.0.0.1", port=relay.ports()["mx"], timeout=10, start_tls=False
+    )
+    queue_id = reply.split()[-1]
+    await relay.stop()
+    db = config.parent / "var" / "queue" / "queue.db"
+    conn = sqlite3.connect(db)
+    conn.execute("UPDATE bodies SET data = substr(data, 1, 100) WHERE msg_id = ?", (queue_id,))
+    conn.commit()
+    conn.close()
+    from engine.relay.queue import Queue
+
+    queue = Queue.open(db.parent)
+    try:
+        assert [entry for entry, _ in queue.recovery.set_aside] == [queue_id]
+        assert await queue.count() == 0
+        [corrupt] = await queue.corrupt()
+        assert corrupt.id == queue_id
+    finally:
+        queue.close()
