@@ -4,7 +4,6 @@ the library raises them."""
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import ssl
 
@@ -77,7 +76,6 @@ def test_refused_recipients_in_aggregate():
         ConnectionRefusedError(111, "Connection refused"),
         ConnectionResetError(104, "Connection reset by peer"),
         TimeoutError(),
-        asyncio.TimeoutError(),
         OSError(113, "No route to host"),
         aiosmtplib.SMTPServerDisconnected("lost"),
         aiosmtplib.SMTPConnectTimeoutError("timed out"),
@@ -112,7 +110,9 @@ def test_dns():
 
 
 def test_what_is_not_understood_defers():
-    assert classify(None, RuntimeError("surprise")) == Failure("defer", "unclassified failure: RuntimeError: surprise", "4.0.0")
+    assert classify(None, RuntimeError("surprise")) == Failure(
+        "defer", "unclassified failure: RuntimeError: surprise", "4.0.0"
+    )
     assert classify(None, None).kind == "defer"
     assert not classify(None, None).permanent and classify(550, None).permanent
 

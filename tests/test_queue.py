@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import json
 import os
+import selectors
 import shutil
 import signal
 import sqlite3
@@ -105,6 +106,22 @@ def test_one_owner_per_directory(tmp_path):
     Queue.open(tmp_path).close()
 
 
+async def test_operator_opens_the_queue_shared_beside_the_owner(tmp_path):
+    with Queue.open(tmp_path) as owner:
+        leased = await owner.enqueue(SENDER, ["b@x.net"], b"leased", meta={}, now=T0)
+        other = await owner.enqueue(SENDER, ["c@x.net"], b"other", meta={}, now=T0 + 1)
+        await owner.due(T0, 1, lease_s=3600)
+        with Queue.open(tmp_path, shared=True) as operator:
+            assert operator.recovery.clean and operator.recovery.leases_released == 0
+            assert {s.id for s in await operator.list()} == {leased, other}
+            assert (await operator.show(leased)).lease_until == T0 + 3600  # the owner's lease stands
+            await operator.delete(other)
+        assert await owner.count() == 1  # the owner sees the operator's change
+        assert await owner.due(T0 + 1, 10) == []  # and its lease is intact
+        with pytest.raises(QueueLocked):
+            Queue.open(tmp_path)
+
+
 # -- durability --------------------------------------------------------------------------
 
 ENQUEUE_FOREVER = r"""
@@ -113,7 +130,6 @@ from engine.relay.queue import Queue
 
 async def main():
     queue = Queue.open(sys.argv[1])
-    print("ready", flush=True)
 
     async def session(n):
         while True:
@@ -137,30 +153,47 @@ def parse_acks(data: bytes) -> dict[str, str]:
     return acked
 
 
-async def test_acknowledged_enqueues_survive_kill_9(tmp_path):
+def read_until(proc: subprocess.Popen, enough, timeout: float) -> bytes:
+    """Read the child's stdout until `enough(data)` or EOF; fail after `timeout` seconds."""
+    data = b""
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as selector:
+        selector.register(proc.stdout, selectors.EVENT_READ)
+        while not enough(data):
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"child too slow; got {data[-200:]!r}"
+            if selector.select(remaining):
+                chunk = os.read(proc.stdout.fileno(), 65536)
+                if not chunk:
+                    break
+                data += chunk
+    return data
+
+
+def test_acknowledged_enqueues_survive_kill_9(tmp_path):
     directory = tmp_path / "queue"
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", ENQUEUE_FOREVER, str(directory), stdout=asyncio.subprocess.PIPE, env=child_env()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", ENQUEUE_FOREVER, str(directory)], stdout=subprocess.PIPE, env=child_env()
     )
     try:
-        assert await asyncio.wait_for(proc.stdout.readline(), 60) == b"ready\n"
-        seen = b""
-        while len(parse_acks(seen)) < 300:
-            seen += await asyncio.wait_for(proc.stdout.readline(), 60)
+        seen = read_until(proc, lambda data: len(parse_acks(data)) >= 300, 60)
         os.kill(proc.pid, signal.SIGKILL)  # mid-stream: eight sessions are committing right now
-        seen += await asyncio.wait_for(proc.stdout.read(), 60)  # acks printed before it died count too
+        seen += read_until(proc, lambda data: False, 60)  # acks printed before it died count too
+        assert proc.wait(60) == -signal.SIGKILL
     finally:
-        if proc.returncode is None:
-            proc.kill()
-        await proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
     acked = parse_acks(seen)
 
-    with Queue.open(directory) as queue:
-        assert queue.recovery.set_aside == ()
-        stored = await bodies_by_id(queue)
+    async def check() -> dict[str, str]:
+        with Queue.open(directory) as queue:
+            assert queue.recovery.set_aside == ()
+            return await bodies_by_id(queue)
+
+    stored = asyncio.run(check())
     missing = [msg_id for msg_id in acked if msg_id not in stored]
-    assert not missing, f"{len(missing)} acknowledged messages lost"
+    assert not missing, f"{len(missing)} of {len(acked)} acknowledged messages lost"
     assert all(stored[msg_id] == digest for msg_id, digest in acked.items())
     assert_nothing_partial(directory / "queue.db")
 
@@ -455,7 +488,11 @@ async def test_recipient_states_and_removal_when_all_final(q):
     await q.mark_bounced(msg_id, ["b@x.net"], "550 5.1.1 no such user")
     await q.mark_deferred(msg_id, ["c@x.net"], "connection refused", T0 + 300)
     states = {r.address: r for r in (await q.show(msg_id)).recipients}
-    assert {a: r.state for a, r in states.items()} == {"a@x.net": "delivered", "b@x.net": "bounced", "c@x.net": "deferred"}
+    assert {a: r.state for a, r in states.items()} == {
+        "a@x.net": "delivered",
+        "b@x.net": "bounced",
+        "c@x.net": "deferred",
+    }
     assert states["a@x.net"].last_tls == "TLSv1.3" and states["a@x.net"].detail == "250 ok"
     assert states["c@x.net"].next_attempt_at == T0 + 300
 

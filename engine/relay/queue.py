@@ -23,7 +23,8 @@ what SQLite stores efficiently.
 
 Concurrency: all SQLite work runs on one writer thread (`GroupCommitter`); the async methods
 wait on it without blocking the event loop. One process owns a queue directory at a time
-(`flock` on `<dir>/queue.lock`); a second `open` raises `QueueLocked`.
+(`flock` on `<dir>/queue.lock`); a second owner's `open` raises `QueueLocked`. An operator's
+command may open it `shared` beside the owner (WAL: readers never block the writer).
 
 Delivery protocol for a worker: `due()` leases entries; for each recipient report exactly one
 of `mark_delivered`, `mark_deferred` or `mark_bounced`. Before `mark_bounced`, enqueue the
@@ -86,7 +87,7 @@ _HASH_OFF_LOOP = 1 << 20  # bodies larger than this are hashed off the event loo
 class Queue:
     """A durable queue of messages with per-recipient delivery state. Use `Queue.open`."""
 
-    def __init__(self, directory: Path, committer: GroupCommitter, lock_fd: int) -> None:
+    def __init__(self, directory: Path, committer: GroupCommitter, lock_fd: int | None) -> None:
         self.directory = directory
         self.recovery = RecoveryReport()
         self._committer = committer
@@ -94,36 +95,49 @@ class Queue:
         self._enqueued = 0
 
     @classmethod
-    def open(cls, directory: str | os.PathLike, *, max_batch: int = 256, linger_s: float = 0.002):
-        """Open (creating if needed) the queue in `directory` and run recovery.
+    def open(
+        cls,
+        directory: str | os.PathLike,
+        *,
+        shared: bool = False,
+        max_batch: int = 256,
+        linger_s: float = 0.0,
+    ) -> Queue:
+        """Open (creating if needed) the queue in `directory`; as its owner, run recovery.
 
-        Blocks until recovery is done; call it at startup, before serving. `max_batch=1`
-        turns group commit off (one fsync per write), for comparison only.
-        Raises `QueueLocked` if another process has the queue open.
+        The owner (the relay) takes the directory's lock, then recovery runs before this
+        returns: call it at startup, before serving. Raises `QueueLocked` if another owner
+        has it. `shared=True` is for an operator's command beside a running relay: no lock,
+        no recovery, leases left alone; list, show, retry and delete work as usual.
+        `max_batch=1` turns group commit off (one fsync per write), for comparison only;
+        `linger_s` lets the writer wait that long for more callers (see `GroupCommitter`).
         """
         path = Path(directory)
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        lock_fd = _lock(path)
+        lock_fd = None if shared else _lock(path)
         opened = recovery.OpenResult()
         committer = GroupCommitter(
-            lambda: recovery.open_database(path / DB_NAME, opened),
+            lambda: recovery.open_database(path / DB_NAME, opened, shared=shared),
             max_batch=max_batch,
             linger_s=linger_s,
         )
         try:
             committer.start()
-            set_aside, released = committer.call(lambda conn: recovery.recover(conn, time.time()))
+            if not shared:
+                set_aside, released = committer.call(lambda conn: recovery.recover(conn, time.time()))
         except BaseException:
             committer.stop()
-            os.close(lock_fd)
+            if lock_fd is not None:
+                os.close(lock_fd)
             raise
         queue = cls(path, committer, lock_fd)
-        queue.recovery = RecoveryReport(
-            set_aside=tuple(opened.lost) + tuple(set_aside),
-            leases_released=released,
-            database_set_aside=opened.set_aside_path,
-            salvaged=opened.salvaged,
-        )
+        if not shared:
+            queue.recovery = RecoveryReport(
+                set_aside=tuple(opened.lost) + tuple(set_aside),
+                leases_released=released,
+                database_set_aside=opened.set_aside_path,
+                salvaged=opened.salvaged,
+            )
         if not queue.recovery.clean:
             log.warning("queue: recovery of %s: %s", path, queue.recovery)
         return queue

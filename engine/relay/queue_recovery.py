@@ -28,6 +28,7 @@ from engine.relay import queue_store as store
 log = logging.getLogger(__name__)
 
 _DAMAGED = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
+BUSY_TIMEOUT_S = 5.0  # how long a write waits for another connection's transaction
 _OPEN = "('pending', 'deferred')"
 _LISTINGS = (  # where ids of a damaged database are looked for, until one scan completes
     "SELECT id FROM messages",
@@ -49,12 +50,12 @@ class OpenResult:
 def connect(path: Path) -> sqlite3.Connection:
     """Open or create the database in WAL mode with synchronous=FULL and the schema in place.
 
-    `locking_mode=EXCLUSIVE` keeps the WAL index in process memory (no shared-memory file):
-    the queue has exactly one owner, enforced by the directory lock.
+    Normal (not exclusive) locking, so that an operator's `queue` command can open the same
+    database `shared` beside the serving relay: WAL lets it read while the owner writes, and
+    its rare writes (retry, delete) wait for the owner's transaction on the busy timeout.
     """
-    conn = sqlite3.connect(path, isolation_level=None, timeout=0)
+    conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_S)
     try:
-        conn.execute("PRAGMA locking_mode = EXCLUSIVE")
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise sqlite3.OperationalError(f"the queue database cannot use WAL (mode {mode})")
@@ -72,8 +73,13 @@ def connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def open_database(path: Path, result: OpenResult) -> sqlite3.Connection:
-    """Open the queue database; if it is damaged, set it aside and salvage it (see module)."""
+def open_database(path: Path, result: OpenResult, *, shared: bool = False) -> sqlite3.Connection:
+    """Open the queue database; if it is damaged, set it aside and salvage it (see module).
+
+    A `shared` opener (not the owner) only connects: it never judges or moves the database.
+    """
+    if shared:
+        return connect(path)
     try:
         conn = connect(path)
         problem = _integrity_problem(conn)

@@ -2,15 +2,18 @@
 
 One thread owns the one SQLite connection, so the event loop never blocks on the disk and no
 two writers ever contend for the database. Callers hand it jobs (a function of the
-connection) and get a `concurrent.futures.Future` back.
+connection) with `await run(fn)` (or `submit(fn)` from a plain thread).
 
-Group commit: when the thread picks up a job it also takes every job already waiting (and,
-while there is concurrent traffic, lingers a couple of milliseconds for more), runs them all
-in ONE transaction, each inside its own SAVEPOINT, and commits once. With `synchronous=FULL`
-that commit is one fsync of the write-ahead log, so twenty SMTP sessions finishing DATA at
-the same time pay one fsync between them instead of twenty. A job's future resolves only
-after the COMMIT has returned, i.e. after the fsync: callers never see success for data that
-is not on disk.
+Group commit: when the thread picks up a job it also takes every job that queued up behind
+it, runs them all in ONE transaction, each inside its own SAVEPOINT, and commits once. With
+`synchronous=FULL` that commit is one fsync of the write-ahead log, so twenty SMTP sessions
+finishing DATA together pay one fsync between them instead of twenty. The batching tunes
+itself: the enqueues that arrive while one commit is being fsynced form the next batch, so
+the slower the disk, the larger the batches, and a lone caller never waits. (`linger_s`
+can make the thread wait a little longer for more; measured in bench/bench_queue.py, it
+does not pay on a fast disk.) A job's result is handed back only after the COMMIT has
+returned, i.e. after the fsync: callers never see success for data that is not on disk.
+Results reach each event loop in one wake-up per batch, not one per job.
 
 Failure isolation: a job that raises is rolled back to its savepoint and fails alone; the
 others still commit. If SQLite abandons the whole transaction (it may on SQLITE_FULL or an
@@ -81,9 +84,9 @@ class GroupCommitter:
     """Runs queue jobs on one thread and commits concurrent ones in a single transaction.
 
     `max_batch` bounds the jobs per transaction (1 turns group commit off: one transaction,
-    one fsync per job). `linger_s` bounds how long the thread waits for more jobs when the
-    previous batch was larger than what has arrived so far (concurrent traffic); a lone
-    caller never waits.
+    one fsync per job). `linger_s` (default 0) bounds how long the thread waits for more
+    jobs when the previous batch was larger than what has arrived so far; a lone caller
+    never waits.
     """
 
     def __init__(
@@ -91,7 +94,7 @@ class GroupCommitter:
         connect: Callable[[], sqlite3.Connection],
         *,
         max_batch: int = 256,
-        linger_s: float = 0.002,
+        linger_s: float = 0.0,
         name: str = "sealrelay-queue-writer",
     ) -> None:
         if max_batch < 1:
