@@ -18,8 +18,9 @@ fsynced file per message: with a file per message every enqueue pays its own fsy
 file and of the directory, plus the metadata commit (three syncs), and an error between them
 leaves an orphan file to clean up. With BLOBs the body and its metadata are one transaction
 and the WAL turns any number of concurrent enqueues into one sequential append and one fsync
-(group commit, see `queue_writer`). Bodies are mail-sized (KB to tens of MB), well within
-what SQLite stores efficiently.
+(group commit, see `queue_writer`). Measured side by side (bench/bench_queue.py), a file per
+message was slower even with its fsyncs run in parallel. Bodies are mail-sized (KB to tens
+of MB), well within what SQLite stores efficiently. Design note: docs/queue.md.
 
 Concurrency: all SQLite work runs on one writer thread (`GroupCommitter`); the async methods
 wait on it without blocking the event loop. One process owns a queue directory at a time
