@@ -241,6 +241,38 @@ def test_a_failing_job_fails_alone_within_its_batch():
         committer.stop()
 
 
+def test_jobs_of_an_abandoned_transaction_fail_and_the_rest_run_again():
+    """When SQLite drops the whole transaction (as it may on SQLITE_FULL), the jobs that had
+    already run lose their work and fail; the jobs after it still get their turn."""
+    committer = GroupCommitter(lambda: _memory_db(), max_batch=16)
+    committer.start()
+    started, gate = threading.Event(), threading.Event()
+
+    def abandon(conn: sqlite3.Connection) -> None:
+        conn.execute("ROLLBACK")  # what SQLite does by itself on some I/O errors
+        raise sqlite3.OperationalError("database or disk is full")
+
+    try:
+        blocker = committer.submit(lambda conn: (started.set(), gate.wait(30)))
+        assert started.wait(30)
+        before = committer.submit(lambda conn: conn.execute("INSERT INTO t VALUES (1)"))
+        failing = committer.submit(abandon)
+        after = committer.submit(lambda conn: conn.execute("INSERT INTO t VALUES (3)"))
+        gate.set()
+        blocker.result(30)
+        for future in (before, failing):
+            with pytest.raises(QueueWriteError) as caught:
+                future.result(30)
+            assert caught.value.transient
+        after.result(30)
+        rows = committer.call(lambda conn: [r[0] for r in conn.execute("SELECT v FROM t")])
+        assert rows == [3]
+        assert committer.failed_writes == 2
+    finally:
+        gate.set()
+        committer.stop()
+
+
 def _memory_db() -> sqlite3.Connection:
     conn = sqlite3.connect(":memory:", isolation_level=None)
     conn.execute("CREATE TABLE t (v INTEGER)")
