@@ -58,7 +58,6 @@ def serve(
 
     Example: sealrelay serve relay.yaml
     """
-    import asyncio
     import logging
 
     from engine.relay.server import DEFAULT_CONFIG, ConfigError, Relay, load_live
@@ -75,7 +74,7 @@ def serve(
     relay = Relay(live)
     typer.echo(f"sealrelay serving {path} (config version {live.version}); data in {live.data_dir}", err=True)
     try:
-        asyncio.run(relay.serve_forever())
+        run_loop(relay.serve_forever())
     except KeyboardInterrupt:
         pass
 
@@ -132,6 +131,21 @@ def migrate(
         raise typer.Exit(views.EXIT_ERROR)
     if check and report.changed:
         raise typer.Exit(views.EXIT_CHANGES)
+
+
+def run_loop(coro) -> None:
+    """Run the relay's event loop: uvloop where it is installed (SEALRELAY_LOOP=asyncio opts out)."""
+    import asyncio
+    import os
+
+    if os.environ.get("SEALRELAY_LOOP", "uvloop") == "uvloop":
+        try:
+            import uvloop
+
+            return uvloop.run(coro)
+        except ImportError:
+            pass
+    return asyncio.run(coro)
 
 
 def main() -> None:

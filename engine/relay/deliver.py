@@ -20,12 +20,13 @@ from dataclasses import dataclass
 
 from engine.relay import ndr
 from engine.relay.decisionlog import emit
-from engine.relay.failures import Failure, NoMailHost, classify, expired, next_retry
+from engine.relay.failures import Failure, classify, expired, next_retry
 from engine.relay.groups import domain_of
 from engine.relay.handoff import EncryptionMethod
 from engine.relay.live import Live
+from engine.relay.pool import ConnectionPool
 from engine.relay.queue import Entry, NotQueued, Queue
-from engine.relay.resolve import PermanentDNSError, Resolver
+from engine.relay.resolve import Resolver
 from engine.relay.transfer import Attempt, Hop, transfer
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,8 @@ class Deliverer:
         self.current = current
         self.methods = methods or {}
         self._resolver_for = resolver_for or _default_resolver
+        self._resolvers: dict[int, Resolver] = {}  # one per config version
+        self.pool = ConnectionPool()
         self._kick = asyncio.Event()
         self._stopping = False
         self._tasks: set[asyncio.Task] = set()
@@ -79,6 +82,7 @@ class Deliverer:
                 await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
                 continue
             if not leased:
+                self.pool.sweep()
                 try:
                     await asyncio.wait_for(self._kick.wait(), poll_interval)
                 except TimeoutError:
@@ -94,6 +98,7 @@ class Deliverer:
         self._kick.set()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=30)
+        self.pool.close()
 
     async def _deliver_guarded(self, live: Live, entry: Entry) -> None:
         try:
@@ -130,7 +135,7 @@ class Deliverer:
         last: dict[str, Outcome] = {}
         for hop in hops:
             policy = live.outbound_policy(route, domain, hop.address, encrypt=encrypt)
-            attempt = await transfer(live, hop, policy, entry, rcpts)
+            attempt = await transfer(live, hop, policy, entry, rcpts, self.pool)
             last = _outcomes(attempt, rcpts)
             if attempt.site_failure is None:
                 return last
@@ -141,15 +146,15 @@ class Deliverer:
         return last
 
     async def _hops(self, live: Live, route, domain: str) -> list[Hop]:
-        resolver = self._resolver_for(live)
-        try:
-            if route.next_hop is None:
-                found = await resolver.mx_hosts(domain)
-            else:
-                hop = route.next_hop
-                found = await resolver.host_hops(hop.host, hop.port, hop.mx_lookup)
-        except PermanentDNSError as exc:
-            raise NoMailHost(exc.name, exc.reason, status=exc.status) from exc
+        resolver = self._resolvers.get(live.version)
+        if resolver is None:
+            self._resolvers = {live.version: self._resolver_for(live)}
+            resolver = self._resolvers[live.version]
+        if route.next_hop is None:
+            found = await resolver.mx_hosts(domain)
+        else:
+            hop = route.next_hop
+            found = await resolver.host_hops(hop.host, hop.port, hop.mx_lookup)
         return [Hop(h.host, h.address, h.port) for h in found]
 
     async def _handoff(self, live: Live, entry: Entry, rcpts: list[str], name: str, why: str) -> dict[str, Outcome]:

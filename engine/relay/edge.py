@@ -21,6 +21,7 @@ from engine.relay.groups import domain_of
 from engine.relay.intake import Intake
 from engine.relay.live import Live
 from engine.relay.message import Message, Outcome, TLSInfo, Verdict
+from engine.relay.smtpd import RelaySMTP
 from engine.relay.tls import check_negotiated
 
 log = logging.getLogger(__name__)
@@ -106,11 +107,10 @@ def session_factory(current: Callable[[], Live], listener: Listener, intake: Int
 
     def make() -> SMTP:
         live = current()
-        return SMTP(
+        return RelaySMTP(
             EdgeHandler(live, listener, intake),
             data_size_limit=int(live.config.system.message_size_limit),
             hostname=live.config.system.fqdn,
-            ident="sealrelay",
             tls_context=live.server_tls,
             require_starttls=listener.starttls == "required",
             timeout=300,

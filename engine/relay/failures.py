@@ -38,6 +38,8 @@ import aiosmtplib
 import dns.exception
 import dns.resolver
 
+from engine.relay.resolve import PermanentDNSError, TemporaryDNSError
+
 FailureKind = Literal["defer", "defer_site", "bounce"]
 
 _ENHANCED = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
@@ -88,6 +90,10 @@ def classify(code: int | None, exc: BaseException | None) -> Failure:
         return Failure("defer", reason, soft.status)
     if isinstance(exc, TLSRequiredError | ssl.SSLError):
         return Failure("defer_site", f"TLS required but not achieved: {_text(exc)}", "4.7.5")
+    if isinstance(exc, PermanentDNSError):
+        return Failure("bounce", f"no mail host: {exc}", exc.status or "5.4.4")
+    if isinstance(exc, TemporaryDNSError):
+        return Failure("defer_site", f"DNS lookup failed: {exc}", exc.status or "4.4.3")
     if isinstance(exc, NoMailHost):
         return Failure("bounce", f"no mail host: {exc}", exc.status)
     if isinstance(exc, dns.resolver.NXDOMAIN | dns.resolver.NoAnswer):

@@ -16,6 +16,7 @@ import aiosmtplib
 
 from engine.relay.failures import Failure, TLSRequiredError, classify
 from engine.relay.live import Live, TLSPolicy
+from engine.relay.pool import ConnectionPool
 from engine.relay.queue import Entry
 from engine.relay.tls import NoStartTLS, TLSLevel, check_negotiated, describe_failure
 
@@ -35,15 +36,43 @@ class Attempt:
     site_failure: Failure | None = None
     results: dict[str, str | Failure] = field(default_factory=dict)  # rcpt -> reply text or Failure
     tls: str | None = None
+    stale: bool = False  # a reused session was found closed before anything was sent
 
 
-async def transfer(live: Live, hop: Hop, policy: TLSPolicy, entry: Entry, rcpts: list[str]) -> Attempt:
-    """Deliver `entry` to `rcpts` through `hop`. Never raises for a peer's behaviour."""
+async def transfer(
+    live: Live, hop: Hop, policy: TLSPolicy, entry: Entry, rcpts: list[str], pool: ConnectionPool | None = None
+) -> Attempt:
+    """Deliver `entry` to `rcpts` through `hop`. Never raises for a peer's behaviour.
+
+    With a `pool`, a session left by an earlier clean transaction to the same hop under the
+    same policy is reused; if it turns out to be gone, one fresh session is tried instead.
+    """
+    key = (live.version, hop.address, hop.port, hop.host, policy.level, policy.min_protocol, policy.min_bits)
+    cached = pool.take(key) if pool else None
+    if cached is not None:
+        attempt = await _transaction(live, hop, policy, entry, rcpts, pool, key, cached)
+        if not attempt.stale:
+            return attempt
+    return await _transaction(live, hop, policy, entry, rcpts, pool, key, None)
+
+
+async def _transaction(live, hop, policy, entry, rcpts, pool, key, cached) -> Attempt:
     attempt = Attempt(tls="none")
     client = None
+    uses = 0
     try:
-        client, attempt.tls = await _open(live, hop, policy)
-        await client.mail(entry.sender)
+        if cached is not None:
+            client, attempt.tls, uses = cached.client, cached.tls, cached.uses
+        else:
+            client, attempt.tls = await _open(live, hop, policy)
+        try:
+            await client.mail(entry.sender)
+        except (aiosmtplib.SMTPServerDisconnected, ConnectionError):
+            if cached is not None:  # the peer closed the idle session: not a delivery failure
+                client.close()
+                attempt.stale = True
+                return attempt
+            raise
         accepted = []
         for rcpt in rcpts:
             try:
@@ -55,7 +84,8 @@ async def transfer(live: Live, hop: Hop, policy: TLSPolicy, entry: Entry, rcpts:
             response = await client.data(entry.body)
             for rcpt in accepted:
                 attempt.results[rcpt] = f"{hop}: {response.code} {response.message}"
-        await _quit(client)
+        if not (accepted and pool and pool.give(key, client, attempt.tls, uses + 1)):
+            await _quit(client)
     except Exception as exc:  # noqa: BLE001 - every failure is classified, none escapes
         failure = classify(None, exc)
         if isinstance(exc, TLSRequiredError):
