@@ -63,7 +63,7 @@ class EdgeHandler:
             weak = check_negotiated(ssl_object, policy.min_bits, policy.min_protocol)
             if weak:
                 return f"530 5.7.0 TLS too weak for this peer: {weak}"
-        envelope.mail_from = "" if address == "<>" else address  # the null sender, as "" everywhere inside
+        envelope.mail_from = address  # "<>" for the null sender: aiosmtpd reads "" as "no MAIL yet"
         envelope.mail_options.extend(options)
         return "250 2.1.0 OK"
 
@@ -84,7 +84,7 @@ class EdgeHandler:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         message = Message(
-            sender=envelope.mail_from or "",
+            sender="" if envelope.mail_from == "<>" else envelope.mail_from or "",  # "" is the null sender inside
             recipients=tuple(envelope.rcpt_tos),
             content=bytes(envelope.original_content or b""),
             peer_ip=session.peer[0] if session.peer else "",

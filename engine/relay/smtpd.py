@@ -27,7 +27,7 @@ from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session, syntax
 _ADDR = re.compile(r"^<([^<>()\[\]\\,;:\s@\"]+@[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)>(.*)$")
 _NULL = re.compile(r"^<>(.*)$")
 _FLUSH_NOW = (b"220", b"221", b"354", b"421")  # the client waits for these before it goes on
-MAX_LINE = 1000  # 998 octets + CRLF (RFC 5321 4.5.3.1.6), checked after the dot is removed
+MAX_LINE = 1000  # a line with its CR, before un-stuffing: aiosmtpd's 1001-octet limit (RFC 5321 4.5.3.1.6 + the dot)
 
 
 class RelaySMTP(SMTP):
