@@ -10,6 +10,7 @@ import asyncio
 import json
 import time
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 
 import typer
@@ -59,7 +60,7 @@ def list_(
     with _open(config) as queue:
         entries = asyncio.run(queue.list(limit, state))
     if fmt == "json":
-        typer.echo(json.dumps([e.__dict__ for e in entries], default=str, indent=2))
+        typer.echo(json.dumps([asdict(e) for e in entries], default=str, indent=2))
         return
     if not entries:
         typer.echo("queue is empty")
@@ -85,7 +86,7 @@ def show(queue_id: str, config: Path = CONFIG, fmt: str = typer.Option("text", "
             typer.echo(str(exc), err=True)
             raise typer.Exit(views.EXIT_ERROR) from None
     if fmt == "json":
-        typer.echo(json.dumps({**d.__dict__, "recipients": [r.__dict__ for r in d.recipients]}, default=str, indent=2))
+        typer.echo(json.dumps(asdict(d), default=lambda v: v.hex() if isinstance(v, bytes) else str(v), indent=2))
         return
     typer.echo(
         f"id:       {d.id}\nsender:   <{d.sender}>\nqueued:   {_when(d.created_at)}\nsize:     {d.size} B\nsha256:   {d.sha256}"

@@ -141,6 +141,9 @@ def expired(created_at: float, now: float, max_lifetime_s: float) -> bool:
 
 
 def _without_code(exc: BaseException | None) -> Failure:
+    cause = exc.__cause__ or exc.__context__ if isinstance(exc, aiosmtplib.SMTPConnectError) else None
+    if isinstance(cause, ConnectionRefusedError) or "Errno 111" in str(exc or ""):
+        return Failure("defer_site", f"connection refused: {_text(exc)}", "4.4.1")
     if isinstance(exc, TimeoutError):  # includes asyncio's and aiosmtplib's timeouts
         return Failure("defer_site", f"timed out: {_text(exc)}", "4.4.1")
     if isinstance(exc, ConnectionRefusedError):
