@@ -1,0 +1,368 @@
+"""Multi-pattern matcher for DLP: every regex and phrase of a config, compiled once.
+
+``Matcher.compile([(id, kind, text), ...])`` takes ``regex`` entries (Python ``re`` syntax)
+and ``phrase`` entries (case-insensitive, word-bounded, any run of whitespace between
+words). ``matcher.scan(text)`` returns, for each id that matched, the spans of its
+non-empty, non-overlapping matches, exactly as ``re.finditer`` finds them.
+
+Two backends give identical results:
+
+- ``python``: one ``re.finditer`` per entry. The definition of the result.
+- ``hyperscan``: one hyperscan database finds every position where a match can start;
+  ``re.match`` at those positions, in order from the end of the previous match, then finds
+  exactly what ``re.finditer`` finds. To make the candidates a guaranteed superset, each
+  entry is translated from Python's own parse of it: character classes become the code
+  points ``re`` itself matches (Unicode ``\\w``, case folding such as ``ſ``~``s`` and
+  ASCII mode all agree); zero-width assertions (``\\b``, lookarounds, anchors) are
+  dropped, which only adds candidates. The text is scanned one byte per character
+  (Latin-1, ``?`` standing for any character beyond it, which classes then admit), so
+  offsets need no conversion. Translation and text are both *reversed*, so every reported
+  end is a possible start: this replaces HS_FLAG_SOM_LEFTMOST, which corrupts memory in
+  the bundled Vectorscan 5.4.12 on AVX-512 CPUs (docs/dlp-scanning.md). Entries with no
+  translation (back-references, conditionals) or that hyperscan refuses (they can match
+  the empty string, or are too large) use ``re`` alone; ``python_only`` lists them.
+
+The backend is hyperscan when it imports, unless ``SEALRELAY_DLP_BACKEND=python`` (or the
+``backend`` argument) says otherwise. A compiled matcher is immutable and thread-safe.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from re import _constants as sre  # Python's own regex parser: see _translate
+from re import _parser as sre_parse
+
+try:  # the wheel exists for x86_64 only; elsewhere the Python backend serves
+    import hyperscan
+except ImportError:  # pragma: no cover - depends on the platform
+    hyperscan = None
+
+Span = tuple[int, int]
+KINDS = ("regex", "phrase")
+BACKENDS = ("hyperscan", "python")
+ENV_BACKEND = "SEALRELAY_DLP_BACKEND"
+
+
+def phrase_regex(phrase: str) -> str:
+    """The ``re`` pattern for a phrase: case-insensitive, word-bounded, flexible spaces.
+
+    ``\\b`` is only put where the phrase begins or ends with a word character, so phrases
+    such as ``C++`` or ``#secret`` still match.
+    """
+    words = phrase.split()
+    if not words:
+        raise ValueError("empty phrase")
+    body = r"\s+".join(re.escape(word) for word in words)
+    head = r"\b" if re.match(r"\w", words[0]) else ""
+    tail = r"\b" if re.search(r"\w$", words[-1]) else ""
+    return f"(?i){head}{body}{tail}"
+
+
+def hyperscan_available() -> bool:
+    return hyperscan is not None
+
+
+@dataclass(frozen=True)
+class _Entry:
+    id: str
+    regex: re.Pattern[str]
+
+
+class Matcher:
+    """A compiled set of patterns and phrases; see the module docstring for semantics."""
+
+    def __init__(self, entries: tuple[_Entry, ...], backend: str, prefilter: _Prefilter | None) -> None:
+        self._entries = entries
+        self._prefilter = prefilter
+        self.backend = backend
+        self.ids = tuple(entry.id for entry in entries)
+        self.python_only = self.ids if prefilter is None else prefilter.python_only
+
+    @classmethod
+    def compile(cls, entries: Iterable[tuple[str, str, str]], backend: str | None = None) -> Matcher:
+        """Compile ``(id, kind, text)`` entries; ``kind`` is ``regex`` or ``phrase``.
+
+        ``backend``: ``hyperscan``, ``python`` or None (hyperscan if importable, unless the
+        ``SEALRELAY_DLP_BACKEND`` environment variable says ``python``). Raises ValueError
+        naming the entry for an unknown kind, a duplicate id, an empty phrase or a bad regex.
+        """
+        compiled = tuple(_compile_entry(*entry) for entry in entries)
+        seen: set[str] = set()
+        for entry in compiled:
+            if entry.id in seen:
+                raise ValueError(f"duplicate pattern id {entry.id!r}")
+            seen.add(entry.id)
+        chosen = _choose_backend(backend)
+        prefilter = _Prefilter(compiled) if chosen == "hyperscan" else None
+        return cls(compiled, chosen, prefilter)
+
+    def scan(self, text: str) -> dict[str, list[Span]]:
+        """Spans of the non-empty, non-overlapping matches of each id that matched."""
+        if self._prefilter is not None:
+            return self._prefilter.scan(text)
+        return {entry.id: spans for entry in self._entries if (spans := _finditer(entry.regex, text))}
+
+
+def _compile_entry(entry_id: str, kind: str, text: str) -> _Entry:
+    if kind not in KINDS:
+        raise ValueError(f"pattern {entry_id!r}: unknown kind {kind!r}; use regex or phrase")
+    try:
+        source = phrase_regex(text) if kind == "phrase" else text
+        return _Entry(entry_id, re.compile(source))
+    except (re.error, ValueError) as error:
+        raise ValueError(f"pattern {entry_id!r}: invalid {kind}: {error}") from error
+
+
+def _choose_backend(requested: str | None) -> str:
+    choice = requested or os.environ.get(ENV_BACKEND) or ("hyperscan" if hyperscan else "python")
+    if choice not in BACKENDS:
+        raise ValueError(f"unknown DLP backend {choice!r}; use one of {', '.join(BACKENDS)}")
+    if choice == "hyperscan" and hyperscan is None:
+        raise RuntimeError("the hyperscan backend was requested but hyperscan is not installed")
+    return choice
+
+
+def _finditer(regex: re.Pattern[str], text: str) -> list[Span]:
+    return [match.span() for match in regex.finditer(text) if match.end() > match.start()]
+
+
+# --- the hyperscan prefilter -----------------------------------------------------------
+
+# Text goes to hyperscan as one byte per character: Latin-1, and "?" for every character
+# beyond it (see _hs_class). Offsets then need no conversion and classes stay small.
+_PLACEHOLDER = ord("?")
+
+
+class _Prefilter:
+    """One hyperscan database over the reversed translations, plus the confirmation step."""
+
+    def __init__(self, entries: tuple[_Entry, ...]) -> None:
+        self._entries = entries
+        expressions = {}
+        for index, entry in enumerate(entries):
+            expression = _translate(entry.regex)
+            if expression is not None:
+                expressions[index] = expression
+        self._database = _database_of_accepted(expressions)
+        self._fallback = frozenset(range(len(entries))) - set(expressions)
+        self.python_only = tuple(entry.id for index, entry in enumerate(entries) if index in self._fallback)
+        self._local = threading.local()
+
+    def scan(self, text: str) -> dict[str, list[Span]]:
+        """Exact results for ``text``: candidates from hyperscan, confirmed by ``re``."""
+        starts: dict[int, set[int]] = {}
+        if self._database is not None:
+            data = text.encode("latin-1", errors="replace")[::-1]
+            self._database.scan(data, match_event_handler=_collector(starts, len(text)), scratch=self._scratch())
+        found = {}
+        for index in sorted(starts.keys() | self._fallback):
+            entry = self._entries[index]
+            if index in starts:
+                spans = _confirm(entry.regex, text, starts[index])
+            else:
+                spans = _finditer(entry.regex, text)
+            if spans:
+                found[entry.id] = spans
+        return found
+
+    def _scratch(self):
+        """Hyperscan scratch space is per thread; a shared one fails under concurrency."""
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None:
+            scratch = self._local.scratch = hyperscan.Scratch(self._database)
+        return scratch
+
+
+def _collector(starts: dict[int, set[int]], size: int):
+    """A match handler filing each report under its entry; an end in the reversed text
+    is a start in the text."""
+
+    def on_match(index: int, start: int, end: int, flags: int, context: object) -> None:
+        positions = starts.get(index)
+        if positions is None:
+            positions = starts[index] = set()
+        positions.add(size - end)
+
+    return on_match
+
+
+def _database_of_accepted(expressions: dict[int, str]):
+    """Compile all expressions at once; if hyperscan refuses some, find and drop those.
+
+    Hyperscan does not say which expression failed, hence the one-by-one retry. Refused
+    expressions are removed from ``expressions``, so the caller sends them to ``re``.
+    """
+    if not expressions:
+        return None
+    try:
+        return _database(expressions)
+    except hyperscan.error:
+        for index, expression in list(expressions.items()):
+            try:
+                _database({index: expression})
+            except hyperscan.error:
+                del expressions[index]
+    return _database(expressions) if expressions else None
+
+
+def _database(expressions: dict[int, str]):
+    database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+    database.compile(
+        expressions=[expression.encode() for expression in expressions.values()],
+        ids=list(expressions),
+        elements=len(expressions),
+        flags=[0] * len(expressions),  # bytes, no start-of-match tracking: see the docstring
+    )
+    return database
+
+
+def _confirm(regex: re.Pattern[str], text: str, starts: set[int]) -> list[Span]:
+    """Replay ``re.finditer`` at the candidate starts only.
+
+    Every ``re`` match starts at a candidate, so the first candidate at or after the end of
+    the previous match where ``re.match`` succeeds is where ``finditer`` finds the next one.
+    """
+    found: list[Span] = []
+    position = 0
+    for start in sorted(starts):
+        if start < position:
+            continue
+        match = regex.match(text, start)
+        if match is None:
+            continue
+        if match.end() == match.start():  # hyperscan ruled this out; never guess
+            return _finditer(regex, text)
+        found.append(match.span())
+        position = match.end()
+    return found
+
+
+# --- translation: a Python regex into a hyperscan superset -----------------------------
+
+_CATEGORIES = {
+    sre.CATEGORY_DIGIT: r"\d",
+    sre.CATEGORY_NOT_DIGIT: r"\D",
+    sre.CATEGORY_SPACE: r"\s",
+    sre.CATEGORY_NOT_SPACE: r"\S",
+    sre.CATEGORY_WORD: r"\w",
+    sre.CATEGORY_NOT_WORD: r"\W",
+}
+_CLASS_FLAGS = re.IGNORECASE | re.DOTALL | re.ASCII
+_ZERO_WIDTH = (sre.AT, sre.ASSERT, sre.ASSERT_NOT)
+_REPEATS = (sre.MAX_REPEAT, sre.MIN_REPEAT, sre.POSSESSIVE_REPEAT)
+
+
+class _Untranslatable(Exception):
+    """The entry has no useful regular superset; it is scanned with ``re`` alone."""
+
+
+def _translate(regex: re.Pattern[str], reverse: bool = True) -> str | None:
+    """A hyperscan expression for a superset of ``regex``, read backwards, or None.
+
+    With ``reverse`` the expression matches the reversed text of every ``regex`` match, so
+    scanning the reversed text reports where matches can start.
+    """
+    try:
+        parsed = sre_parse.parse(regex.pattern, regex.flags)
+        return _emit(parsed.data, parsed.state.flags, reverse)
+    except Exception:  # a private parser and a best-effort translation: re is always right
+        return None
+
+
+def _emit(items, flags: int, reverse: bool) -> str:
+    out = []
+    for op, arg in items:
+        if op is sre.LITERAL and not flags & re.IGNORECASE:
+            out.append(_hs_byte(min(arg, 0x100)))
+        elif op in (sre.LITERAL, sre.NOT_LITERAL, sre.ANY, sre.IN):
+            out.append(_hs_class(_char_ranges(_class_source(op, arg), flags & _CLASS_FLAGS)))
+        elif op is sre.BRANCH:
+            branches = [_emit(branch, flags, reverse) for branch in arg[1]]
+            optional = "?" if "" in branches else ""  # (?:|x) is spelled (?:x)?
+            out.append("(?:" + "|".join(branch for branch in branches if branch) + ")" + optional)
+        elif op is sre.SUBPATTERN:
+            _group, add_flags, del_flags, body = arg
+            out.append(_group_of(_emit(body, (flags | add_flags) & ~del_flags, reverse)))
+        elif op is sre.ATOMIC_GROUP:  # atomic matches are a subset of the plain group's
+            out.append(_group_of(_emit(arg, flags, reverse)))
+        elif op in _REPEATS:  # laziness and possessiveness change which match, not the language
+            low, high, body = arg
+            upper = "" if high is sre.MAXREPEAT else str(high)
+            if inner := _emit(body, flags, reverse):
+                out.append(f"(?:{inner}){{{low},{upper}}}")
+        elif op in _ZERO_WIDTH:
+            continue  # dropping an assertion only admits more candidates
+        else:  # back-references, conditionals: no regular superset worth having
+            raise _Untranslatable(str(op))
+    return "".join(reversed(out) if reverse else out)
+
+
+def _group_of(body: str) -> str:
+    return f"(?:{body})" if body else ""
+
+
+def _hs_byte(code: int) -> str:
+    """The byte a character becomes in the scanned text; beyond Latin-1, the placeholder."""
+    return f"\\x{code if code < 0x100 else _PLACEHOLDER:02x}"
+
+
+def _class_source(op, arg) -> str:
+    """A one-character ``re`` pattern equivalent to a parsed class node."""
+    if op is sre.LITERAL:
+        return _py_char(arg)
+    if op is sre.NOT_LITERAL:
+        return f"[^{_py_char(arg)}]"
+    if op is sre.ANY:
+        return "."
+    pieces = []
+    for item, value in arg:
+        if item is sre.NEGATE:
+            pieces.append("^")
+        elif item is sre.LITERAL:
+            pieces.append(_py_char(value))
+        elif item is sre.RANGE:
+            pieces.append(f"{_py_char(value[0])}-{_py_char(value[1])}")
+        elif item is sre.CATEGORY and value in _CATEGORIES:
+            pieces.append(_CATEGORIES[value])
+        else:
+            raise _Untranslatable(str(item))
+    return "[" + "".join(pieces) + "]"
+
+
+def _py_char(code: int) -> str:
+    return f"\\U{code:08x}"
+
+
+@functools.cache
+def _every_character() -> str:
+    """All code points except surrogates, in order: the universe classes are measured on."""
+    return "".join(map(chr, range(0xD800))) + "".join(map(chr, range(0xE000, 0x110000)))
+
+
+@functools.lru_cache(maxsize=4096)
+def _char_ranges(source: str, flags: int) -> tuple[Span, ...]:
+    """The code point ranges ``re`` itself matches with a one-character pattern."""
+
+    def code(index: int) -> int:
+        return index if index < 0xD800 else index + 0x800
+
+    regex = re.compile(f"(?:{source})+", flags)
+    return tuple((code(m.start()), code(m.end() - 1)) for m in regex.finditer(_every_character()))
+
+
+def _hs_class(ranges: tuple[Span, ...]) -> str:
+    """A byte class admitting the bytes of every character in ``ranges`` (a superset)."""
+    if not ranges:
+        raise _Untranslatable("a class that matches nothing")
+    narrow = [(low, min(high, 0xFF)) for low, high in ranges if low <= 0xFF]
+    if ranges[-1][1] > 0xFF:
+        narrow.append((_PLACEHOLDER, _PLACEHOLDER))
+    if len(narrow) == 1 and narrow[0][0] == narrow[0][1]:
+        return _hs_byte(narrow[0][0])
+    body = "".join(_hs_byte(low) if low == high else f"{_hs_byte(low)}-{_hs_byte(high)}" for low, high in narrow)
+    return f"[{body}]"
