@@ -63,6 +63,8 @@ def serve(
     from engine.relay.server import DEFAULT_CONFIG, ConfigError, Relay, load_live
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # aiosmtpd logs every SMTP command at INFO; our decision log says what matters per message.
+    logging.getLogger("mail.log").setLevel(max(logging.WARNING, logging.getLogger().level))
     if path is None:
         path = DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.exists() else DEFAULT_CONFIG
     try:
