@@ -42,7 +42,9 @@ class RelayConfig(Model):
     system: System = F(..., "Identity, listeners and local resources", {"fqdn": "mail.example.com"})
     ip_groups: dict[GroupName, list[Network]] = F(
         {},
-        "Named lists of IP addresses and CIDR networks; `encryption_gateway` is special",
+        "Named lists of IP addresses and CIDR networks. Two names are special: `internal_servers` "
+        "(peers allowed to relay mail to external domains, like Postfix's mynetworks) and "
+        "`encryption_gateway` (mail from there counts as already encrypted)",
         {"internal_servers": ["10.0.0.0/8"]},
     )
     domain_groups: dict[GroupName, list[DomainPattern]] = F(
