@@ -25,7 +25,6 @@ app.add_typer(queue_app, name="queue")
 app.add_typer(cert_app, name="cert")
 
 DEFAULT_CONFIG = Path("relay.yaml")
-DEFAULT_CONFIG_PATH = DEFAULT_CONFIG
 
 
 class Format(str, Enum):
@@ -60,15 +59,14 @@ def serve(
     """
     import logging
 
-    from engine.relay.server import DEFAULT_CONFIG, ConfigError, Relay, load_live
+    from engine.relay.server import ConfigError, Relay, config_location, load_live
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # aiosmtpd logs every SMTP command at INFO; our decision log says what matters per message.
     logging.getLogger("mail.log").setLevel(max(logging.WARNING, logging.getLogger().level))
-    if path is None:
-        path = DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.exists() else DEFAULT_CONFIG
+    path, base_dir = config_location(path)
     try:
-        live = load_live(path)
+        live = load_live(path, base_dir=base_dir)
     except ConfigError as exc:
         typer.echo(str(exc), err=True)
         typer.echo(f"{path}: invalid config, not started", err=True)

@@ -18,19 +18,21 @@ import typer
 from engine.cli import views
 
 queue_app = typer.Typer(help="The delayed-message queue.", no_args_is_help=True)
-CONFIG = typer.Option(Path("relay.yaml"), "--config", "-c", help="The relay's config (to find its data_dir)")
+CONFIG = typer.Option(None, "--config", "-c", help="The relay's config (default: ./relay.yaml, else the embedded one)")
 
 
 @contextmanager
-def _open(config: Path):
+def _open(config: Path | None):
     from engine.config.load import load_config
     from engine.relay.queue import Queue, QueueLocked
+    from engine.relay.server import config_location
 
+    config, base_dir = config_location(config)
     result = load_config(config, check_files=False)
     if result.config is None:
         typer.echo(f"{config}: invalid config: run `sealrelay validate {config}`", err=True)
         raise typer.Exit(views.EXIT_ERROR)
-    directory = (result.base_dir / result.config.system.data_dir / "queue").resolve()
+    directory = ((base_dir or result.base_dir) / result.config.system.data_dir / "queue").resolve()
     try:
         queue = Queue.open(directory, shared=True)
     except QueueLocked as exc:

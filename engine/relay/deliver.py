@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from engine.relay import ndr
 from engine.relay.decisionlog import emit
 from engine.relay.failures import Failure, classify, expired, next_retry
-from engine.relay.groups import domain_of
+from engine.relay.groups import domain_of, parse_ip
 from engine.relay.handoff import EncryptionMethod
 from engine.relay.live import Live
 from engine.relay.pool import ConnectionPool
@@ -139,13 +139,15 @@ class Deliverer:
             last = _outcomes(attempt, rcpts)
             if attempt.site_failure is None:
                 return last
-            log.info("%s: %s via %s: %s", entry.id, domain, hop, attempt.site_failure.reason)
+            log.info("%s: %s: %s", entry.id, domain, attempt.site_failure.reason)
         backup = live.config.encryption.backup
         if encrypt and backup != "none" and any(o.status in TLS_FAILURE_STATUSES for o in last.values()):
             return await self._handoff(live, entry, rcpts, backup, "backup method after TLS failed")
         return last
 
     async def _hops(self, live: Live, route, domain: str) -> list[Hop]:
+        if route.next_hop is not None and not route.next_hop.mx_lookup and parse_ip(route.next_hop.host):
+            return [Hop(route.next_hop.host, route.next_hop.host, route.next_hop.port)]  # no DNS for an IP
         resolver = self._resolvers.get(live.version)
         if resolver is None:
             self._resolvers = {live.version: self._resolver_for(live)}

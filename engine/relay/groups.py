@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -20,15 +21,21 @@ class IPSet:
         return cls(tuple(ipaddress.ip_network(e, strict=False) for e in entries))
 
     def contains(self, address: str | None) -> bool:
-        if not address:
-            return False
-        try:
-            ip = ipaddress.ip_address(address.split("%", 1)[0])
-        except ValueError:
-            return False
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-            ip = ip.ipv4_mapped
-        return any(ip in net for net in self.networks if net.version == ip.version)
+        ip = parse_ip(address) if address else None
+        return ip is not None and any(ip in net for net in self.networks if net.version == ip.version)
+
+
+@lru_cache(maxsize=4096)
+def parse_ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """A peer address as an IP (IPv4-mapped IPv6 as IPv4), None if it is not one. Cached:
+    the same peers come back all day."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        return ip.ipv4_mapped
+    return ip
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,17 @@ log = logging.getLogger(__name__)
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "defaults" / "relay.yaml"
 
 
+def config_location(path: Path | None) -> tuple[Path, Path | None]:
+    """Which config a command without an explicit one uses, and the base for its relative
+    paths: `./relay.yaml` if present (its own directory), else the embedded default (the
+    working directory, so its data lands in ./var)."""
+    if path is not None:
+        return path, None
+    if Path("relay.yaml").exists():
+        return Path("relay.yaml"), None
+    return DEFAULT_CONFIG, Path.cwd()
+
+
 class ConfigError(Exception):
     """The config is invalid; the message is the rendered diagnostics."""
 
@@ -42,12 +53,16 @@ class Runtime:
         return old
 
 
-def load_live(path: Path, version: int = 1) -> Live:
-    """Validate the config at `path` and provision it; raises ConfigError when invalid."""
+def load_live(path: Path, version: int = 1, *, base_dir: Path | None = None) -> Live:
+    """Validate the config at `path` and provision it; raises ConfigError when invalid.
+
+    Relative paths in the config (data_dir, certificates) are taken from the config's own
+    directory, or from `base_dir` (the embedded default config uses the working directory).
+    """
     result = load_config(path)
     if not result.ok:
         raise ConfigError(render_text(result.diagnostics))
-    return provision(result.config, base_dir=result.base_dir.resolve(), version=version)
+    return provision(result.config, base_dir=(base_dir or result.base_dir).resolve(), version=version)
 
 
 class Relay:

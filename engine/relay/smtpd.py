@@ -33,7 +33,7 @@ MAX_LINE = 1000  # a line with its CR, before un-stuffing: aiosmtpd's 1001-octet
 class RelaySMTP(SMTP):
     """aiosmtpd's SMTP with per-connection work done once per class (see the module doc)."""
 
-    _smtp_names: tuple[str, ...] | None = None
+    _smtp_names: frozenset[str] | None = None
 
     def __init__(
         self,
@@ -77,10 +77,9 @@ class RelaySMTP(SMTP):
         self._auth_callback = None
         self._auth_required = False
         self._auth_methods = {}
-        self._handle_hooks = {name: getattr(handler, "handle_" + name) for name in _hook_names(type(handler))}
+        self._handle_hooks = _Bound(handler, "handle_", _hook_names(type(handler)))
         self._ehlo_hook_ver = None
-        names = type(self)._smtp_names or _smtp_names(type(self))
-        self._smtp_methods = {name: getattr(self, "smtp_" + name) for name in names}
+        self._smtp_methods = _Bound(self, "smtp_", type(self)._smtp_names or _smtp_names(type(self)))
         self._enforce_call_limit = False
         self._pending: list[bytes] = []
 
@@ -181,17 +180,37 @@ class RelaySMTP(SMTP):
         return data.replace(b"\r\n..", b"\r\n."), None
 
 
-def _hook_names(handler_type: type) -> tuple[str, ...]:
+class _Bound:
+    """aiosmtpd's name -> bound method table, binding only the names actually used."""
+
+    __slots__ = ("_owner", "_prefix", "_names")
+
+    def __init__(self, owner: object, prefix: str, names: frozenset[str]) -> None:
+        self._owner, self._prefix, self._names = owner, prefix, names
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return getattr(self._owner, self._prefix + name) if name in self._names else default
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names
+
+    def items(self):
+        return ((name, getattr(self._owner, self._prefix + name)) for name in self._names)
+
+
+def _hook_names(handler_type: type) -> frozenset[str]:
     cached = _HOOKS.get(handler_type)
     if cached is None:
-        cached = _HOOKS[handler_type] = tuple(m[len("handle_") :] for m in dir(handler_type) if m.startswith("handle_"))
+        cached = _HOOKS[handler_type] = frozenset(
+            m[len("handle_") :] for m in dir(handler_type) if m.startswith("handle_")
+        )
     return cached
 
 
-def _smtp_names(cls: type) -> tuple[str, ...]:
-    cls._smtp_names = tuple(m[len("smtp_") :] for m in dir(cls) if m.startswith("smtp_"))
+def _smtp_names(cls: type) -> frozenset[str]:
+    cls._smtp_names = frozenset(m[len("smtp_") :] for m in dir(cls) if m.startswith("smtp_"))
     return cls._smtp_names
 
 
-_HOOKS: dict[type, tuple[str, ...]] = {}
+_HOOKS: dict[type, frozenset[str]] = {}
 _ = (Envelope, Session)
