@@ -10,6 +10,7 @@ import typer
 
 from engine.cli import views
 from engine.cli.cert import cert_app
+from engine.cli.dlp import explain, quarantine_app, simulate
 from engine.cli.queue import queue_app
 
 app = typer.Typer(
@@ -23,6 +24,9 @@ schema_app = typer.Typer(help="The JSON Schemas of the config format.", no_args_
 app.add_typer(schema_app, name="schema")
 app.add_typer(queue_app, name="queue")
 app.add_typer(cert_app, name="cert")
+app.add_typer(quarantine_app, name="quarantine")
+app.command("simulate")(simulate)
+app.command("explain")(explain)
 
 DEFAULT_CONFIG = Path("relay.yaml")
 
@@ -44,6 +48,13 @@ def validate(
     from engine.config.load import load_config
 
     result = load_config(path)
+    if result.ok:  # the config's own policy tests, run through the real pipeline
+        from engine.config.diagnostics import locate
+        from engine.relay.simulate import run_policy_tests
+
+        failed = locate(run_policy_tests(result), result.source)
+        result.diagnostics = result.diagnostics + failed
+        result.config = None if failed else result.config
     raise typer.Exit(views.show_diagnostics(result.diagnostics, fmt.value, valid=result.ok, path=str(path)))
 
 

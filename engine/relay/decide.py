@@ -1,17 +1,23 @@
 """The policy decision for one received message: direction, DLP, action, method.
 
-This is the seam where the DLP engine plugs in: `decide` is called once per message at
-intake, under the config the session started with, and its `Decision` travels with the
-message in the queue. Until DLP lands, no policy matches and every message is permitted.
+Called once per message at intake, under the config the session started with; the
+`Decision` travels with the message in the queue. DLP acts on outbound mail only; on
+inbound and internal mail it records what it would have done (the log says `would`).
+Mail from the encryption gateway is already encrypted and is never encrypted again.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
+from engine.relay.dlp.extract import extract
+from engine.relay.dlp.policy import Facts, Verdict
 from engine.relay.groups import domain_of
 from engine.relay.live import Live
 from engine.relay.message import Message
+
+OFF_LOOP_BYTES = 256 * 1024  # larger messages are scanned in a worker thread
 
 
 @dataclass(frozen=True)
@@ -21,26 +27,47 @@ class Decision:
     method: str = "none"  # the encryption method when action is encrypt
     policies: tuple[str, ...] = field(default=())
     already_encrypted: bool = False
+    verdict: Verdict | None = None  # the DLP findings, when any policy was evaluated
+    would: str = "permit"  # what enforcement would have done (monitor mode, inbound mail)
 
     @property
     def encrypt(self) -> bool:
         return self.action == "encrypt"
 
 
-def direction(live: Live, message: Message) -> str:
-    """outbound: a trusted peer sends to an external domain; internal: internal to internal;
-    inbound: everything else (an outside peer, or an outside sender, to our domains)."""
-    external = [r for r in message.recipients if not live.is_internal(domain_of(r))]
-    if external:
-        return "outbound"  # the edge only accepted them from a peer that may relay
-    if live.may_relay(message.peer_ip) and live.is_internal(domain_of(message.sender)):
+def direction_of(live: Live, sender: str, recipients, peer_ip: str | None) -> str:
+    """outbound: a trusted peer sends to an external domain; internal: internal to internal
+    from a trusted peer; inbound: everything else. With `peer_ip=None` (simulation), an
+    internal sender stands for a trusted peer."""
+    trusted = live.may_relay(peer_ip) if peer_ip is not None else live.is_internal(domain_of(sender))
+    if any(not live.is_internal(domain_of(r)) for r in recipients):
+        return "outbound" if trusted else "inbound"
+    if trusted and live.is_internal(domain_of(sender)):
         return "internal"
     return "inbound"
 
 
-def decide(live: Live, message: Message) -> Decision:
-    """Classify and apply policy. Mail from the encryption gateway is already encrypted."""
-    return Decision(
-        direction=direction(live, message),
-        already_encrypted=live.gateway.contains(message.peer_ip),
-    )
+async def decide(live: Live, message: Message) -> Decision:
+    """Classify and apply policy (the DLP scan runs off the event loop for big messages)."""
+    if live.policies.empty:
+        return Decision(
+            direction_of(live, message.sender, message.recipients, message.peer_ip),
+            already_encrypted=live.gateway.contains(message.peer_ip),
+        )
+    if len(message.content) > OFF_LOOP_BYTES:
+        return await asyncio.to_thread(
+            judge, live, message.content, message.sender, message.recipients, message.peer_ip
+        )
+    return judge(live, message.content, message.sender, message.recipients, message.peer_ip)
+
+
+def judge(live: Live, content: bytes, sender: str, recipients, peer_ip: str | None) -> Decision:
+    """The whole decision for given content and envelope (shared by the relay and `simulate`)."""
+    direction = direction_of(live, sender, recipients, peer_ip)
+    gateway = peer_ip is not None and live.gateway.contains(peer_ip)
+    verdict = live.policies.evaluate(extract(content), Facts(sender, tuple(recipients), peer_ip or "", direction))
+    action = verdict.action if direction == "outbound" else "permit"
+    if action == "encrypt" and gateway:
+        action = "permit"  # already encrypted by the gateway: never twice
+    method = live.config.encryption.method if action == "encrypt" else "none"
+    return Decision(direction, action, method, verdict.policies, gateway, verdict, verdict.would)

@@ -7,14 +7,19 @@ structured log line → a nudge to the delivery workers.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from datetime import UTC, datetime
 from email.utils import formatdate
 
+from engine.relay import ndr
 from engine.relay.decide import Decision, decide
 from engine.relay.decisionlog import log_decision
 from engine.relay.live import Live
 from engine.relay.message import Message, Verdict
+from engine.relay.notify import notify_targets, owners_report
+from engine.relay.quarantine import Quarantine
 from engine.relay.queue import Queue, QueueWriteError
 
 log = logging.getLogger(__name__)
@@ -33,11 +38,22 @@ class Intake:
         problem = content_problem(message.content)
         if problem:
             return problem
-        decision = decide(live, message)
-        content = received_header(live, message) + message.content
-        meta = _meta(live, message, decision)
+        decision = await decide(live, message)
+        content = received_header(live, message) + dlp_header(decision) + strip_dlp_headers(message.content)
         try:
-            queue_id = await self.queue.enqueue(message.sender, list(message.recipients), content, meta=meta)
+            if decision.action == "quarantine":
+                ref = await self._hold(live, message, content, decision)
+                reply = f"accepted, held for review as {ref}"
+            elif decision.action == "block":
+                ref = await self._block(live, message, content, decision)
+                reply = f"accepted, not delivered: blocked by policy ({ref})"
+            else:
+                ref = await self.queue.enqueue(
+                    message.sender, list(message.recipients), content, meta=_meta(live, message, decision)
+                )
+                reply = f"queued as {ref}"
+            if decision.verdict and decision.verdict.hits:
+                await self._notify(live, message, decision, ref)
         except QueueWriteError as exc:
             log.error("queue write failed: %s", exc.reason)
             if not exc.transient:
@@ -45,10 +61,64 @@ class Intake:
             if exc.no_space:
                 return Verdict.tempfail("insufficient system storage, try again later", "4.3.1", code=452)
             return Verdict.tempfail("local error in processing, try again later", "4.3.0", code=451)
-        log_decision("received", queue_id, live.version, message, decision)
+        except OSError as exc:  # the quarantine's files
+            log.error("quarantine write failed: %s", exc)
+            return Verdict.tempfail("local error in processing, try again later", "4.3.0", code=451)
+        log_decision("received", ref, live.version, message, decision)
         if self.on_queued:
-            self.on_queued(queue_id)
-        return Verdict.accept(f"queued as {queue_id}")
+            self.on_queued(ref)
+        return Verdict.accept(reply)
+
+    async def _hold(self, live: Live, message: Message, content: bytes, decision: Decision) -> str:
+        quarantine = Quarantine(live.data_dir)
+        reason = "; ".join(f"{h.policy}/{h.rule}" for h in decision.verdict.hits if h.action == "quarantine")
+        subject = _subject(content)
+        return await asyncio.to_thread(
+            quarantine.put, message.sender, message.recipients, content, decision.policies, reason, subject
+        )
+
+    async def _block(self, live: Live, message: Message, content: bytes, decision: Decision) -> str:
+        """Nothing is delivered; the sender gets a DSN that names the policy."""
+        rules = ", ".join(f"{h.policy}/{h.rule}" for h in decision.verdict.hits if h.action == "block")
+        if not ndr.should_send_dsn(message.sender):
+            return "no notice to a null sender"
+        now = datetime.now(UTC)
+        statuses = [
+            ndr.RecipientStatus(
+                r, "failed", "5.7.1", f"blocked by data loss protection policy ({rules})", None, now, None
+            )
+            for r in message.recipients
+        ]
+        dsn = ndr.build_dsn(
+            reporting_mta=live.config.system.fqdn,
+            original_sender=message.sender,
+            original_envelope_id=None,
+            arrival_date=now,
+            recipients=statuses,
+            original_message=content,
+            include="headers",
+            kind="failure",
+        )
+        return await self.queue.enqueue(
+            "", [message.sender], dsn, meta={"kind": "dsn-blocked", "config_version": live.version}
+        )
+
+    async def _notify(self, live: Live, message: Message, decision: Decision, ref: str) -> None:
+        targets = notify_targets(decision.verdict)
+        if not targets:
+            return
+        report = owners_report(
+            live.config.system.fqdn,
+            targets,
+            decision.verdict,
+            sender=message.sender,
+            recipients=message.recipients,
+            subject=_subject(message.content),
+            ref=ref,
+        )
+        await self.queue.enqueue(
+            "", targets, report, meta={"kind": "dlp-report", "about": ref, "config_version": live.version}
+        )
 
 
 def content_problem(content: bytes) -> Verdict | None:
@@ -61,6 +131,40 @@ def content_problem(content: bytes) -> Verdict | None:
     if hops > MAX_RECEIVED_HEADERS:
         return Verdict.reject(f"mail loop: {hops} Received headers", "5.4.6", code=554)
     return None
+
+
+DLP_HEADER = b"X-Sealrelay-DLP"
+
+
+def dlp_header(decision: Decision) -> bytes:
+    """The decision, for the downstream gateway: matched policies and the action."""
+    if not decision.policies:
+        return b""
+    line = f"{DLP_HEADER.decode()}: action={decision.action}; policies={','.join(decision.policies)}\r\n"
+    return line.encode("ascii", "replace")
+
+
+def strip_dlp_headers(content: bytes) -> bytes:
+    """Remove DLP headers a sender put in (only the relay's own may reach the next hop)."""
+    head, sep, body = content.partition(b"\r\n\r\n")
+    if DLP_HEADER.lower() not in head.lower():
+        return content
+    kept, skipping = [], False
+    for line in head.split(b"\r\n"):
+        if line[:1] in (b" ", b"\t") and skipping:
+            continue
+        skipping = line.lower().startswith(DLP_HEADER.lower() + b":")
+        if not skipping:
+            kept.append(line)
+    return b"\r\n".join(kept) + sep + body
+
+
+def _subject(content: bytes) -> str:
+    head = content.split(b"\r\n\r\n", 1)[0]
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"subject:"):
+            return line[8:].strip().decode("utf-8", "replace")[:200]
+    return ""
 
 
 def received_header(live: Live, message: Message) -> bytes:
@@ -83,6 +187,7 @@ def _meta(live: Live, message: Message, decision: Decision) -> dict:
         "encrypt": decision.encrypt,
         "already_encrypted": decision.already_encrypted,
         "policies": list(decision.policies),
+        "would": decision.would,
         "listener": message.listener,
         "peer": message.peer_ip,
         "tls_in": str(message.tls),

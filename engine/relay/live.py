@@ -16,6 +16,7 @@ from engine.certs import ensure_certificate, load_pem, load_pfx
 from engine.config.model import RelayConfig
 from engine.config.model.transport import DomainGroupMatch, DomainsMatch, IPGroupMatch, NextHopHost, PfxSource, Route
 from engine.config.secrets import resolve
+from engine.relay.dlp.policy import Policies
 from engine.relay.groups import DomainSet, IPSet
 from engine.relay.tls import PROTOCOLS, TLSLevel, client_context, server_context
 
@@ -63,8 +64,9 @@ class Live:
     trusted: IPSet
     gateway: IPSet
     routes: tuple[CompiledRoute, ...]
-    server_tls: ssl.SSLContext
-    certificate_dir: Path
+    policies: Policies
+    server_tls: ssl.SSLContext | None
+    certificate_dir: Path | None
     _client_contexts: dict[tuple[str, str, int], ssl.SSLContext | None]
 
     # -- classification -----------------------------------------------------------------
@@ -123,17 +125,23 @@ class Live:
         return self.routes[-1]
 
 
-def provision(config: RelayConfig, *, base_dir: Path, version: int) -> Live:
+def provision(config: RelayConfig, *, base_dir: Path, version: int, tls: bool = True) -> Live:
     """Build everything the relay derives from `config`. Raises on what cannot be built
-    (an unreadable certificate, a missing secret): then the old config stays in force."""
+    (an unreadable certificate, a missing secret): then the old config stays in force.
+
+    `tls=False` builds only the policy side (groups, routes, DLP) and touches no file: what
+    `simulate` and `explain` need.
+    """
     data_dir = (base_dir / config.system.data_dir).resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
     ip_groups = {name: IPSet.of(entries) for name, entries in config.ip_groups.items()}
     domain_groups = {name: DomainSet.of(entries) for name, entries in config.domain_groups.items()}
     gateway_name = (
         config.encryption.third_party.encrypted_ip_group if config.encryption.third_party else "encryption_gateway"
     )
-    cert_dir = _certificate(config, base_dir, data_dir)
+    cert_dir = None
+    if tls:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        cert_dir = _certificate(config, base_dir, data_dir)
     return Live(
         version=version,
         config=config,
@@ -145,9 +153,10 @@ def provision(config: RelayConfig, *, base_dir: Path, version: int) -> Live:
         trusted=ip_groups.get(TRUSTED_GROUP, IPSet(())),
         gateway=ip_groups.get(gateway_name, IPSet(())),
         routes=_routes(config, domain_groups),
-        server_tls=server_context(cert_dir / "cert.pem", cert_dir / "key.pem"),
+        policies=Policies(config, ip_groups, domain_groups),
+        server_tls=server_context(cert_dir / "cert.pem", cert_dir / "key.pem") if cert_dir else None,
         certificate_dir=cert_dir,
-        _client_contexts=_client_contexts(config, base_dir),
+        _client_contexts=_client_contexts(config, base_dir) if tls else {},
     )
 
 

@@ -1,0 +1,203 @@
+"""`sealrelay simulate`, `explain` and `quarantine`: DLP decisions seen before and after."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import typer
+
+from engine.cli import views
+
+quarantine_app = typer.Typer(help="Messages held by a DLP `quarantine` action.", no_args_is_help=True)
+
+
+def _load(path: Path):
+    from engine.config.diagnostics import render_text
+    from engine.config.load import load_config
+
+    result = load_config(path)
+    if not result.ok:
+        sys.stderr.write(render_text(result.diagnostics) + "\n")
+        typer.echo(f"{path}: invalid config", err=True)
+        raise typer.Exit(views.EXIT_ERROR)
+    return result
+
+
+def simulate(
+    path: Path = typer.Argument(..., help="Config file or directory"),
+    messages: Path = typer.Option(..., "--messages", help="Directory of sample .eml messages"),
+    against: str = typer.Option(
+        None, "--against", help="Another config (file, directory or git:REF): show what changes"
+    ),
+    peer: str = typer.Option(
+        None, "--peer", help="IP address the samples come from (default: internal sender = internal server)"
+    ),
+    fmt: str = typer.Option("text", "--format", help="text or json"),
+) -> None:
+    """Run sample messages through the policy pipeline without sending anything.
+
+    Example: sealrelay simulate relay.yaml --messages tests/messages --against git:main
+    """
+    from engine.relay.simulate import changed, policy_view, simulate_dir
+
+    result = _load(path)
+    after = simulate_dir(policy_view(result), messages, peer=peer, source=result.source)
+    if against is None:
+        _show(after, fmt)
+        return
+    other = _load_other(against, path)
+    before = simulate_dir(policy_view(other), messages, peer=peer)
+    diffs = changed(before, after)
+    if fmt == "json":
+        typer.echo(
+            json.dumps(
+                [{"message": a.message, "before": b.to_json(), "after": a.to_json()} for b, a in diffs], indent=2
+            )
+        )
+        return
+    typer.echo(f"{len(diffs)} of {len(after)} sample message(s) change decision ({against} -> {path}):")
+    for b, a in diffs:
+        typer.echo(f"  {a.message}:")
+        for name in ("direction", "action", "method", "policies", "route", "tls"):
+            if getattr(b, name) != getattr(a, name):
+                typer.echo(f"    {name}: {_fmt(getattr(b, name))} -> {_fmt(getattr(a, name))}")
+
+
+def _load_other(spec: str, path: Path):
+    try:
+        from engine.plan.source import load_other
+    except ImportError:
+        return _load(Path(spec))
+    config_result = load_other(spec, path)
+    return config_result[2] if len(config_result) > 2 else _load(Path(spec))
+
+
+def _fmt(value) -> str:
+    return ",".join(value) if isinstance(value, list) else str(value)
+
+
+def _show(outcomes, fmt: str) -> None:
+    if fmt == "json":
+        typer.echo(json.dumps([o.to_json() for o in outcomes], indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("message", "direction", "action", "method", "policies", "route", "TLS")
+    for o in outcomes:
+        action = o.action if o.action == o.would else f"{o.action} (would {o.would})"
+        table.add_row(o.message, o.direction, action, o.method, ", ".join(o.policies) or "-", o.route, o.tls)
+    Console(width=200).print(table)
+
+
+def explain(
+    path: Path = typer.Argument(..., help="Config file or directory"),
+    message: Path = typer.Argument(..., help="One .eml message"),
+    peer: str = typer.Option(None, "--peer", help="IP address the message comes from"),
+    fmt: str = typer.Option("text", "--format", help="text or json"),
+) -> None:
+    """The decision trace for one message, step by step, with the file:line of each rule.
+
+    Example: sealrelay explain relay.yaml tests/messages/card.eml
+    """
+    from engine.relay.simulate import policy_view, simulate_one
+
+    result = _load(path)
+    o = simulate_one(policy_view(result), message.read_bytes(), message.name, peer=peer, source=result.source)
+    if fmt == "json":
+        typer.echo(json.dumps(o.to_json(), indent=2))
+        return
+    typer.echo(f"1. envelope: <{o.sender}> -> {', '.join(o.recipients) or '(no recipients)'}")
+    typer.echo(f"2. direction: {o.direction}")
+    if not o.rules:
+        typer.echo("3. DLP: no rule matched")
+    for n, r in enumerate(o.rules):
+        prefix = "3. DLP:" if n == 0 else "        "
+        typer.echo(
+            f"{prefix} {r['policy']}/{r['rule']} ({r['severity']}) -> plan {r['action_plan']}: {r['action']}  [{r['where']}]"
+        )
+        if r["evidence"]:
+            typer.echo(f"         evidence: {', '.join(r['evidence'])}")
+    note = "" if o.action == o.would else f" (enforce would: {o.would})"
+    typer.echo(f"4. action: {o.action}{note}")
+    typer.echo(f"5. method: {o.method}")
+    typer.echo(f"6. route: {o.route}, TLS: {o.tls}")
+    for problem in o.problems:
+        typer.echo(f"   note: {problem}")
+
+
+@quarantine_app.command("list")
+def quarantine_list(
+    config: Path = typer.Option(None, "--config", "-c"), fmt: str = typer.Option("text", "--format")
+) -> None:
+    """List held messages.
+
+    Example: sealrelay quarantine list --config relay.yaml
+    """
+    from dataclasses import asdict
+
+    held = _quarantine(config).list()
+    if fmt == "json":
+        typer.echo(json.dumps([asdict(h) for h in held], indent=2))
+        return
+    if not held:
+        typer.echo("quarantine is empty")
+    for h in held:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(h.held_at))
+        typer.echo(f"{h.id}  {when}  <{h.sender}> -> {', '.join(h.recipients)}  {h.subject!r}  [{h.reason}]")
+
+
+@quarantine_app.command("release")
+def quarantine_release(held_id: str, config: Path = typer.Option(None, "--config", "-c")) -> None:
+    """Deliver a held message after all (it goes to the queue; the relay sends it).
+
+    Example: sealrelay quarantine release 3f2a9c01b7e4 --config relay.yaml
+    """
+    import asyncio
+
+    from engine.cli.queue import _open
+    from engine.relay.quarantine import NotHeld
+
+    quarantine = _quarantine(config)
+    try:
+        held, content = quarantine.get(held_id)
+    except NotHeld as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(views.EXIT_ERROR) from None
+    with _open(config) as queue:
+        meta = {"kind": "released", "released_from": held_id, "policies": list(held.policies), "config_version": 0}
+        queue_id = asyncio.run(queue.enqueue(held.sender, list(held.recipients), content, meta=meta))
+    quarantine.delete(held_id)
+    typer.echo(f"{held_id}: released, queued as {queue_id}")
+
+
+@quarantine_app.command("delete")
+def quarantine_delete(held_id: str, config: Path = typer.Option(None, "--config", "-c")) -> None:
+    """Discard a held message.
+
+    Example: sealrelay quarantine delete 3f2a9c01b7e4 --config relay.yaml
+    """
+    from engine.relay.quarantine import NotHeld
+
+    try:
+        _quarantine(config).delete(held_id)
+    except NotHeld as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(views.EXIT_ERROR) from None
+    typer.echo(f"{held_id}: deleted")
+
+
+def _quarantine(config: Path | None):
+    from engine.config.load import load_config
+    from engine.relay.quarantine import Quarantine
+    from engine.relay.server import config_location
+
+    path, base_dir = config_location(config)
+    result = load_config(path, check_files=False)
+    if result.config is None:
+        typer.echo(f"{path}: invalid config", err=True)
+        raise typer.Exit(views.EXIT_ERROR)
+    return Quarantine(((base_dir or result.base_dir) / result.config.system.data_dir).resolve())

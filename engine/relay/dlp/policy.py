@@ -1,0 +1,257 @@
+"""DLP policy evaluation: a config's policies compiled once, then judged per message.
+
+`compile_policies(config, ip_groups, domain_groups)` walks every enabled policy → rule →
+condition tree, gives each pattern and phrase an id, and builds ONE multi-pattern matcher
+for all of them (hyperscan where it loads); classifiers (built-in and `dlp.classifiers`)
+run on demand, once per text. `Policies.evaluate(extracted, facts)` then decides which
+rules match, with the evidence redacted to its first and last characters, and the action
+that follows: the strongest of the matched rules' plans (block > quarantine > encrypt >
+permit). In `monitor` mode matches are recorded and the action is always permit.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from engine.config.model import RelayConfig
+from engine.config.model.dlp import (
+    AllCondition,
+    AnyCondition,
+    AttachmentCondition,
+    AttachmentCountCondition,
+    ClassifierCondition,
+    HeaderCondition,
+    NotCondition,
+    PatternCondition,
+    PhrasesCondition,
+    Rule,
+)
+from engine.relay.dlp.classifiers import CLASSIFIERS, Classifier, make_classifier
+from engine.relay.dlp.extract import Extracted
+from engine.relay.dlp.matcher import Matcher
+from engine.relay.groups import DomainSet, IPSet, domain_of
+
+ACTION_STRENGTH = {"permit": 0, "encrypt": 1, "quarantine": 2, "block": 3}
+Path = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What policy rules may ask about a message besides its content."""
+
+    sender: str
+    recipients: tuple[str, ...]
+    peer_ip: str
+    direction: str
+
+
+@dataclass(frozen=True)
+class RuleHit:
+    policy: str
+    rule: str
+    severity: str
+    action_plan: str
+    action: str
+    notify: tuple[str, ...]
+    owners: tuple[str, ...]
+    evidence: tuple[str, ...]
+    path: Path  # where the rule is written, for `explain`
+
+
+@dataclass(frozen=True)
+class Verdict:
+    hits: tuple[RuleHit, ...]
+    action: str  # what happens (permit in monitor mode)
+    would: str  # what enforce mode would do
+    mode: str
+    problems: tuple[str, ...] = ()
+
+    @property
+    def policies(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(h.policy for h in self.hits))
+
+
+@dataclass
+class _Scan:
+    """Per-message caches: matcher results and classifier results, per scope."""
+
+    texts: dict[str, str]
+    matcher: Matcher
+    classifiers: dict[str, Classifier]
+    spans: dict[str, dict[str, list[tuple[int, int]]]] = field(default_factory=dict)
+    found: dict[tuple[str, str], list] = field(default_factory=dict)
+
+    def matches(self, entry_id: str, scope: str) -> list[str]:
+        if scope not in self.spans:
+            self.spans[scope] = self.matcher.scan(self.texts[scope]) if self.texts[scope] else {}
+        text = self.texts[scope]
+        return [text[s:e] for s, e in self.spans[scope].get(entry_id, [])]
+
+    def classified(self, name: str, scope: str) -> list[str]:
+        key = (name, scope)
+        if key not in self.found:
+            self.found[key] = [m.value for m in self.classifiers[name](self.texts[scope])] if self.texts[scope] else []
+        return self.found[key]
+
+
+class Policies:
+    """A config's DLP policies, compiled. Immutable; safe to share across sessions."""
+
+    def __init__(self, config: RelayConfig, ip_groups: dict[str, IPSet], domain_groups: dict[str, DomainSet]) -> None:
+        dlp = config.dlp
+        self.mode = dlp.mode
+        self._plans = {p.name: p for p in dlp.action_plans}
+        self._ip_groups = ip_groups
+        self._domain_groups = domain_groups
+        self._classifiers = {
+            **CLASSIFIERS,
+            **{c.name: make_classifier(c.name, c.pattern, c.checksum) for c in dlp.classifiers},
+        }
+        self._rules: list[tuple[Path, str, tuple[str, ...], Rule]] = []
+        self._ids: dict[int, str] = {}  # id(condition) -> matcher entry id
+        entries: list[tuple[str, str, str]] = []
+        for p, policy in enumerate(dlp.policies):
+            if not policy.enabled:
+                continue
+            for r, rule in enumerate(policy.rules):
+                if rule.enabled:
+                    self._rules.append((("dlp", "policies", p, "rules", r), policy.name, tuple(policy.owners), rule))
+                    entries.extend(self._entries(rule.conditions))
+        self._matcher = Matcher.compile(entries)
+
+    @property
+    def empty(self) -> bool:
+        return not self._rules
+
+    def _entries(self, cond) -> Iterable[tuple[str, str, str]]:
+        if isinstance(cond, AllCondition | AnyCondition):
+            for sub in cond.all if isinstance(cond, AllCondition) else cond.any:
+                yield from self._entries(sub)
+        elif isinstance(cond, NotCondition):
+            yield from self._entries(cond.not_)
+        elif isinstance(cond, PatternCondition):
+            self._ids[id(cond)] = key = f"c{len(self._ids)}"
+            yield key, "regex", cond.pattern
+        elif isinstance(cond, PhrasesCondition):
+            self._ids[id(cond)] = key = f"c{len(self._ids)}"
+            for k, phrase in enumerate(cond.phrases):
+                yield f"{key}.{k}", "phrase", phrase
+
+    def evaluate(self, extracted: Extracted, facts: Facts) -> Verdict:
+        scan = _Scan(_texts(extracted), self._matcher, self._classifiers)
+        hits = []
+        for path, policy, owners, rule in self._rules:
+            if not self._applies(rule, facts):
+                continue
+            evidence: list[str] = []
+            if self._holds(rule.conditions, scan, extracted, evidence):
+                plan = self._plans[rule.action_plan]
+                hits.append(
+                    RuleHit(
+                        policy,
+                        rule.name,
+                        rule.severity,
+                        plan.name,
+                        plan.email,
+                        tuple(plan.notify),
+                        owners,
+                        tuple(redact(e) for e in evidence[:5]),
+                        path,
+                    )
+                )
+        would = max((h.action for h in hits), key=ACTION_STRENGTH.__getitem__, default="permit")
+        action = would if self.mode == "enforce" else "permit"
+        return Verdict(tuple(hits), action, would, self.mode, tuple(extracted.problems))
+
+    # -- rules ----------------------------------------------------------------------------
+
+    def _applies(self, rule: Rule, facts: Facts) -> bool:
+        source, dest = rule.source, rule.destination
+        sender = facts.sender.lower()
+        if source.senders and not any(fnmatch.fnmatchcase(sender, g.lower()) for g in source.senders):
+            return False
+        if source.ip_groups and not any(self._ip_groups[g].contains(facts.peer_ip) for g in source.ip_groups):
+            return False
+        if dest.direction != "any" and dest.direction != facts.direction:
+            return False
+        domains = [domain_of(r) for r in facts.recipients]
+        if dest.domains and not any(fnmatch.fnmatchcase(d, g.lower()) for d in domains for g in dest.domains):
+            return False
+        if dest.domain_groups and not any(
+            self._domain_groups[g].contains(d) for d in domains for g in dest.domain_groups
+        ):
+            return False
+        return True
+
+    def _holds(self, cond, scan: _Scan, extracted: Extracted, evidence: list[str]) -> bool:
+        if isinstance(cond, AllCondition):
+            return all(self._holds(c, scan, extracted, evidence) for c in cond.all)
+        if isinstance(cond, AnyCondition):
+            return any([self._holds(c, scan, extracted, evidence) for c in cond.any])  # evidence from each
+        if isinstance(cond, NotCondition):
+            return not self._holds(cond.not_, scan, extracted, [])
+        if isinstance(cond, PatternCondition):
+            found = [m for scope in cond.scope for m in scan.matches(self._ids[id(cond)], scope)]
+        elif isinstance(cond, PhrasesCondition):
+            key = self._ids[id(cond)]
+            found = [
+                m for scope in cond.scope for k in range(len(cond.phrases)) for m in scan.matches(f"{key}.{k}", scope)
+            ]
+        elif isinstance(cond, ClassifierCondition):
+            found = [m for scope in cond.scope for m in scan.classified(cond.classifier, scope)]
+        elif isinstance(cond, AttachmentCondition):
+            found = [a.name for a in extracted.attachments if _attachment_matches(cond.attachment, a)]
+            if found:
+                evidence.extend(found)
+            return bool(found)
+        elif isinstance(cond, AttachmentCountCondition):
+            return len(extracted.attachments) > cond.attachment_count.over
+        elif isinstance(cond, HeaderCondition):
+            import re
+
+            name = cond.header.name.lower()
+            pattern = re.compile(cond.header.pattern)
+            found = [v for n, v in extracted.headers if n.lower() == name and pattern.search(v)]
+            evidence.extend(found)
+            return bool(found)
+        else:  # pragma: no cover - the models admit nothing else
+            return False
+        if len(found) >= cond.min_matches:
+            evidence.extend(found)
+            return True
+        return False
+
+
+def _attachment_matches(match, attachment) -> bool:
+    if match.name and not fnmatch.fnmatch((attachment.name or "").lower(), match.name.lower()):
+        return False
+    if match.type and attachment.true_type not in match.type:
+        return False
+    if match.size_over is not None and attachment.size <= match.size_over:
+        return False
+    return True
+
+
+def _texts(extracted: Extracted) -> dict[str, str]:
+    """The message's text per scope (subject, body, attachments, headers)."""
+    parts: dict[str, list[str]] = defaultdict(list)
+    for part in extracted.texts:
+        if part.origin == "subject":
+            parts["subject"].append(part.text)
+        elif part.origin.startswith("attachment:"):
+            parts["attachments"].append(part.text)
+        else:
+            parts["body"].append(part.text)
+    parts["headers"] = [f"{n}: {v}" for n, v in extracted.headers]
+    return {scope: "\n".join(parts.get(scope, [])) for scope in ("subject", "body", "attachments", "headers")}
+
+
+def redact(text: str) -> str:
+    """Evidence for logs and reports: first and last character, the rest masked."""
+    text = " ".join(text.split())
+    if len(text) <= 2:
+        return "*" * len(text)
+    return f"{text[0]}{'*' * min(len(text) - 2, 20)}{text[-1]}"

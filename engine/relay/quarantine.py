@@ -1,0 +1,96 @@
+"""The DLP quarantine: messages held for review under `<data_dir>/quarantine/`.
+
+Each held message is two files written atomically (temporary name, fsync, rename, fsync of
+the directory): `<id>.eml` (the content as received) and `<id>.json` (envelope and why).
+Plain files so an operator can inspect them, and so `sealrelay quarantine` works whether
+or not the relay runs. `release` hands the message back to the queue for delivery.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Held:
+    id: str
+    sender: str
+    recipients: tuple[str, ...]
+    policies: tuple[str, ...]
+    reason: str
+    held_at: float
+    size: int
+    subject: str = ""
+
+
+class NotHeld(KeyError):
+    def __str__(self) -> str:
+        return f"not in the quarantine: {self.args[0]}"
+
+
+class Quarantine:
+    def __init__(self, data_dir: Path) -> None:
+        self.dir = Path(data_dir) / "quarantine"
+
+    def put(self, sender: str, recipients, content: bytes, policies, reason: str, subject: str = "") -> str:
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        held_id = secrets.token_hex(6)
+        record = Held(held_id, sender, tuple(recipients), tuple(policies), reason, time.time(), len(content), subject)
+        _write(self.dir / f"{held_id}.eml", content)
+        _write(self.dir / f"{held_id}.json", json.dumps(asdict(record)).encode())
+        _fsync_dir(self.dir)
+        return held_id
+
+    def list(self) -> list[Held]:
+        if not self.dir.exists():
+            return []
+        held = [self._record(p) for p in self.dir.glob("*.json")]
+        return sorted((h for h in held if h), key=lambda h: h.held_at)
+
+    def get(self, held_id: str) -> tuple[Held, bytes]:
+        record = self._record(self.dir / f"{held_id}.json") if _safe(held_id) else None
+        body = self.dir / f"{held_id}.eml"
+        if record is None or not body.exists():
+            raise NotHeld(held_id)
+        return record, body.read_bytes()
+
+    def delete(self, held_id: str) -> None:
+        self.get(held_id)
+        (self.dir / f"{held_id}.json").unlink()
+        (self.dir / f"{held_id}.eml").unlink()
+        _fsync_dir(self.dir)
+
+    def _record(self, path: Path) -> Held | None:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return Held(**{**data, "recipients": tuple(data["recipients"]), "policies": tuple(data["policies"])})
+        except (OSError, ValueError, TypeError, KeyError):
+            return None
+
+
+def _safe(held_id: str) -> bool:
+    return held_id.isalnum() and len(held_id) <= 64
+
+
+def _write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,147 @@
+"""Policy evaluation: conditions, thresholds, scopes, source and destination, modes, actions."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+from ruamel.yaml import YAML
+
+from engine.config.load import validate_data
+from engine.relay.dlp.extract import extract
+from engine.relay.dlp.policy import Facts, Policies, redact
+from engine.relay.groups import DomainSet, IPSet
+
+HEAD = {
+    "version": 1,
+    "system": {
+        "fqdn": "m.example.com",
+        "internal_domains": ["example.com"],
+        "listeners": [{"name": "mx", "address": "127.0.0.1", "port": 25}],
+    },
+}
+PLANS = [
+    {"name": "enc", "email": "encrypt"},
+    {"name": "blk", "email": "block"},
+    {"name": "hold", "email": "quarantine"},
+]
+OUT = Facts("alice@example.com", ("bob@partner.example",), "10.0.0.5", "outbound")
+
+
+def policies(rules: str, mode: str = "enforce", extra: dict | None = None) -> Policies:
+    rule_list = YAML(typ="safe").load(textwrap.dedent(rules))
+    data = {
+        **HEAD,
+        "ip_groups": {"internal_servers": ["10.0.0.0/8"]},
+        "domain_groups": {"partners": ["partner.example"]},
+        "dlp": {"mode": mode, "action_plans": PLANS, "policies": [{"name": "p", "rules": rule_list}], **(extra or {})},
+    }
+    config, diags = validate_data(data)
+    assert config is not None, diags
+    ips = {k: IPSet.of(v) for k, v in config.ip_groups.items()}
+    doms = {k: DomainSet.of(v) for k, v in config.domain_groups.items()}
+    return Policies(config, ips, doms)
+
+
+def mail(body: str, subject: str = "hello", headers: str = "") -> bytes:
+    return (
+        f"From: alice@example.com\r\nTo: bob@partner.example\r\nSubject: {subject}\r\n{headers}\r\n{body}\r\n".encode()
+    )
+
+
+def test_classifier_with_threshold() -> None:
+    p = policies("- {name: cards, conditions: {classifier: credit_card, min_matches: 2}, action_plan: enc}")
+    one = p.evaluate(extract(mail("card 4111 1111 1111 1111")), OUT)
+    two = p.evaluate(extract(mail("cards 4111 1111 1111 1111 and 5500 0000 0000 0004")), OUT)
+    assert one.hits == () and one.action == "permit"
+    assert [h.rule for h in two.hits] == ["cards"] and two.action == "encrypt"
+    assert two.hits[0].evidence == ("4*****************1", "5*****************4")
+
+
+def test_pattern_phrases_and_scope() -> None:
+    p = policies("""
+        - {name: acct, conditions: {pattern: '\\bACCT-\\d{8}\\b', scope: [subject]}, action_plan: enc}
+        - {name: words, conditions: {phrases: ['card number', 'account statement']}, action_plan: enc}
+    """)
+    assert p.evaluate(extract(mail("ACCT-12345678 in the body")), OUT).hits == ()
+    assert [h.rule for h in p.evaluate(extract(mail("x", subject="ACCT-12345678")), OUT).hits] == ["acct"]
+    hits = p.evaluate(extract(mail("your Card\n  Number please")), OUT).hits  # case and whitespace folded
+    assert [h.rule for h in hits] == ["words"]
+    assert p.evaluate(extract(mail("cardnumber")), OUT).hits == ()  # word-bounded
+
+
+def test_all_any_not() -> None:
+    p = policies("""
+        - name: combo
+          conditions:
+            all:
+              - any: [{phrases: [invoice]}, {phrases: [receipt]}]
+              - not: {phrases: [public]}
+          action_plan: blk
+    """)
+    assert p.evaluate(extract(mail("the receipt")), OUT).action == "block"
+    assert p.evaluate(extract(mail("the public receipt")), OUT).action == "permit"
+    assert p.evaluate(extract(mail("nothing")), OUT).action == "permit"
+
+
+def test_header_attachment_and_count() -> None:
+    p = policies("""
+        - {name: hdr, conditions: {header: {name: X-Classification, pattern: '(?i)confidential'}}, action_plan: hold}
+        - {name: exe, conditions: {attachment: {type: [exe]}}, action_plan: blk}
+    """)
+    assert p.evaluate(extract(mail("x", headers="X-Classification: Confidential\r\n")), OUT).action == "quarantine"
+    exe = (
+        b"From: a@example.com\r\nTo: b@partner.example\r\nSubject: s\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: multipart/mixed; boundary=B\r\n\r\n--B\r\nContent-Type: text/plain\r\n\r\nhi\r\n"
+        b"--B\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename=report.pdf\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\nTVqQAAMAAAAEAAAA//8AALgAAAAAAAAAQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAgAAAAA==\r\n--B--\r\n"
+    )
+    verdict = p.evaluate(extract(exe), OUT)
+    assert verdict.action == "block" and verdict.hits[0].evidence == ("r********f",)  # an .exe named .pdf
+
+
+def test_source_and_destination() -> None:
+    p = policies("""
+        - name: to-partners
+          conditions: {phrases: [secret]}
+          action_plan: enc
+          source: {senders: ['*@example.com'], ip_groups: [internal_servers]}
+          destination: {direction: outbound, domain_groups: [partners]}
+    """)
+    body = extract(mail("secret"))
+    assert p.evaluate(body, OUT).action == "encrypt"
+    assert p.evaluate(body, Facts("eve@elsewhere.example", OUT.recipients, OUT.peer_ip, "outbound")).hits == ()
+    assert p.evaluate(body, Facts(OUT.sender, OUT.recipients, "192.0.2.1", "outbound")).hits == ()
+    assert p.evaluate(body, Facts(OUT.sender, ("c@other.example",), OUT.peer_ip, "outbound")).hits == ()
+    assert p.evaluate(body, Facts(OUT.sender, OUT.recipients, OUT.peer_ip, "inbound")).hits == ()
+
+
+def test_strongest_action_wins_and_monitor_only_records() -> None:
+    rules = """
+        - {name: a, conditions: {phrases: [alpha]}, action_plan: enc}
+        - {name: b, conditions: {phrases: [alpha]}, action_plan: hold}
+        - {name: c, conditions: {phrases: [alpha]}, action_plan: blk}
+    """
+    enforce = policies(rules).evaluate(extract(mail("alpha")), OUT)
+    assert enforce.action == "block" and len(enforce.hits) == 3
+    monitor = policies(rules, mode="monitor").evaluate(extract(mail("alpha")), OUT)
+    assert monitor.action == "permit" and monitor.would == "block" and len(monitor.hits) == 3
+
+
+def test_custom_classifier_with_checksum() -> None:
+    extra = {"classifiers": [{"name": "acct_luhn", "pattern": r"\bACC\d{16}\b", "checksum": "luhn"}]}
+    p = policies("- {name: c, conditions: {classifier: acct_luhn}, action_plan: enc}", extra=extra)
+    assert p.evaluate(extract(mail("ACC4111111111111111")), OUT).action == "encrypt"
+    assert p.evaluate(extract(mail("ACC4111111111111112")), OUT).action == "permit"
+
+
+def test_disabled_rules_and_policies_are_skipped() -> None:
+    p = policies("- {name: off, enabled: false, conditions: {phrases: [alpha]}, action_plan: blk}")
+    assert p.empty and p.evaluate(extract(mail("alpha")), OUT).hits == ()
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"), [("4111 1111 1111 1111", "4*****************1"), ("ab", "**"), ("abc", "a*c")]
+)
+def test_redaction_keeps_first_and_last(text: str, shown: str) -> None:
+    assert redact(text) == shown
