@@ -1,0 +1,208 @@
+"""DLP through the relay on loopback: each action, notify, monitor vs enforce, the header."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import aiosmtplib
+
+from tests.relay.peers import Sink, eventually
+from tests.relay.test_retries import routes
+
+ROOT = Path(__file__).resolve().parents[2]
+CARD = "4111 1111 1111 1111"
+
+
+def dlp(mode: str = "enforce") -> str:
+    return f"""
+dlp:
+  mode: {mode}
+  action_plans:
+    - {{name: encrypt, email: encrypt, notify: [policy_owners]}}
+    - {{name: block, email: block}}
+    - {{name: hold, email: quarantine, notify: [dlp-team@example.com]}}
+  policies:
+    - name: cards
+      owners: [security@example.com]
+      rules:
+        - {{name: card, conditions: {{classifier: credit_card}}, action_plan: encrypt, destination: {{direction: outbound}}}}
+    - name: secrets
+      rules:
+        - {{name: secret, conditions: {{phrases: [top secret]}}, action_plan: block, destination: {{direction: outbound}}}}
+    - name: review
+      rules:
+        - {{name: review, conditions: {{phrases: [for review]}}, action_plan: hold, destination: {{direction: outbound}}}}
+"""
+
+
+async def send(relay, body: str, to: str = "bob@partner.example", extra_headers: str = "") -> str:
+    msg = f"From: alice@example.com\r\nTo: {to}\r\nSubject: test\r\n{extra_headers}\r\n{body}\r\n"
+    _, reply = await aiosmtplib.send(
+        msg,
+        sender="alice@example.com",
+        recipients=[to],
+        hostname="127.0.0.1",
+        port=relay.ports()["mx"],
+        timeout=10,
+        start_tls=False,
+    )
+    return reply
+
+
+def parse(received) -> email.message.Message:
+    return email.message_from_bytes(received.content, policy=email.policy.default)
+
+
+async def test_encrypt_means_mandatory_tls_to_the_next_hop(write_config, start_relay) -> None:
+    with Sink() as home, Sink(tls=None) as partner:
+        relay = await start_relay(
+            write_config(
+                routes(home.port, f"{{host: 127.0.0.1, port: {partner.port}}}").replace(
+                    "tls: none}", "tls: opportunistic}", 2
+                )
+                + dlp()
+            )
+        )
+        await send(relay, "nothing to see")  # permitted: opportunistic, plain to a peer without STARTTLS
+        [plain] = await partner.received(1)
+        assert "X-Sealrelay-DLP" not in parse(plain)
+        reply = await send(relay, f"card {CARD}")
+        queue_id = reply.split()[-1]
+
+        async def deferred():
+            d = await relay.queue.show(queue_id)
+            return d if d.recipients[0].state == "deferred" else None
+
+        detail = await eventually(deferred, what="the card message to wait for TLS")
+        assert "no STARTTLS" in detail.recipients[0].last_error and detail.meta["encrypt"] is True
+        assert len(partner.messages) == 1  # not one byte of the card message in clear
+        [report] = await home.received(1)  # the policy owner was told
+        assert (
+            report.recipients == ["security@example.com"]
+            and b"cards" in report.content
+            and CARD.encode() not in report.content
+        )
+
+
+async def test_encrypted_mail_is_stamped_for_the_downstream_gateway(write_config, start_relay, ca) -> None:
+    import ssl
+
+    cert = ca.issue_cert("127.0.0.1")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(ctx)
+    with Sink() as home, Sink(tls=ctx) as partner:
+        relay = await start_relay(write_config(routes(home.port, f"{{host: 127.0.0.1, port: {partner.port}}}") + dlp()))
+        await send(relay, f"card {CARD}", extra_headers="X-Sealrelay-DLP: action=permit; policies=forged\r\n")
+        [got] = await partner.received(1)
+        assert got.tls is not None
+        assert parse(got).get_all("X-Sealrelay-DLP") == ["action=encrypt; policies=cards"]  # the forged one is gone
+
+
+async def test_block_sends_an_ndr_and_delivers_nothing(write_config, start_relay) -> None:
+    with Sink() as home, Sink() as partner:
+        relay = await start_relay(write_config(routes(home.port, f"{{host: 127.0.0.1, port: {partner.port}}}") + dlp()))
+        reply = await send(relay, "this is top secret")
+        assert "blocked by policy" in reply
+        [ndr] = await home.received(1)
+        report = parse(ndr)
+        assert report.get_content_type() == "multipart/report" and ndr.recipients == ["alice@example.com"]
+        assert b"5.7.1" in ndr.content and b"secrets/secret" in ndr.content
+        await send(relay, "harmless")
+        await partner.received(1)
+        assert all(b"top secret" not in m.content for m in partner.messages)
+
+
+async def test_quarantine_holds_then_release_delivers(write_config, start_relay) -> None:
+    with Sink() as home, Sink() as partner:
+        config = write_config(routes(home.port, f"{{host: 127.0.0.1, port: {partner.port}}}") + dlp())
+        relay = await start_relay(config)
+        reply = await send(relay, "please see the draft for review")
+        held_id = reply.split()[-1]
+        [report] = await home.received(1)
+        assert report.recipients == ["dlp-team@example.com"]
+
+        def cli(*args):
+            return subprocess.run(
+                [sys.executable, "-m", "engine.cli.app", "quarantine", *args, "--config", str(config)],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+
+        listed = await asyncio.to_thread(cli, "list", "--format", "json")
+        [held] = json.loads(listed.stdout)
+        assert held["id"] == held_id and held["policies"] == ["review"] and partner.messages == []
+        released = await asyncio.to_thread(cli, "release", held_id)
+        assert released.returncode == 0, released.stderr
+        relay.deliverer.kick()
+        [got] = await partner.received(1)
+        assert b"for review" in got.content
+        assert json.loads((await asyncio.to_thread(cli, "list", "--format", "json")).stdout) == []
+
+
+async def test_monitor_mode_only_records(write_config, start_relay, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="sealrelay.decisions")
+    with Sink() as home, Sink() as partner:
+        relay = await start_relay(
+            write_config(routes(home.port, f"{{host: 127.0.0.1, port: {partner.port}}}") + dlp("monitor"))
+        )
+        await send(relay, "this is top secret")
+        [got] = await partner.received(1)  # delivered despite the block rule
+        assert parse(got)["X-Sealrelay-DLP"] == "action=permit; policies=secrets"
+        line = next(json.loads(r.getMessage()) for r in caplog.records if '"event":"received"' in r.getMessage())
+        assert line["action"] == "permit" and line["would"] == "block" and line["rules"] == ["secrets/secret"]
+
+
+async def test_inbound_mail_is_only_recorded(write_config, start_relay, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="sealrelay.decisions")
+    with Sink() as home:
+        relay = await start_relay(write_config(routes(home.port, "{host: 127.0.0.1, port: 9}") + dlp()))
+        msg = "From: eve@outside.example\r\nTo: alice@example.com\r\nSubject: hi\r\n\r\ntop secret\r\n"
+        await aiosmtplib.send(
+            msg,
+            sender="eve@outside.example",
+            recipients=["alice@example.com"],
+            hostname="127.0.0.1",
+            port=relay.ports()["mx"],
+            start_tls=False,
+        )
+        [got] = await home.received(1)
+        assert got.recipients == ["alice@example.com"]
+        line = next(json.loads(r.getMessage()) for r in caplog.records if '"event":"received"' in r.getMessage())
+        assert line["direction"] == "inbound" and line["action"] == "permit" and line["would"] == "permit"
+        assert line["policies"] == []  # the rules say `direction: outbound`: inbound mail is not theirs
+
+
+async def test_inbound_match_is_recorded_not_enforced(write_config, start_relay, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="sealrelay.decisions")
+    rules = dlp().replace(
+        "action_plan: block, destination: {direction: outbound}", "action_plan: block, destination: {direction: any}"
+    )
+    with Sink() as home:
+        relay = await start_relay(write_config(routes(home.port, "{host: 127.0.0.1, port: 9}") + rules))
+        msg = "From: eve@outside.example\r\nTo: alice@example.com\r\nSubject: hi\r\n\r\ntop secret\r\n"
+        await aiosmtplib.send(
+            msg,
+            sender="eve@outside.example",
+            recipients=["alice@example.com"],
+            hostname="127.0.0.1",
+            port=relay.ports()["mx"],
+            start_tls=False,
+        )
+        [got] = await home.received(1)
+        line = next(json.loads(r.getMessage()) for r in caplog.records if '"event":"received"' in r.getMessage())
+        assert (line["direction"], line["action"], line["would"], line["policies"]) == (
+            "inbound",
+            "permit",
+            "block",
+            ["secrets"],
+        )
+        assert b"top secret" in got.content
