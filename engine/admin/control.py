@@ -339,7 +339,7 @@ class ApplyResult:
     @classmethod
     def refused(
         cls,
-        code: ErrorCode,
+        code: ErrorCode | str,
         detail: str,
         *,
         version: int,
