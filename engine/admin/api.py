@@ -40,7 +40,6 @@ from engine.admin.control import (
     Control,
     ErrorCode,
     WireError,
-    config_hash,
 )
 from engine.admin.openapi import openapi_document
 from engine.admin.token import same_token, token_id
@@ -204,7 +203,7 @@ class _AdminApi:
             to_version=result.version,
             result=outcome,
             commit=apply.commit,
-            hash=config_hash(apply.config),
+            hash=self.control.running().hash,
             reason=apply.reason,
             allow_downgrade=apply.allow_downgrade,
             summary=result.summary,

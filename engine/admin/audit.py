@@ -46,7 +46,7 @@ class AuditRecord:
     to_version: int
     result: str  # one of RESULTS
     commit: str | None = None
-    hash: str | None = None  # config_hash of the desired config
+    hash: str | None = None  # hash of the config running after the attempt (as GET /v1/config)
     reason: str | None = None
     allow_downgrade: bool = False
     summary: Summary = field(default_factory=Summary)

@@ -20,8 +20,6 @@ the relay's is the one that holds at the moment of the swap).
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
@@ -38,8 +36,6 @@ __all__ = [
     "Status",
     "Summary",
     "WireError",
-    "canonical_json",
-    "config_hash",
 ]
 
 
@@ -65,16 +61,6 @@ HTTP_STATUS: dict[str, int] = {
     ErrorCode.DOWNGRADE_REFUSED: 403,
     ErrorCode.APPLY_FAILED: 500,
 }
-
-
-def canonical_json(config: dict) -> bytes:
-    """The canonical bytes of a config: sorted keys, no spaces, UTF-8. What `config_hash` hashes."""
-    return json.dumps(config, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def config_hash(config: dict) -> str:
-    """`sha256:<hex>` of the canonical JSON: the `hash` of a `RunningConfig` and the API's ETag."""
-    return "sha256:" + hashlib.sha256(canonical_json(config)).hexdigest()
 
 
 # --- reading JSON strictly -------------------------------------------------------------------
@@ -151,7 +137,7 @@ class RunningConfig:
 
     version: int  # increases by one on every successful swap, from 1 at start
     config: dict
-    hash: str  # config_hash(config)
+    hash: str  # engine.plan.diff.config_hash(config): the API's ETag and the audit log's `hash`
     commit: str | None  # the git commit it came from, when known
     applied_at: float  # Unix time of the swap
     source: str  # "file:relay.yaml" (start or reload) or "api"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import hashlib
+import json
 import time
 
 from engine.admin.control import (
@@ -23,8 +24,6 @@ from engine.admin.control import (
     RunningConfig,
     Status,
     Summary,
-    canonical_json,
-    config_hash,
 )
 from engine.config.diagnostics import has_errors, to_json
 from engine.config.load import validate_data
@@ -38,6 +37,14 @@ BASE_CONFIG = {
     },
     "ip_groups": {"internal_servers": ["127.0.0.0/8"]},
 }
+
+
+def canonical_json(value: object) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+
+
+def config_hash(config: dict) -> str:
+    return hashlib.sha256(canonical_json(config)).hexdigest()
 
 
 def base_config() -> dict:

@@ -9,10 +9,9 @@ import pytest
 
 from engine.admin.api import stop_admin
 from engine.admin.client import Invalid, RelayClient, Unauthorized, Unreachable, fetch_running
-from engine.admin.control import config_hash
 from engine.admin.openapi import openapi_document
 from tests.admin.conftest import Served, start
-from tests.admin.fake_control import base_config
+from tests.admin.fake_control import base_config, config_hash
 
 PROTECTED = [
     (method.upper(), path)

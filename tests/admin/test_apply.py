@@ -46,6 +46,7 @@ async def test_apply_swaps_and_is_audited_with_the_token_id(relay: Served) -> No
     assert (record.from_version, record.to_version, record.result) == (1, 2, "applied")
     assert (record.commit, record.reason, record.allow_downgrade) == ("abc123", "add partners", False)
     assert record.summary.add == 1 and record.at.endswith("Z")
+    assert record.hash == relay.fake.running().hash
 
     with relay.client() as client:
         [listed] = await asyncio.to_thread(client.audit, 10)

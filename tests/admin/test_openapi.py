@@ -60,7 +60,7 @@ def test_every_reference_resolves_and_every_schema_is_valid() -> None:
 
 SAMPLES = {
     "Summary": Summary(1, 0, 0, 0),
-    "RunningConfig": RunningConfig(1, {}, "sha256:" + "0" * 64, None, 0.0, "api"),
+    "RunningConfig": RunningConfig(1, {}, "0" * 64, None, 0.0, "api"),
     "Status": Status(1, None, 0.0),
     "PlanResult": PlanResult(True, 1, {}),
     "ApplyRequest": ApplyRequest({}, 1),
