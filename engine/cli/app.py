@@ -70,22 +70,21 @@ def serve(
     """
     import logging
 
-    from engine.relay.server import ConfigError, Relay, config_location, load_live
+    from engine.relay.server import ConfigError, config_location
+    from engine.relay.service import Service
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # aiosmtpd logs every SMTP command at INFO; our decision log says what matters per message.
     logging.getLogger("mail.log").setLevel(max(logging.WARNING, logging.getLogger().level))
     path, base_dir = config_location(path)
+    service = Service(path, base_dir=base_dir, watch=watch)
+    typer.echo(f"sealrelay serving {path}" + (" (watching for changes)" if watch else ""), err=True)
     try:
-        live = load_live(path, base_dir=base_dir)
+        run_loop(service.run_forever())
     except ConfigError as exc:
         typer.echo(str(exc), err=True)
         typer.echo(f"{path}: invalid config, not started", err=True)
         raise typer.Exit(views.EXIT_ERROR) from None
-    relay = Relay(live)
-    typer.echo(f"sealrelay serving {path} (config version {live.version}); data in {live.data_dir}", err=True)
-    try:
-        run_loop(relay.serve_forever())
     except KeyboardInterrupt:
         pass
 

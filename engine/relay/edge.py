@@ -103,16 +103,18 @@ class EdgeHandler:
 
 def session_factory(current: Callable[[], Live], listener: Listener, intake: Intake) -> Callable[[], SMTP]:
     """A protocol factory for `loop.create_server`: each connection gets the live config
-    current when it was accepted."""
+    current when it was accepted, and that config's settings for this address and port."""
+    where = (listener.address, listener.port)
 
     def make() -> SMTP:
         live = current()
+        listener_now = next((lst for lst in live.config.system.listeners if (lst.address, lst.port) == where), listener)
         return RelaySMTP(
-            EdgeHandler(live, listener, intake),
+            EdgeHandler(live, listener_now, intake),
             data_size_limit=int(live.config.system.message_size_limit),
             hostname=live.config.system.fqdn,
             tls_context=live.server_tls,
-            require_starttls=listener.starttls == "required",
+            require_starttls=listener_now.starttls == "required",
             timeout=300,
             loop=asyncio.get_running_loop(),
         )

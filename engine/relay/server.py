@@ -12,6 +12,7 @@ from pathlib import Path
 
 from engine.config.diagnostics import render_text
 from engine.config.load import load_config
+from engine.relay import state as relay_state
 from engine.relay.deliver import Deliverer
 from engine.relay.edge import session_factory
 from engine.relay.handoff import EncryptionMethod
@@ -53,16 +54,20 @@ class Runtime:
         return old
 
 
-def load_live(path: Path, version: int = 1, *, base_dir: Path | None = None) -> Live:
+def load_live(path: Path, version: int | None = None, *, base_dir: Path | None = None) -> Live:
     """Validate the config at `path` and provision it; raises ConfigError when invalid.
 
     Relative paths in the config (data_dir, certificates) are taken from the config's own
     directory, or from `base_dir` (the embedded default config uses the working directory).
+    The version is one more than the last this data directory has seen, unless given.
     """
     result = load_config(path)
     if not result.ok:
         raise ConfigError(render_text(result.diagnostics))
-    return provision(result.config, base_dir=(base_dir or result.base_dir).resolve(), version=version)
+    base = (base_dir or result.base_dir).resolve()
+    if version is None:
+        version = relay_state.load((base / result.config.system.data_dir).resolve()).version + 1
+    return provision(result.config, base_dir=base, version=version)
 
 
 class Relay:
@@ -73,37 +78,77 @@ class Relay:
         self.queue = Queue.open(live.data_dir / "queue")
         self.deliverer = Deliverer(self.queue, self.runtime.current, methods=methods, resolver_for=resolver_for)
         self.intake = Intake(self.queue, on_queued=self.deliverer.kick)
-        self._servers: list[asyncio.AbstractServer] = []
+        self._servers: dict[tuple[str, int], asyncio.AbstractServer] = {}
         self._delivery_task: asyncio.Task | None = None
         self._stopped = False
+        self._queue_counts: dict = {}
 
     @property
     def live(self) -> Live:
         return self.runtime.current()
 
     async def start(self, *, deliver: bool = True) -> None:
-        loop = asyncio.get_running_loop()
-        for listener in self.live.config.system.listeners:
-            factory = session_factory(self.runtime.current, listener, self.intake)
-            server = await loop.create_server(factory, listener.address, listener.port, reuse_address=True)
-            self._servers.append(server)
-            log.info("listening on %s:%s (%s)", listener.address, listener.port, listener.name)
+        await self._listen(self.live)
         if deliver:
             self._delivery_task = asyncio.create_task(self.deliverer.run())
 
+    async def _listen(self, live: Live) -> list[tuple[str, int]]:
+        """Bind the listeners of `live` that are not bound yet; returns the new ones.
+        If one cannot be bound, those bound here are closed again and the error raised."""
+        loop = asyncio.get_running_loop()
+        added = []
+        try:
+            for listener in live.config.system.listeners:
+                where = (listener.address, listener.port)
+                if where in self._servers:
+                    continue
+                factory = session_factory(self.runtime.current, listener, self.intake)
+                self._servers[where] = await loop.create_server(
+                    factory, listener.address, listener.port, reuse_address=True
+                )
+                added.append(where)
+                log.info("listening on %s:%s (%s)", listener.address, listener.port, listener.name)
+        except OSError:
+            for where in added:
+                self._servers.pop(where).close()
+            raise
+        return added
+
+    async def switch(self, live: Live) -> None:
+        """Make `live` the running config: new listeners bound first (a port that cannot be
+        bound aborts the switch), then the one reference swap, then listeners that are gone
+        stop accepting; sessions in progress finish under the config they started with."""
+        await self._listen(live)
+        old = self.runtime.swap(live)
+        wanted = {(lst.address, lst.port) for lst in live.config.system.listeners}
+        for where in [w for w in self._servers if w not in wanted]:
+            self._servers.pop(where).close()
+            log.info("stopped listening on %s:%s", *where)
+        self.deliverer.kick()
+        del old
+
+    def queue_counts(self) -> dict:
+        """The queue's last known sizes (refreshed by the delivery loop; cheap to read)."""
+        return dict(self._queue_counts)
+
     def ports(self) -> dict[str, int]:
-        """The bound port of each listener (useful when the config says port 0)."""
-        names = [lst.name for lst in self.live.config.system.listeners]
-        return {name: server.sockets[0].getsockname()[1] for name, server in zip(names, self._servers, strict=True)}
+        """The bound port of each listener by name (useful when the config says port 0)."""
+        out = {}
+        for listener in self.live.config.system.listeners:
+            server = self._servers.get((listener.address, listener.port))
+            if server is not None:
+                out[listener.name] = server.sockets[0].getsockname()[1]
+        return out
 
     async def stop(self) -> None:
         """Stop accepting, let deliveries in progress finish (bounded), close the queue. Idempotent."""
         if self._stopped:
             return
         self._stopped = True
-        for server in self._servers:
+        servers = list(self._servers.values())
+        for server in servers:
             server.close()
-        for server in self._servers:
+        for server in servers:
             await server.wait_closed()
         await self.deliverer.stop()
         if self._delivery_task:

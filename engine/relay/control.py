@@ -1,0 +1,185 @@
+"""The relay's side of the admin API (`engine.admin.control.Control`): plan, apply, status.
+
+Apply is level-based and idempotent (controller-runtime): the desired config is validated
+in full, planned against the running one, judged by the downgrade guard, then provisioned
+(certificate, TLS contexts, DLP matcher — everything derived) *before* one reference swap.
+A failure anywhere leaves the running config untouched and is reported as a value. The
+same swap serves file reloads (`serve --watch`), which skip the guard: editing the file is
+the admin's own act, and the audit log records it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from engine.admin.control import (
+    ApplyRequest,
+    ApplyResult,
+    ErrorCode,
+    PlanResult,
+    Reload,
+    RunningConfig,
+    Status,
+    Summary,
+)
+from engine.config.diagnostics import has_errors, to_json
+from engine.config.load import validate_data
+from engine.config.model import RelayConfig
+from engine.config.semantic import run_checks
+from engine.plan.change import Plan
+from engine.plan.diff import canonical, config_hash, diff
+from engine.plan.guard import classify
+from engine.relay import state as relay_state
+from engine.relay.live import Live, provision
+
+log = logging.getLogger(__name__)
+
+
+class RelayControl:
+    """Plans and applies configs for one `Relay`; `swap` is the relay's (listeners move too)."""
+
+    def __init__(self, relay, *, source: str, commit: str | None = None) -> None:
+        self.relay = relay
+        self.started = time.time()
+        self.last_reload: Reload | None = None
+        self._lock = asyncio.Lock()
+        live = relay.live
+        self._meta = {"hash": config_hash(live.config), "commit": commit, "applied_at": time.time(), "source": source}
+        known = relay_state.load(live.data_dir)
+        if known.applied_hash is None:  # first start: the config it starts with counts as applied
+            known = relay_state.State(0, self._meta["hash"], commit, self._meta["applied_at"], source)
+        self.state = replace(known, version=live.version)
+        relay_state.save(live.data_dir, self.state)
+
+    # -- snapshots ---------------------------------------------------------------------
+
+    def running(self) -> RunningConfig:
+        live = self.relay.live
+        return RunningConfig(
+            live.version,
+            canonical(live.config),
+            self._meta["hash"],
+            self._meta["commit"],
+            self._meta["applied_at"],
+            self._meta["source"],
+        )
+
+    def status(self) -> Status:
+        live = self.relay.live
+        listeners = tuple(
+            {"name": lst.name, "address": lst.address, "port": lst.port, "starttls": lst.starttls}
+            for lst in live.config.system.listeners
+        )
+        return Status(live.version, self.last_reload, time.time() - self.started, self.relay.queue_counts(), listeners)
+
+    def drift(self) -> bool:
+        return self.state.applied_hash != self._meta["hash"]
+
+    # -- plan and apply ----------------------------------------------------------------
+
+    def _validate(self, desired: dict) -> tuple[RelayConfig | None, list[dict]]:
+        config, diags = validate_data(desired)
+        if config is not None:
+            diags = diags + run_checks(config, base_dir=self.relay.live.base_dir, check_files=True)
+        if config is None or has_errors(diags):
+            return None, [to_json(d) for d in diags]
+        return config, []
+
+    def _plan(self, config: RelayConfig) -> Plan:
+        live = self.relay.live
+        current = canonical(live.config)
+        changes = tuple(classify(diff(config, live.config), canonical(config), current))
+        return Plan(live.version, self._meta["hash"], config_hash(config), changes, commit=self._meta["commit"])
+
+    async def plan(self, desired: dict) -> PlanResult:
+        version = self.relay.live.version
+        config, diagnostics = await asyncio.to_thread(self._validate, desired)
+        if config is None:
+            return PlanResult(
+                False, version, error=ErrorCode.INVALID, detail="the desired config is invalid", diagnostics=diagnostics
+            )
+        plan = self._plan(config)
+        return PlanResult(True, version, plan.to_dict(), _summary(plan))
+
+    async def apply(self, request: ApplyRequest, who: str) -> ApplyResult:
+        async with self._lock:
+            version = self.relay.live.version
+            if request.base_version != version:
+                return ApplyResult.refused(
+                    ErrorCode.STALE_BASE,
+                    f"planned against version {request.base_version}, running {version}",
+                    version=version,
+                )
+            config, diagnostics = await asyncio.to_thread(self._validate, request.config)
+            if config is None:
+                return ApplyResult.refused(
+                    ErrorCode.INVALID, "the desired config is invalid", version=version, diagnostics=diagnostics
+                )
+            plan = self._plan(config)
+            summary = _summary(plan)
+            if request.plan_hash and request.plan_hash != plan.desired_hash:
+                return ApplyResult.refused(
+                    ErrorCode.PLAN_MISMATCH,
+                    "the config differs from the saved plan's",
+                    version=version,
+                    summary=summary,
+                )
+            if plan.loosenings and not request.allow_downgrade:
+                why = "; ".join(f"{c.address}: {c.reason}" for c in plan.loosenings[:5])
+                return ApplyResult.refused(
+                    ErrorCode.DOWNGRADE_REFUSED, f"the plan loosens protection: {why}", version=version, summary=summary
+                )
+            if not plan.has_changes:
+                return ApplyResult(True, version, version, changed=False, summary=summary)
+            error = await self.swap(config, source="api", commit=request.commit, who=who)
+            if error:
+                return ApplyResult.refused(ErrorCode.APPLY_FAILED, error, version=version, summary=summary)
+            return ApplyResult(True, self.relay.live.version, version, changed=True, summary=summary)
+
+    async def swap(self, config: RelayConfig, *, source: str, commit: str | None = None, who: str = "") -> str | None:
+        """Provision `config` as the next version and switch to it; the error, or None."""
+        old = self.relay.live
+        started = time.perf_counter()
+        try:
+            live: Live = await asyncio.to_thread(provision, config, base_dir=old.base_dir, version=old.version + 1)
+            await self.relay.switch(live)
+        except Exception as exc:  # the old config keeps serving
+            log.error("config %s not applied: %s", source, exc)
+            self.last_reload = Reload(time.time(), False, source, f"{type(exc).__name__}: {exc}")
+            return str(exc)
+        now = time.time()
+        self._meta = {"hash": config_hash(config), "commit": commit, "applied_at": now, "source": source}
+        if source == "api":  # what an apply sets; a file reload that differs from it is drift
+            self.state = replace(
+                self.state,
+                applied_hash=self._meta["hash"],
+                applied_commit=commit,
+                applied_at=now,
+                applied_source=source,
+            )
+        self.state = replace(self.state, version=live.version)
+        relay_state.save(live.data_dir, self.state)
+        self.last_reload = Reload(now, True, source)
+        log.info(
+            "config version %d serving (%s%s) after %.1f ms",
+            live.version,
+            source,
+            f", by {who}" if who else "",
+            (time.perf_counter() - started) * 1000,
+        )
+        return None
+
+    def note_failure(self, source: str, error: str) -> None:
+        self.last_reload = Reload(time.time(), False, source, error)
+
+
+def _summary(plan: Plan) -> Summary:
+    s = plan.summary
+    return Summary(s.add, s.change, s.destroy, s.loosening)
+
+
+_ = Path

@@ -1,0 +1,152 @@
+"""`sealrelay serve`: the relay, its admin API, and (with --watch) the config file watcher.
+
+One asyncio process: SMTP listeners and delivery (`Relay`), the admin API on its own
+loopback port (token in `<data_dir>/admin.token`, applies in `<data_dir>/audit.log`), and
+a watcher that reloads the config when its files change. A reload goes through the same
+swap as an apply: validated in full, provisioned, then switched; an invalid file is logged
+with its file:line:col and the last good config keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+
+from engine.admin.api import make_app, serve_admin, stop_admin
+from engine.admin.audit import Audit, AuditRecord
+from engine.admin.control import Summary
+from engine.admin.token import ensure_token
+from engine.config.diagnostics import render_text
+from engine.config.load import load_config
+from engine.config.source import config_files
+from engine.relay.control import RelayControl
+from engine.relay.server import Relay, load_live
+
+log = logging.getLogger(__name__)
+
+WATCH_DEBOUNCE_MS = 50
+
+
+class Service:
+    def __init__(self, path: Path, *, base_dir: Path | None = None, watch: bool = False, admin: bool = True) -> None:
+        self.path = path
+        self.base_dir = base_dir
+        self.watch = watch
+        self.admin = admin
+        self.relay: Relay | None = None
+        self.control: RelayControl | None = None
+        self.audit: Audit | None = None
+        self.admin_port: int | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._admin = None
+
+    async def start(self) -> None:
+        live = await asyncio.to_thread(load_live, self.path, base_dir=self.base_dir)
+        self.relay = Relay(live)
+        self.control = RelayControl(self.relay, source=f"file:{self.path}")
+        self.audit = Audit.in_dir(live.data_dir)
+        await self.relay.start()
+        self._tasks.append(asyncio.create_task(self._refresh_stats()))
+        if self.admin:
+            endpoint = live.config.system.admin
+            app = make_app(self.control, ensure_token(live.data_dir), self.audit)
+            server, task = await serve_admin(app, endpoint.address, endpoint.port)
+            self._admin = (server, task)
+            self.admin_port = server.config.port
+        if self.watch:
+            self._tasks.append(asyncio.create_task(self._watch()))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._admin:
+            await stop_admin(*self._admin)
+        if self.relay:
+            await self.relay.stop()
+
+    async def run_forever(self) -> None:
+        await self.start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.stop()
+
+    # -- file reloads ---------------------------------------------------------------------
+
+    async def reload(self) -> str | None:
+        """Load the config files again and swap to them; the error, or None."""
+        source = f"file:{self.path}"
+        result = await asyncio.to_thread(load_config, self.path)
+        if not result.ok:
+            error = render_text(result.diagnostics)
+            log.error("config reload refused, the running config stays:\n%s", error)
+            self.control.note_failure(source, error)
+            self._audit(source, "refused", error=error)
+            return error
+        before = self.relay.live.version
+        if self.control.running().hash == _hash(result.config):
+            return None  # saved without a change (editors do that): nothing to swap
+        error = await self.control.swap(result.config, source=source, who="file-watch")
+        self._audit(source, "failed" if error else "applied", error=error, before=before)
+        return error
+
+    async def _watch(self) -> None:
+        from watchfiles import awatch
+
+        target = self.path.resolve()
+        directory = target if target.is_dir() else target.parent
+        names = {p.name for p in config_files(target)} if target.is_file() else None
+
+        def relevant(change, changed_path: str) -> bool:
+            changed = Path(changed_path)
+            if target.is_dir():
+                return changed.suffix in (".yaml", ".yml")
+            return changed.name in (names or {target.name})
+
+        # Editors save by writing a temporary file and renaming it over the original: watch
+        # the directory, not the file, and debounce so one save is one reload.
+        async for _ in awatch(directory, watch_filter=relevant, debounce=WATCH_DEBOUNCE_MS, step=10, recursive=False):
+            try:
+                await self.reload()
+            except Exception:  # a reload must never take the relay down
+                log.exception("config reload failed")
+
+    def _audit(self, source: str, result: str, *, error: str | None = None, before: int | None = None) -> None:
+        version = self.relay.live.version
+        record = AuditRecord(
+            who="file-watch",
+            from_version=before if before is not None else version,
+            to_version=version,
+            result=result,
+            summary=Summary(),
+            error="invalid" if result == "refused" else ("apply_failed" if error else None),
+            detail=(error or "")[:2000] or None,
+            reason=source,
+        )
+        try:
+            self.audit.append(record)
+        except (OSError, ValueError) as exc:
+            log.error("audit log write failed: %s", exc)
+
+    async def _refresh_stats(self) -> None:
+        while True:
+            try:
+                stats = await self.relay.queue.stats()
+                self.relay._queue_counts = {
+                    "entries": stats.entries,
+                    "bytes": stats.bytes,
+                    **stats.recipients,
+                    "at": time.time(),
+                }
+            except Exception:  # stats are best effort
+                pass
+            await asyncio.sleep(2)
+
+
+def _hash(config) -> str:
+    from engine.plan.diff import config_hash
+
+    return config_hash(config)

@@ -1,0 +1,43 @@
+"""What the relay remembers about its config across restarts: `<data_dir>/state.json`.
+
+The version counter only ever grows (a plan made before a restart must be stale after it),
+and the last apply's hash and commit let `plan` report drift: the running config is not
+what the last apply set (a file edited by hand, a certificate command, a restart on other
+files). Written atomically (temporary file, fsync, rename).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class State:
+    version: int = 0
+    applied_hash: str | None = None  # the config the last apply (or start) set
+    applied_commit: str | None = None
+    applied_at: float = 0.0
+    applied_source: str = ""
+
+
+def load(data_dir: Path) -> State:
+    try:
+        data = json.loads((data_dir / "state.json").read_text(encoding="utf-8"))
+        return State(**{k: data[k] for k in State.__dataclass_fields__ if k in data})
+    except (OSError, ValueError, TypeError):
+        return State()
+
+
+def save(data_dir: Path, state: State) -> None:
+    path = data_dir / "state.json"
+    tmp = path.with_name("state.json.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, json.dumps(asdict(state)).encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
