@@ -1,0 +1,52 @@
+"""`make_plan`: diff the desired config against the current one, judge it, wrap it as a Plan.
+
+Pure: no files, no clock unless `created_at` is left out. With `last_applied` (what the
+last apply set, as the relay remembers it) the plan also carries the drift: the changes
+between that and what is running, judged by the same guard (a hand edit on the relay
+that lowered a TLS level shows as a loosening drift).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from engine.config.model import RelayConfig
+from engine.plan.change import Plan
+from engine.plan.diff import canonical, config_hash, diff
+from engine.plan.guard import classify
+
+
+def now() -> str:
+    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def make_plan(
+    desired: RelayConfig | dict,
+    current: RelayConfig | dict | None,
+    *,
+    base_version: int | None = None,
+    last_applied: RelayConfig | dict | None = None,
+    commit: str | None = None,
+    created_at: str | None = None,
+    desired_label: str = "",
+    base_label: str = "",
+) -> Plan:
+    """The plan from `current` (None: nothing yet) to `desired`."""
+    want = canonical(desired)
+    have = canonical(current) if current is not None else None
+    changes = classify(diff(want, have), want, have)
+    drift = ()
+    if last_applied is not None and have is not None:
+        applied = canonical(last_applied)
+        drift = tuple(classify(diff(have, applied), have, applied))
+    return Plan(
+        base_version=base_version,
+        base_hash=config_hash(have) if have is not None else None,
+        desired_hash=config_hash(want),
+        changes=tuple(changes),
+        drift=drift,
+        commit=commit,
+        created_at=created_at or now(),
+        desired_label=desired_label,
+        base_label=base_label,
+    )

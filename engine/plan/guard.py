@@ -1,0 +1,317 @@
+"""The downgrade guard: every change judged tightening, neutral or loosening, with why.
+
+`classify(changes, desired, current)` returns the same changes with `effect` and a one-line
+`reason`. Rules are looked up by the change's shape (its path with item keys as `#`), the
+first that answers wins; what no rule knows is neutral. The rules read both configs (the
+canonical JSON), because a change's meaning depends on its context: removing a CIDR
+loosens if an enforced-TLS rule matches that group, tightens if the group is
+`internal_servers`. This module holds the dispatch and the TLS, listener and encryption
+rules; `guard_groups` the groups and routes, `guard_dlp` the DLP policies. The table of
+rules, in prose, is docs/plan.md.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+
+from engine.plan.change import LOOSENING, NEUTRAL, TIGHTENING, Action, Change, Effect, Key, shape
+from engine.plan.diff import SECRET_FIELDS, node_at
+
+Verdict = tuple[Effect, str]
+Rule = Callable[[Change, "Context"], Verdict | None]
+
+LEVEL_RANK = {"none": 0, "opportunistic": 1, "mandatory": 2, "verify": 3, "secure": 4, "dane": 4, "mta-sts": 4}
+PROTOCOL_RANK = {"TLSv1": 0, "TLSv1.1": 1, "TLSv1.2": 2, "TLSv1.3": 3}
+# Encryption methods: TLS protects mail in transit only; the others protect the message itself.
+METHOD_RANK = {"tls": 1, "third_party": 2, "advanced": 2, "secure_portal": 2}
+BACKUP_RANK = {"none": 0, "advanced": 1, "third_party": 1}
+UNKNOWN = (NEUTRAL, "no effect on protection known to the guard")
+
+
+@dataclass(frozen=True)
+class Context:
+    """Both configs' canonical JSON ({} when there is no current config)."""
+
+    desired: dict
+    current: dict
+
+    def before(self, path) -> object:
+        return node_at(self.current, path)
+
+    def after(self, path) -> object:
+        return node_at(self.desired, path)
+
+
+def compare(what: str, before: object, after: object, rank: dict) -> Verdict:
+    """Lower rank after than before: loosening; higher: tightening; same: neutral."""
+    b, a = rank.get(before), rank.get(after)
+    if b is None or a is None:
+        return NEUTRAL, f"{what}: {before} -> {after}"
+    if a < b:
+        return LOOSENING, f"{what} lowered: {before} -> {after}"
+    if a > b:
+        return TIGHTENING, f"{what} raised: {before} -> {after}"
+    return NEUTRAL, f"{what}: {before} and {after} are equally strict"
+
+
+def judge(effects: Iterable[Verdict], otherwise: Verdict) -> Verdict:
+    """Several uses of one change: any loosening wins, then any tightening."""
+    effects = list(effects)
+    for effect in (LOOSENING, TIGHTENING):
+        found = [reason for e, reason in effects if e == effect]
+        if found:
+            more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+            return effect, found[0] + more
+    return effects[0] if effects else otherwise
+
+
+def renamed(change: Change, changes: Iterable[Change]) -> str | None:
+    """The other name when a deleted (created) named item reappears created (deleted) under
+    another name with the same settings: a rename, which loosens nothing."""
+    if change.kind != "value" or not change.path or not isinstance(change.path[-1], Key):
+        return None
+    if change.path[:1] == ("routes",):
+        return None  # a route's place matters too: guard_groups follows its recipients
+    mine = change.before if change.action is Action.DELETE else change.after
+    if not isinstance(mine, dict):
+        return None
+    other = Action.CREATE if change.action is Action.DELETE else Action.DELETE
+    for c in changes:
+        theirs = c.after if other is Action.CREATE else c.before
+        if c.action is other and c.path[:-1] == change.path[:-1] and isinstance(theirs, dict):
+            if {**theirs, "name": None} == {**mine, "name": None}:
+                return theirs["name"]
+    return None
+
+
+# -- TLS ---------------------------------------------------------------------------------
+
+
+def _level(change: Change, ctx: Context) -> Verdict:
+    return compare("TLS level", change.before, change.after, LEVEL_RANK)
+
+
+def _route_level(change: Change, ctx: Context) -> Verdict:
+    """A route without `tls` uses tls.outbound_default (of its own config)."""
+    before = change.before or ctx.current.get("tls", {}).get("outbound_default", "opportunistic")
+    after = change.after or ctx.desired.get("tls", {}).get("outbound_default", "opportunistic")
+    return compare("TLS level of the route", before, after, LEVEL_RANK)
+
+
+def _protocol(change: Change, ctx: Context) -> Verdict:
+    return compare("lowest TLS protocol", change.before, change.after, PROTOCOL_RANK)
+
+
+def _bits(change: Change, ctx: Context) -> Verdict:
+    return compare("lowest cipher strength", change.before, change.after, {128: 0, 256: 1})
+
+
+def _enforced_rule(change: Change, ctx: Context) -> Verdict:
+    rule = change.before if change.action is Action.DELETE else change.after
+    what = f"{rule['direction']} connections with {_match_text(rule['match'])}"
+    if change.action is Action.CREATE:
+        return TIGHTENING, f"{what} must now use TLS at level {rule['level']}"
+    if LEVEL_RANK.get(rule["level"], 0) < LEVEL_RANK["mandatory"]:
+        return NEUTRAL, f"the removed rule only asked for {rule['level']} TLS"
+    return LOOSENING, f"enforced-TLS rule removed: {what} no longer must use {rule['level']} TLS"
+
+
+def _match_text(match: dict) -> str:
+    if "ip_group" in match:
+        return f"IP group {match['ip_group']}"
+    return f"domain group {match.get('domain_group')}"
+
+
+COVERS = {"inbound": {"inbound"}, "outbound": {"outbound"}, "both": {"inbound", "outbound"}}
+
+
+def _enforced_direction(change: Change, ctx: Context) -> Verdict:
+    lost = COVERS.get(change.before, set()) - COVERS.get(change.after, set())
+    gained = COVERS.get(change.after, set()) - COVERS.get(change.before, set())
+    if lost:
+        return LOOSENING, f"the rule no longer applies to {' and '.join(sorted(lost))} connections"
+    if gained:
+        return TIGHTENING, f"the rule now also applies to {' and '.join(sorted(gained))} connections"
+    return UNKNOWN
+
+
+def _enforced_match(change: Change, ctx: Context) -> Verdict:
+    """The peers a rule covers changed: loosening if a peer covered before is not now."""
+    rule = next(i for i, p in enumerate(change.path) if isinstance(p, Key))
+    old = ctx.before((*change.path[: rule + 1], "match")) or {}
+    new = ctx.after((*change.path[: rule + 1], "match")) or {}
+    (old_kind, old_group), (new_kind, new_group) = _group_of(old), _group_of(new)
+    if old_kind != new_kind:
+        return (
+            LOOSENING,
+            f"now matches {_match_text(new)} instead of {_match_text(old)}: those peers are no longer covered",
+        )
+    section = f"{old_kind}s"  # ip_groups or domain_groups
+    old_members = set(ctx.current.get(section, {}).get(old_group, []))
+    new_members = set(ctx.desired.get(section, {}).get(new_group, []))
+    lost = sorted(old_members - new_members)
+    if lost:
+        return LOOSENING, f"peers in {old_group} but not in {new_group} are no longer covered: {', '.join(lost[:3])}"
+    if new_members - old_members:
+        return TIGHTENING, f"{new_group} covers every peer of {old_group} and more"
+    return NEUTRAL, f"{new_group} holds the same entries as {old_group}"
+
+
+def _group_of(match: dict) -> tuple[str, str]:
+    if "ip_group" in match:
+        return "ip_group", match["ip_group"]
+    return "domain_group", match.get("domain_group", "")
+
+
+# -- listeners and endpoints -------------------------------------------------------------
+
+
+def _starttls(change: Change, ctx: Context) -> Verdict:
+    if change.before == "required" and change.after == "offered":
+        return LOOSENING, "clients may send mail without STARTTLS on this listener"
+    if change.before == "offered" and change.after == "required":
+        return TIGHTENING, "clients must issue STARTTLS before MAIL FROM on this listener"
+    return UNKNOWN
+
+
+def _loopback(address: object) -> bool:
+    try:
+        return ipaddress.ip_address(str(address)).is_loopback
+    except ValueError:
+        return False
+
+
+def _admin_address(change: Change, ctx: Context) -> Verdict:
+    before = change.before.get("address") if isinstance(change.before, dict) else change.before
+    after = change.after.get("address") if isinstance(change.after, dict) else change.after
+    if _loopback(before) and not _loopback(after):
+        return LOOSENING, f"the admin API now listens on {after}, beyond loopback"
+    if not _loopback(before) and _loopback(after):
+        return TIGHTENING, "the admin API now listens on loopback only"
+    return NEUTRAL, "the admin API moves"
+
+
+# -- encryption --------------------------------------------------------------------------
+
+
+def _method(change: Change, ctx: Context) -> Verdict:
+    verdict = compare("encryption method", change.before, change.after, METHOD_RANK)
+    if verdict[0] == LOOSENING:
+        return LOOSENING, f"mail that must be encrypted is now protected in transit only ({change.after})"
+    return verdict
+
+
+def _backup(change: Change, ctx: Context) -> Verdict:
+    if ctx.desired.get("encryption", {}).get("method", "tls") != "tls":
+        return NEUTRAL, "a backup method only applies with method: tls"
+    verdict = compare("backup method", change.before or "none", change.after or "none", BACKUP_RANK)
+    if verdict[0] == LOOSENING:
+        return LOOSENING, "no backup encryption when the TLS connection fails"
+    if verdict[0] == TIGHTENING:
+        return TIGHTENING, f"when the TLS connection fails, mail is encrypted with {change.after}"
+    return verdict
+
+
+def _permission_allowed(change: Change, ctx: Context) -> Verdict:
+    what = change.path[-2]
+    if change.before is False and change.after is True:
+        return LOOSENING, f"portal users may now {str(what).replace('_', ' ')}"
+    if change.before is True and change.after is False:
+        return TIGHTENING, f"portal users may no longer {str(what).replace('_', ' ')}"
+    return UNKNOWN
+
+
+def _permission_recipients(change: Change, ctx: Context) -> Verdict:
+    what = str(change.path[-2]).replace("_", " ")
+    allowed = ctx.after((*change.path[:-1], "allowed"))
+    if not allowed:
+        return NEUTRAL, f"{what} is not allowed, so its recipients do not matter"
+    if change.before == "internal" and change.after == "any":
+        return LOOSENING, f"portal users may now {what} to external recipients"
+    if change.before == "any" and change.after == "internal":
+        return TIGHTENING, f"portal users may {what} to internal recipients only"
+    return UNKNOWN
+
+
+def _kdf_iterations(change: Change, ctx: Context) -> Verdict:
+    if isinstance(change.before, int) and isinstance(change.after, int):
+        if change.after < change.before:
+            return LOOSENING, f"fewer key-derivation iterations: {change.before} -> {change.after}"
+        return TIGHTENING, f"more key-derivation iterations: {change.before} -> {change.after}"
+    return UNKNOWN
+
+
+def _smime(change: Change, ctx: Context) -> Verdict:
+    if change.action is Action.CREATE:
+        return TIGHTENING, "recipients with a known certificate get S/MIME"
+    if change.action is Action.DELETE and ctx.desired.get("encryption", {}).get("method", "tls") == "tls":
+        return LOOSENING, "recipients with a known certificate lose S/MIME: their mail is protected in transit only"
+    return NEUTRAL, "S/MIME certificates move"
+
+
+def _neutral(reason: str) -> Rule:
+    return lambda change, ctx: (NEUTRAL, reason)
+
+
+def _rules() -> list[tuple[str, Rule]]:
+    from engine.plan import guard_dlp, guard_groups
+
+    return [
+        ("tests*", _neutral("policy tests do not change how mail is handled")),
+        ("version", _neutral("the config format version")),
+        ("tls.outbound_default", _level),
+        ("routes.#.tls", _route_level),
+        ("enforced_tls.#.level", _level),
+        ("encryption.tls.level", _level),
+        ("encryption.third_party.tls", _level),
+        ("*.min_protocol", _protocol),
+        ("*.min_cipher_bits", _bits),
+        ("enforced_tls.#", _enforced_rule),
+        ("enforced_tls.#.direction", _enforced_direction),
+        ("enforced_tls.#.match*", _enforced_match),
+        ("system.listeners.#.starttls", _starttls),
+        ("system.message_size_limit", _neutral("the size limit does not change protection")),
+        ("system.admin", _admin_address),
+        ("system.admin.address", _admin_address),
+        ("encryption.method", _method),
+        ("encryption.backup", _backup),
+        ("encryption.secure_portal.permissions.*.allowed", _permission_allowed),
+        ("encryption.secure_portal.permissions.*.recipients", _permission_recipients),
+        ("encryption.advanced.kdf.iterations", _kdf_iterations),
+        ("encryption.smime", _smime),
+        *((f"*.{name}", _neutral("a secret reference changes (its value is never shown)")) for name in SECRET_FIELDS),
+        ("tls.certificate*", _neutral("the relay presents another certificate")),
+        *guard_groups.RULES,
+        *guard_dlp.RULES,
+    ]
+
+
+def classify(changes: Iterable[Change], desired: dict, current: dict | None) -> list[Change]:
+    """Judge every change. `desired`/`current` are the canonical JSON the changes came from."""
+    changes = list(changes)
+    ctx = Context(desired, current or {})
+    rules = _rules()
+    out = []
+    for change in changes:
+        verdict = _first_rename(change, changes)
+        if verdict is None and current is not None:
+            verdict = next(
+                (v for pattern, rule in rules if fnmatchcase(shape(change.path), pattern) and (v := rule(change, ctx))),
+                None,
+            )
+        if verdict is None and current is None:
+            verdict = (NEUTRAL, "the first config: nothing to compare with")
+        out.append(change.judged(*(verdict or UNKNOWN)))
+    return out
+
+
+def _first_rename(change: Change, changes: list[Change]) -> Verdict | None:
+    other = renamed(change, changes)
+    if other is None:
+        return None
+    if change.action is Action.DELETE:
+        return NEUTRAL, f"renamed to {other!r} with the same settings"
+    return NEUTRAL, f"renamed from {other!r} with the same settings"

@@ -1,0 +1,260 @@
+"""Guard rules for who is covered: IP and domain groups, internal domains, and routes.
+
+A group has no direction of its own; its uses give it one. An entry removed from a group
+loosens when the group is what an enforced-TLS rule or a protective DLP rule matches (the
+peer or domain is no longer covered), and tightens when the group grants something:
+`internal_servers` (who may relay out) and the encryption gateway group (whose mail
+counts as already encrypted) — there an entry *added* is the loosening. A route change is
+judged by where mail goes afterwards: for every domain the configs name (and "any other
+domain"), the route and TLS level it would take before and after; a lower level is a
+loosening. Domains are matched like the relay does: `*.example.com` matches subdomains.
+"""
+
+from __future__ import annotations
+
+from engine.plan.change import LOOSENING, NEUTRAL, TIGHTENING, Action, Change
+from engine.plan.guard import LEVEL_RANK, Context, Verdict, judge
+
+TRUSTED_GROUP = "internal_servers"
+OTHER_DOMAINS = "other domains"
+
+
+def _entries(change: Change) -> tuple[list[str], list[str]]:
+    """(added, removed) entries of a group or set change."""
+    if change.kind == "member":
+        return ([change.after] if change.action is Action.CREATE else []), (
+            [change.before] if change.action is Action.DELETE else []
+        )
+    added = change.after if isinstance(change.after, list) else []
+    removed = change.before if isinstance(change.before, list) else []
+    return [a for a in added if a not in removed], [r for r in removed if r not in added]
+
+
+def _list(entries: list[str]) -> str:
+    shown = ", ".join(entries[:3])
+    return shown + (f" and {len(entries) - 3} more" if len(entries) > 3 else "")
+
+
+def gateway_group(config: dict) -> str:
+    third_party = config.get("encryption", {}).get("third_party")
+    return third_party.get("encrypted_ip_group", "encryption_gateway") if third_party else "encryption_gateway"
+
+
+def protective_rules(config: dict):
+    """(policy, rule, action) of every enabled DLP rule whose action is not permit."""
+    plans = {p["name"]: p["email"] for p in config.get("dlp", {}).get("action_plans", [])}
+    for policy in config.get("dlp", {}).get("policies", []):
+        if not policy.get("enabled", True):
+            continue
+        for rule in policy.get("rules", []):
+            action = plans.get(rule.get("action_plan"), "permit")
+            if rule.get("enabled", True) and action != "permit":
+                yield policy, rule, action
+
+
+def _enforced_uses(kind: str, name: str, added: list, removed: list, ctx: Context) -> list[Verdict]:
+    out = []
+    for rule in ctx.desired.get("enforced_tls", []):
+        if rule["match"].get(kind) != name:
+            continue
+        if removed:
+            out.append(
+                (LOOSENING, f"enforced_tls {rule['name']} no longer requires {rule['level']} TLS of {_list(removed)}")
+            )
+        if added:
+            out.append((TIGHTENING, f"enforced_tls {rule['name']} now requires {rule['level']} TLS of {_list(added)}"))
+    return out
+
+
+def _dlp_uses(field: tuple[str, str], name: str, added: list, removed: list, ctx: Context) -> list[Verdict]:
+    part, key = field
+    out = []
+    for policy, rule, action in protective_rules(ctx.desired):
+        if name not in rule.get(part, {}).get(key, []):
+            continue
+        where = f"DLP rule {policy['name']}/{rule['name']} ({action})"
+        if removed:
+            out.append((LOOSENING, f"{where} no longer covers mail {_dlp_word(part)} {_list(removed)}"))
+        if added:
+            out.append((TIGHTENING, f"{where} now covers mail {_dlp_word(part)} {_list(added)}"))
+    return out
+
+
+def _dlp_word(part: str) -> str:
+    return "from" if part == "source" else "to"
+
+
+def _ip_group(change: Change, ctx: Context) -> Verdict:
+    name = str(change.path[1])
+    added, removed = _entries(change)
+    uses = _enforced_uses("ip_group", name, added, removed, ctx)
+    if name == TRUSTED_GROUP:
+        if added:
+            uses.append((LOOSENING, f"{_list(added)} may now relay mail to external domains"))
+        if removed:
+            uses.append((TIGHTENING, f"{_list(removed)} may no longer relay mail to external domains"))
+    if name == gateway_group(ctx.desired):
+        if added:
+            uses.append((LOOSENING, f"mail from {_list(added)} will count as already encrypted"))
+        if removed:
+            uses.append((NEUTRAL, f"mail from {_list(removed)} no longer counts as already encrypted"))
+    uses += _dlp_uses(("source", "ip_groups"), name, added, removed, ctx)
+    return judge(uses, (NEUTRAL, f"IP group {name} is not used by a TLS, relay or DLP rule"))
+
+
+def _domain_group(change: Change, ctx: Context) -> Verdict:
+    name = str(change.path[1])
+    added, removed = _entries(change)
+    uses = _enforced_uses("domain_group", name, added, removed, ctx)
+    if any(_route_group(r) == name for cfg in (ctx.current, ctx.desired) for r in cfg.get("routes", [])):
+        uses += _reach(added + removed, _toggled(ctx.desired, name, added, removed), ctx.desired)
+    uses += _dlp_uses(("destination", "domain_groups"), name, added, removed, ctx)
+    return judge(uses, (NEUTRAL, f"domain group {name} is not used by a TLS, route or DLP rule"))
+
+
+def _internal_domains(change: Change, ctx: Context) -> Verdict:
+    added, removed = _entries(change)
+    if added:
+        return (
+            LOOSENING,
+            f"mail to {_list(added)} counts as internal: outbound DLP policies and encryption stop applying",
+        )
+    return NEUTRAL, f"mail to {_list(removed)} counts as outbound, no longer internal"
+
+
+def _encrypted_group(change: Change, ctx: Context) -> Verdict:
+    old = set(ctx.current.get("ip_groups", {}).get(change.before or "encryption_gateway", []))
+    new = ctx.desired.get("ip_groups", {}).get(change.after or "encryption_gateway", [])
+    extra = [e for e in new if e not in old]
+    if extra:
+        return LOOSENING, f"mail from {_list(extra)} will count as already encrypted"
+    return NEUTRAL, "no new peer counts as already encrypted"
+
+
+# -- routes ------------------------------------------------------------------------------
+
+
+def _route_group(route: dict) -> str | None:
+    recipients = route.get("recipients")
+    return recipients.get("domain_group") if isinstance(recipients, dict) else None
+
+
+def _example(pattern: str) -> str:
+    return "sub" + pattern[1:] if pattern.startswith("*.") else pattern
+
+
+def _in(domain: str, patterns: list[str]) -> bool:
+    domain = domain.lower().rstrip(".")
+    for pattern in patterns:
+        pattern = pattern.lower().rstrip(".")
+        if domain == pattern or (pattern.startswith("*.") and domain.endswith(pattern[1:])):
+            return True
+    return False
+
+
+def _matches(config: dict, route: dict, probe: str) -> bool:
+    """Whether `route` takes mail to `probe` (a domain pattern, or OTHER_DOMAINS)."""
+    recipients = route.get("recipients")
+    if recipients == "any":
+        return True
+    if not isinstance(recipients, dict) or probe == OTHER_DOMAINS:
+        return False
+    domain = _example(probe)
+    if "domain_group" in recipients:
+        return _in(domain, config.get("domain_groups", {}).get(recipients["domain_group"], []))
+    return _in(domain, recipients.get("domains", []))
+
+
+def route_for(config: dict, pattern: str) -> tuple[str, str]:
+    """(route name, TLS level) that mail to `pattern`'s domains takes: first match wins,
+    then the implicit default route (MX at tls.outbound_default)."""
+    default = config.get("tls", {}).get("outbound_default", "opportunistic")
+    for route in config.get("routes", []):
+        if _matches(config, route, pattern):
+            return f"route {route['name']}", route.get("tls") or default
+    return "the default route", default
+
+
+def _probes(ctx: Context) -> list[str]:
+    """Every domain pattern either config names, and the domains neither names."""
+    found: dict[str, None] = {}
+    for cfg in (ctx.current, ctx.desired):
+        for entries in cfg.get("domain_groups", {}).values():
+            found.update(dict.fromkeys(entries))
+        for route in cfg.get("routes", []):
+            if isinstance(route.get("recipients"), dict):
+                found.update(dict.fromkeys(route["recipients"].get("domains", [])))
+    return [*found, OTHER_DOMAINS]
+
+
+def _reach(probes: list[str], baseline: dict, desired: dict) -> list[Verdict]:
+    """Verdicts for the mail to `probes` whose route TLS level differs between `baseline`
+    (the desired config with this one change undone) and `desired`."""
+    out = []
+    for probe in probes:
+        (r1, l1), (r2, l2) = route_for(baseline, probe), route_for(desired, probe)
+        b, a = LEVEL_RANK.get(l1, 0), LEVEL_RANK.get(l2, 0)
+        if a != b:
+            effect = LOOSENING if a < b else TIGHTENING
+            out.append((effect, f"mail to {probe} now leaves by {r2} at {l2} (was {r1} at {l1})"))
+    return out
+
+
+def _with_routes(config: dict, routes: list[dict]) -> dict:
+    return {**config, "routes": routes}
+
+
+def _undone(change: Change, ctx: Context) -> dict:
+    """The desired config with `change` (to `routes`) undone: so a route change is judged
+    by its own effect, not by the other changes of the plan."""
+    desired, current = ctx.desired, ctx.current
+    routes = list(desired.get("routes", []))
+    old = {r["name"]: i for i, r in enumerate(current.get("routes", []))}
+    if change.kind == "order":
+        ranked = sorted(enumerate(routes), key=lambda ir: old.get(ir[1]["name"], ir[0]))
+        return _with_routes(desired, [r for _, r in ranked])
+    name = change.path[1].value
+    if change.action is Action.CREATE and len(change.path) == 2:
+        return _with_routes(desired, [r for r in routes if r["name"] != name])
+    if change.action is Action.DELETE and len(change.path) == 2:
+        route = next(r for r in current.get("routes", []) if r["name"] == name)
+        routes.insert(min(old[name], len(routes)), route)
+        return _with_groups(_with_routes(desired, routes), current)
+    before = next((r for r in current.get("routes", []) if r["name"] == name), None)
+    if before is None:
+        return desired
+    routes = [{**r, "recipients": before["recipients"]} if r["name"] == name else r for r in routes]
+    return _with_groups(_with_routes(desired, routes), current)
+
+
+def _with_groups(config: dict, current: dict) -> dict:
+    """Domain groups that only the current config has, for a route brought back from it."""
+    groups = {**current.get("domain_groups", {}), **config.get("domain_groups", {})}
+    return {**config, "domain_groups": groups}
+
+
+def _route(change: Change, ctx: Context) -> Verdict:
+    baseline = _undone(change, ctx)
+    if change.kind == "order":
+        return judge(
+            _reach(_probes(ctx), baseline, ctx.desired),
+            (NEUTRAL, "routes reordered (first match wins); no recipient's TLS level changes"),
+        )
+    return judge(_reach(_probes(ctx), baseline, ctx.desired), (NEUTRAL, "no recipient's TLS level changes"))
+
+
+def _toggled(config: dict, group: str, added: list[str], removed: list[str]) -> dict:
+    """`config` with a domain group's entries as they were before this change."""
+    entries = [e for e in config.get("domain_groups", {}).get(group, []) if e not in added] + removed
+    return {**config, "domain_groups": {**config.get("domain_groups", {}), group: entries}}
+
+
+RULES = [
+    ("ip_groups.*", _ip_group),
+    ("domain_groups.*", _domain_group),
+    ("system.internal_domains", _internal_domains),
+    ("encryption.third_party.encrypted_ip_group", _encrypted_group),
+    ("routes", _route),
+    ("routes.#", _route),
+    ("routes.#.recipients*", _route),
+]
