@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 from engine.config.model import RelayConfig
 from engine.plan.change import Plan
-from engine.plan.diff import canonical, config_hash, diff
+from engine.plan.diff import canonical, diff_canonical, hash_canonical
 from engine.plan.guard import classify
 
 
@@ -34,15 +34,15 @@ def make_plan(
     """The plan from `current` (None: nothing yet) to `desired`."""
     want = canonical(desired)
     have = canonical(current) if current is not None else None
-    changes = classify(diff(want, have), want, have)
+    changes = classify(diff_canonical(want, have), want, have)
     drift = ()
     if last_applied is not None and have is not None:
         applied = canonical(last_applied)
-        drift = tuple(classify(diff(have, applied), have, applied))
+        drift = tuple(classify(diff_canonical(have, applied), have, applied))
     return Plan(
         base_version=base_version,
-        base_hash=config_hash(have) if have is not None else None,
-        desired_hash=config_hash(want),
+        base_hash=hash_canonical(have) if have is not None else None,
+        desired_hash=hash_canonical(want),
         changes=tuple(changes),
         drift=drift,
         commit=commit,

@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import typing
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -107,7 +108,12 @@ def canonical(config: RelayConfig | dict | None) -> dict:
 
 def config_hash(config: RelayConfig | dict) -> str:
     """SHA-256 (hex) of the config's canonical JSON with sorted keys: equal configs, equal hash."""
-    text = json.dumps(canonical(config), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hash_canonical(canonical(config))
+
+
+def hash_canonical(data: dict) -> str:
+    """`config_hash` of data that is already canonical JSON (not read back through the models)."""
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -145,7 +151,8 @@ def _named(items: list) -> bool:
 def _keys(items: list, named: bool) -> list[str | None]:
     """Each item's key, or None where it has none or shares it with another item."""
     keys = [i["name"] if named else item_key(i) for i in items]
-    return [k if k is not None and keys.count(k) == 1 else None for k in keys]
+    counts = Counter(keys)
+    return [k if k is not None and counts[k] == 1 else None for k in keys]
 
 
 def node_at(data: Any, path: Path) -> Any:
@@ -169,7 +176,12 @@ def node_at(data: Any, path: Path) -> Any:
 def diff(desired: RelayConfig | dict, current: RelayConfig | dict | None) -> list[Change]:
     """The changes that turn `current` into `desired` (every effect still `neutral`: the
     guard judges them). `current=None` is the empty config: every section is created."""
-    after, before = canonical(desired), canonical(current)
+    return diff_canonical(canonical(desired), canonical(current) if current is not None else None)
+
+
+def diff_canonical(after: dict, before: dict | None) -> list[Change]:
+    """`diff` of data that is already canonical JSON (as `canonical` returns it)."""
+    before = before or {}
     out: list[Change] = []
     _walk((), before, after, out)
     order = {name: i for i, name in enumerate(SECTIONS)}
@@ -279,17 +291,24 @@ def _pair_unnamed(before: list, after: list) -> tuple[list, list, list, list]:
 
 
 def _walk_set(path: Path, before: list, after: list, out: list[Change], ordered: bool) -> None:
-    removed = [v for v in dict.fromkeys(before) if not any(_same(v, a) for a in after)]
-    added = [v for v in dict.fromkeys(after) if not any(_same(v, b) for b in before)]
-    for value in removed:
-        out.append(Change(Action.DELETE, path, value, None, kind="member"))
-    for value in added:
-        out.append(Change(Action.CREATE, path, None, value, kind="member"))
+    """Plain values as sets (hashed: a group of thousands of CIDRs stays linear)."""
+    in_before = {_typed(v) for v in before}
+    in_after = {_typed(v) for v in after}
+    for value in dict.fromkeys(before):
+        if _typed(value) not in in_after:
+            out.append(Change(Action.DELETE, path, value, None, kind="member"))
+    for value in dict.fromkeys(after):
+        if _typed(value) not in in_before:
+            out.append(Change(Action.CREATE, path, None, value, kind="member"))
     if ordered:
-        common_b = [v for v in before if v in after]
-        common_a = [v for v in after if v in before]
+        common_b = [v for v in before if _typed(v) in in_after]
+        common_a = [v for v in after if _typed(v) in in_before]
         if common_b != common_a:
             out.append(Change(Action.UPDATE, path, common_b, common_a, kind="order"))
+
+
+def _typed(value: Any) -> tuple[str, Any]:
+    return type(value).__name__, value
 
 
 def _compact(value: Any) -> str:

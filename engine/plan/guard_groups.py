@@ -12,6 +12,8 @@ loosening. Domains are matched like the relay does: `*.example.com` matches subd
 
 from __future__ import annotations
 
+import ipaddress
+
 from engine.plan.change import LOOSENING, NEUTRAL, TIGHTENING, Action, Change
 from engine.plan.guard import LEVEL_RANK, Context, Verdict, judge
 
@@ -28,6 +30,43 @@ def _entries(change: Change) -> tuple[list[str], list[str]]:
     added = change.after if isinstance(change.after, list) else []
     removed = change.before if isinstance(change.before, list) else []
     return [a for a in added if a not in removed], [r for r in removed if r not in added]
+
+
+def _uncovered(entries: list[str], others: list[str], section: str) -> list[str]:
+    """The `entries` that add a peer or domain beyond `others` (not a subnet, not a subdomain)."""
+    if not entries:
+        return []
+    if section != "ip_groups":
+        return [e for e in entries if not any(e == o or (o.startswith("*.") and _in(_example(e), [o])) for o in others)]
+    nets = [n for n in map(_network, others) if n is not None]
+    out = []
+    for entry in entries:
+        net = _network(entry)
+        if net is None or not any(net.version == o.version and net.subnet_of(o) for o in nets):
+            out.append(entry)
+    return out
+
+
+def _network(entry: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    try:
+        return ipaddress.ip_network(entry, strict=False)
+    except ValueError:
+        return None
+
+
+def _effective(change: Change, ctx: Context) -> tuple[list[str], list[str], Verdict | None]:
+    """(added, removed) entries of a group change that really add or remove a peer: a subnet
+    of what the group held is not new, an entry still covered by the group is not gone."""
+    section, name = str(change.path[0]), str(change.path[1])
+    added, removed = _entries(change)
+    before = ctx.current.get(section, {}).get(name, [])
+    after = ctx.desired.get(section, {}).get(name, [])
+    really_added = _uncovered(added, before, section)
+    really_removed = _uncovered(removed, after, section)
+    if (added or removed) and not (really_added or really_removed):
+        shown = _list(added + removed)
+        return [], [], (NEUTRAL, f"{shown} adds or removes nothing: other entries of {name} cover the same")
+    return really_added, really_removed, None
 
 
 def _list(entries: list[str]) -> str:
@@ -66,14 +105,17 @@ def _enforced_uses(kind: str, name: str, added: list, removed: list, ctx: Contex
     return out
 
 
-def _dlp_uses(field: tuple[str, str], name: str, added: list, removed: list, ctx: Context) -> list[Verdict]:
+def _dlp_uses(
+    field: tuple[str, str], name: str, added: list, removed: list, ctx: Context, *, skip_outbound_losses: bool = False
+) -> list[Verdict]:
     part, key = field
     out = []
     for policy, rule, action in protective_rules(ctx.desired):
         if name not in rule.get(part, {}).get(key, []):
             continue
         where = f"DLP rule {policy['name']}/{rule['name']} ({action})"
-        if removed:
+        outbound = rule.get("destination", {}).get("direction", "outbound") == "outbound"
+        if removed and not (skip_outbound_losses and outbound):
             out.append((LOOSENING, f"{where} no longer covers mail {_dlp_word(part)} {_list(removed)}"))
         if added:
             out.append((TIGHTENING, f"{where} now covers mail {_dlp_word(part)} {_list(added)}"))
@@ -86,25 +128,31 @@ def _dlp_word(part: str) -> str:
 
 def _ip_group(change: Change, ctx: Context) -> Verdict:
     name = str(change.path[1])
-    added, removed = _entries(change)
+    added, removed, same = _effective(change, ctx)
+    if same:
+        return same
     uses = _enforced_uses("ip_group", name, added, removed, ctx)
+    outbound_only = False
     if name == TRUSTED_GROUP:
         if added:
             uses.append((LOOSENING, f"{_list(added)} may now relay mail to external domains"))
         if removed:
             uses.append((TIGHTENING, f"{_list(removed)} may no longer relay mail to external domains"))
+            outbound_only = True  # their mail no longer leaves: outbound DLP rules lose nothing
     if name == gateway_group(ctx.desired):
         if added:
             uses.append((LOOSENING, f"mail from {_list(added)} will count as already encrypted"))
         if removed:
             uses.append((NEUTRAL, f"mail from {_list(removed)} no longer counts as already encrypted"))
-    uses += _dlp_uses(("source", "ip_groups"), name, added, removed, ctx)
+    uses += _dlp_uses(("source", "ip_groups"), name, added, removed, ctx, skip_outbound_losses=outbound_only)
     return judge(uses, (NEUTRAL, f"IP group {name} is not used by a TLS, relay or DLP rule"))
 
 
 def _domain_group(change: Change, ctx: Context) -> Verdict:
     name = str(change.path[1])
-    added, removed = _entries(change)
+    added, removed, same = _effective(change, ctx)
+    if same:
+        return same
     uses = _enforced_uses("domain_group", name, added, removed, ctx)
     if any(_route_group(r) == name for cfg in (ctx.current, ctx.desired) for r in cfg.get("routes", [])):
         uses += _reach(added + removed, _toggled(ctx.desired, name, added, removed), ctx.desired)

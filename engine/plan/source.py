@@ -74,6 +74,8 @@ def load_other(spec: str, path: str | Path) -> tuple[RelayConfig, str]:
     config's path (for `git:REF`: the same path at REF). Raises SourceError."""
     if spec.startswith(GIT_PREFIX):
         return _from_git(spec[len(GIT_PREFIX) :], Path(path))
+    if not Path(spec).exists():
+        raise SourceError(f"{spec}: no such file or directory")
     return _checked(Path(spec), spec, {})
 
 
