@@ -141,6 +141,7 @@ class RunningConfig:
     commit: str | None  # the git commit it came from, when known
     applied_at: float  # Unix time of the swap
     source: str  # "file:relay.yaml" (start or reload) or "api"
+    last_applied: dict | None = None  # what the last apply set, when it is not what runs (drift)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -155,6 +156,7 @@ class RunningConfig:
             commit=_get(data, "commit", (str, type(None)), None, where=w),
             applied_at=_get(data, "applied_at", float, where=w),
             source=_get(data, "source", str, where=w),
+            last_applied=_get(data, "last_applied", (dict, type(None)), None, where=w),
         )
 
 

@@ -74,7 +74,7 @@ _SCHEMAS: dict[str, dict] = {
     },
     "RunningConfig": {
         "type": "object",
-        "required": ["version", "config", "hash", "commit", "applied_at", "source"],
+        "required": ["version", "config", "hash", "commit", "applied_at", "source", "last_applied"],
         "properties": {
             "version": {"type": "integer", "description": "Increases by one on every swap"},
             "config": {"type": "object", "description": "The running config, canonical JSON"},
@@ -82,6 +82,10 @@ _SCHEMAS: dict[str, dict] = {
             "commit": _NULLABLE_STR,
             "applied_at": {"type": "number", "description": "Unix time"},
             "source": {"type": "string", "examples": ["file:relay.yaml", "api"]},
+            "last_applied": {
+                "type": ["object", "null"],
+                "description": "The config the last apply set, when it is not what runs (drift); else null",
+            },
         },
     },
     "Reload": {

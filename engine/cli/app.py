@@ -11,6 +11,7 @@ import typer
 from engine.cli import views
 from engine.cli.cert import cert_app
 from engine.cli.dlp import explain, quarantine_app, simulate
+from engine.cli.plan import plan_command
 from engine.cli.queue import queue_app
 
 app = typer.Typer(
@@ -25,6 +26,7 @@ app.add_typer(schema_app, name="schema")
 app.add_typer(queue_app, name="queue")
 app.add_typer(cert_app, name="cert")
 app.add_typer(quarantine_app, name="quarantine")
+app.command("plan")(plan_command)
 app.command("simulate")(simulate)
 app.command("explain")(explain)
 

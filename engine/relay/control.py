@@ -30,9 +30,9 @@ from engine.config.diagnostics import has_errors, to_json
 from engine.config.load import validate_data
 from engine.config.model import RelayConfig
 from engine.config.semantic import run_checks
+from engine.plan.build import make_plan
 from engine.plan.change import Plan
-from engine.plan.diff import canonical, config_hash, diff
-from engine.plan.guard import classify
+from engine.plan.diff import canonical, config_hash
 from engine.relay import state as relay_state
 from engine.relay.live import Live, provision
 
@@ -42,8 +42,11 @@ log = logging.getLogger(__name__)
 class RelayControl:
     """Plans and applies configs for one `Relay`; `swap` is the relay's (listeners move too)."""
 
-    def __init__(self, relay, *, source: str, commit: str | None = None) -> None:
+    def __init__(
+        self, relay, *, source: str, commit: str | None = None, relay_loop: asyncio.AbstractEventLoop | None = None
+    ) -> None:
         self.relay = relay
+        self.relay_loop = relay_loop  # the loop the SMTP side runs in, when this control runs in another
         self.started = time.time()
         self.last_reload: Reload | None = None
         self._lock = asyncio.Lock()
@@ -52,6 +55,7 @@ class RelayControl:
         known = relay_state.load(live.data_dir)
         if known.applied_hash is None:  # first start: the config it starts with counts as applied
             known = relay_state.State(0, self._meta["hash"], commit, self._meta["applied_at"], source)
+            relay_state.save_applied(live.data_dir, canonical(live.config))
         self.state = replace(known, version=live.version)
         relay_state.save(live.data_dir, self.state)
 
@@ -91,9 +95,14 @@ class RelayControl:
 
     def _plan(self, config: RelayConfig) -> Plan:
         live = self.relay.live
-        current = canonical(live.config)
-        changes = tuple(classify(diff(config, live.config), canonical(config), current))
-        return Plan(live.version, self._meta["hash"], config_hash(config), changes, commit=self._meta["commit"])
+        applied = relay_state.load_applied(live.data_dir) if self.drift() else None
+        return make_plan(
+            config,
+            live.config,
+            base_version=live.version,
+            last_applied=applied,
+            base_label=f"relay version {live.version}",
+        )
 
     async def plan(self, desired: dict) -> PlanResult:
         version = self.relay.live.version
@@ -114,40 +123,66 @@ class RelayControl:
                     f"planned against version {request.base_version}, running {version}",
                     version=version,
                 )
-            config, diagnostics = await asyncio.to_thread(self._validate, request.config)
-            if config is None:
-                return ApplyResult.refused(
-                    ErrorCode.INVALID, "the desired config is invalid", version=version, diagnostics=diagnostics
-                )
-            plan = self._plan(config)
-            summary = _summary(plan)
-            if request.plan_hash and request.plan_hash != plan.desired_hash:
-                return ApplyResult.refused(
-                    ErrorCode.PLAN_MISMATCH,
-                    "the config differs from the saved plan's",
-                    version=version,
-                    summary=summary,
-                )
-            if plan.loosenings and not request.allow_downgrade:
-                why = "; ".join(f"{c.address}: {c.reason}" for c in plan.loosenings[:5])
-                return ApplyResult.refused(
-                    ErrorCode.DOWNGRADE_REFUSED, f"the plan loosens protection: {why}", version=version, summary=summary
-                )
-            if not plan.has_changes:
+            # Validation, plan, guard and provisioning in one trip off the event loop: under
+            # SMTP load every hop back to the loop waits for a whole loop iteration.
+            outcome = await asyncio.to_thread(self._prepare, request, version)
+            if isinstance(outcome, ApplyResult):
+                return outcome
+            config, summary, live = outcome
+            if live is None:
                 return ApplyResult(True, version, version, changed=False, summary=summary)
-            error = await self.swap(config, source="api", commit=request.commit, who=who)
+            error = await self._switch(live, config, source="api", commit=request.commit, who=who)
             if error:
                 return ApplyResult.refused(ErrorCode.APPLY_FAILED, error, version=version, summary=summary)
             return ApplyResult(True, self.relay.live.version, version, changed=True, summary=summary)
 
+    def _prepare(self, request: ApplyRequest, version: int):
+        """Validate, plan, judge and provision (in a worker thread): a refusal, or
+        (config, summary, provisioned Live or None when nothing changes)."""
+        config, diagnostics = self._validate(request.config)
+        if config is None:
+            return ApplyResult.refused(
+                ErrorCode.INVALID, "the desired config is invalid", version=version, diagnostics=diagnostics
+            )
+        plan = self._plan(config)
+        summary = _summary(plan)
+        if request.plan_hash and request.plan_hash != plan.desired_hash:
+            return ApplyResult.refused(
+                ErrorCode.PLAN_MISMATCH, "the config differs from the saved plan's", version=version, summary=summary
+            )
+        if plan.loosenings and not request.allow_downgrade:
+            why = "; ".join(f"{c.address}: {c.reason}" for c in plan.loosenings[:5])
+            return ApplyResult.refused(
+                ErrorCode.DOWNGRADE_REFUSED, f"the plan loosens protection: {why}", version=version, summary=summary
+            )
+        if not plan.has_changes:
+            return config, summary, None
+        old = self.relay.live
+        try:
+            live = provision(config, base_dir=old.base_dir, version=old.version + 1)
+        except Exception as exc:  # the old config keeps serving
+            self.last_reload = Reload(time.time(), False, "api", f"{type(exc).__name__}: {exc}")
+            return ApplyResult.refused(ErrorCode.APPLY_FAILED, str(exc), version=version, summary=summary)
+        return config, summary, live
+
     async def swap(self, config: RelayConfig, *, source: str, commit: str | None = None, who: str = "") -> str | None:
         """Provision `config` as the next version and switch to it; the error, or None."""
         old = self.relay.live
-        started = time.perf_counter()
         try:
             live: Live = await asyncio.to_thread(provision, config, base_dir=old.base_dir, version=old.version + 1)
-            await self.relay.switch(live)
         except Exception as exc:  # the old config keeps serving
+            log.error("config %s not applied: %s", source, exc)
+            self.last_reload = Reload(time.time(), False, source, f"{type(exc).__name__}: {exc}")
+            return str(exc)
+        return await self._switch(live, config, source=source, commit=commit, who=who)
+
+    async def _switch(
+        self, live: Live, config: RelayConfig, *, source: str, commit: str | None, who: str
+    ) -> str | None:
+        started = time.perf_counter()
+        try:
+            await self._relay_switch(live)
+        except Exception as exc:  # a listener could not be bound: the old config keeps serving
             log.error("config %s not applied: %s", source, exc)
             self.last_reload = Reload(time.time(), False, source, f"{type(exc).__name__}: {exc}")
             return str(exc)
@@ -172,6 +207,25 @@ class RelayControl:
             (time.perf_counter() - started) * 1000,
         )
         return None
+
+    async def _relay_switch(self, live: Live) -> None:
+        """Switch the relay to `live` from whichever loop this control runs in.
+
+        The common case — the same listeners — is one reference assignment, atomic in Python,
+        done right here; binding or closing listeners must happen in the relay's own loop.
+        """
+        loop = self.relay_loop
+        if loop is None or loop is asyncio.get_running_loop():
+            await self.relay.switch(live)
+            return
+        same = {(x.address, x.port) for x in live.config.system.listeners} == {
+            (x.address, x.port) for x in self.relay.live.config.system.listeners
+        }
+        if same:
+            self.relay.runtime.swap(live)
+            loop.call_soon_threadsafe(self.relay.deliverer.kick)
+            return
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self.relay.switch(live), loop))
 
     def note_failure(self, source: str, error: str) -> None:
         self.last_reload = Reload(time.time(), False, source, error)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -27,6 +29,7 @@ from engine.relay.server import Relay, load_live
 log = logging.getLogger(__name__)
 
 WATCH_DEBOUNCE_MS = 50
+CONTROL_SWITCH_INTERVAL = 0.0005
 
 
 class Service:
@@ -45,25 +48,66 @@ class Service:
     async def start(self) -> None:
         live = await asyncio.to_thread(load_live, self.path, base_dir=self.base_dir)
         self.relay = Relay(live)
-        self.control = RelayControl(self.relay, source=f"file:{self.path}")
+        self.control = RelayControl(self.relay, source=f"file:{self.path}", relay_loop=asyncio.get_running_loop())
         self.audit = Audit.in_dir(live.data_dir)
         await self.relay.start()
         self._tasks.append(asyncio.create_task(self._refresh_stats()))
-        if self.admin:
-            endpoint = live.config.system.admin
-            app = make_app(self.control, ensure_token(live.data_dir), self.audit)
-            server, task = await serve_admin(app, endpoint.address, endpoint.port)
-            self._admin = (server, task)
-            self.admin_port = server.config.port
-        if self.watch:
-            self._tasks.append(asyncio.create_task(self._watch()))
+        if self.admin or self.watch:
+            # The SMTP loop keeps the GIL busy under load; with Python's default 5 ms switch
+            # interval each GIL hand-over to the control thread (every socket read, every
+            # thread hop of an apply) waits up to 5 ms. 0.5 ms keeps an apply at a few ms.
+            sys.setswitchinterval(CONTROL_SWITCH_INTERVAL)
+            ready = asyncio.get_running_loop().create_future()
+            self._control_thread = threading.Thread(
+                target=self._control_main,
+                args=(ready, asyncio.get_running_loop()),
+                name="sealrelay-control",
+                daemon=True,
+            )
+            self._control_thread.start()
+            await ready
+
+    def _control_main(self, ready: asyncio.Future, relay_loop: asyncio.AbstractEventLoop) -> None:
+        """The control plane's own thread and loop: the admin API and the file watcher.
+
+        Config changes are validated, planned and provisioned here, so an apply is answered
+        promptly even while the SMTP loop is saturated; the switch itself is one reference
+        assignment (or, when listeners move, a call into the SMTP loop).
+        """
+
+        async def main() -> None:
+            self._control_loop = asyncio.get_running_loop()
+            self._control_stop = asyncio.Event()
+            try:
+                if self.admin:
+                    endpoint = self.relay.live.config.system.admin
+                    app = make_app(self.control, ensure_token(self.relay.live.data_dir), self.audit)
+                    self._admin = await serve_admin(app, endpoint.address, endpoint.port)
+                    self.admin_port = self._admin[0].config.port
+                watcher = asyncio.create_task(self._watch()) if self.watch else None
+            except BaseException as exc:
+                relay_loop.call_soon_threadsafe(_settle, ready, exc)
+                return
+            relay_loop.call_soon_threadsafe(_settle, ready, None)
+            await self._control_stop.wait()
+            if watcher:
+                watcher.cancel()
+                await asyncio.gather(watcher, return_exceptions=True)
+            if self._admin:
+                await stop_admin(*self._admin)
+
+        asyncio.run(main())
 
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._admin:
-            await stop_admin(*self._admin)
+        thread = getattr(self, "_control_thread", None)
+        if thread is not None and thread.is_alive():
+            loop = getattr(self, "_control_loop", None)
+            if loop is not None:
+                loop.call_soon_threadsafe(self._control_stop.set)
+            await asyncio.to_thread(thread.join, 15)
         if self.relay:
             await self.relay.stop()
 
@@ -144,6 +188,15 @@ class Service:
             except Exception:  # stats are best effort
                 pass
             await asyncio.sleep(2)
+
+
+def _settle(future: asyncio.Future, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
 
 
 def _hash(config) -> str:

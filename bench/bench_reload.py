@@ -1,0 +1,287 @@
+"""Config changes under load: 100 applies and 100 file reloads while 20 sessions send.
+
+Issue 4's benchmark. One `sealrelay serve --watch` process runs the full example config
+(examples/full.yaml, with its next hops pointed at a local sink and its ports made free);
+20 SMTP sessions send continuously; meanwhile the admin API receives 100 applies and the
+config file is rewritten 100 times (each a real change: `delivery.retry_interval` toggled).
+Measured:
+
+- apply latency: from sending `POST /v1/apply` to its 200 (the new config serves when the
+  response is sent: the swap happens before it), p50/p99/max;
+- reload latency: from the file's rename to `GET /v1/status` showing the new version
+  (includes the watcher's 50 ms debounce), and the relay's own provision+swap time from its
+  log lines;
+- messages: every one sent got 250, every one arrived at the sink, and each appears in the
+  decision log once, with one config version.
+
+Run: python bench/bench_reload.py [--seconds 30] [--applies 100] [--reloads 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_config(tmp: Path, sink_port: int) -> tuple[Path, int, int]:
+    """examples/full.yaml made local: free ports, next hops at the sink, no DNS."""
+    text = (ROOT / "examples" / "full.yaml").read_text()
+    smtp, admin = free_port(), free_port()
+    text = text.replace("port: 2525", f"port: {smtp}").replace("port: 2587", f"port: {free_port()}")
+    text = text.replace("admin: {address: 127.0.0.1, port: 8025}", f"admin: {{address: 127.0.0.1, port: {admin}}}")
+    text = text.replace(
+        "portal: {address: 127.0.0.1, port: 8443}", f"portal: {{address: 127.0.0.1, port: {free_port()}}}"
+    )
+    text = text.replace(
+        "metrics: {address: 127.0.0.1, port: 9025}", f"metrics: {{address: 127.0.0.1, port: {free_port()}}}"
+    )
+    text = text.replace("  dns: {nameservers: [127.0.0.1], port: 5353, timeout: 5s}\n", "")
+    text = text.replace("data_dir: ./var", f"data_dir: {tmp / 'var'}")
+    text = text.replace(
+        "next_hop: {host: smtp.partner.example, port: 25, mx_lookup: true}",
+        f"next_hop: {{host: 127.0.0.1, port: {sink_port}}}",
+    )
+    text = text.replace(
+        "    next_hop: mx                       # deliver to the recipient domain's MX",
+        f"    next_hop: {{host: 127.0.0.1, port: {sink_port}}}",
+    )
+    text = text.replace(
+        "template: templates/notification.txt.j2", f"template: {ROOT / 'examples/templates/notification.txt.j2'}"
+    )
+    text = text.replace("message: messages/", f"message: {ROOT / 'examples/messages'}/")
+    path = tmp / "relay.yaml"
+    path.write_text(text)
+    return path, smtp, admin
+
+
+def toggle(path: Path, n: int) -> None:
+    text = path.read_text()
+    text = re.sub(r"retry_interval: \d+m", f"retry_interval: {15 + n % 2}m", text, count=1)
+    tmp = path.with_name(".relay.yaml.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+async def load_child(port: int, seconds: float, sessions: int, out: Path) -> None:
+    """The SMTP load, in its own process so that it does not slow the measuring one."""
+    import aiosmtplib
+
+    sent, refused = [], []
+    deadline = time.monotonic() + seconds
+
+    async def sender(worker: int) -> None:
+        n = 0
+        while time.monotonic() < deadline:
+            subject = f"w{worker}-{n}"
+            msg = f"From: alice@example.com\r\nTo: carol@other.example\r\nSubject: {subject}\r\n\r\nload {subject}\r\n"
+            try:
+                await aiosmtplib.send(
+                    msg,
+                    sender="alice@example.com",
+                    recipients=["carol@other.example"],
+                    hostname="127.0.0.1",
+                    port=port,
+                    timeout=30,
+                    start_tls=False,
+                )
+                sent.append(subject)
+            except Exception as exc:  # noqa: BLE001 - every refusal is a failure to report
+                refused.append((subject, repr(exc)))
+            n += 1
+
+    await asyncio.gather(*(sender(w) for w in range(sessions)))
+    out.write_text(json.dumps({"sent": sent, "refused": refused}))
+
+
+async def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "--load-child":
+        _, _, port, seconds, sessions, out = sys.argv
+        await load_child(int(port), float(seconds), int(sessions), Path(out))
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--applies", type=int, default=100)
+    parser.add_argument("--reloads", type=int, default=100)
+    parser.add_argument("--sessions", type=int, default=20)
+    args = parser.parse_args()
+
+    from engine.admin.client import RelayClient
+    from engine.admin.control import ApplyRequest
+
+    with tempfile.TemporaryDirectory(prefix="sealrelay-reload-") as tmpdir:
+        tmp = Path(tmpdir)
+        sink_port = free_port()
+        sink_out = tmp / "sink.out"  # a file, not a pipe: a full pipe would stall the sink
+        sink = subprocess.Popen(
+            [sys.executable, str(ROOT / "bench" / "sinks.py"), "--port", str(sink_port), "--progress"],
+            stdout=open(sink_out, "w"),
+        )
+        config, smtp, admin = make_config(tmp, sink_port)
+        log_file = tmp / "relay.log"
+        env = {**os.environ, "SEAL_GATEWAY_PASSWORD": "bench-only"}
+        relay = subprocess.Popen(
+            [sys.executable, "-m", "engine.cli.app", "serve", str(config), "--watch", "--log-level", "INFO"],
+            cwd=ROOT,
+            stderr=open(log_file, "w"),
+            env=env,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    with socket.create_connection(("127.0.0.1", admin), timeout=0.2):
+                        break
+                except OSError:
+                    if relay.poll() is not None or time.monotonic() > deadline:
+                        print(log_file.read_text()[-2000:])
+                        return 1
+                    await asyncio.sleep(0.05)
+            token = (tmp / "var" / "admin.token").read_text().strip()
+            api = RelayClient(f"http://127.0.0.1:{admin}", token, timeout=30)
+
+            load_out = tmp / "load.json"
+            load = subprocess.Popen(
+                [
+                    sys.executable,
+                    __file__,
+                    "--load-child",
+                    str(smtp),
+                    str(args.seconds),
+                    str(args.sessions),
+                    str(load_out),
+                ]
+            )
+
+            apply_ms, reload_ms = [], []
+
+            async def changer() -> None:
+                changes = ["apply"] * args.applies + ["reload"] * args.reloads
+                changes = [
+                    c for pair in zip(changes[: args.applies], changes[args.applies :], strict=False) for c in pair
+                ] or changes
+                spacing = args.seconds * 0.9 / max(len(changes), 1)  # all changes while the load runs
+                first = time.monotonic()
+                for i, kind in enumerate(changes):
+                    await asyncio.sleep(max(0.0, first + i * spacing - time.monotonic()))
+                    running = await asyncio.to_thread(api.fetch_running)
+                    if kind == "apply":
+                        desired = json.loads(json.dumps(running.config))
+                        desired["delivery"]["retry_interval"] = (
+                            f"{15 + (running.version % 2)}m"
+                            if desired["delivery"]["retry_interval"] in ("15m", "16m")
+                            else "15m"
+                        )
+                        desired["delivery"]["retry_interval"] = (
+                            "16m" if running.config["delivery"]["retry_interval"] == "15m" else "15m"
+                        )
+                        t0 = time.perf_counter()
+                        result = await asyncio.to_thread(api.apply, ApplyRequest(desired, base_version=running.version))
+                        apply_ms.append((time.perf_counter() - t0) * 1000)
+                        assert result.ok and result.changed, result
+                    else:
+                        want = running.version + 1
+                        current = running.config["delivery"]["retry_interval"]
+                        text = config.read_text()
+                        text = re.sub(
+                            r"retry_interval: \d+m",
+                            "retry_interval: 16m" if current == "15m" else "retry_interval: 15m",
+                            text,
+                            count=1,
+                        )
+                        t0 = time.perf_counter()
+                        tmpfile = config.with_name(".relay.yaml.tmp")
+                        tmpfile.write_text(text)
+                        os.replace(tmpfile, config)
+                        while (await asyncio.to_thread(api.status)).version < want:
+                            await asyncio.sleep(0.002)
+                        reload_ms.append((time.perf_counter() - t0) * 1000)
+
+            started = time.perf_counter()
+            await changer()
+            await asyncio.to_thread(load.wait, args.seconds + 60)
+            elapsed = time.perf_counter() - started
+            result = json.loads(load_out.read_text())
+            sent, refused = result["sent"], result["refused"]
+            # every accepted message must reach the sink: wait for the relay's queue to drain
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                status = await asyncio.to_thread(api.status)
+                if status.queue.get("entries") == 0 and status.queue.get("at", 0) > time.time() - 3:
+                    break
+                await asyncio.sleep(0.5)
+            relay.terminate()
+            relay.wait(10)
+        finally:
+            if relay.poll() is None:
+                relay.kill()
+            sink.terminate()
+        sink.wait(10)
+        out = sink_out.read_text()
+        received = max((int(m) for m in re.findall(r"mesg=(\d+)", out)), default=0)
+        log = log_file.read_text()
+        versions: dict[str, set[int]] = {}
+        for line in log.splitlines():
+            if '"event":"received"' in line:
+                record = json.loads(line.split("sealrelay.decisions: ", 1)[1])
+                versions.setdefault(record["id"], set()).add(record["config_version"])
+        swaps = [float(m) for m in re.findall(r"serving \(.*?\) after ([\d.]+) ms", log)]
+        defers = [line for line in log.splitlines() if '"result":"defer"' in line]
+        delivered = sum('"event":"delivery"' in line and '"result":"delivered"' in line for line in log.splitlines())
+
+    def pct(values, p):
+        """Nearest-rank percentile: a value that was measured."""
+        if not values:
+            return float("nan")
+        ordered = sorted(values)
+        return ordered[max(0, -(-p * len(ordered) // 100) - 1)]
+
+    print(
+        f"{len(sent)} messages accepted in {args.seconds:.0f} s from {args.sessions} sessions ({len(sent) / args.seconds:.0f} msg/s), {len(refused)} refused; changes took {elapsed:.1f} s"
+    )
+    print(f"at the sink: {received} (lost: {max(len(sent) - received, 0)}); the relay logged {delivered} deliveries")
+    print(
+        f"decision log: {len(versions)} messages, {sum(len(v) > 1 for v in versions.values())} with more than one config version"
+    )
+    print(
+        f"applies:  {len(apply_ms)}, latency p50 {pct(apply_ms, 50):.1f} ms, p99 {pct(apply_ms, 99):.1f} ms, max {max(apply_ms, default=0):.1f} ms"
+    )
+    print(
+        f"reloads:  {len(reload_ms)}, file rename -> new version visible p50 {pct(reload_ms, 50):.1f} ms, p99 {pct(reload_ms, 99):.1f} ms (includes the 50 ms debounce)"
+    )
+    print(
+        f"swaps:    {len(swaps)}, provision + switch inside the relay p50 {pct(swaps, 50):.1f} ms, p99 {pct(swaps, 99):.1f} ms"
+    )
+    ok = (
+        not refused
+        and received >= len(sent)
+        and all(len(v) == 1 for v in versions.values())
+        and pct(apply_ms, 99) < 100
+    )
+    print("targets (none refused or lost, one version per message, apply p99 < 100 ms):", "met" if ok else "NOT met")
+    if refused:
+        print("first refusals:", refused[:3])
+    if defers:
+        print(f"{len(defers)} deferred deliveries, e.g.: {defers[0][-300:]}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
