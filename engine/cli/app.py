@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from engine.cli import views
+from engine.cli.apply import apply_command
 from engine.cli.cert import cert_app
 from engine.cli.dlp import explain, quarantine_app, simulate
 from engine.cli.plan import plan_command
@@ -27,6 +28,7 @@ app.add_typer(queue_app, name="queue")
 app.add_typer(cert_app, name="cert")
 app.add_typer(quarantine_app, name="quarantine")
 app.command("plan")(plan_command)
+app.command("apply")(apply_command)
 app.command("simulate")(simulate)
 app.command("explain")(explain)
 

@@ -104,7 +104,7 @@ class Relay:
                     continue
                 factory = session_factory(self.runtime.current, listener, self.intake)
                 self._servers[where] = await loop.create_server(
-                    factory, listener.address, listener.port, reuse_address=True
+                    factory, listener.address, listener.port, reuse_address=True, reuse_port=listener.reuse_port
                 )
                 added.append(where)
                 log.info("listening on %s:%s (%s)", listener.address, listener.port, listener.name)

@@ -14,6 +14,12 @@ class Listener(Model):
     name: Name = F(..., "Name of the listener, used in logs and metrics", "mx", "outbound")
     address: IPAddress = F(..., "IP address to listen on", "127.0.0.1", "::1")
     port: int = F(..., "TCP port", 2525, 25, ge=1, le=65535)
+    reuse_port: bool = F(
+        False,
+        "Bind with SO_REUSEPORT, so several relay processes on one host can share this port "
+        "(the kernel spreads connections between them)",
+        False,
+    )
     starttls: Literal["offered", "required"] = F(
         "offered",
         "STARTTLS on this listener: `offered` (clients may use it) or `required` "

@@ -1,0 +1,164 @@
+"""`sealrelay apply`: a config or a saved plan, applied to one relay or rolled out to several.
+
+Arguments -> for each relay: fetch what runs, plan, refuse what the rules refuse (a stale
+saved plan, a loosening without --allow-downgrade --reason), confirm, apply -> a report of
+which node runs which version. A rollout stops at the first node that fails, so the rest
+keep the version they had; the report says where it stopped.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import typer
+
+from engine.cli import views
+
+
+@dataclass
+class Node:
+    url: str
+    before: int | None = None
+    after: int | None = None
+    result: str = "not reached"
+
+
+class ApplyError(Exception):
+    pass
+
+
+def apply_command(
+    target: Path = typer.Argument(
+        Path("relay.yaml"), help="A config (file or directory) or a plan saved by `plan --out`"
+    ),
+    relay: list[str] = typer.Option(
+        None, "--relay", help="Admin API URL of a relay; repeat to roll out to several, in order"
+    ),
+    token_file: Path | None = typer.Option(
+        None, "--token-file", help="Admin token file (default: <data_dir>/admin.token; or SEALRELAY_TOKEN)"
+    ),
+    auto_approve: bool = typer.Option(False, "--auto-approve", help="Apply without asking"),
+    allow_downgrade: bool = typer.Option(
+        False, "--allow-downgrade", help="Allow changes that loosen protection (needs --reason)"
+    ),
+    reason: str | None = typer.Option(None, "--reason", help="Why: recorded in each relay's audit log"),
+) -> None:
+    """Apply a config (or a saved plan) to running relays, one after another.
+
+    Example: sealrelay apply plan.json --relay http://10.0.0.5:8025 --relay http://10.0.0.6:8025
+    """
+    if allow_downgrade and not (reason and reason.strip()):
+        typer.echo('--allow-downgrade needs --reason "…" (it goes into the audit log)', err=True)
+        raise typer.Exit(views.EXIT_ERROR)
+    try:
+        desired, saved, commit, defaults, data_dir = _desired(target)
+    except ApplyError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(views.EXIT_ERROR) from None
+    urls = relay or defaults
+    if not urls:
+        typer.echo("no relay to apply to: give --relay URL", err=True)
+        raise typer.Exit(views.EXIT_ERROR)
+    nodes = [Node(url) for url in urls]
+    ok = _roll_out(nodes, desired, saved, commit, token_file, data_dir, auto_approve, allow_downgrade, reason)
+    typer.echo("\nnodes:")
+    for node in nodes:
+        versions = f"version {node.before} -> {node.after}" if node.after is not None else f"version {node.before}"
+        typer.echo(f"  {node.url}: {node.result} ({versions})")
+    raise typer.Exit(views.EXIT_OK if ok else views.EXIT_ERROR)
+
+
+def _desired(target: Path):
+    """The desired config (canonical JSON), the saved plan if any, its commit, default URLs."""
+    from engine.config.diagnostics import render_text
+    from engine.config.load import load_config
+    from engine.plan.diff import canonical
+    from engine.plan.planfile import PlanFileError, git_commit, load
+
+    if target.suffix == ".json" and target.is_file():
+        try:
+            saved = load(target)
+        except PlanFileError as exc:
+            raise ApplyError(f"{target}: {exc}") from None
+        return canonical(saved.desired), saved, saved.plan.commit, [], None
+    result = load_config(target)
+    if not result.ok:
+        raise ApplyError(render_text(result.diagnostics) + f"\n{target}: invalid config, nothing applied")
+    commit, warning = git_commit(target)
+    if warning:
+        typer.echo(f"warning: {warning}", err=True)
+    admin = result.config.system.admin
+    data_dir = result.base_dir / result.config.system.data_dir
+    return canonical(result.config), None, commit, [f"http://{admin.address}:{admin.port}"], data_dir
+
+
+def _roll_out(nodes, desired, saved, commit, token_file, data_dir, auto_approve, allow_downgrade, reason) -> bool:
+    from engine.admin.client import AdminError, Refused, RelayClient, token_from
+    from engine.admin.control import ApplyRequest
+    from engine.plan.build import make_plan
+    from engine.plan.planfile import StalePlanError, check_base
+    from engine.plan.render import render
+
+    try:
+        token = token_from(token_file, data_dir)
+    except AdminError as exc:
+        typer.echo(str(exc), err=True)
+        return False
+    for node in nodes:
+        try:
+            with RelayClient(node.url, token) as client:
+                running = client.fetch_running()
+                node.before = running.version
+                if saved is not None:
+                    # one relay: its version must be the plan's base; several: each must run the
+                    # same config the plan was made against (their version counters differ)
+                    check_base(
+                        saved,
+                        version=running.version if len(nodes) == 1 else saved.plan.base_version,
+                        config=running.config,
+                    )
+                plan = make_plan(
+                    desired, running.config, base_version=running.version, desired_label="desired", base_label=node.url
+                )
+                typer.echo(f"== {node.url} (running version {running.version})")
+                typer.echo(render(plan, "text"))
+                if not plan.has_changes:
+                    node.after, node.result = running.version, "unchanged"
+                    continue
+                if plan.loosenings and not allow_downgrade:
+                    node.result = 'refused: the plan loosens protection (use --allow-downgrade --reason "…")'
+                    return False
+                if not auto_approve and not _confirm(node.url):
+                    node.result = "not approved"
+                    return False
+                request = ApplyRequest(
+                    desired,
+                    base_version=running.version,
+                    commit=commit,
+                    reason=reason,
+                    allow_downgrade=allow_downgrade,
+                    plan_hash=saved.plan.desired_hash if saved else None,
+                )
+                result = client.apply(request)
+                node.after, node.result = result.version, "applied" if result.changed else "unchanged"
+        except StalePlanError as exc:
+            node.result = f"refused: stale plan: {exc}"
+            return False
+        except Refused as exc:
+            node.result = f"refused: {exc.error}: {exc.detail}"
+            for diag in getattr(exc, "diagnostics", []) or []:
+                typer.echo(f"  {diag.get('path')}: {diag.get('message')}", err=True)
+            return False
+        except AdminError as exc:
+            node.result = f"failed: {exc}"
+            return False
+    return True
+
+
+def _confirm(url: str) -> bool:
+    if not sys.stdin or not sys.stdin.isatty():
+        typer.echo("no terminal to confirm on: run with --auto-approve", err=True)
+        return False
+    return typer.confirm(f"Apply these changes to {url}?", default=False)
