@@ -40,8 +40,10 @@ def plan(
     detailed_exitcode: bool = typer.Option(
         False, "--detailed-exitcode", help="Exit 0 when there are no changes, 2 when there are, 1 on error"
     ),
-    relay: str | None = typer.Option(
-        None, "--relay", help="Admin API of the relay to plan against (default: http:// + system.admin)"
+    relay: list[str] = typer.Option(
+        None,
+        "--relay",
+        help="Admin API of a relay to plan against; repeat for several (default: http:// + system.admin)",
     ),
     token_file: Path | None = typer.Option(
         None, "--token-file", help="Admin token file (default: <data_dir>/admin.token; or SEALRELAY_TOKEN)"
@@ -65,39 +67,45 @@ def plan(
     if not result.ok or result.config is None:
         typer.echo(f"{path}: invalid config, no plan", err=True)
         raise typer.Exit(views.EXIT_ERROR)
-    try:
-        if against is not None:
-            current, label = load_other(against, path)
-            base_version, last_applied = None, None
-        else:
-            current, label, base_version, last_applied = _from_relay(relay, token_file, result)
-    except SourceError as exc:
-        typer.echo(exc.render(), err=True)
-        raise typer.Exit(views.EXIT_ERROR) from None
-    except PlanError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(views.EXIT_ERROR) from None
+    if against is None and relay and len(relay) > 1 and out is not None:
+        typer.echo("error: --out saves the plan of one relay: plan each relay on its own", err=True)
+        raise typer.Exit(views.EXIT_ERROR)
     commit, warning = planfile.git_commit(path)
-    the_plan = make_plan(
-        result.config,
-        current,
-        base_version=base_version,
-        last_applied=last_applied,
-        commit=commit,
-        desired_label=str(path),
-        base_label=label,
-    )
-    sys.stdout.write(render(the_plan, fmt_value))
-    if out is not None:
-        if warning:
-            typer.echo(f"warning: {warning}", err=True)
+    changes = False
+    for target in [None] if against is not None or not relay else relay:
         try:
-            planfile.save(out, the_plan, result.config)
-        except OSError as exc:
-            typer.echo(f"error: cannot write {out}: {exc.strerror}", err=True)
+            if against is not None:
+                current, label = load_other(against, path)
+                base_version, last_applied = None, None
+            else:
+                current, label, base_version, last_applied = _from_relay(target, token_file, result)
+        except SourceError as exc:
+            typer.echo(exc.render(), err=True)
             raise typer.Exit(views.EXIT_ERROR) from None
-        typer.echo(f"Saved the plan to {out}: apply it with `sealrelay apply {out}`", err=True)
-    if detailed_exitcode and the_plan.has_changes:
+        except PlanError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(views.EXIT_ERROR) from None
+        the_plan = make_plan(
+            result.config,
+            current,
+            base_version=base_version,
+            last_applied=last_applied,
+            commit=commit,
+            desired_label=str(path),
+            base_label=label,
+        )
+        sys.stdout.write(render(the_plan, fmt_value))
+        changes = changes or the_plan.has_changes
+        if out is not None:
+            if warning:
+                typer.echo(f"warning: {warning}", err=True)
+            try:
+                planfile.save(out, the_plan, result.config)
+            except OSError as exc:
+                typer.echo(f"error: cannot write {out}: {exc.strerror}", err=True)
+                raise typer.Exit(views.EXIT_ERROR) from None
+            typer.echo(f"Saved the plan to {out}: apply it with `sealrelay apply {out}`", err=True)
+    if detailed_exitcode and changes:
         raise typer.Exit(views.EXIT_CHANGES)
     raise typer.Exit(views.EXIT_OK)
 

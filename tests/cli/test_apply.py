@@ -166,3 +166,14 @@ async def test_plan_reports_drift_after_a_hand_edit(relays, tmp_path: Path) -> N
         await asyncio.sleep(0.02)
     proc = await cli("plan", str(want), "--relay", url(a))
     assert "drift" in proc.stdout.lower() and "45m" in proc.stdout, proc.stdout
+
+
+async def test_plan_against_several_relays(relays, tmp_path: Path) -> None:
+    a, b = await relays("a"), await relays("b")
+    want = desired(tmp_path, ("retry_interval: 15m", "retry_interval: 20m"))
+    assert (await cli("apply", str(want), "--relay", url(a), "--auto-approve")).returncode == 0
+    proc = await cli("plan", str(want), "--relay", url(a), "--relay", url(b), "--detailed-exitcode")
+    assert proc.returncode == 2  # b still has a change to make
+    assert proc.stdout.count("Plan:") == 2
+    assert f"No changes: {want} matches the relay at {url(a)}" in proc.stdout
+    assert "~ delivery.retry_interval" in proc.stdout.split(f"the relay at {url(b)}", 1)[1]
