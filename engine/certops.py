@@ -37,12 +37,12 @@ from engine.config.model.base import EnvSecret, FileSecret
 from engine.config.model.transport import PemSource, PfxSource, SelfSigned, SelfSignedSource
 from engine.config.secrets import SecretError, resolve
 from engine.config.source import config_files
+from engine.fsutil import write_atomic
 
 PFX_TARGET = Path("secrets") / "relay.pfx"
 EXPIRY_WARNING_DAYS = 30
 
 # certs' atomic writer (temporary file, fsync, rename, fsync of the directory).
-_write_atomic = certs._write_atomic
 
 
 class CertOpsError(Exception):
@@ -249,8 +249,8 @@ def make_request(
         raise CertOpsError(str(exc)) from None
     for file in (out_key, out_csr):
         file.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out_key, key_pem, 0o600)
-    _write_atomic(out_csr, csr_pem, 0o644)
+    write_atomic(out_key, key_pem, 0o600)
+    write_atomic(out_csr, csr_pem, 0o644)
     return CsrResult(ctx.fqdn.lower().rstrip("."), out_key, out_csr, key_password is not None)
 
 
@@ -328,14 +328,14 @@ class _Undo:
         if not any(p == path for p, _, _ in self.saved):
             old = path.read_bytes() if path.exists() else None
             self.saved.append((path, old, path.stat().st_mode & 0o777 if old is not None else mode))
-        _write_atomic(path, data, mode)
+        write_atomic(path, data, mode)
 
     def rollback(self) -> None:
         for path, old, mode in reversed(self.saved):
             if old is None:
                 path.unlink(missing_ok=True)
             else:
-                _write_atomic(path, old, mode)
+                write_atomic(path, old, mode)
         for directory in reversed(self.made_dirs):
             directory.rmdir()
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +25,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from engine.fsutil import write_atomic
 
 KEY_TYPES = ("ecdsa-p256", "rsa-2048", "rsa-3072", "rsa-4096")
 MAX_PASSWORD_LENGTH = 100  # the seed's limit for key and PFX passwords
@@ -86,8 +87,8 @@ class CertBundle:
         """Write `cert.pem` and `key.pem` (0600) into `directory` atomically; return both paths."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        key_path = _write_atomic(directory / KEY_FILE, self.key_pem(), mode=0o600)
-        cert_path = _write_atomic(directory / CERT_FILE, self.cert_pem(), mode=0o644)
+        key_path = write_atomic(directory / KEY_FILE, self.key_pem(), mode=0o600)
+        cert_path = write_atomic(directory / CERT_FILE, self.cert_pem(), mode=0o644)
         return cert_path, key_path
 
     def describe(self, now: dt.datetime | None = None) -> CertInfo:
@@ -382,24 +383,3 @@ def _is_self_signed(cert: x509.Certificate) -> bool:
     except (ValueError, TypeError, InvalidSignature):
         return False
     return True
-
-
-def _write_atomic(path: Path, data: bytes, mode: int) -> Path:
-    """Replace `path` with `data` so a reader sees the old or the new file, never a mixture."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    return path

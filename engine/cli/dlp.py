@@ -191,13 +191,11 @@ def quarantine_delete(held_id: str, config: Path = typer.Option(None, "--config"
 
 
 def _quarantine(config: Path | None):
-    from engine.config.load import load_config
     from engine.relay.quarantine import Quarantine
-    from engine.relay.server import config_location
+    from engine.relay.server import ConfigError, data_dir_of
 
-    path, base_dir = config_location(config)
-    result = load_config(path, check_files=False)
-    if result.config is None:
-        typer.echo(f"{path}: invalid config", err=True)
-        raise typer.Exit(views.EXIT_ERROR)
-    return Quarantine(((base_dir or result.base_dir) / result.config.system.data_dir).resolve())
+    try:
+        return Quarantine(data_dir_of(config))
+    except ConfigError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(views.EXIT_ERROR) from None

@@ -23,25 +23,30 @@ CONFIG = typer.Option(None, "--config", "-c", help="The relay's config (default:
 
 @contextmanager
 def _open(config: Path | None):
-    from engine.config.load import load_config
     from engine.relay.queue import Queue, QueueLocked
-    from engine.relay.server import config_location
+    from engine.relay.server import ConfigError, data_dir_of
 
-    config, base_dir = config_location(config)
-    result = load_config(config, check_files=False)
-    if result.config is None:
-        typer.echo(f"{config}: invalid config: run `sealrelay validate {config}`", err=True)
-        raise typer.Exit(views.EXIT_ERROR)
-    directory = ((base_dir or result.base_dir) / result.config.system.data_dir / "queue").resolve()
     try:
-        queue = Queue.open(directory, shared=True)
-    except QueueLocked as exc:
+        queue = Queue.open(data_dir_of(config) / "queue", shared=True)
+    except (ConfigError, QueueLocked) as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(views.EXIT_ERROR) from None
     try:
         yield queue
     finally:
         queue.close()
+
+
+def _on_entry(config: Path | None, operation):
+    """Run `operation(queue)` (a coroutine) on the queue; a missing entry is a clear error."""
+    from engine.relay.queue import NotQueued
+
+    with _open(config) as queue:
+        try:
+            return asyncio.run(operation(queue))
+        except NotQueued as exc:
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(views.EXIT_ERROR) from None
 
 
 def _when(ts: float | None) -> str:
@@ -79,14 +84,7 @@ def show(queue_id: str, config: Path = CONFIG, fmt: str = typer.Option("text", "
 
     Example: sealrelay queue show 3f2a9c01b7e4 --config relay.yaml
     """
-    from engine.relay.queue import NotQueued
-
-    with _open(config) as queue:
-        try:
-            d = asyncio.run(queue.show(queue_id))
-        except NotQueued as exc:
-            typer.echo(str(exc), err=True)
-            raise typer.Exit(views.EXIT_ERROR) from None
+    d = _on_entry(config, lambda queue: queue.show(queue_id))
     if fmt == "json":
         typer.echo(json.dumps(asdict(d), default=lambda v: v.hex() if isinstance(v, bytes) else str(v), indent=2))
         return
@@ -108,14 +106,7 @@ def retry(queue_id: str, config: Path = CONFIG) -> None:
 
     Example: sealrelay queue retry 3f2a9c01b7e4 --config relay.yaml
     """
-    from engine.relay.queue import NotQueued
-
-    with _open(config) as queue:
-        try:
-            n = asyncio.run(queue.retry(queue_id))
-        except NotQueued as exc:
-            typer.echo(str(exc), err=True)
-            raise typer.Exit(views.EXIT_ERROR) from None
+    n = _on_entry(config, lambda queue: queue.retry(queue_id))
     typer.echo(f"{queue_id}: {n} recipient(s) due now")
 
 
@@ -125,12 +116,5 @@ def delete(queue_id: str, config: Path = CONFIG) -> None:
 
     Example: sealrelay queue delete 3f2a9c01b7e4 --config relay.yaml
     """
-    from engine.relay.queue import NotQueued
-
-    with _open(config) as queue:
-        try:
-            asyncio.run(queue.delete(queue_id))
-        except NotQueued as exc:
-            typer.echo(str(exc), err=True)
-            raise typer.Exit(views.EXIT_ERROR) from None
+    _on_entry(config, lambda queue: queue.delete(queue_id))
     typer.echo(f"{queue_id}: deleted")

@@ -9,11 +9,12 @@ or not the relay runs. `release` hands the message back to the queue for deliver
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from engine.fsutil import fsync_dir, write_atomic
 
 
 @dataclass(frozen=True)
@@ -41,9 +42,8 @@ class Quarantine:
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         held_id = secrets.token_hex(6)
         record = Held(held_id, sender, tuple(recipients), tuple(policies), reason, time.time(), len(content), subject)
-        _write(self.dir / f"{held_id}.eml", content)
-        _write(self.dir / f"{held_id}.json", json.dumps(asdict(record)).encode())
-        _fsync_dir(self.dir)
+        write_atomic(self.dir / f"{held_id}.eml", content)
+        write_atomic(self.dir / f"{held_id}.json", json.dumps(asdict(record)).encode())
         return held_id
 
     def list(self) -> list[Held]:
@@ -63,7 +63,7 @@ class Quarantine:
         self.get(held_id)
         (self.dir / f"{held_id}.json").unlink()
         (self.dir / f"{held_id}.eml").unlink()
-        _fsync_dir(self.dir)
+        fsync_dir(self.dir)
 
     def _record(self, path: Path) -> Held | None:
         try:
@@ -75,22 +75,3 @@ class Quarantine:
 
 def _safe(held_id: str) -> bool:
     return held_id.isalnum() and len(held_id) <= 64
-
-
-def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

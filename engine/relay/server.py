@@ -36,6 +36,18 @@ def config_location(path: Path | None) -> tuple[Path, Path | None]:
     return DEFAULT_CONFIG, Path.cwd()
 
 
+def data_dir_of(path: Path | None) -> Path:
+    """The data directory of the config a command without `serve` works on (queue, quarantine).
+
+    Raises ConfigError when the config cannot be read; file checks are skipped (an operator
+    may inspect the queue on a host without the relay's secrets)."""
+    path, base_dir = config_location(path)
+    result = load_config(path, check_files=False)
+    if result.config is None:
+        raise ConfigError(f"{path}: invalid config: run `sealrelay validate {path}`")
+    return ((base_dir or result.base_dir) / result.config.system.data_dir).resolve()
+
+
 class ConfigError(Exception):
     """The config is invalid; the message is the rendered diagnostics."""
 

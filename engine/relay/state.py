@@ -9,9 +9,10 @@ files). Written atomically (temporary file, fsync, rename).
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from engine.fsutil import write_atomic
 
 
 @dataclass(frozen=True)
@@ -32,12 +33,12 @@ def load(data_dir: Path) -> State:
 
 
 def save(data_dir: Path, state: State) -> None:
-    _write(data_dir / "state.json", json.dumps(asdict(state)).encode())
+    write_atomic(data_dir / "state.json", json.dumps(asdict(state)).encode())
 
 
 def save_applied(data_dir: Path, config: dict) -> None:
     """The canonical config the last apply set (what drift is measured against)."""
-    _write(data_dir / "applied.json", json.dumps(config, sort_keys=True).encode())
+    write_atomic(data_dir / "applied.json", json.dumps(config, sort_keys=True).encode())
 
 
 def load_applied(data_dir: Path) -> dict | None:
@@ -45,14 +46,3 @@ def load_applied(data_dir: Path) -> dict | None:
         return json.loads((data_dir / "applied.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-
-
-def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
