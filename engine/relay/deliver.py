@@ -135,7 +135,9 @@ class Deliverer:
         last: dict[str, Outcome] = {}
         for hop in hops:
             policy = live.outbound_policy(route, domain, hop.address, encrypt=encrypt)
-            attempt = await transfer(live, hop, policy, entry, rcpts, self.pool)
+            attempt = await transfer(
+                live, hop, policy, entry, rcpts, self.pool, auth=route.route.auth if route.route else None
+            )
             last = _outcomes(attempt, rcpts)
             if attempt.site_failure is None:
                 return last

@@ -38,6 +38,7 @@ import aiosmtplib
 import dns.exception
 import dns.resolver
 
+from engine.config.secrets import SecretError
 from engine.relay.resolve import PermanentDNSError, TemporaryDNSError
 
 FailureKind = Literal["defer", "defer_site", "bounce"]
@@ -90,6 +91,9 @@ def classify(code: int | None, exc: BaseException | None) -> Failure:
         return Failure("defer", reason, soft.status)
     if isinstance(exc, TLSRequiredError | ssl.SSLError):
         return Failure("defer_site", f"TLS required but not achieved: {_text(exc)}", "4.7.5")
+    if isinstance(exc, aiosmtplib.SMTPAuthenticationError | SecretError):
+        # wrong or missing credentials are ours to fix: the mail waits, it does not bounce
+        return Failure("defer_site", f"SMTP AUTH to the next hop failed: {_text(exc)}", "4.7.8")
     if isinstance(exc, PermanentDNSError):
         return Failure("bounce", f"no mail host: {exc}", exc.status or "5.4.4")
     if isinstance(exc, TemporaryDNSError):

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import aiosmtplib
 
+from engine.config.secrets import resolve
 from engine.relay.failures import Failure, TLSRequiredError, classify
 from engine.relay.live import Live, TLSPolicy
 from engine.relay.pool import ConnectionPool
@@ -40,23 +41,39 @@ class Attempt:
 
 
 async def transfer(
-    live: Live, hop: Hop, policy: TLSPolicy, entry: Entry, rcpts: list[str], pool: ConnectionPool | None = None
+    live: Live,
+    hop: Hop,
+    policy: TLSPolicy,
+    entry: Entry,
+    rcpts: list[str],
+    pool: ConnectionPool | None = None,
+    *,
+    auth=None,
 ) -> Attempt:
     """Deliver `entry` to `rcpts` through `hop`. Never raises for a peer's behaviour.
 
     With a `pool`, a session left by an earlier clean transaction to the same hop under the
     same policy is reused; if it turns out to be gone, one fresh session is tried instead.
     """
-    key = (live.version, hop.address, hop.port, hop.host, policy.level, policy.min_protocol, policy.min_bits)
+    key = (
+        live.version,
+        hop.address,
+        hop.port,
+        hop.host,
+        policy.level,
+        policy.min_protocol,
+        policy.min_bits,
+        auth is not None,
+    )
     cached = pool.take(key) if pool else None
     if cached is not None:
-        attempt = await _transaction(live, hop, policy, entry, rcpts, pool, key, cached)
+        attempt = await _transaction(live, hop, policy, entry, rcpts, pool, key, cached, auth)
         if not attempt.stale:
             return attempt
-    return await _transaction(live, hop, policy, entry, rcpts, pool, key, None)
+    return await _transaction(live, hop, policy, entry, rcpts, pool, key, None, auth)
 
 
-async def _transaction(live, hop, policy, entry, rcpts, pool, key, cached) -> Attempt:
+async def _transaction(live, hop, policy, entry, rcpts, pool, key, cached, auth) -> Attempt:
     attempt = Attempt(tls="none")
     client = None
     uses = 0
@@ -65,6 +82,8 @@ async def _transaction(live, hop, policy, entry, rcpts, pool, key, cached) -> At
             client, attempt.tls, uses = cached.client, cached.tls, cached.uses
         else:
             client, attempt.tls = await _open(live, hop, policy)
+            if auth is not None:
+                await _login(live, client, auth)
         try:
             await client.mail(entry.sender)
         except (aiosmtplib.SMTPServerDisconnected, ConnectionError):
@@ -154,6 +173,17 @@ async def _open(live: Live, hop: Hop, policy: TLSPolicy) -> tuple[aiosmtplib.SMT
     checks = ", chain verified" if level.verifies_chain else ""
     checks += ", name checked" if level.checks_hostname else ""
     return client, f"{ssl_object.version()} {name} ({bits}-bit){checks}"
+
+
+async def _login(live: Live, client: aiosmtplib.SMTP, auth) -> None:
+    """SMTP AUTH with the route's credentials, over TLS only: a password never goes in clear."""
+    if client.get_transport_info("ssl_object") is None:
+        client.close()
+        raise TLSRequiredError(
+            "the route's SMTP AUTH needs TLS, and the session has none: the password is not sent in clear"
+        )
+    password = resolve(auth.password, live.base_dir)
+    await client.login(auth.username, password)
 
 
 async def _connect(live: Live, hop: Hop) -> aiosmtplib.SMTP:

@@ -77,12 +77,30 @@ class SinkHandler:
 class Sink:
     """An SMTP server on 127.0.0.1 that stores what it receives."""
 
-    def __init__(self, *, tls: ssl.SSLContext | None = None, port: int | None = None) -> None:
+    def __init__(
+        self, *, tls: ssl.SSLContext | None = None, port: int | None = None, logins: dict | None = None
+    ) -> None:
         self.handler = SinkHandler()
         self.port = port or free_port()
+        self.logins: list[str] = []
+        extra = {}
+        if logins is not None:  # SMTP AUTH (over TLS only, aiosmtpd's default)
+            extra = {"authenticator": self._authenticator(logins), "auth_required": True}
         self.controller = Controller(
-            self.handler, hostname="127.0.0.1", port=self.port, tls_context=tls, ready_timeout=10
+            self.handler, hostname="127.0.0.1", port=self.port, tls_context=tls, ready_timeout=10, **extra
         )
+
+    def _authenticator(self, logins: dict):
+        from aiosmtpd.smtp import AuthResult
+
+        def check(server, session, envelope, mechanism, auth_data):
+            user = auth_data.login.decode()
+            ok = logins.get(user) == auth_data.password.decode()
+            if ok:
+                self.logins.append(user)
+            return AuthResult(success=ok)
+
+        return check
 
     def __enter__(self) -> Sink:
         self.controller.start()

@@ -77,3 +77,28 @@ async def _wait_deferred(relay, queue_id):
         return d if all(r.state == "deferred" for r in d.recipients) else None
 
     return await eventually(deferred, what=f"{queue_id} deferred")
+
+
+async def test_route_auth_logs_in_over_tls_only(write_config, start_relay, ca, monkeypatch) -> None:
+    monkeypatch.setenv("SEAL_TEST_ROUTE_PASSWORD", "s3cret-pass")
+    cert = ca.issue_cert("127.0.0.1")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(ctx)
+    with Sink(tls=ctx, logins={"relay": "s3cret-pass"}) as sink:
+        auth = "auth: {username: relay, password: {env: SEAL_TEST_ROUTE_PASSWORD}}"
+        extra = f"routes:\n  - {{name: sink, recipients: any, next_hop: {{host: 127.0.0.1, port: {sink.port}}}, tls: mandatory, {auth}}}\n"
+        relay = await start_relay(write_config(extra))
+        await send(relay, message())
+        await sink.received(1)
+        assert sink.logins == ["relay"]
+
+
+async def test_route_auth_never_sends_the_password_in_clear(write_config, start_relay, monkeypatch) -> None:
+    monkeypatch.setenv("SEAL_TEST_ROUTE_PASSWORD", "s3cret-pass")
+    with Sink(tls=None) as sink:
+        auth = "auth: {username: relay, password: {env: SEAL_TEST_ROUTE_PASSWORD}}"
+        extra = f"routes:\n  - {{name: sink, recipients: any, next_hop: {{host: 127.0.0.1, port: {sink.port}}}, tls: opportunistic, {auth}}}\n"
+        relay = await start_relay(write_config(extra))
+        _, reply = await send(relay, message())
+        detail = await _wait_deferred(relay, reply.split()[-1])
+        assert "needs TLS" in detail.recipients[0].last_error and sink.messages == []
