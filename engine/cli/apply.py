@@ -61,6 +61,12 @@ def apply_command(
     if not urls:
         typer.echo("no relay to apply to: give --relay URL", err=True)
         raise typer.Exit(views.EXIT_ERROR)
+    for url in urls:
+        if _cleartext_remote(url):
+            typer.echo(
+                f"warning: {url} is plain HTTP to another host: the admin token crosses the network in clear (use https:// through a TLS proxy, or an SSH tunnel)",
+                err=True,
+            )
     nodes = [Node(url) for url in urls]
     ok = _roll_out(nodes, desired, saved, commit, token_file, data_dir, auto_approve, allow_downgrade, reason)
     typer.echo("\nnodes:")
@@ -91,7 +97,8 @@ def _desired(target: Path):
         typer.echo(f"warning: {warning}", err=True)
     admin = result.config.system.admin
     data_dir = result.base_dir / result.config.system.data_dir
-    return canonical(result.config), None, commit, [f"http://{admin.address}:{admin.port}"], data_dir
+    host = f"[{admin.address}]" if ":" in admin.address else admin.address
+    return canonical(result.config), None, commit, [f"http://{host}:{admin.port}"], data_dir
 
 
 def _roll_out(nodes, desired, saved, commit, token_file, data_dir, auto_approve, allow_downgrade, reason) -> bool:
@@ -155,6 +162,22 @@ def _roll_out(nodes, desired, saved, commit, token_file, data_dir, auto_approve,
             node.result = f"failed: {exc}"
             return False
     return True
+
+
+def _cleartext_remote(url: str) -> bool:
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme != "http":
+        return False
+    host = parts.hostname or ""
+    if host == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True
 
 
 def _confirm(url: str) -> bool:

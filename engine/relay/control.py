@@ -157,6 +157,9 @@ class RelayControl:
             )
         if not plan.has_changes:
             return config, summary, None
+        moved = self._restart_needed(config)
+        if moved:
+            return ApplyResult.refused(ErrorCode.APPLY_FAILED, moved, version=version, summary=summary)
         old = self.relay.live
         try:
             live = provision(config, base_dir=old.base_dir, version=old.version + 1)
@@ -166,15 +169,32 @@ class RelayControl:
         return config, summary, live
 
     async def swap(self, config: RelayConfig, *, source: str, commit: str | None = None, who: str = "") -> str | None:
-        """Provision `config` as the next version and switch to it; the error, or None."""
-        old = self.relay.live
-        try:
-            live: Live = await asyncio.to_thread(provision, config, base_dir=old.base_dir, version=old.version + 1)
-        except Exception as exc:  # the old config keeps serving
-            log.error("config %s not applied: %s", source, exc)
-            self.last_reload = Reload(time.time(), False, source, f"{type(exc).__name__}: {exc}")
-            return str(exc)
-        return await self._switch(live, config, source=source, commit=commit, who=who)
+        """Provision `config` as the next version and switch to it; the error, or None.
+
+        Serialised with `apply` (one lock, one version counter): two changes can never both
+        become the same version, and the last one reported applied is the one running."""
+        async with self._lock:
+            error = self._restart_needed(config)
+            if error:
+                log.error("config %s not applied: %s", source, error)
+                self.last_reload = Reload(time.time(), False, source, error)
+                return error
+            old = self.relay.live
+            try:
+                live: Live = await asyncio.to_thread(provision, config, base_dir=old.base_dir, version=old.version + 1)
+            except Exception as exc:  # the old config keeps serving
+                log.error("config %s not applied: %s", source, exc)
+                self.last_reload = Reload(time.time(), False, source, f"{type(exc).__name__}: {exc}")
+                return str(exc)
+            return await self._switch(live, config, source=source, commit=commit, who=who)
+
+    def _restart_needed(self, config: RelayConfig) -> str | None:
+        """Why `config` cannot be switched to while running, or None. The queue, its lock and
+        every queued message live in the data directory: moving it needs a restart."""
+        live = self.relay.live
+        if (live.base_dir / config.system.data_dir).resolve() != live.data_dir:
+            return f"system.data_dir cannot change while the relay runs ({live.data_dir} holds the queue): restart the relay"
+        return None
 
     async def _switch(
         self, live: Live, config: RelayConfig, *, source: str, commit: str | None, who: str

@@ -73,8 +73,15 @@ class Deliverer:
         while not self._stopping:
             live = self.current()
             free = live.config.delivery.workers - len(self._tasks)
-            leased = await self.queue.due(time.time(), free) if free > 0 else []
+            try:
+                leased = await self.queue.due(time.time(), free, lease_s=_lease_seconds(live)) if free > 0 else []
+            except Exception:  # a failing queue must not end delivery for good: log, back off, retry
+                log.exception("leasing due messages failed; trying again in %.0f s", poll_interval)
+                await asyncio.sleep(poll_interval)
+                continue
+            leased = [e for e in leased if e.id not in self._in_flight]  # a lapsed lease still in progress
             for entry in leased:
+                self._in_flight.add(entry.id)
                 task = asyncio.create_task(self._deliver_guarded(live, entry))
                 self._tasks.add(task)
                 task.add_done_callback(self._done)
@@ -107,7 +114,12 @@ class Deliverer:
             pass  # deleted by an operator meanwhile
         except Exception:
             log.exception("delivery of %s failed unexpectedly; it stays queued", entry.id)
-            await self.queue.release(entry.id)
+            try:
+                await self.queue.release(entry.id)
+            except Exception:  # the lease lapses by itself
+                log.exception("releasing %s failed", entry.id)
+        finally:
+            self._in_flight.discard(entry.id)
 
     # -- one entry ------------------------------------------------------------------------
 
@@ -259,6 +271,13 @@ def _outcomes(attempt: Attempt, rcpts: list[str]) -> dict[str, Outcome]:
 
 def _from_failure(failure: Failure, tls: str | None = None) -> Outcome:
     return Outcome("bounce" if failure.permanent else "defer", failure.reason, failure.status, tls)
+
+
+def _lease_seconds(live: Live) -> float:
+    """Longer than any delivery attempt can take (connect and every command timing out on
+    two hops), so a lease never lapses under a delivery still in progress."""
+    d = live.config.delivery
+    return max(600.0, 2 * (float(d.connect_timeout) + 6 * float(d.command_timeout)))
 
 
 def _delay_warning_due(live: Live, entry: Entry, now: float) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from datetime import UTC, datetime
 from email.utils import formatdate
@@ -53,7 +54,10 @@ class Intake:
                 )
                 reply = f"queued as {ref}"
             if decision.verdict and decision.verdict.hits:
-                await self._notify(live, message, decision, ref)
+                try:  # the message is stored: a report that fails must not make the client retry
+                    await self._notify(live, message, decision, ref)
+                except Exception:
+                    log.exception("the DLP report about %s could not be queued", ref)
         except QueueWriteError as exc:
             log.error("queue write failed: %s", exc.reason)
             if not exc.transient:
@@ -137,15 +141,20 @@ DLP_HEADER = b"X-Sealrelay-DLP"
 
 
 def dlp_header(decision: Decision) -> bytes:
-    """The decision, for the downstream gateway: matched policies and the action."""
-    if not decision.policies:
+    """The decision, for the downstream gateway: matched policies and the action. Stamped
+    whenever DLP judged the message, so a downstream gateway never sees only a sender's."""
+    if decision.verdict is None:
         return b""
     line = f"{DLP_HEADER.decode()}: action={decision.action}; policies={','.join(decision.policies)}\r\n"
     return line.encode("ascii", "replace")
 
 
+_FORGED = re.compile(rb"^" + re.escape(DLP_HEADER.lower()) + rb"[ \t]*:")
+
+
 def strip_dlp_headers(content: bytes) -> bytes:
-    """Remove DLP headers a sender put in (only the relay's own may reach the next hop)."""
+    """Remove DLP headers a sender put in (only the relay's own may reach the next hop),
+    including the obsolete `Name :` spelling that other parsers still accept."""
     head, sep, body = content.partition(b"\r\n\r\n")
     if DLP_HEADER.lower() not in head.lower():
         return content
@@ -153,7 +162,7 @@ def strip_dlp_headers(content: bytes) -> bytes:
     for line in head.split(b"\r\n"):
         if line[:1] in (b" ", b"\t") and skipping:
             continue
-        skipping = line.lower().startswith(DLP_HEADER.lower() + b":")
+        skipping = bool(_FORGED.match(line.lower()))
         if not skipping:
             kept.append(line)
     return b"\r\n".join(kept) + sep + body

@@ -9,6 +9,7 @@ they started with, so a swap never changes the rules under a message in flight.
 from __future__ import annotations
 
 import ssl
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -195,10 +196,33 @@ def _routes(config: RelayConfig, domain_groups: dict[str, DomainSet]) -> tuple[C
     return tuple(routes)
 
 
+_CONTEXTS: dict[tuple, ssl.SSLContext | None] = {}
+_CONTEXTS_LOCK = threading.Lock()
+
+
 def _client(config: RelayConfig, base_dir: Path, level: str, proto: str, bits: int) -> ssl.SSLContext | None:
+    """A client context, shared with earlier config versions when nothing it depends on
+    changed: loading a CA bundle takes ~50 ms, and a swap should take a few. A CA file is
+    identified by its path, size and modification time, so an edited bundle is reloaded."""
     bundle = config.tls.ca_bundle
     ca = bundle if bundle == "system" else str(base_dir / bundle)
-    return client_context(level, ca_bundle=ca, min_protocol=proto, min_cipher_bits=bits)
+    stamp = None
+    if ca != "system":
+        try:
+            st = Path(ca).stat()
+            stamp = (st.st_size, st.st_mtime_ns)
+        except OSError:
+            stamp = None
+    key = (level, proto, bits, ca, stamp)
+    with _CONTEXTS_LOCK:  # provisioning runs in worker threads, lookups in the event loop
+        if key in _CONTEXTS:
+            return _CONTEXTS[key]
+    context = client_context(level, ca_bundle=ca, min_protocol=proto, min_cipher_bits=bits)
+    with _CONTEXTS_LOCK:
+        if len(_CONTEXTS) > 256:
+            _CONTEXTS.clear()
+        _CONTEXTS[key] = context
+    return context
 
 
 def _client_contexts(config: RelayConfig, base_dir: Path) -> dict[tuple[str, str, int], ssl.SSLContext | None]:

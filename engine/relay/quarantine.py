@@ -39,11 +39,17 @@ class Quarantine:
         self.dir = Path(data_dir) / "quarantine"
 
     def put(self, sender: str, recipients, content: bytes, policies, reason: str, subject: str = "") -> str:
-        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not self.dir.exists():
+            self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fsync_dir(self.dir.parent)  # the new directory itself must survive a power loss
         held_id = secrets.token_hex(6)
         record = Held(held_id, sender, tuple(recipients), tuple(policies), reason, time.time(), len(content), subject)
         write_atomic(self.dir / f"{held_id}.eml", content)
-        write_atomic(self.dir / f"{held_id}.json", json.dumps(asdict(record)).encode())
+        try:
+            write_atomic(self.dir / f"{held_id}.json", json.dumps(asdict(record)).encode())
+        except BaseException:
+            (self.dir / f"{held_id}.eml").unlink(missing_ok=True)
+            raise
         return held_id
 
     def list(self) -> list[Held]:

@@ -19,6 +19,7 @@ constructor it mirrors; `tests/relay/test_smtpd.py` runs aiosmtpd's own behaviou
 from __future__ import annotations
 
 import asyncio
+import collections
 import re
 from typing import Any
 
@@ -26,7 +27,8 @@ from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session, syntax
 
 _ADDR = re.compile(r"^<([^<>()\[\]\\,;:\s@\"]+@[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)>(.*)$")
 _NULL = re.compile(r"^<>(.*)$")
-_FLUSH_NOW = (b"220", b"221", b"354", b"421")  # the client waits for these before it goes on
+# the client waits for these, or the connection closes after them
+_FLUSH_NOW = (b"220", b"221", b"354", b"421", b"502")
 MAX_LINE = 1000  # a line with its CR, before un-stuffing: aiosmtpd's 1001-octet limit (RFC 5321 4.5.3.1.6 + the dot)
 
 
@@ -82,6 +84,9 @@ class RelaySMTP(SMTP):
         self._smtp_methods = _Bound(self, "smtp_", type(self)._smtp_names or _smtp_names(type(self)))
         self._enforce_call_limit = False
         self._pending: list[bytes] = []
+        # aiosmtpd keeps this table on the class and clears it per connection; ours is per
+        # connection, so command words a client makes up cannot pile up in the process
+        self.command_size_limits = collections.defaultdict(lambda: self.command_size_limit)
 
     def _getaddr(self, arg: str):
         text = arg.strip()
@@ -120,6 +125,7 @@ class RelaySMTP(SMTP):
         self._set_rset_state()
         self.session.extended_smtp = True
         self.session.host_name = hostname
+        self.command_size_limits["MAIL"] = self.command_size_limit + 26  # room for SIZE=, as aiosmtpd
         lines = [f"250-{self.hostname}", f"250-SIZE {self.data_size_limit}", "250-8BITMIME", "250-PIPELINING"]
         if self.tls_context and not self._tls_protocol:
             lines.append("250-STARTTLS")
@@ -147,7 +153,9 @@ class RelaySMTP(SMTP):
         self.envelope.content = self.envelope.original_content = content
         status = await self._call_handler_hook("DATA")
         self._set_post_data_state()
-        await self.push("250 OK" if status is MISSING else status)
+        # the reply to DATA is the durability promise: it is never held behind pipelined input
+        self._pending.append(("250 OK" if status is MISSING else status).encode("ascii", "replace"))
+        await self.push_lines()
 
     async def _read_data(self) -> tuple[bytes, str | None]:
         """The message up to the lone dot, un-dot-stuffed; or the reply for a refusal.
@@ -175,9 +183,8 @@ class RelaySMTP(SMTP):
         data = raw[2:-3]  # drop the CRLF we put back and the ".\r\n"
         if len(data) > MAX_LINE and max(map(len, data.split(b"\n"))) > MAX_LINE:
             return b"", "500 5.5.2 Line too long (see RFC 5321 4.5.3.1.6)"
-        if data.startswith(b"."):
-            data = data[1:]
-        return data.replace(b"\r\n..", b"\r\n."), None
+        # RFC 5321 4.5.2: the first character of every line, if it is a dot, is deleted
+        return (data[1:] if data.startswith(b".") else data).replace(b"\r\n.", b"\r\n"), None
 
 
 class _Bound:

@@ -55,16 +55,9 @@ async def transfer(
     With a `pool`, a session left by an earlier clean transaction to the same hop under the
     same policy is reused; if it turns out to be gone, one fresh session is tried instead.
     """
-    key = (
-        live.version,
-        hop.address,
-        hop.port,
-        hop.host,
-        policy.level,
-        policy.min_protocol,
-        policy.min_bits,
-        auth is not None,
-    )
+    # a session is reused only for the same hop, policy, config version and login
+    login = (auth.username, auth.password.model_dump_json()) if auth is not None else None
+    key = (live.version, hop.address, hop.port, hop.host, policy.level, policy.min_protocol, policy.min_bits, login)
     cached = pool.take(key) if pool else None
     if cached is not None:
         attempt = await _transaction(live, hop, policy, entry, rcpts, pool, key, cached, auth)

@@ -72,7 +72,7 @@ async def test_encrypt_means_mandatory_tls_to_the_next_hop(write_config, start_r
         )
         await send(relay, "nothing to see")  # permitted: opportunistic, plain to a peer without STARTTLS
         [plain] = await partner.received(1)
-        assert "X-Sealrelay-DLP" not in parse(plain)
+        assert parse(plain)["X-Sealrelay-DLP"] == "action=permit; policies="  # judged, nothing matched
         reply = await send(relay, f"card {CARD}")
         queue_id = reply.split()[-1]
 
