@@ -77,26 +77,16 @@ async def _transaction(live, hop, policy, entry, rcpts, pool, key, cached, auth)
             client, attempt.tls = await _open(live, hop, policy)
             if auth is not None:
                 await _login(live, client, auth)
+        timeout = float(live.config.delivery.command_timeout)
         try:
-            await client.mail(entry.sender)
+            accepted, clean = await _envelope_and_data(client, entry, rcpts, attempt, timeout, hop)
         except (aiosmtplib.SMTPServerDisconnected, ConnectionError):
             if cached is not None:  # the peer closed the idle session: not a delivery failure
                 client.close()
                 attempt.stale = True
                 return attempt
             raise
-        accepted = []
-        for rcpt in rcpts:
-            try:
-                await client.rcpt(rcpt)
-                accepted.append(rcpt)
-            except aiosmtplib.SMTPRecipientRefused as exc:
-                attempt.results[rcpt] = classify(exc.code, exc)
-        if accepted:
-            response = await send_data(client, entry.body, float(live.config.delivery.command_timeout))
-            for rcpt in accepted:
-                attempt.results[rcpt] = f"{hop}: {response.code} {response.message}"
-        if not (accepted and pool and pool.give(key, client, attempt.tls, uses + 1)):
+        if not (accepted and clean and pool and pool.give(key, client, attempt.tls, uses + 1)):
             await _quit(client)
     except Exception as exc:  # noqa: BLE001 - every failure is classified, none escapes
         failure = classify(None, exc)
@@ -113,6 +103,38 @@ async def _transaction(live, hop, policy, entry, rcpts, pool, key, cached, auth)
     return attempt
 
 
+async def _envelope_and_data(client, entry: Entry, rcpts: list[str], attempt: Attempt, timeout: float, hop: Hop):
+    """MAIL, RCPTs, DATA and the content; per-recipient refusals go into `attempt.results`.
+
+    Returns (accepted recipients, whether the session may be reused). A MAIL or DATA
+    refusal raises. (No client-side PIPELINING: aiosmtplib's protocol reads one reply per
+    command and drops replies that arrive ahead of their command.)
+    """
+    await client.mail(entry.sender)
+    accepted = []
+    for rcpt in rcpts:
+        try:
+            await client.rcpt(rcpt)
+            accepted.append(rcpt)
+        except aiosmtplib.SMTPRecipientRefused as exc:
+            attempt.results[rcpt] = classify(exc.code, exc)
+    if accepted:
+        response = await send_data(client, entry.body, timeout)
+        for rcpt in accepted:
+            attempt.results[rcpt] = f"{hop}: {response.code} {response.message}"
+    return accepted, True
+
+
+def wire_form(body: bytes) -> bytes | None:
+    """The content as DATA sends it (dots doubled, CRLF at the end), or None when it has
+    bare CR or LF and must go through aiosmtplib's normalisation instead."""
+    crlf = body.count(b"\r\n")
+    if body.count(b"\n") != crlf or body.count(b"\r") != crlf:
+        return None
+    wire = (b"." + body if body.startswith(b".") else body).replace(b"\r\n.", b"\r\n..")
+    return wire if wire.endswith(b"\r\n") else wire + b"\r\n"
+
+
 async def send_data(client: aiosmtplib.SMTP, body: bytes, timeout: float):
     """DATA with the content as it is on the wire: CRLF line endings, dots doubled.
 
@@ -121,12 +143,9 @@ async def send_data(client: aiosmtplib.SMTP, body: bytes, timeout: float):
     regular expressions aiosmtplib's `data()` runs for arbitrary input; that path remains
     for content that is not in wire form.
     """
-    crlf = body.count(b"\r\n")
-    if body.count(b"\n") != crlf or body.count(b"\r") != crlf:
+    wire = wire_form(body)
+    if wire is None:
         return await client.data(body)
-    wire = (b"." + body if body.startswith(b".") else body).replace(b"\r\n.", b"\r\n..")
-    if not wire.endswith(b"\r\n"):
-        wire += b"\r\n"
     response = await client.execute_command(b"DATA")
     if response.code != 354:
         raise aiosmtplib.SMTPDataError(response.code, response.message)
@@ -159,6 +178,8 @@ async def _open(live: Live, hop: Hop, policy: TLSPolicy) -> tuple[aiosmtplib.SMT
         return client, f"none (STARTTLS failed: {reason}; sent in plain text as opportunistic allows)"
     ssl_object = client.get_transport_info("ssl_object")
     weak = check_negotiated(ssl_object, policy.min_bits, policy.min_protocol)
+    if not weak or not level.requires_tls:
+        await client.ehlo()  # RFC 3207: forget what was said in clear, ask again
     if weak and level.requires_tls:
         client.close()
         raise TLSRequiredError(f"{weak}; {policy} required by {', '.join(policy.sources)}")
