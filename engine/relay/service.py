@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 import threading
 import time
@@ -56,7 +57,7 @@ class Service:
             # The SMTP loop keeps the GIL busy under load; with Python's default 5 ms switch
             # interval each GIL hand-over to the control thread (every socket read, every
             # thread hop of an apply) waits up to 5 ms. 0.5 ms keeps an apply at a few ms.
-            sys.setswitchinterval(CONTROL_SWITCH_INTERVAL)
+            sys.setswitchinterval(float(os.environ.get("SEALRELAY_SWITCH_INTERVAL", CONTROL_SWITCH_INTERVAL)))
             ready = asyncio.get_running_loop().create_future()
             self._control_thread = threading.Thread(
                 target=self._control_main,
