@@ -102,3 +102,23 @@ async def test_route_auth_never_sends_the_password_in_clear(write_config, start_
         _, reply = await send(relay, message())
         detail = await _wait_deferred(relay, reply.split()[-1])
         assert "needs TLS" in detail.recipients[0].last_error and sink.messages == []
+
+
+async def test_opportunistic_retries_in_plain_text_when_the_handshake_fails(
+    write_config, start_relay, ca, caplog
+) -> None:
+    import logging
+
+    caplog.set_level(logging.INFO, logger="sealrelay.decisions")
+    cert = ca.issue_cert("sink.test")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(ctx)
+    ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_1  # below our floor: no handshake
+    ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+    with Sink(tls=ctx) as sink:
+        relay = await start_relay(write_config(route(sink.port, "opportunistic")))
+        await send(relay, message())
+        [got] = await sink.received(1)
+        assert got.tls is None
+        notes = [r.getMessage() for r in caplog.records if '"event":"delivery"' in r.getMessage()]
+        assert any("STARTTLS failed" in n and "plain text" in n for n in notes), notes

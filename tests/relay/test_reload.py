@@ -187,3 +187,40 @@ async def test_failed_build_leaves_the_old_config_serving(write_config, service_
         assert "Address already in use" in status.last_reload.error or "in use" in status.last_reload.error
         await send(service)
         await sink.received(1)
+
+
+async def test_a_new_certificate_is_presented_from_the_next_connection(write_config, service_for, ca, tmp_path) -> None:
+    import ssl
+
+    leaf = ca.issue_cert("relay.test.example", common_name="relay.test.example")
+    cert_file, key_file = tmp_path / "new.crt", tmp_path / "new.key"
+    cert_file.write_bytes(b"".join(p.bytes() for p in leaf.cert_chain_pems))
+    leaf.private_key_pem.write_to_path(str(key_file))
+    with Sink() as sink:
+        config = write_config(route_to(sink.port), system=admin_line())
+        service = await service_for(config)
+        port = service.relay.ports()["mx"]
+
+        async def presented() -> str:
+            client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False, timeout=10)
+            await client.connect()
+            context = ssl.create_default_context()
+            context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+            await client.starttls(tls_context=context)
+            der = client.get_transport_info("ssl_object").getpeercert(binary_form=True)
+            await client.quit()
+            from cryptography import x509
+
+            return x509.load_der_x509_certificate(der).issuer.rfc4514_string()
+
+        before = await presented()
+        api = client(service)
+        running = await asyncio.to_thread(api.fetch_running)
+        desired = running.config | {
+            "tls": running.config["tls"]
+            | {"certificate": {"pem": {"certificate": str(cert_file), "key": str(key_file)}}}
+        }
+        result = await asyncio.to_thread(api.apply, ApplyRequest(desired, base_version=running.version))
+        assert result.ok and result.changed
+        after = await presented()
+        assert before != after and "trustme" in after.lower()  # now issued by the test CA, no longer self-signed
