@@ -33,6 +33,7 @@ from engine.config.semantic import run_checks
 from engine.plan.build import make_plan
 from engine.plan.change import Plan
 from engine.plan.diff import canonical, config_hash
+from engine.relay import metrics
 from engine.relay import state as relay_state
 from engine.relay.live import Live, provision
 
@@ -219,6 +220,8 @@ class RelayControl:
         self.state = replace(self.state, version=live.version)
         relay_state.save(live.data_dir, self.state)
         self.last_reload = Reload(now, True, source)
+        metrics.SWAPS.labels(source.split(":", 1)[0], "applied").inc()
+        metrics.CONFIG_VERSION.set(live.version)
         log.info(
             "config version %d serving (%s%s) after %.1f ms",
             live.version,
@@ -249,6 +252,7 @@ class RelayControl:
 
     def note_failure(self, source: str, error: str) -> None:
         self.last_reload = Reload(time.time(), False, source, error)
+        metrics.SWAPS.labels(source.split(":", 1)[0], "refused").inc()
 
 
 def _summary(plan: Plan) -> Summary:

@@ -18,7 +18,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from engine.relay import ndr
+from engine.relay import metrics, ndr
 from engine.relay.decisionlog import emit
 from engine.relay.failures import Failure, classify, expired, next_retry
 from engine.relay.groups import domain_of, parse_ip
@@ -203,6 +203,7 @@ class Deliverer:
                     attempts.get(rcpt, 0) + 1, delivery.retry_interval, delivery.max_retry_interval, delivery.backoff
                 )
                 await self.queue.mark_deferred(entry.id, [rcpt], outcome.text, now + wait, tls=outcome.tls)
+            metrics.DELIVERIES.labels(outcomes[rcpt].kind, metrics.tls_used(outcomes[rcpt].tls)).inc()
             emit(
                 "delivery",
                 id=entry.id,

@@ -14,7 +14,7 @@ import time
 from datetime import UTC, datetime
 from email.utils import formatdate
 
-from engine.relay import ndr
+from engine.relay import metrics, ndr
 from engine.relay.decide import Decision, decide
 from engine.relay.decisionlog import log_decision
 from engine.relay.live import Live
@@ -69,6 +69,9 @@ class Intake:
             log.error("quarantine write failed: %s", exc)
             return Verdict.tempfail("local error in processing, try again later", "4.3.0", code=451)
         log_decision("received", ref, live.version, message, decision)
+        metrics.RECEIVED.labels(decision.direction, decision.action).inc()
+        for policy in decision.policies:
+            metrics.DLP_MATCHES.labels(policy).inc()
         if self.on_queued:
             self.on_queued(ref)
         return Verdict.accept(reply)

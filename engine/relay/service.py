@@ -24,6 +24,7 @@ from engine.admin.token import ensure_token
 from engine.config.diagnostics import render_text
 from engine.config.load import load_config
 from engine.config.source import config_files
+from engine.relay import metrics
 from engine.relay.control import RelayControl
 from engine.relay.server import Relay, load_live
 
@@ -52,6 +53,14 @@ class Service:
         self.control = RelayControl(self.relay, source=f"file:{self.path}", relay_loop=asyncio.get_running_loop())
         self.audit = Audit.in_dir(live.data_dir)
         await self.relay.start()
+        metrics.CONFIG_VERSION.set(live.version)
+        endpoint = live.config.system.metrics
+        self._metrics = None
+        if self.admin:
+            try:
+                self._metrics = metrics.serve_metrics(endpoint.address, endpoint.port)
+            except OSError as exc:  # observability must not keep mail from flowing
+                log.error("metrics endpoint %s:%s could not start: %s", endpoint.address, endpoint.port, exc)
         self._tasks.append(asyncio.create_task(self._refresh_stats()))
         if self.admin or self.watch:
             # The SMTP loop keeps the GIL busy under load; with Python's default 5 ms switch
@@ -109,6 +118,10 @@ class Service:
             if loop is not None:
                 loop.call_soon_threadsafe(self._control_stop.set)
             await asyncio.to_thread(thread.join, 15)
+        if getattr(self, "_metrics", None):
+            server, thread = self._metrics
+            server.shutdown()
+            server.server_close()
         if self.relay:
             await self.relay.stop()
 
@@ -189,6 +202,12 @@ class Service:
             except Exception:  # stats are best effort
                 pass
             await asyncio.sleep(2)
+
+
+def _days_left(cert_dir: Path) -> float:
+    from engine.certs import load_dir
+
+    return load_dir(cert_dir).describe().days_left
 
 
 def _settle(future: asyncio.Future, error: BaseException | None) -> None:

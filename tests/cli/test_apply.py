@@ -34,6 +34,7 @@ def relay_config(directory: Path, *, retry: str = "15m") -> Path:
           internal_domains: [example.com]
           listeners: [{{name: mx, address: 127.0.0.1, port: {LISTEN_PORT}, reuse_port: true}}]  # nodes share a host here
           admin: {{address: 127.0.0.1, port: {free_port()}}}
+          metrics: {{address: 127.0.0.1, port: {free_port()}}}
           data_dir: ./var
         ip_groups:
           internal_servers: [127.0.0.0/8]

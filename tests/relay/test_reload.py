@@ -33,7 +33,7 @@ async def service_for():
 
 
 def admin_line() -> str:
-    return f"  admin: {{address: 127.0.0.1, port: {free_port()}}}\n"
+    return f"  admin: {{address: 127.0.0.1, port: {free_port()}}}\n  metrics: {{address: 127.0.0.1, port: {free_port()}}}\n"
 
 
 def client(service: Service) -> RelayClient:
@@ -224,3 +224,39 @@ async def test_a_new_certificate_is_presented_from_the_next_connection(write_con
         assert result.ok and result.changed
         after = await presented()
         assert before != after and "trustme" in after.lower()  # now issued by the test CA, no longer self-signed
+
+
+async def test_metrics_count_messages_and_config_changes(write_config, service_for) -> None:
+    import httpx
+
+    with Sink() as sink:
+        config = write_config(route_to(sink.port), system=admin_line())
+        service = await service_for(config)
+        port = service.relay.live.config.system.metrics.port
+
+        async def scrape() -> str:
+            async with httpx.AsyncClient() as http:
+                return (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+
+        def value(text: str, prefix: str) -> float:
+            return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix))
+
+        before = await scrape()
+        await send(service)
+        await sink.received(1)
+
+        async def counted():
+            text = await scrape()
+            return (
+                text
+                if value(text, 'sealrelay_deliveries_total{result="delivered"')
+                > value(before, 'sealrelay_deliveries_total{result="delivered"')
+                else None
+            )
+
+        after = await eventually(counted, what="the delivery to be counted")
+        assert (
+            value(after, 'sealrelay_messages_received_total{action="permit",direction="outbound"}')
+            == value(before, 'sealrelay_messages_received_total{action="permit",direction="outbound"}') + 1
+        )
+        assert "sealrelay_config_version 1.0" in after and "sealrelay_certificate_days_left" in after
