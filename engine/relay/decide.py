@@ -47,9 +47,27 @@ def direction_of(live: Live, sender: str, recipients, peer_ip: str | None) -> st
     return "inbound"
 
 
+def gateway_result(live: Live, content: bytes) -> str | None:
+    """ "success" or "failure" when mail carries the third-party gateway's result header."""
+    tp = live.config.encryption.third_party
+    if tp is None:
+        return None
+    head = content.split(b"\r\n\r\n", 1)[0].decode("latin-1").lower()
+    fields = {
+        line.split(":", 1)[0].strip(): line.split(":", 1)[1].strip() for line in head.split("\r\n") if ":" in line
+    }
+    for result, configured in (("failure", tp.headers.failure), ("success", tp.headers.success)):
+        name, _, value = configured.partition(":")
+        if fields.get(name.strip().lower()) == value.strip().lower():
+            return result
+    return None
+
+
 async def decide(live: Live, message: Message) -> Decision:
     """Classify and apply policy (the DLP scan runs off the event loop for big messages)."""
-    if live.policies.empty:
+    if live.policies.empty and not (
+        live.gateway.contains(message.peer_ip) and gateway_result(live, message.content) == "failure"
+    ):
         return Decision(
             direction_of(live, message.sender, message.recipients, message.peer_ip),
             already_encrypted=live.gateway.contains(message.peer_ip),
@@ -69,5 +87,7 @@ def judge(live: Live, content: bytes, sender: str, recipients, peer_ip: str | No
     action = verdict.action if direction == "outbound" else "permit"
     if action == "encrypt" and gateway:
         action = "permit"  # already encrypted by the gateway: never twice
+    if gateway and gateway_result(live, content) == "failure":
+        action = "quarantine"  # the gateway could not encrypt it: it must not go out in clear
     method = live.config.encryption.method if action == "encrypt" else "none"
     return Decision(direction, action, method, verdict.policies, gateway, verdict, verdict.would)

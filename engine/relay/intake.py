@@ -78,7 +78,9 @@ class Intake:
 
     async def _hold(self, live: Live, message: Message, content: bytes, decision: Decision) -> str:
         quarantine = Quarantine(live.data_dir)
-        reason = "; ".join(f"{h.policy}/{h.rule}" for h in decision.verdict.hits if h.action == "quarantine")
+        hits = decision.verdict.hits if decision.verdict else ()
+        reason = "; ".join(f"{h.policy}/{h.rule}" for h in hits if h.action == "quarantine")
+        reason = reason or "the encryption gateway reported that it could not encrypt the message"
         subject = _subject(content)
         return await asyncio.to_thread(
             quarantine.put, message.sender, message.recipients, content, decision.policies, reason, subject

@@ -88,6 +88,10 @@ class Relay:
     def __init__(self, live: Live, *, methods: dict[str, EncryptionMethod] | None = None, resolver_for=None) -> None:
         self.runtime = Runtime(live)
         self.queue = Queue.open(live.data_dir / "queue")
+        if methods is None:
+            from engine.relay.methods import builtin_methods
+
+            methods = builtin_methods()
         self.deliverer = Deliverer(self.queue, self.runtime.current, methods=methods, resolver_for=resolver_for)
         self.intake = Intake(self.queue, on_queued=self.deliverer.kick)
         self._servers: dict[tuple[str, int], asyncio.AbstractServer] = {}

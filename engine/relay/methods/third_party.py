@@ -1,0 +1,78 @@
+"""The third-party encryption gateway (the seed's "Third-party application message encryption").
+
+Flagged mail is handed over SMTP to the configured encryption servers, tried in order,
+with the `encrypt` x-header added (any copy of the three configured headers the sender put
+in is removed first). The gateway encrypts and sends the message back to the relay from an
+address in the encrypted IP group, stamped with the `success` or `failure` header; the
+relay then delivers it as already encrypted, or holds it in the quarantine when the gateway
+says it failed (see `decide.gateway_result`). Connections use `encryption.third_party.tls`
+and, when configured, SMTP AUTH (over TLS only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from engine.relay.groups import parse_ip
+from engine.relay.handoff import Protected
+from engine.relay.live import TLSPolicy
+from engine.relay.queue import Entry
+from engine.relay.resolve import Resolver
+from engine.relay.tls import TLSLevel
+from engine.relay.transfer import Hop, transfer
+
+
+def header_parts(line: str) -> tuple[str, str]:
+    name, _, value = line.partition(":")
+    return name.strip(), value.strip()
+
+
+def strip_headers(content: bytes, names: set[str]) -> bytes:
+    """Remove the named headers (with their continuation lines) from the header section."""
+    head, sep, body = content.partition(b"\r\n\r\n")
+    lowered = {n.lower().encode() for n in names}
+    kept, skipping = [], False
+    for line in head.split(b"\r\n"):
+        if line[:1] in (b" ", b"\t") and skipping:
+            continue
+        name = line.split(b":", 1)[0].strip().lower()
+        skipping = b":" in line and name in lowered
+        if not skipping:
+            kept.append(line)
+    return b"\r\n".join(kept) + sep + body
+
+
+class ThirdPartyGateway:
+    name = "third_party"
+
+    async def protect(self, live, entry: Entry, recipients: list[str]) -> Protected:
+        tp = live.config.encryption.third_party
+        if tp is None:
+            raise RuntimeError("encryption.third_party is not configured")
+        names = {header_parts(h)[0] for h in (tp.headers.encrypt, tp.headers.success, tp.headers.failure)}
+        content = tp.headers.encrypt.encode("ascii") + b"\r\n" + strip_headers(entry.body, names)
+        handed = replace(entry, body=content)
+        policy = TLSPolicy(TLSLevel.parse(tp.tls), sources=("encryption.third_party.tls",))
+        reasons = []
+        for server in tp.servers:
+            for hop in await _hops(live, server):
+                attempt = await transfer(live, hop, policy, handed, recipients, None, auth=tp.auth)
+                if attempt.site_failure is not None:
+                    reasons.append(attempt.site_failure.reason)
+                    continue
+                failed = [r for r, result in attempt.results.items() if not isinstance(result, str)]
+                if failed:
+                    reasons.append(f"{hop} refused {', '.join(failed)}")
+                    continue
+                return Protected(f"handed to the encryption gateway {hop} ({attempt.tls})")
+        raise RuntimeError("no encryption server took the message: " + "; ".join(reasons))
+
+
+async def _hops(live, server) -> list[Hop]:
+    if parse_ip(server.host) is not None:
+        return [Hop(server.host, server.host, server.port)]
+    dns = live.config.system.dns
+    resolver = Resolver(list(dns.nameservers), dns.port, float(dns.timeout)) if dns else Resolver()
+    return [
+        Hop(h.host, h.address, h.port) for h in await resolver.host_hops(server.host, server.port, server.mx_lookup)
+    ]

@@ -1,0 +1,117 @@
+"""The third-party encryption gateway: flagged mail goes there with the x-header and comes
+back encrypted (delivered) or failed (held), and unflagged mail never goes there."""
+
+from __future__ import annotations
+
+import base64
+import smtplib
+import threading
+
+import aiosmtplib
+from aiosmtpd.controller import Controller
+
+from tests.relay.peers import Sink, eventually, free_port
+
+GATEWAY_IP = "127.0.0.2"
+GROUPS = f"  encryption_gateway: [{GATEWAY_IP}/32]\n"
+
+
+class FakeGateway:
+    """An encryption gateway on 127.0.0.2: 'encrypts' (base64) and sends the mail back to the
+    relay from 127.0.0.2, stamped with the success (or, when told to, failure) header."""
+
+    def __init__(self, relay_port_ref: list[int], fail: bool = False) -> None:
+        self.port = free_port()
+        self.relay_port_ref = relay_port_ref
+        self.fail = fail
+        self.seen: list[bytes] = []
+        self.lock = threading.Lock()
+        self.controller = Controller(self, hostname=GATEWAY_IP, port=self.port, ready_timeout=10)
+
+    async def handle_DATA(self, server, session, envelope):
+        content = envelope.original_content
+        with self.lock:
+            self.seen.append(content)
+        head, _, body = content.partition(b"\r\n\r\n")
+        result = b"X-Encrypt-Result: failure" if self.fail else b"X-Encrypt-Result: success"
+        sealed = (
+            head + b"\r\n" + result + b"\r\n\r\n-----BEGIN FAKE ENCRYPTED-----\r\n" + base64.b64encode(body) + b"\r\n"
+        )
+        threading.Thread(target=self._send_back, args=(envelope.mail_from, list(envelope.rcpt_tos), sealed)).start()
+        return "250 2.0.0 taken for encryption"
+
+    def _send_back(self, sender, rcpts, content) -> None:
+        with smtplib.SMTP("127.0.0.1", self.relay_port_ref[0], source_address=(GATEWAY_IP, 0), timeout=10) as smtp:
+            smtp.sendmail(sender, rcpts, content)
+
+    def __enter__(self):
+        self.controller.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.controller.stop()
+
+
+def config(gateway_port: int, sink_port: int) -> str:
+    return f"""
+routes:
+  - {{name: out, recipients: any, next_hop: {{host: 127.0.0.1, port: {sink_port}}}, tls: none}}
+encryption:
+  method: third_party
+  third_party:
+    servers: [{{host: {GATEWAY_IP}, port: {gateway_port}}}]
+    tls: none
+    headers: {{encrypt: "X-Encrypt: yes", success: "X-Encrypt-Result: success", failure: "X-Encrypt-Result: failure"}}
+dlp:
+  action_plans: [{{name: enc, email: encrypt}}]
+  policies:
+    - name: confidential
+      rules: [{{name: marked, conditions: {{phrases: [confidential]}}, action_plan: enc}}]
+"""
+
+
+async def send(relay, body: str, extra: str = "") -> str:
+    msg = f"From: alice@example.com\r\nTo: bob@partner.example\r\nSubject: s\r\n{extra}\r\n{body}\r\n"
+    _, reply = await aiosmtplib.send(
+        msg,
+        sender="alice@example.com",
+        recipients=["bob@partner.example"],
+        hostname="127.0.0.1",
+        port=relay.ports()["mx"],
+        start_tls=False,
+        timeout=10,
+    )
+    return reply
+
+
+async def test_flagged_mail_goes_through_the_gateway_and_comes_back_encrypted(write_config, start_relay) -> None:
+    port_ref: list[int] = [0]
+    with Sink() as sink, FakeGateway(port_ref) as gateway:
+        relay = await start_relay(write_config(config(gateway.port, sink.port), groups=GROUPS))
+        port_ref[0] = relay.ports()["mx"]
+        await send(relay, "this is confidential", extra="X-Encrypt-Result: success\r\n")  # a forged result header
+        [got] = await sink.received(1)
+        assert b"confidential" not in got.content and b"-----BEGIN FAKE ENCRYPTED-----" in got.content
+        assert b"X-Encrypt-Result: success" in got.content
+        [handed] = gateway.seen
+        assert handed.startswith(b"X-Encrypt: yes\r\n") and handed.count(b"X-Encrypt-Result") == 0
+        await send(relay, "nothing special")
+        await sink.received(2)
+        assert len(gateway.seen) == 1  # unflagged mail never goes to the gateway
+
+
+async def test_a_failure_from_the_gateway_is_held_not_delivered(write_config, start_relay) -> None:
+    port_ref: list[int] = [0]
+    with Sink() as sink, FakeGateway(port_ref, fail=True) as gateway:
+        relay = await start_relay(write_config(config(gateway.port, sink.port), groups=GROUPS))
+        port_ref[0] = relay.ports()["mx"]
+        await send(relay, "this is confidential")
+        from engine.relay.quarantine import Quarantine
+
+        quarantine = Quarantine(relay.live.data_dir)
+
+        async def held():
+            return quarantine.list()
+
+        [item] = await eventually(held, what="the failed message to be held")
+        assert "could not encrypt" in item.reason and sink.messages == [] and len(gateway.seen) == 1
