@@ -16,6 +16,7 @@ from engine.relay.dlp.policy import Facts, Verdict
 from engine.relay.groups import domain_of
 from engine.relay.live import Live
 from engine.relay.message import Message
+from engine.relay.methods.smime import already_encrypted
 
 OFF_LOOP_BYTES = 256 * 1024  # larger messages are scanned in a worker thread
 
@@ -85,9 +86,11 @@ def judge(live: Live, content: bytes, sender: str, recipients, peer_ip: str | No
     gateway = peer_ip is not None and live.gateway.contains(peer_ip)
     verdict = live.policies.evaluate(extract(content), Facts(sender, tuple(recipients), peer_ip or "", direction))
     action = verdict.action if direction == "outbound" else "permit"
-    if action == "encrypt" and gateway:
-        action = "permit"  # already encrypted by the gateway: never twice
+    if action == "encrypt" and (gateway or already_encrypted(content)):
+        action = "permit"  # already encrypted (by the gateway, S/MIME or PGP): never twice
     if gateway and gateway_result(live, content) == "failure":
         action = "quarantine"  # the gateway could not encrypt it: it must not go out in clear
     method = live.config.encryption.method if action == "encrypt" else "none"
-    return Decision(direction, action, method, verdict.policies, gateway, verdict, verdict.would)
+    return Decision(
+        direction, action, method, verdict.policies, gateway or bool(already_encrypted(content)), verdict, verdict.would
+    )

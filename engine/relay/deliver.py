@@ -16,7 +16,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from engine.relay import metrics, ndr
 from engine.relay.decisionlog import emit
@@ -24,6 +24,7 @@ from engine.relay.failures import Failure, classify, expired, next_retry
 from engine.relay.groups import domain_of, parse_ip
 from engine.relay.handoff import EncryptionMethod
 from engine.relay.live import Live
+from engine.relay.methods import smime
 from engine.relay.pool import ConnectionPool
 from engine.relay.queue import Entry, NotQueued, Queue
 from engine.relay.resolve import Resolver
@@ -136,8 +137,32 @@ class Deliverer:
     async def _deliver_domain(self, live: Live, entry: Entry, domain: str, rcpts: list[str]) -> dict[str, Outcome]:
         encrypt = bool(entry.meta.get("encrypt")) and not entry.meta.get("already_encrypted")
         method = live.config.encryption.method
+        if encrypt and live.config.encryption.smime is not None:
+            with_cert, rcpts = self._smime_split(live, rcpts)
+            if with_cert:  # end-to-end encrypted: the route's own TLS is enough for the rest
+                sealed = replace(entry, body=smime.encrypt(entry.body, [c for _, c in with_cert]))
+                out = await self._send(live, sealed, domain, [r for r, _ in with_cert], encrypt=False, note="S/MIME")
+                if rcpts:
+                    out.update(await self._deliver_domain_plain(live, entry, domain, rcpts, encrypt, method))
+                return out
+        return await self._deliver_domain_plain(live, entry, domain, rcpts, encrypt, method)
+
+    def _smime_split(self, live: Live, rcpts: list[str]):
+        directory = live.base_dir / live.config.encryption.smime.certificates
+        with_cert, without = [], []
+        for rcpt in rcpts:
+            cert = smime.certificate_for(directory, rcpt)
+            (with_cert.append((rcpt, cert)) if cert is not None else without.append(rcpt))
+        return with_cert, without
+
+    async def _deliver_domain_plain(
+        self, live: Live, entry: Entry, domain: str, rcpts: list[str], encrypt: bool, method: str
+    ):
         if encrypt and method != "tls":
             return await self._handoff(live, entry, rcpts, method, "encryption method")
+        return await self._send(live, entry, domain, rcpts, encrypt=encrypt)
+
+    async def _send(self, live: Live, entry: Entry, domain: str, rcpts: list[str], *, encrypt: bool, note: str = ""):
         route = live.route_for(domain)
         try:
             hops = await self._hops(live, route, domain)

@@ -1,0 +1,129 @@
+"""S/MIME for recipients with a certificate; already-encrypted mail never encrypted again."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import aiosmtplib
+import pytest
+
+from engine.relay.methods.smime import already_encrypted
+from tests.relay.peers import Sink, eventually
+
+
+def make_recipient(directory: Path, address: str) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    key = directory.parent / f"{address}.key"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(directory / f"{address}.pem"),
+            "-days",
+            "30",
+            "-subj",
+            f"/CN={address}",
+            "-addext",
+            f"subjectAltName=email:{address}",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return key
+
+
+def config(sink_port: int) -> str:
+    return f"""
+routes:
+  - {{name: out, recipients: any, next_hop: {{host: 127.0.0.1, port: {sink_port}}}, tls: opportunistic}}
+encryption:
+  method: tls
+  smime: {{certificates: certs}}
+dlp:
+  action_plans: [{{name: enc, email: encrypt}}]
+  policies:
+    - name: confidential
+      rules: [{{name: marked, conditions: {{phrases: [confidential]}}, action_plan: enc}}]
+"""
+
+
+async def send(relay, rcpts: list[str], body: str, subject: str = "s", extra: str = "") -> str:
+    msg = f"From: alice@example.com\r\nTo: {', '.join(rcpts)}\r\nSubject: {subject}\r\n{extra}\r\n{body}\r\n"
+    _, reply = await aiosmtplib.send(
+        msg,
+        sender="alice@example.com",
+        recipients=rcpts,
+        hostname="127.0.0.1",
+        port=relay.ports()["mx"],
+        start_tls=False,
+        timeout=10,
+    )
+    return reply.split()[-1]
+
+
+async def test_recipient_with_a_certificate_gets_smime_the_others_wait_for_tls(
+    tmp_path, write_config, start_relay
+) -> None:
+    key = make_recipient(tmp_path / "certs", "bob@partner.example")
+    with Sink(tls=None) as sink:  # offers no STARTTLS: mandatory TLS cannot be had
+        relay = await start_relay(write_config(config(sink.port)))
+        queue_id = await send(relay, ["bob@partner.example", "carol@partner.example"], "this is confidential")
+        [got] = await sink.received(1)
+        assert got.recipients == ["bob@partner.example"] and b"this is confidential" not in got.content
+        assert b"application/pkcs7-mime" in got.content and b"Subject: s" in got.content
+        sealed = tmp_path / "sealed.eml"
+        sealed.write_bytes(got.content)
+        opened = subprocess.run(
+            [
+                "openssl",
+                "smime",
+                "-decrypt",
+                "-in",
+                str(sealed),
+                "-inkey",
+                str(key),
+                "-recip",
+                str(tmp_path / "certs" / "bob@partner.example.pem"),
+            ],
+            capture_output=True,
+            check=True,
+        )
+        assert b"this is confidential" in opened.stdout
+
+        async def carol_waits():
+            d = await relay.queue.show(queue_id)
+            carol = next(r for r in d.recipients if r.address == "carol@partner.example")
+            return carol if carol.state == "deferred" else None
+
+        carol = await eventually(carol_waits, what="carol to wait for TLS")
+        assert "no STARTTLS" in carol.last_error
+
+
+async def test_already_encrypted_mail_is_not_encrypted_again(tmp_path, write_config, start_relay) -> None:
+    with Sink(tls=None) as sink:
+        relay = await start_relay(write_config(config(sink.port)))
+        pgp = "-----BEGIN PGP MESSAGE-----\r\nhQEMA0Xq\r\n-----END PGP MESSAGE-----"
+        await send(relay, ["dave@partner.example"], pgp, subject="confidential figures")  # DLP matches the subject
+        [got] = await sink.received(1)
+        assert b"BEGIN PGP MESSAGE" in got.content
+
+
+@pytest.mark.parametrize(
+    ("content", "kind"),
+    [
+        (b"Content-Type: application/pkcs7-mime; smime-type=enveloped-data\r\n\r\nMIAG", "smime"),
+        (b'Content-Type: multipart/encrypted; protocol="application/pgp-encrypted"\r\n\r\nx', "pgp"),
+        (b"Subject: x\r\n\r\n-----BEGIN PGP MESSAGE-----\r\n", "pgp"),
+        (b"Subject: x\r\n\r\nplain text\r\n", None),
+    ],
+)
+def test_encrypted_formats_are_recognised(content: bytes, kind) -> None:
+    assert already_encrypted(content) == kind
