@@ -50,7 +50,10 @@ class Service:
     async def start(self) -> None:
         live = await asyncio.to_thread(load_live, self.path, base_dir=self.base_dir)
         self.relay = Relay(live)
-        self.control = RelayControl(self.relay, source=f"file:{self.path}", relay_loop=asyncio.get_running_loop())
+        commit = await asyncio.to_thread(_commit_of, self.path)
+        self.control = RelayControl(
+            self.relay, source=f"file:{self.path}", commit=commit, relay_loop=asyncio.get_running_loop()
+        )
         self.audit = Audit.in_dir(live.data_dir)
         await self.relay.start()
         metrics.CONFIG_VERSION.set(live.version)
@@ -147,7 +150,8 @@ class Service:
         before = self.relay.live.version
         if self.control.running().hash == _hash(result.config):
             return None  # saved without a change (editors do that): nothing to swap
-        error = await self.control.swap(result.config, source=source, who="file-watch")
+        commit = await asyncio.to_thread(_commit_of, self.path)
+        error = await self.control.swap(result.config, source=source, commit=commit, who="file-watch")
         self._audit(source, "failed" if error else "applied", error=error, before=before)
         return error
 
@@ -202,6 +206,13 @@ class Service:
             except Exception:  # stats are best effort
                 pass
             await asyncio.sleep(2)
+
+
+def _commit_of(path: Path) -> str | None:
+    """The git commit the config files are at, when they are committed and unchanged."""
+    from engine.plan.planfile import git_commit
+
+    return git_commit(path)[0]
 
 
 def _days_left(cert_dir: Path) -> float:

@@ -260,3 +260,22 @@ async def test_metrics_count_messages_and_config_changes(write_config, service_f
             == value(before, 'sealrelay_messages_received_total{action="permit",direction="outbound"}') + 1
         )
         assert "sealrelay_config_version 1.0" in after and "sealrelay_certificate_days_left" in after
+
+
+async def test_the_running_config_names_its_git_commit(write_config, service_for) -> None:
+    import subprocess
+
+    config = write_config(route_to(1), system=admin_line())
+    repo = config.parent
+    for args in (
+        ["init", "-q"],
+        ["add", "relay.yaml"],
+        ["-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm", "config"],
+    ):
+        subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=repo, check=True, capture_output=True, text=True
+    ).stdout.strip()
+    service = await service_for(config)
+    running = await asyncio.to_thread(client(service).fetch_running)
+    assert running.commit == head
