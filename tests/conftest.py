@@ -16,4 +16,12 @@ def root() -> Path:
     return ROOT
 
 
+@pytest.fixture(scope="session")
+def ca():
+    """A test certificate authority (trustme) shared by the TLS tests."""
+    import trustme
+
+    return trustme.CA()
+
+
 from tests.dnsserver import dns_server  # noqa: E402,F401  (a fixture: a DNS server on loopback)

@@ -48,6 +48,9 @@ def plan(
     token_file: Path | None = typer.Option(
         None, "--token-file", help="Admin token file (default: <data_dir>/admin.token; or SEALRELAY_TOKEN)"
     ),
+    probe: bool = typer.Option(
+        False, "--probe", help="Connect to the next hops a TLS change affects, as the relay would after it"
+    ),
 ) -> None:
     """Show what applying PATH would change, each change judged tightening or loosening.
 
@@ -96,6 +99,10 @@ def plan(
         )
         sys.stdout.write(render(the_plan, fmt_value))
         changes = changes or the_plan.has_changes
+        if probe:
+            from engine.plan import probe as prober
+
+            sys.stdout.write(prober.render(prober.run(result.config, list(the_plan.changes), result.base_dir)))
         if out is not None:
             if warning:
                 typer.echo(f"warning: {warning}", err=True)

@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
-import trustme
 
 from engine.relay.server import Relay, load_live
 from tests.relay.peers import free_port
@@ -65,8 +64,3 @@ async def start_relay() -> AsyncIterator[Callable]:
     yield start
     for relay in relays:
         await relay.stop()
-
-
-@pytest.fixture(scope="session")
-def ca() -> trustme.CA:
-    return trustme.CA()
