@@ -12,6 +12,7 @@ when one is configured, or waits in the queue.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import time
 from collections import defaultdict
@@ -64,6 +65,7 @@ class Deliverer:
         self._stopping = False
         self._tasks: set[asyncio.Task] = set()
         self._in_flight: set[str] = set()
+        self._wakeups: list[float] = []  # retry times this process scheduled (a heap)
 
     def kick(self, _queue_id: str | None = None) -> None:
         """Something is due now (a new message, a retry): wake the scheduler."""
@@ -92,7 +94,12 @@ class Deliverer:
             if not leased:
                 self.pool.sweep()
                 try:
-                    await asyncio.wait_for(self._kick.wait(), poll_interval)
+                    # wake for the earliest retry this process scheduled, else poll
+                    now = time.time()
+                    while self._wakeups and self._wakeups[0] <= now:
+                        heapq.heappop(self._wakeups)
+                    wait = min(poll_interval, self._wakeups[0] - now + 0.005) if self._wakeups else poll_interval
+                    await asyncio.wait_for(self._kick.wait(), wait)
                 except TimeoutError:
                     pass
                 self._kick.clear()
@@ -228,6 +235,7 @@ class Deliverer:
                     attempts.get(rcpt, 0) + 1, delivery.retry_interval, delivery.max_retry_interval, delivery.backoff
                 )
                 await self.queue.mark_deferred(entry.id, [rcpt], outcome.text, now + wait, tls=outcome.tls)
+                heapq.heappush(self._wakeups, now + wait)
             metrics.DELIVERIES.labels(outcomes[rcpt].kind, metrics.tls_used(outcomes[rcpt].tls)).inc()
             emit(
                 "delivery",
