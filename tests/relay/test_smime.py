@@ -110,20 +110,57 @@ async def test_recipient_with_a_certificate_gets_smime_the_others_wait_for_tls(
 async def test_already_encrypted_mail_is_not_encrypted_again(tmp_path, write_config, start_relay) -> None:
     with Sink(tls=None) as sink:
         relay = await start_relay(write_config(config(sink.port)))
-        pgp = "-----BEGIN PGP MESSAGE-----\r\nhQEMA0Xq\r\n-----END PGP MESSAGE-----"
+        pgp = "-----BEGIN PGP MESSAGE-----\r\n\r\nhQEMA0Xq\r\n-----END PGP MESSAGE-----"
         await send(relay, ["dave@partner.example"], pgp, subject="confidential figures")  # DLP matches the subject
         [got] = await sink.received(1)
         assert b"BEGIN PGP MESSAGE" in got.content
 
 
+ARMOR = b"-----BEGIN PGP MESSAGE-----\r\n\r\nhQEMA0XqABCD\r\n=ab12\r\n-----END PGP MESSAGE-----\r\n"
+PGP_MIME = (
+    b'Content-Type: multipart/encrypted; protocol="application/pgp-encrypted"; boundary=b\r\n\r\n'
+    b"--b\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n"
+    b"--b\r\nContent-Type: application/octet-stream\r\n\r\n" + ARMOR + b"--b--\r\n"
+)
+
+
 @pytest.mark.parametrize(
     ("content", "kind"),
     [
-        (b"Content-Type: application/pkcs7-mime; smime-type=enveloped-data\r\n\r\nMIAG", "smime"),
-        (b'Content-Type: multipart/encrypted; protocol="application/pgp-encrypted"\r\n\r\nx', "pgp"),
-        (b"Subject: x\r\n\r\n-----BEGIN PGP MESSAGE-----\r\n", "pgp"),
+        (PGP_MIME, "pgp"),
+        (b"Subject: x\r\n\r\n" + ARMOR, "pgp"),
+        (b"Subject: x\r\n\r\n" + ARMOR + b"and the secret in clear below\r\n", None),
+        (
+            b"Content-Type: application/pkcs7-mime; smime-type=enveloped-data\r\n\r\nthe card is 4111 1111 1111 1111\r\n",
+            None,
+        ),
         (b"Subject: x\r\n\r\nplain text\r\n", None),
     ],
 )
-def test_encrypted_formats_are_recognised(content: bytes, kind) -> None:
+def test_encrypted_formats_are_recognised_and_labels_alone_are_not_enough(content: bytes, kind) -> None:
     assert already_encrypted(content) == kind
+
+
+def test_real_smime_is_recognised(tmp_path) -> None:
+    from cryptography import x509
+
+    from engine.relay.methods.smime import encrypt
+
+    make_recipient(tmp_path / "certs", "bob@partner.example")
+    cert = x509.load_pem_x509_certificate((tmp_path / "certs" / "bob@partner.example.pem").read_bytes())
+    sealed = encrypt(b"From: a@example.com\r\nSubject: s\r\n\r\nsecret\r\n", [cert])
+    assert already_encrypted(sealed) == "smime"
+
+
+async def test_a_label_is_not_encryption(tmp_path, write_config, start_relay) -> None:
+    with Sink(tls=None) as sink:  # no STARTTLS: flagged mail must wait, not leave in clear
+        relay = await start_relay(write_config(config(sink.port)))
+        extra = "Content-Type: application/pkcs7-mime; smime-type=enveloped-data\r\n"
+        queue_id = await send(relay, ["erin@partner.example"], "this is confidential, not encrypted", extra=extra)
+
+        async def waits():
+            d = await relay.queue.show(queue_id)
+            return d if d.recipients[0].state == "deferred" else None
+
+        detail = await eventually(waits, what="the mislabelled message to wait for TLS")
+        assert detail.meta["encrypt"] is True and sink.messages == []

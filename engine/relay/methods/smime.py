@@ -10,6 +10,10 @@ S/MIME, PGP and our own format apart from plain mail, so nothing is encrypted tw
 
 from __future__ import annotations
 
+import base64
+import binascii
+import email
+import re
 from pathlib import Path
 
 from cryptography import x509
@@ -56,14 +60,39 @@ def encrypt(content: bytes, certificates: list[x509.Certificate]) -> bytes:
     return b"\r\n".join(outer) + b"\r\n" + smime
 
 
+_ENVELOPED_DATA = bytes.fromhex("06092a864886f70d010703")  # OID 1.2.840.113549.1.7.3
+_ARMOR = re.compile(
+    rb"\A\s*-----BEGIN PGP MESSAGE-----\r?\n(?:[\x21-\x7e]+: [^\r\n]*\r?\n)*\r?\n[A-Za-z0-9+/=\r\n]+=?[A-Za-z0-9+/=]*\r?\n-----END PGP MESSAGE-----\s*\Z"
+)
+
+
 def already_encrypted(content: bytes) -> str | None:
-    """ "smime", "pgp" or None: mail that is encrypted already is never encrypted again."""
+    """ "smime", "pgp" or None: mail that is encrypted already is never encrypted again.
+
+    The content must really be encrypted, not only say so: a plain message labelled
+    `application/pkcs7-mime` would otherwise slip past DLP's `encrypt`. S/MIME: the body
+    must decode to a PKCS#7 envelopedData structure. PGP: the body (or the second part of a
+    multipart/encrypted) must be one ASCII-armoured message and nothing else.
+    """
     head, _, body = content.partition(b"\r\n\r\n")
     lowered = head.lower()
     if b"application/pkcs7-mime" in lowered or b"application/x-pkcs7-mime" in lowered:
-        return "smime"
+        return "smime" if _enveloped(body) else None
     if b"multipart/encrypted" in lowered and b"application/pgp-encrypted" in lowered:
-        return "pgp"
-    if b"-----BEGIN PGP MESSAGE-----" in body[:4096]:
+        message = email.message_from_bytes(content)
+        parts = message.get_payload() if message.is_multipart() else []
+        # RFC 3156: the second part holds the armoured message, and it is all the content
+        if len(parts) == 2 and _ARMOR.match(parts[1].get_payload(decode=False).encode("latin-1", "replace")):
+            return "pgp"
+        return None
+    if _ARMOR.match(body):
         return "pgp"
     return None
+
+
+def _enveloped(body: bytes) -> bool:
+    try:
+        der = base64.b64decode(b"".join(body.split()), validate=True)
+    except (ValueError, binascii.Error):
+        return False
+    return der[:1] == b"\x30" and _ENVELOPED_DATA in der[:32]
