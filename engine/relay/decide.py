@@ -9,7 +9,8 @@ Mail from the encryption gateway is already encrypted and is never encrypted aga
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+import email
+from dataclasses import dataclass, field, replace
 
 from engine.relay.dlp.extract import extract
 from engine.relay.dlp.policy import Facts, Verdict
@@ -49,19 +50,22 @@ def direction_of(live: Live, sender: str, recipients, peer_ip: str | None) -> st
 
 
 def gateway_result(live: Live, content: bytes) -> str | None:
-    """ "success" or "failure" when mail carries the third-party gateway's result header."""
+    """What the third-party gateway said about mail it sends back: "success", "failure", or
+    "none" when it said neither (None when no gateway is configured). Fails closed: any copy
+    of the failure header, folded or with more text after the value, counts as failure."""
     tp = live.config.encryption.third_party
     if tp is None:
         return None
-    head = content.split(b"\r\n\r\n", 1)[0].decode("latin-1").lower()
-    fields = {
-        line.split(":", 1)[0].strip(): line.split(":", 1)[1].strip() for line in head.split("\r\n") if ":" in line
-    }
-    for result, configured in (("failure", tp.headers.failure), ("success", tp.headers.success)):
+    head = email.message_from_bytes(content.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n")
+
+    def said(configured: str) -> bool:
         name, _, value = configured.partition(":")
-        if fields.get(name.strip().lower()) == value.strip().lower():
-            return result
-    return None
+        want = value.strip().lower()
+        return any(" ".join(str(v).split()).lower().startswith(want) for v in head.get_all(name.strip()) or [])
+
+    if said(tp.headers.failure):
+        return "failure"
+    return "success" if said(tp.headers.success) else "none"
 
 
 async def decide(live: Live, message: Message) -> Decision:
@@ -84,12 +88,21 @@ def judge(live: Live, content: bytes, sender: str, recipients, peer_ip: str | No
     """The whole decision for given content and envelope (shared by the relay and `simulate`)."""
     direction = direction_of(live, sender, recipients, peer_ip)
     gateway = peer_ip is not None and live.gateway.contains(peer_ip)
-    verdict = live.policies.evaluate(extract(content), Facts(sender, tuple(recipients), peer_ip or "", direction))
+    facts = Facts(sender, tuple(recipients), peer_ip or "", direction)
+    extracted = extract(content)
+    verdict = live.policies.evaluate(extracted, facts)
     action = verdict.action if direction == "outbound" else "permit"
-    if action == "encrypt" and (gateway or already_encrypted(content)):
+    encrypted = bool(already_encrypted(content)) if action == "encrypt" and not gateway else False
+    if encrypted:
+        # The backstop: a message whose body DLP could read is not encrypted, whatever its
+        # structure says. Only when the same verdict follows from the parts that stay
+        # readable in encrypted mail anyway (subject, headers) is it left as it is.
+        readable = replace(extracted, texts=tuple(t for t in extracted.texts if t.origin == "subject"), attachments=())
+        encrypted = live.policies.evaluate(readable, facts).would == verdict.would
+    if action == "encrypt" and (gateway or encrypted):
         action = "permit"  # already encrypted (by the gateway, S/MIME or PGP): never twice
-    if gateway and gateway_result(live, content) == "failure":
-        action = "quarantine"  # the gateway could not encrypt it: it must not go out in clear
+    if gateway and gateway_result(live, content) in ("failure", "none"):
+        action = "quarantine"  # the gateway did not say it encrypted it: it must not go out in clear
     method = live.config.encryption.method if action == "encrypt" else "none"
     return Decision(
         direction, action, method, verdict.policies, gateway or bool(already_encrypted(content)), verdict, verdict.would

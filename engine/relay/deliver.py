@@ -83,6 +83,9 @@ class Deliverer:
                 await asyncio.sleep(poll_interval)
                 continue
             leased = [e for e in leased if e.id not in self._in_flight]  # a lapsed lease still in progress
+            now = time.time()
+            while self._wakeups and self._wakeups[0] <= now:
+                heapq.heappop(self._wakeups)
             for entry in leased:
                 self._in_flight.add(entry.id)
                 task = asyncio.create_task(self._deliver_guarded(live, entry))
@@ -136,8 +139,16 @@ class Deliverer:
         for rcpt in entry.recipients:
             by_domain[domain_of(rcpt.address)].append(rcpt.address)
         outcomes: dict[str, Outcome] = {}
-        results = await asyncio.gather(*(self._deliver_domain(live, entry, d, r) for d, r in by_domain.items()))
-        for result in results:
+        domains = list(by_domain.items())
+        results = await asyncio.gather(
+            *(self._deliver_domain(live, entry, d, r) for d, r in domains), return_exceptions=True
+        )
+        for (domain, rcpts), result in zip(domains, results, strict=True):
+            if isinstance(result, BaseException):  # one domain's bug must not cost the others their results
+                log.error("delivery of %s to %s failed unexpectedly: %r", entry.id, domain, result)
+                result = {
+                    r: Outcome("defer", f"internal error: {type(result).__name__}: {result}", "4.3.0") for r in rcpts
+                }
             outcomes.update(result)
         await self._record(live, entry, outcomes)
 
@@ -146,9 +157,15 @@ class Deliverer:
         method = live.config.encryption.method
         if encrypt and live.config.encryption.smime is not None:
             with_cert, rcpts = self._smime_split(live, rcpts)
-            if with_cert:  # end-to-end encrypted: the route's own TLS is enough for the rest
-                sealed = replace(entry, body=smime.encrypt(entry.body, [c for _, c in with_cert]))
-                out = await self._send(live, sealed, domain, [r for r, _ in with_cert], encrypt=False, note="S/MIME")
+            if with_cert:  # end-to-end encrypted content, and still the TLS the method asks for the headers
+                try:
+                    body = await asyncio.to_thread(smime.encrypt, entry.body, [c for _, c in with_cert])
+                except Exception as exc:  # never plain instead: the recipients wait
+                    out = {r: Outcome("defer", f"S/MIME encryption failed: {exc}", "4.7.5") for r, _ in with_cert}
+                else:
+                    out = await self._send(
+                        live, replace(entry, body=body), domain, [r for r, _ in with_cert], encrypt=True, note="S/MIME"
+                    )
                 if rcpts:
                     out.update(await self._deliver_domain_plain(live, entry, domain, rcpts, encrypt, method))
                 return out
@@ -214,7 +231,10 @@ class Deliverer:
             done = await method.protect(live, entry, rcpts)
         except Exception as exc:
             return {r: Outcome("defer", f"{why} `{name}` failed: {exc}", "4.7.5") for r in rcpts}
-        return {r: Outcome("delivered", f"{why} `{name}`: {done.detail}", "2.0.0", f"handed to {name}") for r in rcpts}
+        out = {r: Outcome("delivered", f"{why} `{name}`: {done.detail}", "2.0.0", f"handed to {name}") for r in rcpts}
+        for rcpt, failure in done.refused.items():
+            out[rcpt] = _from_failure(failure, f"refused by {name}")
+        return out
 
     # -- recording ------------------------------------------------------------------------
 
@@ -223,6 +243,7 @@ class Deliverer:
         delivery = live.config.delivery
         attempts = {r.address: r.attempts for r in entry.recipients}
         groups: dict[str, list[str]] = defaultdict(list)
+        retry_at = float("inf")
         for rcpt, outcome in outcomes.items():
             if outcome.kind == "defer" and expired(entry.created_at, now, delivery.max_queue_lifetime):
                 outcomes[rcpt] = Outcome("bounce", f"delivery time expired: {outcome.text}", "5.4.7", outcome.tls)
@@ -235,7 +256,7 @@ class Deliverer:
                     attempts.get(rcpt, 0) + 1, delivery.retry_interval, delivery.max_retry_interval, delivery.backoff
                 )
                 await self.queue.mark_deferred(entry.id, [rcpt], outcome.text, now + wait, tls=outcome.tls)
-                heapq.heappush(self._wakeups, now + wait)
+                retry_at = min(retry_at, now + wait)
             metrics.DELIVERIES.labels(outcomes[rcpt].kind, metrics.tls_used(outcomes[rcpt].tls)).inc()
             emit(
                 "delivery",
@@ -247,6 +268,8 @@ class Deliverer:
                 reason=outcome.text,
                 config_version=live.version,
             )
+        if retry_at != float("inf"):
+            heapq.heappush(self._wakeups, retry_at)  # one wake-up per message, trimmed every pass
         if groups["bounce"]:
             await self._notify(live, entry, {r: outcomes[r] for r in groups["bounce"]}, "failure")
             for rcpt in groups["bounce"]:

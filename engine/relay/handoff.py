@@ -10,7 +10,7 @@ defers the recipients, so the message waits in the queue and is retried.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from engine.relay.queue import Entry
@@ -19,6 +19,7 @@ from engine.relay.queue import Entry
 @dataclass(frozen=True)
 class Protected:
     detail: str  # what the method did, for the log and `queue show`
+    refused: dict = field(default_factory=dict)  # recipient -> failures.Failure: not taken
 
 
 class EncryptionMethod(Protocol):

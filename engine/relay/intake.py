@@ -80,7 +80,10 @@ class Intake:
         quarantine = Quarantine(live.data_dir)
         hits = decision.verdict.hits if decision.verdict else ()
         reason = "; ".join(f"{h.policy}/{h.rule}" for h in hits if h.action == "quarantine")
-        reason = reason or "the encryption gateway reported that it could not encrypt the message"
+        reason = (
+            reason
+            or "the encryption gateway did not report the message encrypted (failure header, or no result header)"
+        )
         subject = _subject(content)
         return await asyncio.to_thread(
             quarantine.put, message.sender, message.recipients, content, decision.policies, reason, subject

@@ -203,6 +203,12 @@ class Service:
                     **stats.recipients,
                     "at": time.time(),
                 }
+                metrics.QUEUE_ENTRIES.set(stats.entries)
+                for state, count in stats.recipients.items():
+                    metrics.QUEUE_RECIPIENTS.labels(state).set(count)
+                cert_dir = self.relay.live.certificate_dir
+                if cert_dir is not None:
+                    metrics.CERT_DAYS_LEFT.set(await asyncio.to_thread(_days_left, cert_dir))
             except Exception:  # stats are best effort
                 pass
             await asyncio.sleep(2)

@@ -69,18 +69,26 @@ async def send(relay, rcpts: list[str], body: str, subject: str = "s", extra: st
     return reply.split()[-1]
 
 
-async def test_recipient_with_a_certificate_gets_smime_the_others_wait_for_tls(
-    tmp_path, write_config, start_relay
+async def test_recipient_with_a_certificate_gets_smime_the_others_the_method(
+    tmp_path, write_config, start_relay, ca
 ) -> None:
+    import ssl
+
     key = make_recipient(tmp_path / "certs", "bob@partner.example")
-    with Sink(tls=None) as sink:  # offers no STARTTLS: mandatory TLS cannot be had
+    cert = ca.issue_cert("127.0.0.1")
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(tls)
+    with Sink(tls=tls) as sink:  # both copies go over TLS: S/MIME does not lower the transport
         relay = await start_relay(write_config(config(sink.port)))
-        queue_id = await send(relay, ["bob@partner.example", "carol@partner.example"], "this is confidential")
-        [got] = await sink.received(1)
-        assert got.recipients == ["bob@partner.example"] and b"this is confidential" not in got.content
-        assert b"application/pkcs7-mime" in got.content and b"Subject: s" in got.content
+        await send(relay, ["bob@partner.example", "carol@partner.example"], "this is confidential")
+        got = await sink.received(2)
+        by_rcpt = {m.recipients[0]: m for m in got}
+        assert all(m.tls for m in got)
+        assert b"this is confidential" in by_rcpt["carol@partner.example"].content  # method tls: content as is
+        sealed_msg = by_rcpt["bob@partner.example"]
+        assert b"this is confidential" not in sealed_msg.content and b"application/pkcs7-mime" in sealed_msg.content
         sealed = tmp_path / "sealed.eml"
-        sealed.write_bytes(got.content)
+        sealed.write_bytes(sealed_msg.content)
         opened = subprocess.run(
             [
                 "openssl",
@@ -98,13 +106,42 @@ async def test_recipient_with_a_certificate_gets_smime_the_others_wait_for_tls(
         )
         assert b"this is confidential" in opened.stdout
 
-        async def carol_waits():
-            d = await relay.queue.show(queue_id)
-            carol = next(r for r in d.recipients if r.address == "carol@partner.example")
-            return carol if carol.state == "deferred" else None
 
-        carol = await eventually(carol_waits, what="carol to wait for TLS")
-        assert "no STARTTLS" in carol.last_error
+async def test_an_unusable_certificate_never_means_plain(tmp_path, write_config, start_relay) -> None:
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            str(tmp_path / "k"),
+            "-out",
+            str(certs / "frank@partner.example.pem"),
+            "-days",
+            "30",
+            "-subj",
+            "/CN=frank",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    with Sink(tls=None) as sink:
+        relay = await start_relay(write_config(config(sink.port)))
+        queue_id = await send(relay, ["frank@partner.example"], "this is confidential")
+
+        async def waits():
+            d = await relay.queue.show(queue_id)
+            return d if d.recipients[0].state == "deferred" else None
+
+        detail = await eventually(waits, what="frank to wait")  # an EC certificate is ignored: method tls, no TLS here
+        assert "no STARTTLS" in detail.recipients[0].last_error and sink.messages == []
 
 
 async def test_already_encrypted_mail_is_not_encrypted_again(tmp_path, write_config, start_relay) -> None:

@@ -114,4 +114,61 @@ async def test_a_failure_from_the_gateway_is_held_not_delivered(write_config, st
             return quarantine.list()
 
         [item] = await eventually(held, what="the failed message to be held")
-        assert "could not encrypt" in item.reason and sink.messages == [] and len(gateway.seen) == 1
+        assert "did not report the message encrypted" in item.reason and sink.messages == [] and len(gateway.seen) == 1
+
+
+def test_gateway_results_fail_closed(write_config) -> None:
+    from engine.relay.decide import gateway_result
+    from engine.relay.server import load_live
+
+    live = load_live(write_config(config(1, 2), groups=GROUPS))
+    head = b"From: a@example.com\r\n"
+    assert gateway_result(live, head + b"X-Encrypt-Result: success\r\n\r\nx") == "success"
+    assert gateway_result(live, head + b"X-Encrypt-Result: failure; reason=no key\r\n\r\nx") == "failure"
+    assert gateway_result(live, head + b"X-Encrypt-Result:\r\n failure\r\n\r\nx") == "failure"  # folded
+    both = head + b"X-Encrypt-Result: failure\r\nX-Encrypt-Result: success\r\n\r\nx"
+    assert gateway_result(live, both) == "failure"  # any failure copy wins
+    assert gateway_result(live, head + b"\r\nx") == "none"
+
+
+async def test_a_recipient_the_gateway_refuses_bounces_and_the_others_are_handed_over_once(
+    write_config, start_relay
+) -> None:
+    port_ref: list[int] = [0]
+    with Sink() as sink, FakeGateway(port_ref) as gateway:
+        refuse = "550 5.1.1 no key for this recipient"
+        original = gateway.handle_DATA
+
+        async def handle_RCPT(server, session, envelope, address, options):
+            if address == "carol@partner.example":
+                return refuse
+            envelope.rcpt_tos.append(address)
+            return "250 OK"
+
+        gateway.handle_RCPT = handle_RCPT
+        gateway.handle_DATA = original
+        relay = await start_relay(write_config(config(gateway.port, sink.port), groups=GROUPS))
+        port_ref[0] = relay.ports()["mx"]
+        msg = "From: alice@example.com\r\nTo: bob@partner.example, carol@partner.example\r\nSubject: s\r\n\r\nthis is confidential\r\n"
+        await aiosmtplib.send(
+            msg,
+            sender="alice@example.com",
+            recipients=["bob@partner.example", "carol@partner.example"],
+            hostname="127.0.0.1",
+            port=relay.ports()["mx"],
+            start_tls=False,
+            timeout=10,
+        )
+        got = await sink.received(2)  # bob's encrypted copy, and the DSN about carol to alice
+        by_rcpt = {m.recipients[0]: m for m in got}
+        assert b"-----BEGIN FAKE ENCRYPTED-----" in by_rcpt["bob@partner.example"].content
+        assert (
+            b"carol@partner.example" in by_rcpt["alice@example.com"].content
+            and b"no key" in by_rcpt["alice@example.com"].content
+        )
+
+        async def settled():
+            return await relay.queue.count() == 0
+
+        await eventually(settled, what="the message to leave the queue")
+        assert len(gateway.seen) == 1  # handed over once

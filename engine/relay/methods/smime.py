@@ -13,13 +13,17 @@ from __future__ import annotations
 import base64
 import binascii
 import email
+import logging
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import pkcs7
 
+log = logging.getLogger(__name__)
 _CONTENT_HEADERS = (b"content-type", b"content-transfer-encoding", b"mime-version", b"content-disposition")
 
 
@@ -30,9 +34,17 @@ def certificate_for(directory: Path, address: str) -> x509.Certificate | None:
         return None
     path = directory / f"{name}.pem"
     try:
-        return x509.load_pem_x509_certificate(path.read_bytes())
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
     except (OSError, ValueError):
         return None
+    now = datetime.now(UTC)
+    if (
+        not isinstance(cert.public_key(), rsa.RSAPublicKey)
+        or not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc
+    ):
+        log.warning("S/MIME certificate %s is not usable (only valid RSA certificates are): ignored", path)
+        return None
+    return cert
 
 
 def encrypt(content: bytes, certificates: list[x509.Certificate]) -> bytes:
@@ -61,38 +73,70 @@ def encrypt(content: bytes, certificates: list[x509.Certificate]) -> bytes:
 
 
 _ENVELOPED_DATA = bytes.fromhex("06092a864886f70d010703")  # OID 1.2.840.113549.1.7.3
-_ARMOR = re.compile(
-    rb"\A\s*-----BEGIN PGP MESSAGE-----\r?\n(?:[\x21-\x7e]+: [^\r\n]*\r?\n)*\r?\n[A-Za-z0-9+/=\r\n]+=?[A-Za-z0-9+/=]*\r?\n-----END PGP MESSAGE-----\s*\Z"
-)
+_BASE64_LINE = re.compile(rb"[A-Za-z0-9+/]*={0,2}")
+_ARMOR_HEADER = re.compile(rb"[\x21-\x39\x3b-\x7e]+: [^\r\n]*")
+MAX_CHECKED = 32 * 1024 * 1024
 
 
 def already_encrypted(content: bytes) -> str | None:
     """ "smime", "pgp" or None: mail that is encrypted already is never encrypted again.
 
-    The content must really be encrypted, not only say so: a plain message labelled
-    `application/pkcs7-mime` would otherwise slip past DLP's `encrypt`. S/MIME: the body
-    must decode to a PKCS#7 envelopedData structure. PGP: the body (or the second part of a
-    multipart/encrypted) must be one ASCII-armoured message and nothing else.
+    The structure must really be an encrypted message, not only say so: the top-level
+    Content-Type (parsed, not searched for) is application/pkcs7-mime with a body that
+    decodes to PKCS#7 envelopedData, or multipart/encrypted (RFC 3156) with exactly the
+    control part and one ASCII-armoured message, or a body that is one armoured message and
+    nothing else. `decide` adds a backstop: if DLP matched readable body text, the message
+    is not encrypted, whatever its structure says.
     """
-    head, _, body = content.partition(b"\r\n\r\n")
-    lowered = head.lower()
-    if b"application/pkcs7-mime" in lowered or b"application/x-pkcs7-mime" in lowered:
-        return "smime" if _enveloped(body) else None
-    if b"multipart/encrypted" in lowered and b"application/pgp-encrypted" in lowered:
-        message = email.message_from_bytes(content)
-        parts = message.get_payload() if message.is_multipart() else []
-        # RFC 3156: the second part holds the armoured message, and it is all the content
-        if len(parts) == 2 and _ARMOR.match(parts[1].get_payload(decode=False).encode("latin-1", "replace")):
+    if len(content) > MAX_CHECKED:
+        return None
+    message = email.message_from_bytes(content)
+    ctype = message.get_content_type()
+    if ctype in ("application/pkcs7-mime", "application/x-pkcs7-mime"):
+        smime_type = (message.get_param("smime-type") or "enveloped-data").lower()
+        if smime_type in ("enveloped-data", "authenveloped-data") and _enveloped(message.get_payload(decode=False)):
+            return "smime"
+        return None
+    if ctype == "multipart/encrypted":
+        parts = message.get_payload()
+        if (
+            isinstance(parts, list)
+            and len(parts) == 2
+            and parts[0].get_content_type() == "application/pgp-encrypted"
+            and parts[0].get_payload(decode=False).strip().lower() == "version: 1"
+            and parts[1].get_content_type() == "application/octet-stream"
+            and not parts[1].is_multipart()
+            and _armoured(parts[1].get_payload(decode=False).encode("latin-1", "replace"))
+        ):
             return "pgp"
         return None
-    if _ARMOR.match(body):
+    if not message.is_multipart() and _armoured(content.partition(b"\r\n\r\n")[2]):
         return "pgp"
     return None
 
 
-def _enveloped(body: bytes) -> bool:
+def _enveloped(body) -> bool:
+    if not isinstance(body, str):
+        return False
     try:
-        der = base64.b64decode(b"".join(body.split()), validate=True)
+        der = base64.b64decode("".join(body.split()), validate=True)
     except (ValueError, binascii.Error):
         return False
-    return der[:1] == b"\x30" and _ENVELOPED_DATA in der[:32]
+    return der[:1] == b"\x30" and _ENVELOPED_DATA in der[:24]
+
+
+def _armoured(body: bytes) -> bool:
+    """One ASCII-armoured PGP message and nothing else, checked line by line (linear time)."""
+    lines = body.strip().split(b"\n")
+    lines = [line.rstrip(b"\r") for line in lines]
+    if len(lines) < 3 or lines[0] != b"-----BEGIN PGP MESSAGE-----" or lines[-1] != b"-----END PGP MESSAGE-----":
+        return False
+    inner = lines[1:-1]
+    while inner and inner[0] and _ARMOR_HEADER.fullmatch(inner[0]):
+        inner = inner[1:]
+    if not inner or inner[0] != b"":
+        return False
+    payload = [line for line in inner[1:] if line]
+    return bool(payload) and all(
+        _BASE64_LINE.fullmatch(line) or (line[:1] == b"=" and _BASE64_LINE.fullmatch(line[1:])) for line in payload
+    )

@@ -60,11 +60,10 @@ class ThirdPartyGateway:
                 if attempt.site_failure is not None:
                     reasons.append(attempt.site_failure.reason)
                     continue
-                failed = [r for r, result in attempt.results.items() if not isinstance(result, str)]
-                if failed:
-                    reasons.append(f"{hop} refused {', '.join(failed)}")
-                    continue
-                return Protected(f"handed to the encryption gateway {hop} ({attempt.tls})")
+                # each recipient once: the ones the gateway took are done, its refusals are
+                # reported per recipient (a permanent one bounces), never handed over again
+                refused = {r: result for r, result in attempt.results.items() if not isinstance(result, str)}
+                return Protected(f"handed to the encryption gateway {hop} ({attempt.tls})", refused)
         raise RuntimeError("no encryption server took the message: " + "; ".join(reasons))
 
 
