@@ -342,6 +342,7 @@ async def serve_admin(
         host=host,
         port=sock.getsockname()[1],
         lifespan="off",
+        log_config=None,  # uvicorn's dictConfig would close the relay's own log handlers
         log_level="warning",
         access_log=False,
         server_header=False,

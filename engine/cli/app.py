@@ -72,14 +72,12 @@ def serve(
 
     Example: sealrelay serve relay.yaml
     """
-    import logging
 
+    from engine.relay.logbuffer import install
     from engine.relay.server import ConfigError, config_location
     from engine.relay.service import Service
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # aiosmtpd logs every SMTP command at INFO; our decision log says what matters per message.
-    logging.getLogger("mail.log").setLevel(max(logging.WARNING, logging.getLogger().level))
+    install(log_level.upper())
     path, base_dir = config_location(path)
     service = Service(path, base_dir=base_dir, watch=watch)
     typer.echo(f"sealrelay serving {path}" + (" (watching for changes)" if watch else ""), err=True)

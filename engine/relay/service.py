@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -65,6 +66,7 @@ class Service:
             except OSError as exc:  # observability must not keep mail from flowing
                 log.error("metrics endpoint %s:%s could not start: %s", endpoint.address, endpoint.port, exc)
         self._tasks.append(asyncio.create_task(self._refresh_stats()))
+        self._tasks.append(asyncio.create_task(self._flush_logs()))
         if self.admin or self.watch:
             # The SMTP loop keeps the GIL busy under load; with Python's default 5 ms switch
             # interval each GIL hand-over to the control thread (every socket read, every
@@ -129,9 +131,18 @@ class Service:
             await self.relay.stop()
 
     async def run_forever(self) -> None:
+        """Serve until SIGTERM or SIGINT, then stop gracefully (listeners closed first, the
+        deliveries in progress given time to finish, the queue closed, logs flushed)."""
         await self.start()
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, stopping.set)
+            except (NotImplementedError, RuntimeError):  # not the main thread (tests)
+                pass
         try:
-            await asyncio.Event().wait()
+            await stopping.wait()
         finally:
             await self.stop()
 
@@ -192,6 +203,16 @@ class Service:
             self.audit.append(record)
         except (OSError, ValueError) as exc:
             log.error("audit log write failed: %s", exc)
+
+    async def _flush_logs(self) -> None:
+        from engine.relay import logbuffer
+
+        try:
+            while True:
+                await asyncio.sleep(logbuffer.FLUSH_INTERVAL)
+                logbuffer.flush()
+        finally:
+            logbuffer.flush()
 
     async def _refresh_stats(self) -> None:
         while True:
