@@ -159,3 +159,34 @@ async def test_damaged_entry_is_set_aside_on_restart(write_config, start_relay) 
         assert corrupt.id == queue_id
     finally:
         queue.close()
+
+
+async def test_sigterm_stops_gracefully_and_flushes_the_log(write_config) -> None:
+    config = write_config(route_to(free_port()))
+    config.write_text(
+        config.read_text().replace(
+            "  data_dir: ./var\n",
+            f"  data_dir: ./var\n  admin: {{address: 127.0.0.1, port: {free_port()}}}\n  metrics: {{address: 127.0.0.1, port: {free_port()}}}\n",
+        )
+    )
+    port = int(config.read_text().split("port: ", 1)[1].split("}", 1)[0])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli.app", "serve", str(config), "--log-level", "INFO"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+    def ready() -> bool:
+        import socket
+
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", port)) == 0
+
+    await asyncio.to_thread(wait_for, ready, 30, "the relay to listen")
+    _, reply = await aiosmtplib.send(msg(1), hostname="127.0.0.1", port=port, timeout=10, start_tls=False)
+    queue_id = reply.split()[-1]
+    proc.send_signal(signal.SIGTERM)
+    _, err = await asyncio.to_thread(proc.communicate, timeout=30)
+    assert proc.returncode == 0
+    assert f'"event":"received","id":"{queue_id}"' in err.decode()  # the buffered decision line was written
