@@ -104,6 +104,14 @@ def third_party(ctx: Context) -> Iterator[Diagnostic]:
             yield error((*base, "headers", which), *problem)
             continue
         normal = ":".join(part.strip().lower() for part in text.split(":", 1))
+        name = normal.split(":", 1)[0]
+        if which != "encrypt" and name == tp.headers.encrypt.split(":", 1)[0].strip().lower():
+            yield error(
+                (*base, "headers", which),
+                f"the {which} header has the encrypt header's name `{name}`",
+                "the gateway's result must be told apart from our request: give it its own header name",
+            )
+            continue
         if normal in seen:
             yield error(
                 (*base, "headers", which),
