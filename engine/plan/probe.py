@@ -12,16 +12,13 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-import aiosmtplib
-
 from engine.config.model import RelayConfig
 from engine.plan.change import Change, Key
-from engine.relay.groups import parse_ip
+from engine.relay.failures import TLSRequiredError
 from engine.relay.live import CompiledRoute, provision
-from engine.relay.resolve import Resolver
-from engine.relay.tls import TLSLevel, check_negotiated, describe_failure
-
-PROBE_TIMEOUT = 10.0
+from engine.relay.resolve import Hop, next_hops, resolver_for
+from engine.relay.tls import describe_failure
+from engine.relay.transfer import _open
 
 
 @dataclass(frozen=True)
@@ -56,64 +53,34 @@ def targets(changes: list[Change], desired: RelayConfig, live) -> list[tuple[Com
 
 async def probe(desired: RelayConfig, changes: list[Change], base_dir) -> list[ProbeResult]:
     live = provision(desired, base_dir=base_dir, version=0, tls=False)
-    dns = desired.system.dns
-    resolver = Resolver(list(dns.nameservers), dns.port, float(dns.timeout)) if dns else Resolver()
+    resolver = resolver_for(desired.system.dns)
     results = []
     for route, domain in targets(changes, desired, live):
         label = domain or f"route {route.name}"
         try:
             if route.next_hop is not None:
                 hop = route.next_hop
-                found = (
-                    [(hop.host, hop.host, hop.port)]
-                    if parse_ip(hop.host)
-                    else [
-                        (h.host, h.address, h.port) for h in await resolver.host_hops(hop.host, hop.port, hop.mx_lookup)
-                    ]
-                )
+                hops = await next_hops(resolver, hop.host, hop.port, hop.mx_lookup)
             else:
-                found = [(h.host, h.address, h.port) for h in await resolver.mx_hosts(domain)]
+                hops = await resolver.mx_hosts(domain)
         except Exception as exc:  # noqa: BLE001 - reported, not raised
             results.append(ProbeResult(label, "-", "-", False, f"cannot resolve: {exc}"))
             continue
-        host, address, port = found[0]
-        policy = live.outbound_policy(route, domain, address, encrypt=False)
-        results.append(await _one(label, host, address, port, policy, desired, base_dir))
+        policy = live.outbound_policy(route, domain, hops[0].address, encrypt=False)
+        results.append(await _one(live, label, hops[0], policy))
     return results
 
 
-async def _one(label, host, address, port, policy, desired, base_dir) -> ProbeResult:
-    from engine.relay.live import _client
-
-    where = f"{host}[{address}]:{port}"
-    level = policy.level
-    client = aiosmtplib.SMTP(
-        hostname=address, port=port, start_tls=False, timeout=PROBE_TIMEOUT, local_hostname=desired.system.fqdn
-    )
+async def _one(live, label: str, hop: Hop, policy) -> ProbeResult:
+    """Open a session exactly as delivery does (`transfer._open`) and say how it went."""
     try:
-        await client.connect()
-        await client.ehlo()
-        if level is TLSLevel.NONE:
-            return ProbeResult(label, where, str(policy), True, "no TLS asked")
-        if not client.supports_extension("starttls"):
-            return ProbeResult(label, where, str(policy), not level.requires_tls, "STARTTLS not offered")
-        context = _client(desired, base_dir, level.enforced.value, policy.min_protocol, policy.min_bits)
-        try:
-            await client.starttls(server_hostname=host, tls_context=context)
-        except Exception as exc:  # noqa: BLE001
-            return ProbeResult(
-                label, where, str(policy), not level.requires_tls, f"handshake failed: {describe_failure(exc)}"
-            )
-        ssl_object = client.get_transport_info("ssl_object")
-        weak = check_negotiated(ssl_object, policy.min_bits, policy.min_protocol)
-        if weak:
-            return ProbeResult(label, where, str(policy), not level.requires_tls, weak)
-        name, _, bits = ssl_object.cipher()
-        return ProbeResult(label, where, str(policy), True, f"{ssl_object.version()} {name} ({bits}-bit)")
+        client, note = await _open(live, hop, policy)
+    except TLSRequiredError as exc:
+        return ProbeResult(label, str(hop), str(policy), False, str(exc).split(";")[0])
     except Exception as exc:  # noqa: BLE001
-        return ProbeResult(label, where, str(policy), False, f"cannot connect: {describe_failure(exc)}")
-    finally:
-        client.close()
+        return ProbeResult(label, str(hop), str(policy), False, f"cannot connect: {describe_failure(exc)}")
+    client.close()
+    return ProbeResult(label, str(hop), str(policy), True, note)
 
 
 def render(results: list[ProbeResult]) -> str:

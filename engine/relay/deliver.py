@@ -22,14 +22,14 @@ from dataclasses import dataclass, replace
 from engine.relay import metrics, ndr
 from engine.relay.decisionlog import emit
 from engine.relay.failures import Failure, classify, expired, next_retry
-from engine.relay.groups import domain_of, parse_ip
+from engine.relay.groups import domain_of
 from engine.relay.handoff import EncryptionMethod
 from engine.relay.live import Live
 from engine.relay.methods import smime
 from engine.relay.pool import ConnectionPool
 from engine.relay.queue import Entry, NotQueued, Queue
-from engine.relay.resolve import Resolver
-from engine.relay.transfer import Attempt, Hop, transfer
+from engine.relay.resolve import Hop, Resolver, next_hops, resolver_for
+from engine.relay.transfer import Attempt, transfer
 
 log = logging.getLogger(__name__)
 
@@ -209,18 +209,14 @@ class Deliverer:
         return last
 
     async def _hops(self, live: Live, route, domain: str) -> list[Hop]:
-        if route.next_hop is not None and not route.next_hop.mx_lookup and parse_ip(route.next_hop.host):
-            return [Hop(route.next_hop.host, route.next_hop.host, route.next_hop.port)]  # no DNS for an IP
         resolver = self._resolvers.get(live.version)
         if resolver is None:
             self._resolvers = {live.version: self._resolver_for(live)}
             resolver = self._resolvers[live.version]
         if route.next_hop is None:
-            found = await resolver.mx_hosts(domain)
-        else:
-            hop = route.next_hop
-            found = await resolver.host_hops(hop.host, hop.port, hop.mx_lookup)
-        return [Hop(h.host, h.address, h.port) for h in found]
+            return await resolver.mx_hosts(domain)
+        hop = route.next_hop
+        return await next_hops(resolver, hop.host, hop.port, hop.mx_lookup)
 
     async def _handoff(self, live: Live, entry: Entry, rcpts: list[str], name: str, why: str) -> dict[str, Outcome]:
         method = self.methods.get(name)
@@ -349,7 +345,4 @@ def _dt(ts: float):
 
 
 def _default_resolver(live: Live) -> Resolver:
-    dns = live.config.system.dns
-    if dns is None:
-        return Resolver()
-    return Resolver(list(dns.nameservers), dns.port, float(dns.timeout))
+    return resolver_for(live.config.system.dns)

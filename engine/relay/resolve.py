@@ -44,6 +44,8 @@ import dns.name
 import dns.rdatatype
 import dns.resolver
 
+from engine.relay.groups import parse_ip
+
 log = logging.getLogger(__name__)
 
 # One try at one server waits at most this long; the whole lookup is bounded by `timeout`.
@@ -89,6 +91,23 @@ class Hop:
     address: str
     port: int = 25
     preference: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.host}[{self.address}]:{self.port}"
+
+
+def resolver_for(dns_settings) -> Resolver:
+    """The resolver a config's `system.dns` asks for (None: the system's)."""
+    if dns_settings is None:
+        return Resolver()
+    return Resolver(list(dns_settings.nameservers), dns_settings.port, float(dns_settings.timeout))
+
+
+async def next_hops(resolver: Resolver, host: str, port: int, mx_lookup: bool) -> list[Hop]:
+    """The hops of a configured next hop; an IP address needs no DNS at all."""
+    if not mx_lookup and parse_ip(host) is not None:
+        return [Hop(host, host, port)]
+    return await resolver.host_hops(host, port, mx_lookup)
 
 
 class Resolver:

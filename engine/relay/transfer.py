@@ -19,17 +19,8 @@ from engine.relay.failures import Failure, TLSRequiredError, classify
 from engine.relay.live import Live, TLSPolicy
 from engine.relay.pool import ConnectionPool
 from engine.relay.queue import Entry
+from engine.relay.resolve import Hop
 from engine.relay.tls import NoStartTLS, TLSLevel, check_negotiated, describe_failure
-
-
-@dataclass(frozen=True)
-class Hop:
-    host: str  # the name certificates are checked against (the MX name, or the configured host)
-    address: str
-    port: int = 25
-
-    def __str__(self) -> str:
-        return f"{self.host}[{self.address}]:{self.port}"
 
 
 @dataclass
@@ -79,14 +70,14 @@ async def _transaction(live, hop, policy, entry, rcpts, pool, key, cached, auth)
                 await _login(live, client, auth)
         timeout = float(live.config.delivery.command_timeout)
         try:
-            accepted, clean = await _envelope_and_data(client, entry, rcpts, attempt, timeout, hop)
+            accepted = await _envelope_and_data(client, entry, rcpts, attempt, timeout, hop)
         except (aiosmtplib.SMTPServerDisconnected, ConnectionError):
             if cached is not None:  # the peer closed the idle session: not a delivery failure
                 client.close()
                 attempt.stale = True
                 return attempt
             raise
-        if not (accepted and clean and pool and pool.give(key, client, attempt.tls, uses + 1)):
+        if not (accepted and pool and pool.give(key, client, attempt.tls, uses + 1)):
             await _quit(client)
     except Exception as exc:  # noqa: BLE001 - every failure is classified, none escapes
         failure = classify(None, exc)
@@ -106,8 +97,7 @@ async def _transaction(live, hop, policy, entry, rcpts, pool, key, cached, auth)
 async def _envelope_and_data(client, entry: Entry, rcpts: list[str], attempt: Attempt, timeout: float, hop: Hop):
     """MAIL, RCPTs, DATA and the content; per-recipient refusals go into `attempt.results`.
 
-    Returns (accepted recipients, whether the session may be reused). A MAIL or DATA
-    refusal raises. (No client-side PIPELINING: aiosmtplib's protocol reads one reply per
+    Returns the accepted recipients. A MAIL or DATA refusal raises. (No client-side PIPELINING: aiosmtplib's protocol reads one reply per
     command and drops replies that arrive ahead of their command.)
     """
     await client.mail(entry.sender)
@@ -122,7 +112,7 @@ async def _envelope_and_data(client, entry: Entry, rcpts: list[str], attempt: At
         response = await send_data(client, entry.body, timeout)
         for rcpt in accepted:
             attempt.results[rcpt] = f"{hop}: {response.code} {response.message}"
-    return accepted, True
+    return accepted
 
 
 def wire_form(body: bytes) -> bytes | None:

@@ -54,7 +54,7 @@ async def test_probe_reports_which_peers_would_fail(tmp_path: Path, ca) -> None:
         out = proc.stdout
         assert (
             f"FAIL route legacy: 127.0.0.1[127.0.0.1]:{plain.port} at mandatory" in out
-            and "STARTTLS not offered" in out
+            and "peer offered no STARTTLS" in out
         )
         assert f"ok   route modern: 127.0.0.1[127.0.0.1]:{tls_sink.port} at mandatory" in out and "TLSv1." in out
         assert "1 peer(s) would not get mail" in out

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from engine.relay.groups import parse_ip
 from engine.relay.handoff import Protected
 from engine.relay.live import TLSPolicy
 from engine.relay.queue import Entry
-from engine.relay.resolve import Resolver
+from engine.relay.resolve import Hop, next_hops, resolver_for
 from engine.relay.tls import TLSLevel
-from engine.relay.transfer import Hop, transfer
+from engine.relay.transfer import transfer
 
 
 def header_parts(line: str) -> tuple[str, str]:
@@ -68,10 +67,4 @@ class ThirdPartyGateway:
 
 
 async def _hops(live, server) -> list[Hop]:
-    if parse_ip(server.host) is not None:
-        return [Hop(server.host, server.host, server.port)]
-    dns = live.config.system.dns
-    resolver = Resolver(list(dns.nameservers), dns.port, float(dns.timeout)) if dns else Resolver()
-    return [
-        Hop(h.host, h.address, h.port) for h in await resolver.host_hops(server.host, server.port, server.mx_lookup)
-    ]
+    return await next_hops(resolver_for(live.config.system.dns), server.host, server.port, server.mx_lookup)
