@@ -14,7 +14,6 @@ import asyncio
 import logging
 import time
 from dataclasses import replace
-from pathlib import Path
 
 from engine.admin.control import (
     ApplyRequest,
@@ -258,6 +257,3 @@ class RelayControl:
 def _summary(plan: Plan) -> Summary:
     s = plan.summary
     return Summary(s.add, s.change, s.destroy, s.loosening)
-
-
-_ = Path

@@ -28,7 +28,3 @@ class EncryptionMethod(Protocol):
     async def protect(self, live, entry: Entry, recipients: list[str]) -> Protected:
         """Take responsibility for delivering `entry` to `recipients`, encrypted."""
         ...
-
-
-class MethodUnavailable(Exception):
-    """No implementation of the configured method is loaded in this relay."""

@@ -46,6 +46,8 @@ class Service:
         self.audit: Audit | None = None
         self.admin_port: int | None = None
         self._tasks: list[asyncio.Task] = []
+        self._cert_seen: Path | None = None
+        self._not_after = 0.0
         self._admin = None
 
     async def start(self) -> None:
@@ -228,8 +230,10 @@ class Service:
                 for state, count in stats.recipients.items():
                     metrics.QUEUE_RECIPIENTS.labels(state).set(count)
                 cert_dir = self.relay.live.certificate_dir
-                if cert_dir is not None:
-                    metrics.CERT_DAYS_LEFT.set(await asyncio.to_thread(_days_left, cert_dir))
+                if cert_dir is not None:  # read once per certificate, not every pass
+                    if cert_dir != self._cert_seen:
+                        self._not_after, self._cert_seen = await asyncio.to_thread(_not_after, cert_dir), cert_dir
+                    metrics.CERT_DAYS_LEFT.set((self._not_after - time.time()) / 86400)
             except Exception:  # stats are best effort
                 pass
             await asyncio.sleep(2)
@@ -242,10 +246,10 @@ def _commit_of(path: Path) -> str | None:
     return git_commit(path)[0]
 
 
-def _days_left(cert_dir: Path) -> float:
+def _not_after(cert_dir: Path) -> float:
     from engine.certs import load_dir
 
-    return load_dir(cert_dir).describe().days_left
+    return load_dir(cert_dir).describe().not_after.timestamp()
 
 
 def _settle(future: asyncio.Future, error: BaseException | None) -> None:

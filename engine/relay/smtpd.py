@@ -23,7 +23,7 @@ import collections
 import re
 from typing import Any
 
-from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session, syntax
+from aiosmtpd.smtp import MISSING, SMTP, syntax
 
 _ADDR = re.compile(r"^<([^<>()\[\]\\,;:\s@\"]+@[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)>(.*)$")
 _NULL = re.compile(r"^<>(.*)$")
@@ -220,4 +220,3 @@ def _smtp_names(cls: type) -> frozenset[str]:
 
 
 _HOOKS: dict[type, frozenset[str]] = {}
-_ = (Envelope, Session)

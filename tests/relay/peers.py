@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP
 
 
 def free_port() -> int:
@@ -127,9 +126,6 @@ class Sink:
 
         await eventually(enough, timeout, f"{count} message(s) at the sink")
         return self.messages
-
-
-_ = SMTP
 
 
 async def eventually(condition, timeout: float = 10.0, what: str = "condition"):

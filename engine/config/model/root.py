@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from engine.config.model.base import DomainPattern, F, Model, Name, Network
+from engine.config.model.base import DomainPattern, F, Model, Network
 from engine.config.model.dlp import DLP, Direction
 from engine.config.model.encryption import Encryption
 from engine.config.model.system import System
@@ -71,6 +71,3 @@ class RelayConfig(Model):
         "Policy tests run by `validate`",
         [{"name": "card", "message": "tests/messages/card.eml", "expect": {"action": "encrypt"}}],
     )
-
-
-_ = (Name,)
