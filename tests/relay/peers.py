@@ -141,3 +141,13 @@ async def eventually(condition, timeout: float = 10.0, what: str = "condition"):
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.1)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+async def submit(port: int, content: str | bytes, sender: str, recipients: list[str]) -> str:
+    """Send raw `content` to a relay on loopback as an SMTP client would; the 250 reply's text."""
+    import aiosmtplib
+
+    _, reply = await aiosmtplib.send(
+        content, sender=sender, recipients=recipients, hostname="127.0.0.1", port=port, start_tls=False, timeout=10
+    )
+    return reply

@@ -11,9 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import aiosmtplib
-
-from tests.relay.peers import Sink, eventually
+from tests.relay.peers import Sink, eventually, submit
 from tests.relay.test_retries import routes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,15 +42,7 @@ dlp:
 
 async def send(relay, body: str, to: str = "bob@partner.example", extra_headers: str = "") -> str:
     msg = f"From: alice@example.com\r\nTo: {to}\r\nSubject: test\r\n{extra_headers}\r\n{body}\r\n"
-    _, reply = await aiosmtplib.send(
-        msg,
-        sender="alice@example.com",
-        recipients=[to],
-        hostname="127.0.0.1",
-        port=relay.ports()["mx"],
-        timeout=10,
-        start_tls=False,
-    )
+    reply = await submit(relay.ports()["mx"], msg, "alice@example.com", [to])
     return reply
 
 
@@ -166,14 +156,7 @@ async def test_inbound_mail_is_only_recorded(write_config, start_relay, caplog) 
     with Sink() as home:
         relay = await start_relay(write_config(routes(home.port, "{host: 127.0.0.1, port: 9}") + dlp()))
         msg = "From: eve@outside.example\r\nTo: alice@example.com\r\nSubject: hi\r\n\r\ntop secret\r\n"
-        await aiosmtplib.send(
-            msg,
-            sender="eve@outside.example",
-            recipients=["alice@example.com"],
-            hostname="127.0.0.1",
-            port=relay.ports()["mx"],
-            start_tls=False,
-        )
+        await submit(relay.ports()["mx"], msg, "eve@outside.example", ["alice@example.com"])
         [got] = await home.received(1)
         assert got.recipients == ["alice@example.com"]
         line = next(json.loads(r.getMessage()) for r in caplog.records if '"event":"received"' in r.getMessage())
@@ -189,14 +172,7 @@ async def test_inbound_match_is_recorded_not_enforced(write_config, start_relay,
     with Sink() as home:
         relay = await start_relay(write_config(routes(home.port, "{host: 127.0.0.1, port: 9}") + rules))
         msg = "From: eve@outside.example\r\nTo: alice@example.com\r\nSubject: hi\r\n\r\ntop secret\r\n"
-        await aiosmtplib.send(
-            msg,
-            sender="eve@outside.example",
-            recipients=["alice@example.com"],
-            hostname="127.0.0.1",
-            port=relay.ports()["mx"],
-            start_tls=False,
-        )
+        await submit(relay.ports()["mx"], msg, "eve@outside.example", ["alice@example.com"])
         [got] = await home.received(1)
         line = next(json.loads(r.getMessage()) for r in caplog.records if '"event":"received"' in r.getMessage())
         assert (line["direction"], line["action"], line["would"], line["policies"]) == (

@@ -7,7 +7,7 @@ import random
 
 import aiosmtplib
 
-from tests.relay.peers import Sink
+from tests.relay.peers import Sink, submit
 from tests.relay.test_edge import route_to
 from tests.relay.test_relay_flow import message, send
 
@@ -68,15 +68,7 @@ async def test_broken_mime_is_accepted_and_judged(write_config, start_relay) -> 
         relay = await start_relay(write_config(route_to(sink.port) + DLP))
         for n, part in enumerate(broken):
             content = b"From: a@example.com\r\nTo: b@example.com\r\nMIME-Version: 1.0\r\n" + part
-            _, reply = await aiosmtplib.send(
-                content,
-                sender="a@example.com",
-                recipients=["b@example.com"],
-                hostname="127.0.0.1",
-                port=relay.ports()["mx"],
-                start_tls=False,
-                timeout=10,
-            )
+            reply = await submit(relay.ports()["mx"], content, "a@example.com", ["b@example.com"])
             assert "queued as" in reply, (n, reply)
         await sink.received(len(broken))
 
@@ -85,15 +77,7 @@ async def test_an_overlong_line_gets_a_proper_refusal(write_config, start_relay)
     relay = await start_relay(write_config(route_to(1)))
     content = b"From: a@example.com\r\nTo: b@example.com\r\n\r\n" + b"x" * 5000 + b"\r\n"
     try:
-        await aiosmtplib.send(
-            content,
-            sender="a@example.com",
-            recipients=["b@example.com"],
-            hostname="127.0.0.1",
-            port=relay.ports()["mx"],
-            start_tls=False,
-            timeout=10,
-        )
+        await submit(relay.ports()["mx"], content, "a@example.com", ["b@example.com"])
     except aiosmtplib.SMTPDataError as exc:
         assert exc.code == 500 and "Line too long" in exc.message
     else:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import aiosmtplib
-
 from tests.relay.conftest import HEAD
-from tests.relay.peers import Sink, eventually, free_port
+from tests.relay.peers import Sink, eventually, free_port, submit
 
 
 def b_config(tmp_path, sink_port: int, extra: str = "") -> object:
@@ -33,14 +31,7 @@ async def test_pipelined_envelope_with_one_recipient_refused(tmp_path, write_con
             )
         )
         msg = "From: alice@example.com\r\nTo: good@example.com, bad@elsewhere.example\r\nSubject: two\r\n\r\nhello\r\n"
-        await aiosmtplib.send(
-            msg,
-            sender="alice@example.com",
-            recipients=["good@example.com", "bad@elsewhere.example"],
-            hostname="127.0.0.1",
-            port=relay_a.ports()["mx"],
-            start_tls=False,
-        )
+        await submit(relay_a.ports()["mx"], msg, "alice@example.com", ["good@example.com", "bad@elsewhere.example"])
         got = await sink.received(2)  # the message for good@, and the DSN for bad@ (to alice@)
         by_rcpt = {tuple(m.recipients): m for m in got}
         assert b"hello" in by_rcpt[("good@example.com",)].content
@@ -64,13 +55,8 @@ async def test_pipelined_mail_refusal_defers(tmp_path, write_config, start_relay
                 f"routes:\n  - {{name: b, recipients: any, next_hop: {{host: 127.0.0.1, port: {relay_b.ports()['mx']}}}, tls: none}}\n"
             )
         )
-        _, reply = await aiosmtplib.send(
-            "Subject: x\r\n\r\ny\r\n",
-            sender="alice@example.com",
-            recipients=["good@example.com"],
-            hostname="127.0.0.1",
-            port=relay_a.ports()["mx"],
-            start_tls=False,
+        reply = await submit(
+            relay_a.ports()["mx"], "Subject: x\r\n\r\ny\r\n", "alice@example.com", ["good@example.com"]
         )
         queue_id = reply.split()[-1]
 

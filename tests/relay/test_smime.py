@@ -5,11 +5,10 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-import aiosmtplib
 import pytest
 
 from engine.relay.methods.smime import already_encrypted
-from tests.relay.peers import Sink, eventually
+from tests.relay.peers import Sink, eventually, submit
 
 
 def make_recipient(directory: Path, address: str) -> Path:
@@ -57,15 +56,7 @@ dlp:
 
 async def send(relay, rcpts: list[str], body: str, subject: str = "s", extra: str = "") -> str:
     msg = f"From: alice@example.com\r\nTo: {', '.join(rcpts)}\r\nSubject: {subject}\r\n{extra}\r\n{body}\r\n"
-    _, reply = await aiosmtplib.send(
-        msg,
-        sender="alice@example.com",
-        recipients=rcpts,
-        hostname="127.0.0.1",
-        port=relay.ports()["mx"],
-        start_tls=False,
-        timeout=10,
-    )
+    reply = await submit(relay.ports()["mx"], msg, "alice@example.com", rcpts)
     return reply.split()[-1]
 
 

@@ -7,10 +7,9 @@ import base64
 import smtplib
 import threading
 
-import aiosmtplib
 from aiosmtpd.controller import Controller
 
-from tests.relay.peers import Sink, eventually, free_port
+from tests.relay.peers import Sink, eventually, free_port, submit
 
 GATEWAY_IP = "127.0.0.2"
 GROUPS = f"  encryption_gateway: [{GATEWAY_IP}/32]\n"
@@ -72,15 +71,7 @@ dlp:
 
 async def send(relay, body: str, extra: str = "") -> str:
     msg = f"From: alice@example.com\r\nTo: bob@partner.example\r\nSubject: s\r\n{extra}\r\n{body}\r\n"
-    _, reply = await aiosmtplib.send(
-        msg,
-        sender="alice@example.com",
-        recipients=["bob@partner.example"],
-        hostname="127.0.0.1",
-        port=relay.ports()["mx"],
-        start_tls=False,
-        timeout=10,
-    )
+    reply = await submit(relay.ports()["mx"], msg, "alice@example.com", ["bob@partner.example"])
     return reply
 
 
@@ -150,15 +141,7 @@ async def test_a_recipient_the_gateway_refuses_bounces_and_the_others_are_handed
         relay = await start_relay(write_config(config(gateway.port, sink.port), groups=GROUPS))
         port_ref[0] = relay.ports()["mx"]
         msg = "From: alice@example.com\r\nTo: bob@partner.example, carol@partner.example\r\nSubject: s\r\n\r\nthis is confidential\r\n"
-        await aiosmtplib.send(
-            msg,
-            sender="alice@example.com",
-            recipients=["bob@partner.example", "carol@partner.example"],
-            hostname="127.0.0.1",
-            port=relay.ports()["mx"],
-            start_tls=False,
-            timeout=10,
-        )
+        await submit(relay.ports()["mx"], msg, "alice@example.com", ["bob@partner.example", "carol@partner.example"])
         got = await sink.received(2)  # bob's encrypted copy, and the DSN about carol to alice
         by_rcpt = {m.recipients[0]: m for m in got}
         assert b"-----BEGIN FAKE ENCRYPTED-----" in by_rcpt["bob@partner.example"].content
