@@ -124,7 +124,7 @@ async def main() -> int:
     args = parser.parse_args()
 
     from engine.admin.client import RelayClient
-    from engine.admin.control import ApplyRequest
+    from engine.admin.contract import ApplyRequest
 
     with tempfile.TemporaryDirectory(prefix="sealrelay-reload-") as tmpdir:
         tmp = Path(tmpdir)

@@ -15,7 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from engine.certs import make_self_signed
+from engine.certificates.store import make_self_signed
 
 CASES = ("good", "wrong_san", "expired", "untrusted", "cn_only", "self_signed")
 

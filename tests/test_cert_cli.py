@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from engine.certops import set_certificate
+from engine.certificates.ops import set_certificate
 from engine.config.load import load_config
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from engine.certs import (
+from engine.certificates.store import (
     CertError,
     ensure_certificate,
     load_dir,

@@ -12,7 +12,7 @@ import dns.resolver
 import pytest
 from aiosmtpd.controller import Controller
 
-from engine.relay.failures import (
+from engine.relay.delivery.failures import (
     Failure,
     NoMailHost,
     TLSRequiredError,

@@ -12,7 +12,7 @@ from email.utils import parsedate_to_datetime
 
 import pytest
 
-from engine.relay.ndr import RecipientStatus, build_dsn, should_send_dsn, status_for
+from engine.relay.delivery.ndr import RecipientStatus, build_dsn, should_send_dsn, status_for
 
 ARRIVAL = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 LAST = ARRIVAL + timedelta(hours=5)

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.relay.failures import expired
+from engine.relay.delivery.failures import expired
 from engine.relay.queue import NotQueued, Queue, QueueLocked, QueueWriteError
-from engine.relay.queue_writer import GroupCommitter
+from engine.relay.queue.writer import GroupCommitter
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = 1_700_000_000.0

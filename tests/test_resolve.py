@@ -10,7 +10,7 @@ import dnsserver
 import pytest
 from dnsserver import DNSServer
 
-from engine.relay.resolve import Hop, PermanentDNSError, Resolver, TemporaryDNSError
+from engine.relay.delivery.resolve import Hop, PermanentDNSError, Resolver, TemporaryDNSError
 
 dns_server = dnsserver.dns_server  # the fixture, until conftest imports it for every test
 

@@ -16,7 +16,7 @@ import aiosmtplib
 import pytest
 from aiosmtpd.smtp import SMTP
 
-from engine.relay.tls import (
+from engine.relay.tls.levels import (
     NoStartTLS,
     TLSLevel,
     check_negotiated,

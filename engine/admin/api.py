@@ -33,7 +33,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from engine.admin.audit import Audit, AuditRecord
-from engine.admin.control import (
+from engine.admin.contract import (
     HTTP_STATUS,
     ApplyRequest,
     ApplyResult,

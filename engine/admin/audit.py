@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from engine.admin.control import Summary
+from engine.admin.contract import Summary
 
 __all__ = ["AUDIT_FILE", "Audit", "AuditRecord", "utc_now"]
 

@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 
 from engine.admin.audit import AuditRecord
-from engine.admin.control import ApplyRequest, ApplyResult, PlanResult, RunningConfig, Status, WireError
+from engine.admin.contract import ApplyRequest, ApplyResult, PlanResult, RunningConfig, Status, WireError
 from engine.admin.token import TOKEN_FILE, TokenError, read_token
 
 __all__ = [

@@ -2,7 +2,7 @@
 
 `tests/admin/test_openapi.py` checks that every route of `make_app` is described here with
 its methods, and nothing else; and that the schemas' required fields are the fields the
-values in `engine.admin.control` actually write.
+values in `engine.admin.contract` actually write.
 """
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ def validate(
     result = load_config(path)
     if result.ok:  # the config's own policy tests, run through the real pipeline
         from engine.config.diagnostics import locate
-        from engine.relay.simulate import run_policy_tests
+        from engine.relay.dlp.simulate import run_policy_tests
 
         failed = locate(run_policy_tests(result), result.source)
         result.diagnostics = result.diagnostics + failed
@@ -73,9 +73,9 @@ def serve(
     Example: sealrelay serve relay.yaml
     """
 
-    from engine.relay.logbuffer import install
-    from engine.relay.server import ConfigError, config_location
-    from engine.relay.service import Service
+    from engine.relay.runtime.logbuffer import install
+    from engine.relay.runtime.relay import ConfigError, config_location
+    from engine.relay.runtime.service import Service
 
     install(log_level.upper())
     path, base_dir = config_location(path)

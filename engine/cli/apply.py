@@ -103,7 +103,7 @@ def _desired(target: Path):
 
 def _roll_out(nodes, desired, saved, commit, token_file, data_dir, auto_approve, allow_downgrade, reason) -> bool:
     from engine.admin.client import AdminError, Refused, RelayClient, token_from
-    from engine.admin.control import ApplyRequest
+    from engine.admin.contract import ApplyRequest
     from engine.plan.build import make_plan
     from engine.plan.planfile import StalePlanError, check_base
     from engine.plan.render import render

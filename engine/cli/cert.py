@@ -1,4 +1,4 @@
-"""`sealrelay cert …`: the relay's certificate. Arguments -> `engine.certops` -> a view here."""
+"""`sealrelay cert …`: the relay's certificate. Arguments -> `engine.certificates.ops` -> a view here."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import TypeVar
 
 import typer
 
-from engine.certops import CertOpsError, CertReport, CsrResult, CsrSubject, Replaced
-from engine.certs import KEY_TYPES
+from engine.certificates.ops import CertOpsError, CertReport, CsrResult, CsrSubject, Replaced
+from engine.certificates.store import KEY_TYPES
 from engine.cli import views
 from engine.config.diagnostics import render_text
 
@@ -43,7 +43,7 @@ def show(
 
     Example: sealrelay cert show relay.yaml --format json
     """
-    from engine import certops
+    from engine.certificates import ops as certops
 
     report = _run(lambda: certops.show(config))
     if fmt is Format.json:
@@ -64,7 +64,7 @@ def self_signed(
 
     Example: sealrelay cert self-signed relay.yaml --key rsa-2048 --days 365
     """
-    from engine import certops
+    from engine.certificates import ops as certops
 
     done = _run(lambda: certops.self_signed(config, key=key.value if key else None, valid_days=days, switch=switch))
     _show_replaced(done)
@@ -94,7 +94,7 @@ def csr(
 
     Example: sealrelay cert csr relay.yaml --country US --state Texas --locality Austin --organization "Example Corp" --unit IT --email postmaster@example.com --key-password-env KEY_PASSWORD
     """
-    from engine import certops
+    from engine.certificates import ops as certops
 
     def run() -> CsrResult:
         password = None
@@ -125,7 +125,7 @@ def import_pfx(
 
     Example: sealrelay cert import-pfx certificate.pfx relay.yaml --password-env SEAL_PFX_PASSWORD
     """
-    from engine import certops
+    from engine.certificates import ops as certops
 
     done = _run(
         lambda: certops.import_pfx(

@@ -41,7 +41,7 @@ def simulate(
 
     Example: sealrelay simulate relay.yaml --messages tests/messages --against git:main
     """
-    from engine.relay.simulate import changed, policy_view, simulate_dir
+    from engine.relay.dlp.simulate import changed, policy_view, simulate_dir
 
     result = _load(path)
     after = simulate_dir(policy_view(result), messages, peer=peer, source=result.source)
@@ -68,7 +68,7 @@ def simulate(
 
 def _load_other(spec: str, path: Path):
     try:
-        from engine.plan.source import load_other
+        from engine.plan.inputs import load_other
     except ImportError:
         return _load(Path(spec))
     config_result = load_other(spec, path)
@@ -103,7 +103,7 @@ def explain(
 
     Example: sealrelay explain relay.yaml tests/messages/card.eml
     """
-    from engine.relay.simulate import policy_view, simulate_one
+    from engine.relay.dlp.simulate import policy_view, simulate_one
 
     result = _load(path)
     o = simulate_one(policy_view(result), message.read_bytes(), message.name, peer=peer, source=result.source)
@@ -159,7 +159,7 @@ def quarantine_release(held_id: str, config: Path = typer.Option(None, "--config
     import asyncio
 
     from engine.cli.queue import _open
-    from engine.relay.quarantine import NotHeld
+    from engine.relay.queue.quarantine import NotHeld
 
     quarantine = _quarantine(config)
     try:
@@ -180,7 +180,7 @@ def quarantine_delete(held_id: str, config: Path = typer.Option(None, "--config"
 
     Example: sealrelay quarantine delete 3f2a9c01b7e4 --config relay.yaml
     """
-    from engine.relay.quarantine import NotHeld
+    from engine.relay.queue.quarantine import NotHeld
 
     try:
         _quarantine(config).delete(held_id)
@@ -191,8 +191,8 @@ def quarantine_delete(held_id: str, config: Path = typer.Option(None, "--config"
 
 
 def _quarantine(config: Path | None):
-    from engine.relay.quarantine import Quarantine
-    from engine.relay.server import ConfigError, data_dir_of
+    from engine.relay.queue.quarantine import Quarantine
+    from engine.relay.runtime.relay import ConfigError, data_dir_of
 
     try:
         return Quarantine(data_dir_of(config))

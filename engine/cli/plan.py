@@ -60,8 +60,8 @@ def plan(
     from engine.config.load import load_config
     from engine.plan import planfile
     from engine.plan.build import make_plan
+    from engine.plan.inputs import SourceError, load_other
     from engine.plan.render import render
-    from engine.plan.source import SourceError, load_other
 
     fmt_value = PlanFormat(fmt).value
     result = load_config(path)
@@ -100,7 +100,7 @@ def plan(
         sys.stdout.write(render(the_plan, fmt_value))
         changes = changes or the_plan.has_changes
         if probe:
-            from engine.plan import probe as prober
+            from engine.relay.delivery import probe as prober
 
             sys.stdout.write(prober.render(prober.run(result.config, list(the_plan.changes), result.base_dir)))
         if out is not None:

@@ -24,7 +24,7 @@ CONFIG = typer.Option(None, "--config", "-c", help="The relay's config (default:
 @contextmanager
 def _open(config: Path | None):
     from engine.relay.queue import Queue, QueueLocked
-    from engine.relay.server import ConfigError, data_dir_of
+    from engine.relay.runtime.relay import ConfigError, data_dir_of
 
     try:
         queue = Queue.open(data_dir_of(config) / "queue", shared=True)

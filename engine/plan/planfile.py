@@ -25,7 +25,7 @@ from typing import Any
 from engine.config.model import RelayConfig
 from engine.plan.change import Plan
 from engine.plan.diff import canonical, config_hash
-from engine.plan.source import git
+from engine.plan.inputs import git
 
 FORMAT = "sealrelay-plan"
 FORMAT_VERSION = 1

@@ -1,6 +1,6 @@
 """A test double of the relay side of the admin API: an in-memory config and version counter.
 
-It implements `engine.admin.control.Control` the way the relay must: validation through the
+It implements `engine.admin.contract.Control` the way the relay must: validation through the
 real config engine (`validate_data`, so diagnostics are real), its own stale-base check, a
 toy plan (top-level sections added, changed or removed) and a toy downgrade rule (a listener
 going from `starttls: required` to `offered` is a loosening). `gate`, when set, holds an
@@ -15,7 +15,7 @@ import hashlib
 import json
 import time
 
-from engine.admin.control import (
+from engine.admin.contract import (
     ApplyRequest,
     ApplyResult,
     ErrorCode,

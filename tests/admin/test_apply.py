@@ -8,7 +8,7 @@ import pytest
 
 from engine.admin.api import stop_admin
 from engine.admin.client import ApplyFailed, DowngradeRefused, Invalid, PlanMismatch, Refused, StaleBase
-from engine.admin.control import ApplyRequest, ApplyResult
+from engine.admin.contract import ApplyRequest, ApplyResult
 from engine.admin.token import token_id
 from tests.admin.conftest import Served, start
 from tests.admin.fake_control import base_config

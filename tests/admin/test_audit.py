@@ -9,7 +9,7 @@ from pathlib import Path
 
 from engine.admin.api import stop_admin
 from engine.admin.audit import Audit, AuditRecord
-from engine.admin.control import ApplyRequest, Summary
+from engine.admin.contract import ApplyRequest, Summary
 from engine.admin.token import token_id
 from tests.admin.conftest import start
 from tests.admin.fake_control import FakeControl, base_config

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.admin.control import (
+from engine.admin.contract import (
     HTTP_STATUS,
     ApplyRequest,
     ApplyResult,

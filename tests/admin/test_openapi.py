@@ -8,7 +8,7 @@ from starlette.routing import Route
 
 from engine.admin.api import make_app
 from engine.admin.audit import AuditRecord
-from engine.admin.control import ApplyRequest, ApplyResult, PlanResult, RunningConfig, Status, Summary
+from engine.admin.contract import ApplyRequest, ApplyResult, PlanResult, RunningConfig, Status, Summary
 from engine.admin.openapi import openapi_document
 from tests.admin.fake_control import FakeControl
 

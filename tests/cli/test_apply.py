@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.relay.service import Service
+from engine.relay.runtime.service import Service
 from tests.relay.peers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]

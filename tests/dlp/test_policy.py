@@ -8,9 +8,9 @@ import pytest
 from ruamel.yaml import YAML
 
 from engine.config.load import validate_data
+from engine.policy.groups import DomainSet, IPSet
 from engine.relay.dlp.extract import extract
 from engine.relay.dlp.policy import Facts, Policies, redact
-from engine.relay.groups import DomainSet, IPSet
 
 HEAD = {
     "version": 1,

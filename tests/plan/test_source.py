@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from engine.plan.build import make_plan
-from engine.plan.source import SourceError, load_other
+from engine.plan.inputs import SourceError, load_other
 from tests.plan.conftest import CASES, load
 from tests.plan.gitrepo import Repo
 

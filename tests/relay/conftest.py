@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.relay.server import Relay, load_live
+from engine.relay.runtime.relay import Relay, load_live
 from tests.relay.peers import free_port
 
 HEAD = """version: 1

@@ -10,8 +10,8 @@ import aiosmtplib
 import pytest
 
 from engine.admin.client import DowngradeRefused, Invalid, RelayClient, StaleBase
-from engine.admin.control import ApplyRequest
-from engine.relay.service import Service
+from engine.admin.contract import ApplyRequest
+from engine.relay.runtime.service import Service
 from tests.relay.peers import Sink, eventually, free_port
 from tests.relay.test_edge import route_to
 from tests.relay.test_relay_flow import message

@@ -10,7 +10,7 @@ from email.message import EmailMessage
 
 import aiosmtplib
 
-from engine.relay.handoff import Protected
+from engine.relay.methods.base import Protected
 from tests.relay.peers import Sink, eventually, free_port
 
 HOME = "example.com"

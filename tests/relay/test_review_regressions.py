@@ -7,8 +7,8 @@ import ssl
 
 import pytest
 
-from engine.relay.intake import strip_dlp_headers
-from engine.relay.smtpd import RelaySMTP
+from engine.relay.smtp.intake import strip_dlp_headers
+from engine.relay.smtp.protocol import RelaySMTP
 from tests.relay.peers import Sink, eventually
 from tests.relay.test_edge import raw_session, route_to
 from tests.relay.test_relay_flow import message, send
@@ -107,10 +107,10 @@ def test_forged_dlp_headers_are_stripped_in_every_spelling(forged: bytes) -> Non
 
 
 async def test_swap_and_apply_never_share_a_version(write_config, start_relay) -> None:
-    from engine.admin.control import ApplyRequest
+    from engine.admin.contract import ApplyRequest
     from engine.config.load import load_config
     from engine.plan.diff import canonical
-    from engine.relay.control import RelayControl
+    from engine.relay.runtime.control import RelayControl
 
     path = write_config(route_to(1))
     relay = await start_relay(path)
@@ -129,9 +129,9 @@ async def test_swap_and_apply_never_share_a_version(write_config, start_relay) -
 
 
 async def test_data_dir_cannot_move_while_running(write_config, start_relay) -> None:
-    from engine.admin.control import ApplyRequest
+    from engine.admin.contract import ApplyRequest
     from engine.plan.diff import canonical
-    from engine.relay.control import RelayControl
+    from engine.relay.runtime.control import RelayControl
 
     relay = await start_relay(write_config(route_to(1)))
     control = RelayControl(relay, source="test")

@@ -97,7 +97,7 @@ async def test_a_failure_from_the_gateway_is_held_not_delivered(write_config, st
         relay = await start_relay(write_config(config(gateway.port, sink.port), groups=GROUPS))
         port_ref[0] = relay.ports()["mx"]
         await send(relay, "this is confidential")
-        from engine.relay.quarantine import Quarantine
+        from engine.relay.queue.quarantine import Quarantine
 
         quarantine = Quarantine(relay.live.data_dir)
 
@@ -109,8 +109,8 @@ async def test_a_failure_from_the_gateway_is_held_not_delivered(write_config, st
 
 
 def test_gateway_results_fail_closed(write_config) -> None:
-    from engine.relay.decide import gateway_result
-    from engine.relay.server import load_live
+    from engine.relay.dlp.decide import gateway_result
+    from engine.relay.runtime.relay import load_live
 
     live = load_live(write_config(config(1, 2), groups=GROUPS))
     head = b"From: a@example.com\r\n"

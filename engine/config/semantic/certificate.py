@@ -49,7 +49,7 @@ def passwords(ctx: Context) -> Iterator[Diagnostic]:
 
 @check
 def certificate(ctx: Context) -> Iterator[Diagnostic]:
-    from engine.certs import CertError, load_pem, load_pfx
+    from engine.certificates.store import CertError, load_pem, load_pfx
 
     source = ctx.config.tls.certificate
     fqdn = ctx.config.system.fqdn

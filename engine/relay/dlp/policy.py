@@ -29,10 +29,10 @@ from engine.config.model.dlp import (
     PhrasesCondition,
     Rule,
 )
+from engine.policy.groups import DomainSet, IPSet, domain_of
 from engine.relay.dlp.classifiers import CLASSIFIERS, Classifier, make_classifier
 from engine.relay.dlp.extract import Extracted
 from engine.relay.dlp.matcher import Matcher
-from engine.relay.groups import DomainSet, IPSet, domain_of
 
 ACTION_STRENGTH = {"permit": 0, "encrypt": 1, "quarantine": 2, "block": 3}
 Path = tuple[str | int, ...]

@@ -1,4 +1,4 @@
-"""Encryption methods behind the hand-off seam (`engine.relay.handoff.EncryptionMethod`)."""
+"""Encryption methods behind the hand-off seam (`engine.relay.methods.base.EncryptionMethod`)."""
 
 from engine.relay.methods.third_party import ThirdPartyGateway
 

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from engine.relay.handoff import Protected
-from engine.relay.live import TLSPolicy
+from engine.relay.delivery.resolve import Hop, next_hops, resolver_for
+from engine.relay.delivery.transfer import transfer
+from engine.relay.methods.base import Protected
 from engine.relay.queue import Entry
-from engine.relay.resolve import Hop, next_hops, resolver_for
-from engine.relay.tls import TLSLevel
-from engine.relay.transfer import transfer
+from engine.relay.runtime.live import TLSPolicy
+from engine.relay.tls.levels import TLSLevel
 
 
 def header_parts(line: str) -> tuple[str, str]:

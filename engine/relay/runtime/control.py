@@ -1,4 +1,4 @@
-"""The relay's side of the admin API (`engine.admin.control.Control`): plan, apply, status.
+"""The relay's side of the admin API (`engine.admin.contract.Control`): plan, apply, status.
 
 Apply is level-based and idempotent (controller-runtime): the desired config is validated
 in full, planned against the running one, judged by the downgrade guard, then provisioned
@@ -15,7 +15,7 @@ import logging
 import time
 from dataclasses import replace
 
-from engine.admin.control import (
+from engine.admin.contract import (
     ApplyRequest,
     ApplyResult,
     ErrorCode,
@@ -32,9 +32,9 @@ from engine.config.semantic import run_checks
 from engine.plan.build import make_plan
 from engine.plan.change import Plan
 from engine.plan.diff import canonical, config_hash
-from engine.relay import metrics
-from engine.relay import state as relay_state
-from engine.relay.live import Live, provision
+from engine.relay.runtime import metrics
+from engine.relay.runtime import state as relay_state
+from engine.relay.runtime.live import Live, provision
 
 log = logging.getLogger(__name__)
 

@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 import aiosmtplib
 
 from engine.config.secrets import resolve
-from engine.relay.failures import Failure, TLSRequiredError, classify
-from engine.relay.live import Live, TLSPolicy
-from engine.relay.pool import ConnectionPool
+from engine.relay.delivery.failures import Failure, TLSRequiredError, classify
+from engine.relay.delivery.pool import ConnectionPool
+from engine.relay.delivery.resolve import Hop
 from engine.relay.queue import Entry
-from engine.relay.resolve import Hop
-from engine.relay.tls import NoStartTLS, TLSLevel, check_negotiated, describe_failure
+from engine.relay.runtime.live import Live, TLSPolicy
+from engine.relay.tls.levels import NoStartTLS, TLSLevel, check_negotiated, describe_failure
 
 
 @dataclass

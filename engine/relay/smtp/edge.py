@@ -17,12 +17,12 @@ from collections.abc import Callable
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from engine.config.model.system import Listener
-from engine.relay.groups import domain_of
-from engine.relay.intake import Intake
-from engine.relay.live import Live
-from engine.relay.message import Message, Outcome, TLSInfo, Verdict
-from engine.relay.smtpd import RelaySMTP
-from engine.relay.tls import check_negotiated
+from engine.policy.groups import domain_of
+from engine.relay.runtime.live import Live
+from engine.relay.smtp.intake import Intake
+from engine.relay.smtp.message import Message, Outcome, TLSInfo, Verdict
+from engine.relay.smtp.protocol import RelaySMTP
+from engine.relay.tls.levels import check_negotiated
 
 log = logging.getLogger(__name__)
 

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 
 from engine.config.model import RelayConfig
 from engine.plan.change import Change, Key
-from engine.relay.failures import TLSRequiredError
-from engine.relay.live import CompiledRoute, provision
-from engine.relay.resolve import Hop, next_hops, resolver_for
-from engine.relay.tls import describe_failure
-from engine.relay.transfer import _open
+from engine.relay.delivery.failures import TLSRequiredError
+from engine.relay.delivery.resolve import Hop, next_hops, resolver_for
+from engine.relay.delivery.transfer import _open
+from engine.relay.runtime.live import CompiledRoute, provision
+from engine.relay.tls.levels import describe_failure
 
 
 @dataclass(frozen=True)

@@ -14,14 +14,15 @@ import time
 from datetime import UTC, datetime
 from email.utils import formatdate
 
-from engine.relay import metrics, ndr
-from engine.relay.decide import Decision, decide
-from engine.relay.decisionlog import log_decision
-from engine.relay.live import Live
-from engine.relay.message import Message, Verdict
-from engine.relay.notify import notify_targets, owners_report
-from engine.relay.quarantine import Quarantine
+from engine.relay.delivery import ndr
+from engine.relay.dlp.decide import Decision, decide
+from engine.relay.dlp.notify import notify_targets, owners_report
 from engine.relay.queue import Queue, QueueWriteError
+from engine.relay.queue.quarantine import Quarantine
+from engine.relay.runtime import metrics
+from engine.relay.runtime.decisionlog import log_decision
+from engine.relay.runtime.live import Live
+from engine.relay.smtp.message import Message, Verdict
 
 log = logging.getLogger(__name__)
 

@@ -38,7 +38,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from engine.relay.queue_types import QueueClosed, QueueWriteError
+from engine.relay.queue.types import QueueClosed, QueueWriteError
 
 log = logging.getLogger(__name__)
 

@@ -44,7 +44,7 @@ import dns.name
 import dns.rdatatype
 import dns.resolver
 
-from engine.relay.groups import parse_ip
+from engine.policy.groups import parse_ip
 
 log = logging.getLogger(__name__)
 

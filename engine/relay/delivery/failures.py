@@ -39,7 +39,7 @@ import dns.exception
 import dns.resolver
 
 from engine.config.secrets import SecretError
-from engine.relay.resolve import PermanentDNSError, TemporaryDNSError
+from engine.relay.delivery.resolve import PermanentDNSError, TemporaryDNSError
 
 FailureKind = Literal["defer", "defer_site", "bounce"]
 

@@ -12,12 +12,12 @@ import asyncio
 import email
 from dataclasses import dataclass, field, replace
 
+from engine.policy.groups import domain_of
 from engine.relay.dlp.extract import extract
 from engine.relay.dlp.policy import Facts, Verdict
-from engine.relay.groups import domain_of
-from engine.relay.live import Live
-from engine.relay.message import Message
 from engine.relay.methods.smime import already_encrypted
+from engine.relay.runtime.live import Live
+from engine.relay.smtp.message import Message
 
 OFF_LOOP_BYTES = 256 * 1024  # larger messages are scanned in a worker thread
 

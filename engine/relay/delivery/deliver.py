@@ -19,17 +19,18 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from engine.relay import metrics, ndr
-from engine.relay.decisionlog import emit
-from engine.relay.failures import Failure, classify, expired, next_retry
-from engine.relay.groups import domain_of
-from engine.relay.handoff import EncryptionMethod
-from engine.relay.live import Live
+from engine.policy.groups import domain_of
+from engine.relay.delivery import ndr
+from engine.relay.delivery.failures import Failure, classify, expired, next_retry
+from engine.relay.delivery.pool import ConnectionPool
+from engine.relay.delivery.resolve import Hop, Resolver, next_hops, resolver_for
+from engine.relay.delivery.transfer import Attempt, transfer
 from engine.relay.methods import smime
-from engine.relay.pool import ConnectionPool
+from engine.relay.methods.base import EncryptionMethod
 from engine.relay.queue import Entry, NotQueued, Queue
-from engine.relay.resolve import Hop, Resolver, next_hops, resolver_for
-from engine.relay.transfer import Attempt, transfer
+from engine.relay.runtime import metrics
+from engine.relay.runtime.decisionlog import emit
+from engine.relay.runtime.live import Live
 
 log = logging.getLogger(__name__)
 

@@ -20,14 +20,14 @@ from pathlib import Path
 
 from engine.admin.api import make_app, serve_admin, stop_admin
 from engine.admin.audit import Audit, AuditRecord
-from engine.admin.control import Summary
+from engine.admin.contract import Summary
 from engine.admin.token import ensure_token
 from engine.config.diagnostics import render_text
 from engine.config.load import load_config
 from engine.config.source import config_files
-from engine.relay import metrics
-from engine.relay.control import RelayControl
-from engine.relay.server import Relay, load_live
+from engine.relay.runtime import metrics
+from engine.relay.runtime.control import RelayControl
+from engine.relay.runtime.relay import Relay, load_live
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +207,7 @@ class Service:
             log.error("audit log write failed: %s", exc)
 
     async def _flush_logs(self) -> None:
-        from engine.relay import logbuffer
+        from engine.relay.runtime import logbuffer
 
         try:
             while True:
@@ -247,7 +247,7 @@ def _commit_of(path: Path) -> str | None:
 
 
 def _not_after(cert_dir: Path) -> float:
-    from engine.certs import load_dir
+    from engine.certificates.store import load_dir
 
     return load_dir(cert_dir).describe().not_after.timestamp()
 

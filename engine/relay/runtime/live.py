@@ -13,13 +13,13 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.certs import ensure_certificate, load_pem, load_pfx
+from engine.certificates.store import ensure_certificate, load_pem, load_pfx
 from engine.config.model import RelayConfig
 from engine.config.model.transport import DomainGroupMatch, DomainsMatch, IPGroupMatch, NextHopHost, PfxSource, Route
 from engine.config.secrets import resolve
+from engine.policy.groups import DomainSet, IPSet
 from engine.relay.dlp.policy import Policies
-from engine.relay.groups import DomainSet, IPSet
-from engine.relay.tls import PROTOCOLS, TLSLevel, client_context, server_context
+from engine.relay.tls.levels import PROTOCOLS, TLSLevel, client_context, server_context
 
 TRUSTED_GROUP = "internal_servers"  # peers that may relay outbound (Postfix's mynetworks)
 

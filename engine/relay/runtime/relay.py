@@ -12,17 +12,17 @@ from pathlib import Path
 
 from engine.config.diagnostics import render_text
 from engine.config.load import load_config
-from engine.relay import state as relay_state
-from engine.relay.deliver import Deliverer
-from engine.relay.edge import session_factory
-from engine.relay.handoff import EncryptionMethod
-from engine.relay.intake import Intake
-from engine.relay.live import Live, provision
+from engine.relay.delivery.deliver import Deliverer
+from engine.relay.methods.base import EncryptionMethod
 from engine.relay.queue import Queue
+from engine.relay.runtime import state as relay_state
+from engine.relay.runtime.live import Live, provision
+from engine.relay.smtp.edge import session_factory
+from engine.relay.smtp.intake import Intake
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "defaults" / "relay.yaml"
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "defaults" / "relay.yaml"
 
 
 def config_location(path: Path | None) -> tuple[Path, Path | None]:

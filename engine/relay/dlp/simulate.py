@@ -17,9 +17,9 @@ from pathlib import Path
 from engine.config.diagnostics import Diagnostic, error
 from engine.config.load import LoadResult
 from engine.config.source import SourceMap
-from engine.relay.decide import judge
-from engine.relay.groups import domain_of
-from engine.relay.live import Live, provision
+from engine.policy.groups import domain_of
+from engine.relay.dlp.decide import judge
+from engine.relay.runtime.live import Live, provision
 
 COMPARED = ("direction", "action", "method", "policies", "route", "tls")
 

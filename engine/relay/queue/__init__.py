@@ -45,9 +45,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from engine.relay import queue_recovery as recovery
-from engine.relay import queue_store as store
-from engine.relay.queue_types import (
+from engine.relay.queue import recovery as recovery
+from engine.relay.queue import store as store
+from engine.relay.queue.types import (
     CorruptEntry,
     Entry,
     EntryDetail,
@@ -61,7 +61,7 @@ from engine.relay.queue_types import (
     Recipient,
     RecoveryReport,
 )
-from engine.relay.queue_writer import GroupCommitter
+from engine.relay.queue.writer import GroupCommitter
 
 __all__ = [
     "CorruptEntry",

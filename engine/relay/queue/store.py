@@ -29,7 +29,7 @@ import logging
 import secrets
 import sqlite3
 
-from engine.relay.queue_types import (
+from engine.relay.queue.types import (
     STATES,
     CorruptEntry,
     Entry,

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.relay import queue_store as store
+from engine.relay.queue import store as store
 
 log = logging.getLogger(__name__)
 

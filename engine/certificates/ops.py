@@ -28,8 +28,8 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import CommentMark, YAMLError
 from ruamel.yaml.tokens import CommentToken
 
-from engine import certs
-from engine.certs import CertBundle, CertError, CertInfo
+from engine.certificates import store as certs
+from engine.certificates.store import CertBundle, CertError, CertInfo
 from engine.config.diagnostics import Diagnostic, Severity
 from engine.config.load import load_config
 from engine.config.model import RelayConfig

@@ -1,0 +1,2 @@
+"""Pure policy rules over the typed config, shared by the relay and the downgrade guard:
+address groups and domain matching (`groups`)."""

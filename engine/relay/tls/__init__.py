@@ -1,0 +1,1 @@
+"""TLS levels, contexts and the negotiated-strength check (`levels`)."""
