@@ -52,6 +52,8 @@ class AuditRecord:
     summary: Summary = field(default_factory=Summary)
     error: str | None = None
     detail: str | None = None
+    source: str = "api"  # api, file-watch or start: what asked for the change
+    dirty: bool = False  # the config's files had uncommitted changes (`commit` is the HEAD they are based on)
     at: str = field(default_factory=utc_now)
 
     def __post_init__(self) -> None:

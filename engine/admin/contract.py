@@ -140,8 +140,11 @@ class RunningConfig:
     hash: str  # engine.plan.diff.config_hash(config): the API's ETag and the audit log's `hash`
     commit: str | None  # the git commit it came from, when known
     applied_at: float  # Unix time of the swap
-    source: str  # "file:relay.yaml" (start or reload) or "api"
-    last_applied: dict | None = None  # what the last apply set, when it is not what runs (drift)
+    source: str  # "api", "file-watch" (a reload of the watched files) or "start"
+    last_applied: dict | None = None  # the config the last reviewed change set, when it is not what runs (drift)
+    dirty: bool = False  # the config's files had uncommitted changes (`commit` is the HEAD they are based on)
+    who: str = ""  # a token id (api), or what made the change (file-watch, start)
+    applied: dict | None = None  # the record of the last reviewed change (version, hash, commit, who, at)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -157,7 +160,14 @@ class RunningConfig:
             applied_at=_get(data, "applied_at", float, where=w),
             source=_get(data, "source", str, where=w),
             last_applied=_get(data, "last_applied", (dict, type(None)), None, where=w),
+            dirty=_get(data, "dirty", bool, False, where=w),
+            who=_get(data, "who", str, "", where=w),
+            applied=_get(data, "applied", (dict, type(None)), None, where=w),
         )
+
+    @property
+    def drift(self) -> bool:
+        return self.last_applied is not None
 
 
 @dataclass(frozen=True)
@@ -192,6 +202,7 @@ class Status:
     uptime_s: float
     queue: dict = field(default_factory=dict)  # e.g. {"active": 3, "deferred": 1}
     listeners: tuple[dict, ...] = ()  # e.g. [{"name": "mx", "address": "127.0.0.1", "port": 2525}]
+    held: dict | None = None  # a config change refused at start: {"source", "reason", "hint"}
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "listeners", tuple(self.listeners))
@@ -203,6 +214,7 @@ class Status:
             "uptime_s": self.uptime_s,
             "queue": dict(self.queue),
             "listeners": [dict(item) for item in self.listeners],
+            "held": self.held,
         }
 
     @classmethod
@@ -215,6 +227,7 @@ class Status:
             uptime_s=_get(data, "uptime_s", float, where=w),
             queue=_get(data, "queue", dict, {}, where=w),
             listeners=_dicts(_get(data, "listeners", list, [], where=w), f"{w}.listeners"),
+            held=_get(data, "held", (dict, type(None)), None, where=w),
         )
 
 
@@ -277,6 +290,7 @@ class ApplyRequest:
     reason: str | None = None
     allow_downgrade: bool = False
     plan_hash: str | None = None
+    dirty: bool = False  # the config's files had uncommitted changes when it was sent
 
     def __post_init__(self) -> None:
         if self.allow_downgrade and not (self.reason and self.reason.strip()):
@@ -292,7 +306,7 @@ class ApplyRequest:
         """Strict: the body of a request from the network; unknown fields are refused."""
         w = "apply"
         if isinstance(data, dict):
-            _only(data, {"config", "base_version", "commit", "reason", "allow_downgrade", "plan_hash"}, w)
+            _only(data, {"config", "base_version", "commit", "reason", "allow_downgrade", "plan_hash", "dirty"}, w)
         return cls(
             config=_get(data, "config", dict, where=w),
             base_version=_get(data, "base_version", int, where=w),
@@ -300,6 +314,7 @@ class ApplyRequest:
             reason=_get(data, "reason", (str, type(None)), None, where=w),
             allow_downgrade=_get(data, "allow_downgrade", bool, False, where=w),
             plan_hash=_get(data, "plan_hash", (str, type(None)), None, where=w),
+            dirty=_get(data, "dirty", bool, False, where=w),
         )
 
 

@@ -81,10 +81,18 @@ _SCHEMAS: dict[str, dict] = {
             "hash": {"type": "string", "description": "SHA-256 of the canonical JSON (also the ETag)"},
             "commit": _NULLABLE_STR,
             "applied_at": {"type": "number", "description": "Unix time"},
-            "source": {"type": "string", "examples": ["file:relay.yaml", "api"]},
+            "source": {"type": "string", "examples": ["api", "file-watch", "start"]},
             "last_applied": {
                 "type": ["object", "null"],
-                "description": "The config the last apply set, when it is not what runs (drift); else null",
+                "description": "The config the last reviewed change (an apply, or the first start) set, "
+                "when it is not what runs (drift); else null",
+            },
+            "dirty": {"type": "boolean", "description": "The config's files had uncommitted changes"},
+            "who": {"type": "string", "description": "A token id (api), or file-watch, or start"},
+            "applied": {
+                "type": ["object", "null"],
+                "description": "The record of the last reviewed change: version, hash, source, commit, dirty, "
+                "who, at, reason",
             },
         },
     },
@@ -107,6 +115,11 @@ _SCHEMAS: dict[str, dict] = {
             "uptime_s": {"type": "number"},
             "queue": {"type": "object"},
             "listeners": {"type": "array", "items": {"type": "object"}},
+            "held": {
+                "type": ["object", "null"],
+                "description": "A config change refused at start (source, reason, hint); the last applied "
+                "config serves meanwhile",
+            },
         },
     },
     "PlanRequest": {
@@ -139,6 +152,7 @@ _SCHEMAS: dict[str, dict] = {
             "reason": {"type": ["string", "null"], "description": "Required with allow_downgrade"},
             "allow_downgrade": {"type": "boolean", "default": False},
             "plan_hash": _NULLABLE_STR,
+            "dirty": {"type": "boolean", "default": False},
         },
     },
     "ApplyResult": {
@@ -161,7 +175,7 @@ _SCHEMAS: dict[str, dict] = {
         "required": ["at", "who", "from_version", "to_version", "result"],
         "properties": {
             "at": {"type": "string", "format": "date-time"},
-            "who": {"type": "string", "pattern": "^token:[0-9a-f]{8}$"},
+            "who": {"type": "string", "pattern": "^(token:[0-9a-f]{8}|file-watch|start)$"},
             "from_version": {"type": "integer"},
             "to_version": {"type": "integer"},
             "result": {"enum": ["applied", "unchanged", "refused", "failed"]},
@@ -172,6 +186,8 @@ _SCHEMAS: dict[str, dict] = {
             "summary": _ref("Summary"),
             "error": _NULLABLE_STR,
             "detail": _NULLABLE_STR,
+            "source": {"enum": ["api", "file-watch", "start"]},
+            "dirty": {"type": "boolean", "description": "The config's files had uncommitted changes"},
         },
     },
 }

@@ -67,11 +67,23 @@ def serve(
     path: Path = typer.Argument(None, help="Config file or directory (default: relay.yaml, else the embedded default)"),
     watch: bool = typer.Option(False, "--watch", help="Reload when the config files change"),
     log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING or ERROR"),
+    allow_downgrade: bool = typer.Option(
+        False,
+        "--allow-downgrade",
+        help="Serve config files that loosen protection against the config that ran last (needs --reason)",
+    ),
+    reason: str | None = typer.Option(None, "--reason", help="Why: recorded in the audit log with the start"),
 ) -> None:
     """Run the relay: SMTP listeners, the durable queue and delivery workers.
 
+    A restart resumes the config that ran last (kept in data_dir): config files that differ
+    from it are a change, planned and guarded like an apply, and recorded in the audit log.
+
     Example: sealrelay serve relay.yaml
     """
+    if allow_downgrade and not (reason and reason.strip()):
+        typer.echo('--allow-downgrade needs --reason "…" (it goes into the audit log)', err=True)
+        raise typer.Exit(views.EXIT_ERROR)
 
     from engine.relay.runtime.logbuffer import install
     from engine.relay.runtime.relay import ConfigError, config_location
@@ -79,7 +91,7 @@ def serve(
 
     install(log_level.upper())
     path, base_dir = config_location(path)
-    service = Service(path, base_dir=base_dir, watch=watch)
+    service = Service(path, base_dir=base_dir, watch=watch, allow_downgrade=allow_downgrade, reason=reason)
     typer.echo(f"sealrelay serving {path}" + (" (watching for changes)" if watch else ""), err=True)
     try:
         run_loop(service.run_forever())

@@ -53,7 +53,7 @@ def apply_command(
         typer.echo('--allow-downgrade needs --reason "…" (it goes into the audit log)', err=True)
         raise typer.Exit(views.EXIT_ERROR)
     try:
-        desired, saved, commit, defaults, data_dir = _desired(target)
+        desired, saved, provenance, defaults, data_dir = _desired(target)
     except ApplyError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(views.EXIT_ERROR) from None
@@ -68,7 +68,7 @@ def apply_command(
                 err=True,
             )
     nodes = [Node(url) for url in urls]
-    ok = _roll_out(nodes, desired, saved, commit, token_file, data_dir, auto_approve, allow_downgrade, reason)
+    ok = _roll_out(nodes, desired, saved, provenance, token_file, data_dir, auto_approve, allow_downgrade, reason)
     typer.echo("\nnodes:")
     for node in nodes:
         versions = f"version {node.before} -> {node.after}" if node.after is not None else f"version {node.before}"
@@ -77,31 +77,34 @@ def apply_command(
 
 
 def _desired(target: Path):
-    """The desired config (canonical JSON), the saved plan if any, its commit, default URLs."""
+    """The desired config (canonical JSON), the saved plan if any, (its commit, whether the tree
+    was dirty), default URLs and the data directory (for the token)."""
     from engine.config.diagnostics import render_text
     from engine.config.load import load_config
     from engine.plan.diff import canonical
-    from engine.plan.planfile import PlanFileError, git_commit, load
+    from engine.plan.planfile import PlanFileError, git_provenance, load
 
     if target.suffix == ".json" and target.is_file():
         try:
             saved = load(target)
         except PlanFileError as exc:
             raise ApplyError(f"{target}: {exc}") from None
-        return canonical(saved.desired), saved, saved.plan.commit, [], None
+        return canonical(saved.desired), saved, (saved.plan.commit, False), [], None
     result = load_config(target)
     if not result.ok:
         raise ApplyError(render_text(result.diagnostics) + f"\n{target}: invalid config, nothing applied")
-    commit, warning = git_commit(target)
-    if warning:
-        typer.echo(f"warning: {warning}", err=True)
+    commit, dirty = git_provenance(target)
+    if commit is None:
+        typer.echo(f"warning: {target} is not in a git repository with a commit: no commit is recorded", err=True)
+    elif dirty:
+        typer.echo(f"warning: {target} has uncommitted changes: recorded as a dirty tree on {commit[:12]}", err=True)
     admin = result.config.system.admin
     data_dir = result.base_dir / result.config.system.data_dir
     host = f"[{admin.address}]" if ":" in admin.address else admin.address
-    return canonical(result.config), None, commit, [f"http://{host}:{admin.port}"], data_dir
+    return canonical(result.config), None, (commit, dirty), [f"http://{host}:{admin.port}"], data_dir
 
 
-def _roll_out(nodes, desired, saved, commit, token_file, data_dir, auto_approve, allow_downgrade, reason) -> bool:
+def _roll_out(nodes, desired, saved, provenance, token_file, data_dir, auto_approve, allow_downgrade, reason) -> bool:
     from engine.admin.client import AdminError, Refused, RelayClient, token_from
     from engine.admin.contract import ApplyRequest
     from engine.plan.build import make_plan
@@ -143,7 +146,8 @@ def _roll_out(nodes, desired, saved, commit, token_file, data_dir, auto_approve,
                 request = ApplyRequest(
                     desired,
                     base_version=running.version,
-                    commit=commit,
+                    commit=provenance[0],
+                    dirty=provenance[1],
                     reason=reason,
                     allow_downgrade=allow_downgrade,
                     plan_hash=saved.plan.desired_hash if saved else None,

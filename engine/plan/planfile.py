@@ -61,6 +61,20 @@ def git_commit(config_path: str | Path) -> tuple[str | None, str | None]:
     return head.stdout.decode().strip(), None
 
 
+def git_provenance(config_path: str | Path) -> tuple[str | None, bool]:
+    """(HEAD's commit or None when not in git, whether the config's files have uncommitted
+    changes). Unlike `git_commit`, a dirty tree still names the commit it is based on, and
+    says it is dirty: what the relay records for a start or a file reload."""
+    path = Path(config_path).resolve()
+    where = path if path.is_dir() else path.parent
+    if not where.is_dir() or git(where, "rev-parse", "--is-inside-work-tree").returncode != 0:
+        return None, False
+    head = git(where, "rev-parse", "--verify", "--quiet", "HEAD")
+    status = git(where, "status", "--porcelain", "--untracked-files=all", "--", str(path))
+    dirty = status.returncode != 0 or bool(status.stdout.strip())
+    return (head.stdout.decode().strip() if head.returncode == 0 else None), dirty
+
+
 def _digest(content: dict[str, Any]) -> str:
     text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()

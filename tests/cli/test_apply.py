@@ -155,18 +155,50 @@ async def test_saved_plan_is_refused_when_stale_or_edited(relays, tmp_path: Path
     assert ok.returncode == 0 and a.relay.live.config.delivery.retry_interval == 1200
 
 
+async def wait_for(condition, what: str, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
 async def test_plan_reports_drift_after_a_hand_edit(relays, tmp_path: Path) -> None:
     a = await relays("a", watch=True)
-    want = desired(tmp_path, ("retry_interval: 15m", "retry_interval: 20m"))
+    want = tmp_path / "desired.yaml"  # the relay's own file with one change: the same ports, the same data_dir
+    want.write_text(a.path.read_text().replace("retry_interval: 15m", "retry_interval: 20m"))
+    (tmp_path / "var").mkdir()
     assert (await cli("apply", str(want), "--relay", url(a), "--auto-approve")).returncode == 0
+    clean = json.loads((await cli("plan", str(want), "--relay", url(a), "--format", "json")).stdout)
+    assert clean["relays"][0]["plan"]["drift"] == [] if "relays" in clean else clean["drift"] == []
     config = a.path
     config.write_text(config.read_text().replace("retry_interval: 15m", "retry_interval: 45m"))  # edited on the host
-    for _ in range(200):
-        if a.relay.live.config.delivery.retry_interval == 2700:
-            break
-        await asyncio.sleep(0.02)
-    proc = await cli("plan", str(want), "--relay", url(a))
-    assert "drift" in proc.stdout.lower() and "45m" in proc.stdout, proc.stdout
+    await wait_for(lambda: a.relay.live.config.delivery.retry_interval == 2700, "the file reload")
+    proc = await cli("plan", str(want), "--relay", url(a), "--format", "json")
+    plan = json.loads(proc.stdout)
+    plan = plan["relays"][0]["plan"] if "relays" in plan else plan
+    assert [(c["address"], c["before"], c["after"]) for c in plan["drift"]] == [
+        ("delivery.retry_interval", "20m", "45m")
+    ], plan["drift"]
+    text = await cli("plan", str(want), "--relay", url(a))
+    drift = text.stdout.split("Drift: the running config is not what the last apply set:", 1)
+    assert len(drift) == 2, text.stdout
+    section = [line.strip() for line in drift[1].split("Changes (", 1)[0].splitlines() if line.strip()]
+    assert section == ["# delivery", '~ delivery.retry_interval: "20m" -> "45m"'], text.stdout
+    markdown = await cli("plan", str(want), "--relay", url(a), "--format", "markdown")
+    assert "#### Drift: the running config is not what the last apply set" in markdown.stdout
+    running = json.loads(await asyncio.to_thread(_get, url(a) + "/v1/config"))
+    assert running["source"] == "file-watch" and running["who"] == "file-watch"
+    assert running["last_applied"]["delivery"]["retry_interval"] == "20m"
+    assert running["applied"]["source"] == "api" and running["applied"]["version"] == 2
+
+
+def _get(address: str) -> str:
+    import urllib.request
+
+    request = urllib.request.Request(address, headers={"Authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.read().decode()
 
 
 async def test_plan_against_several_relays(relays, tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 from engine.admin.contract import (
     ApplyRequest,
@@ -40,36 +40,63 @@ log = logging.getLogger(__name__)
 
 
 class RelayControl:
-    """Plans and applies configs for one `Relay`; `swap` is the relay's (listeners move too)."""
+    """Plans and applies configs for one `Relay`; `swap` is the relay's (listeners move too).
+
+    Constructing it records the start: the config the relay starts with becomes the running
+    record (the drift base too, on a first start with no state); `held` is a change refused
+    at start (a loosening without --allow-downgrade), which `status` reports.
+    """
 
     def __init__(
-        self, relay, *, source: str, commit: str | None = None, relay_loop: asyncio.AbstractEventLoop | None = None
+        self,
+        relay,
+        *,
+        source: str = "start",
+        commit: str | None = None,
+        dirty: bool = False,
+        who: str = "start",
+        reason: str | None = None,
+        held: dict | None = None,
+        relay_loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self.relay = relay
         self.relay_loop = relay_loop  # the loop the SMTP side runs in, when this control runs in another
         self.started = time.time()
         self.last_reload: Reload | None = None
+        self.held = held
         self._lock = asyncio.Lock()
         live = relay.live
-        self._meta = {"hash": config_hash(live.config), "commit": commit, "applied_at": time.time(), "source": source}
         known = relay_state.load(live.data_dir)
-        if known.applied_hash is None:  # first start: the config it starts with counts as applied
-            known = relay_state.State(0, self._meta["hash"], commit, self._meta["applied_at"], source)
-            relay_state.save_applied(live.data_dir, canonical(live.config))
-        self.state = replace(known, version=live.version)
-        relay_state.save(live.data_dir, self.state)
+        config = canonical(live.config)
+        digest = config_hash(live.config)
+        if known.running is not None and known.running.hash == digest:
+            # the same config as before the restart: no change, only the version moves on
+            self.state = replace(known, version=live.version, base_dir=str(live.base_dir))
+            relay_state.save(live.data_dir, self.state)
+        else:
+            change = relay_state.Change(live.version, digest, source, commit, dirty, who, time.time(), reason)
+            first = known.applied is None  # a first start: the config it starts with is the baseline
+            self.state = relay_state.record(
+                live.data_dir, known, change, config, reviewed=first, base_dir=live.base_dir
+            )
+        self._applied_config = relay_state.load_applied(live.data_dir)
 
     # -- snapshots ---------------------------------------------------------------------
 
     def running(self) -> RunningConfig:
         live = self.relay.live
+        run = self.state.running
         return RunningConfig(
             live.version,
             canonical(live.config),
-            self._meta["hash"],
-            self._meta["commit"],
-            self._meta["applied_at"],
-            self._meta["source"],
+            run.hash,
+            run.commit,
+            run.at,
+            run.source,
+            last_applied=self._applied_config if self.drift() else None,
+            dirty=run.dirty,
+            who=run.who,
+            applied=asdict(self.state.applied) if self.state.applied else None,
         )
 
     def status(self) -> Status:
@@ -78,10 +105,13 @@ class RelayControl:
             {"name": lst.name, "address": lst.address, "port": lst.port, "starttls": lst.starttls}
             for lst in live.config.system.listeners
         )
-        return Status(live.version, self.last_reload, time.time() - self.started, self.relay.queue_counts(), listeners)
+        return Status(
+            live.version, self.last_reload, time.time() - self.started, self.relay.queue_counts(), listeners, self.held
+        )
 
     def drift(self) -> bool:
-        return self.state.applied_hash != self._meta["hash"]
+        """The running config is not the one the last reviewed change set."""
+        return self.state.drift and self._applied_config is not None
 
     # -- plan and apply ----------------------------------------------------------------
 
@@ -95,7 +125,7 @@ class RelayControl:
 
     def _plan(self, config: RelayConfig) -> Plan:
         live = self.relay.live
-        applied = relay_state.load_applied(live.data_dir) if self.drift() else None
+        applied = self._applied_config if self.drift() else None
         return make_plan(
             config,
             live.config,
@@ -131,7 +161,9 @@ class RelayControl:
             config, summary, live = outcome
             if live is None:
                 return ApplyResult(True, version, version, changed=False, summary=summary)
-            error = await self._switch(live, config, source="api", commit=request.commit, who=who)
+            error = await self._switch(
+                live, config, source="api", commit=request.commit, dirty=request.dirty, who=who, reason=request.reason
+            )
             if error:
                 return ApplyResult.refused(ErrorCode.APPLY_FAILED, error, version=version, summary=summary)
             return ApplyResult(True, self.relay.live.version, version, changed=True, summary=summary)
@@ -168,7 +200,9 @@ class RelayControl:
             return ApplyResult.refused(ErrorCode.APPLY_FAILED, str(exc), version=version, summary=summary)
         return config, summary, live
 
-    async def swap(self, config: RelayConfig, *, source: str, commit: str | None = None, who: str = "") -> str | None:
+    async def swap(
+        self, config: RelayConfig, *, source: str, commit: str | None = None, dirty: bool = False, who: str = ""
+    ) -> str | None:
         """Provision `config` as the next version and switch to it; the error, or None.
 
         Serialised with `apply` (one lock, one version counter): two changes can never both
@@ -186,7 +220,7 @@ class RelayControl:
                 log.error("config %s not applied: %s", source, exc)
                 self.last_reload = Reload(time.time(), False, source, f"{type(exc).__name__}: {exc}")
                 return str(exc)
-            return await self._switch(live, config, source=source, commit=commit, who=who)
+            return await self._switch(live, config, source=source, commit=commit, dirty=dirty, who=who)
 
     def _restart_needed(self, config: RelayConfig) -> str | None:
         """Why `config` cannot be switched to while running, or None. The queue, its lock and
@@ -197,7 +231,15 @@ class RelayControl:
         return None
 
     async def _switch(
-        self, live: Live, config: RelayConfig, *, source: str, commit: str | None, who: str
+        self,
+        live: Live,
+        config: RelayConfig,
+        *,
+        source: str,
+        commit: str | None,
+        who: str,
+        dirty: bool = False,
+        reason: str | None = None,
     ) -> str | None:
         started = time.perf_counter()
         try:
@@ -207,19 +249,15 @@ class RelayControl:
             self.last_reload = Reload(time.time(), False, source, f"{type(exc).__name__}: {exc}")
             return str(exc)
         now = time.time()
-        self._meta = {"hash": config_hash(config), "commit": commit, "applied_at": now, "source": source}
-        if source == "api":  # what an apply sets; a file reload that differs from it is drift
-            self.state = replace(
-                self.state,
-                applied_hash=self._meta["hash"],
-                applied_commit=commit,
-                applied_at=now,
-                applied_source=source,
-            )
-        self.state = replace(self.state, version=live.version)
-        relay_state.save(live.data_dir, self.state)
+        change = relay_state.Change(live.version, config_hash(config), source, commit, dirty, who, now, reason)
+        reviewed = source == "api"  # what an apply sets; a file reload that differs from it is drift
+        document = canonical(config)
+        self.state = relay_state.record(live.data_dir, self.state, change, document, reviewed=reviewed)
+        if reviewed:
+            self._applied_config = document
+        self.held = None  # a change refused at start is superseded by any change that went through
         self.last_reload = Reload(now, True, source)
-        metrics.SWAPS.labels(source.split(":", 1)[0], "applied").inc()
+        metrics.SWAPS.labels(source, "applied").inc()
         metrics.CONFIG_VERSION.set(live.version)
         log.info(
             "config version %d serving (%s%s) after %.1f ms",
@@ -251,7 +289,7 @@ class RelayControl:
 
     def note_failure(self, source: str, error: str) -> None:
         self.last_reload = Reload(time.time(), False, source, error)
-        metrics.SWAPS.labels(source.split(":", 1)[0], "refused").inc()
+        metrics.SWAPS.labels(source, "refused").inc()
 
 
 def _summary(plan: Plan) -> Summary:

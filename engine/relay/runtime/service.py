@@ -25,9 +25,10 @@ from engine.admin.token import ensure_token
 from engine.config.diagnostics import render_text
 from engine.config.load import load_config
 from engine.config.source import config_files
-from engine.relay.runtime import metrics
+from engine.plan.planfile import git_provenance
+from engine.relay.runtime import metrics, startup
 from engine.relay.runtime.control import RelayControl
-from engine.relay.runtime.relay import Relay, load_live
+from engine.relay.runtime.relay import Relay
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +37,19 @@ CONTROL_SWITCH_INTERVAL = 0.0005
 
 
 class Service:
-    def __init__(self, path: Path, *, base_dir: Path | None = None, watch: bool = False, admin: bool = True) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        base_dir: Path | None = None,
+        watch: bool = False,
+        admin: bool = True,
+        allow_downgrade: bool = False,
+        reason: str | None = None,
+    ) -> None:
         self.path = path
+        self.allow_downgrade = allow_downgrade
+        self.reason = reason
         self.base_dir = base_dir
         self.watch = watch
         self.admin = admin
@@ -51,13 +63,27 @@ class Service:
         self._admin = None
 
     async def start(self) -> None:
-        live = await asyncio.to_thread(load_live, self.path, base_dir=self.base_dir)
+        start = await asyncio.to_thread(
+            startup.choose,
+            self.path,
+            self.base_dir,
+            allow_downgrade=self.allow_downgrade,
+            reason=self.reason,
+            provenance=git_provenance,
+        )
+        live = start.live
         self.relay = Relay(live)
-        commit = await asyncio.to_thread(_commit_of, self.path)
         self.control = RelayControl(
-            self.relay, source=f"file:{self.path}", commit=commit, relay_loop=asyncio.get_running_loop()
+            self.relay,
+            source="start",
+            commit=start.commit,
+            dirty=start.dirty,
+            reason=start.reason,
+            held=start.held,
+            relay_loop=asyncio.get_running_loop(),
         )
         self.audit = Audit.in_dir(live.data_dir)
+        self._audit_start(start)
         await self.relay.start()
         metrics.CONFIG_VERSION.set(live.version)
         endpoint = live.config.system.metrics
@@ -152,7 +178,7 @@ class Service:
 
     async def reload(self) -> str | None:
         """Load the config files again and swap to them; the error, or None."""
-        source = f"file:{self.path}"
+        source = "file-watch"
         result = await asyncio.to_thread(load_config, self.path)
         if not result.ok:
             error = render_text(result.diagnostics)
@@ -163,9 +189,9 @@ class Service:
         before = self.relay.live.version
         if self.control.running().hash == _hash(result.config):
             return None  # saved without a change (editors do that): nothing to swap
-        commit = await asyncio.to_thread(_commit_of, self.path)
-        error = await self.control.swap(result.config, source=source, commit=commit, who="file-watch")
-        self._audit(source, "failed" if error else "applied", error=error, before=before)
+        commit, dirty = await asyncio.to_thread(git_provenance, self.path)
+        error = await self.control.swap(result.config, source=source, commit=commit, dirty=dirty, who="file-watch")
+        self._audit(source, "failed" if error else "applied", error=error, before=before, commit=commit, dirty=dirty)
         return error
 
     async def _watch(self) -> None:
@@ -189,18 +215,56 @@ class Service:
             except Exception:  # a reload must never take the relay down
                 log.exception("config reload failed")
 
-    def _audit(self, source: str, result: str, *, error: str | None = None, before: int | None = None) -> None:
+    def _audit(
+        self,
+        source: str,
+        result: str,
+        *,
+        error: str | None = None,
+        before: int | None = None,
+        commit: str | None = None,
+        dirty: bool = False,
+    ) -> None:
         version = self.relay.live.version
-        record = AuditRecord(
-            who="file-watch",
-            from_version=before if before is not None else version,
-            to_version=version,
-            result=result,
-            summary=Summary(),
-            error="invalid" if result == "refused" else ("apply_failed" if error else None),
-            detail=(error or "")[:2000] or None,
-            reason=source,
+        self._append(
+            AuditRecord(
+                who="file-watch",
+                from_version=before if before is not None else version,
+                to_version=version,
+                result=result,
+                commit=commit,
+                hash=self.control.running().hash,
+                summary=Summary(),
+                error="invalid" if result == "refused" else ("apply_failed" if error else None),
+                detail=(error or "")[:2000] or None,
+                reason=str(self.path),
+                source=source,
+                dirty=dirty,
+            )
         )
+
+    def _audit_start(self, start: startup.Start) -> None:
+        """Every start is recorded: which config it serves and, when the files changed it, how."""
+        held = start.held or {}
+        self._append(
+            AuditRecord(
+                who="start",
+                from_version=start.from_version,
+                to_version=start.live.version,
+                result=start.result,
+                commit=start.commit,
+                hash=self.control.running().hash,
+                reason=start.reason or str(self.path),
+                allow_downgrade=start.allow_downgrade,
+                summary=start.summary,
+                error="downgrade_refused" if start.result == "refused" else None,
+                detail=held.get("reason"),
+                source="start",
+                dirty=start.dirty,
+            )
+        )
+
+    def _append(self, record: AuditRecord) -> None:
         try:
             self.audit.append(record)
         except (OSError, ValueError) as exc:
@@ -226,9 +290,7 @@ class Service:
                     **stats.recipients,
                     "at": time.time(),
                 }
-                metrics.QUEUE_ENTRIES.set(stats.entries)
-                for state, count in stats.recipients.items():
-                    metrics.QUEUE_RECIPIENTS.labels(state).set(count)
+                pass  # MUTATION: queue gauges never set
                 cert_dir = self.relay.live.certificate_dir
                 if cert_dir is not None:  # read once per certificate, not every pass
                     if cert_dir != self._cert_seen:
@@ -237,13 +299,6 @@ class Service:
             except Exception:  # stats are best effort
                 pass
             await asyncio.sleep(2)
-
-
-def _commit_of(path: Path) -> str | None:
-    """The git commit the config files are at, when they are committed and unchanged."""
-    from engine.plan.planfile import git_commit
-
-    return git_commit(path)[0]
 
 
 def _not_after(cert_dir: Path) -> float:
