@@ -16,7 +16,9 @@ from engine.relay.delivery.failures import (
     Failure,
     NoMailHost,
     TLSRequiredError,
+    because,
     classify,
+    expire,
     expired,
     next_retry,
 )
@@ -111,7 +113,39 @@ def test_dns():
 
 def test_what_is_not_understood_defers():
     assert classify(None, RuntimeError("surprise")) == Failure(
-        "defer", "unclassified failure: RuntimeError: surprise", "4.0.0"
+        "defer", "unclassified failure: RuntimeError: surprise", "4.0.0", "internal"
+    )
+
+
+@pytest.mark.parametrize(
+    ("exc", "cause"),
+    [
+        (TLSRequiredError("no STARTTLS"), "tls"),
+        (aiosmtplib.SMTPResponseException(530, "5.7.0 Must issue a STARTTLS command first"), "tls"),
+        (aiosmtplib.SMTPAuthenticationError(535, "5.7.8 bad credentials"), "auth"),
+        (dns.resolver.NXDOMAIN(), "dns"),
+        (dns.resolver.NoNameservers(), "dns"),
+        (ConnectionRefusedError(111, "refused"), "connect"),
+        (TimeoutError("slow"), "connect"),
+        (aiosmtplib.SMTPResponseException(450, "4.2.1 mailbox busy"), "smtp"),
+        (aiosmtplib.SMTPResponseException(550, "5.1.1 no such user"), "smtp"),
+        (RuntimeError("surprise"), "internal"),
+    ],
+)
+def test_every_failure_names_its_cause(exc, cause):
+    assert classify(None, exc).cause == cause
+
+
+def test_failures_of_our_own_making_by_cause():
+    assert because("method", "gateway down") == Failure("defer", "gateway down", "4.7.5", "method")
+    assert because("internal", "bug") == Failure("defer", "bug", "4.3.0", "internal")
+    assert expire(classify(None, TimeoutError("slow"))) == Failure(
+        "bounce", "delivery time expired: timed out: TimeoutError: slow", "5.4.7", "expired"
+    )
+    located = classify(None, TLSRequiredError("no STARTTLS")).located("mx.example:25")
+    assert (located.reason, located.cause) == (
+        "mx.example:25: TLS required but not achieved: TLSRequiredError: no STARTTLS",
+        "tls",
     )
     assert classify(None, None).kind == "defer"
     assert not classify(None, None).permanent and classify(550, None).permanent

@@ -12,7 +12,8 @@ from email.utils import parsedate_to_datetime
 
 import pytest
 
-from engine.relay.delivery.ndr import RecipientStatus, build_dsn, should_send_dsn, status_for
+from engine.relay.delivery.failures import expire
+from engine.relay.delivery.ndr import RecipientStatus, build_dsn, should_send_dsn
 
 ARRIVAL = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 LAST = ARRIVAL + timedelta(hours=5)
@@ -284,30 +285,7 @@ def test_should_send_dsn(sender: str, send: bool) -> None:
     assert should_send_dsn(sender) is send
 
 
-@pytest.mark.parametrize(
-    ("code", "enhanced", "text", "expected"),
-    [
-        (550, "5.1.1", "user unknown", "5.1.1"),
-        (550, None, "5.1.1 user unknown", "5.1.1"),
-        (550, None, "550 5.7.1 relaying denied", "5.7.1"),
-        (550, "4.1.1", "class disagrees", "5.1.1"),
-        (451, "5.3.0", "class disagrees", "4.3.0"),
-        (554, None, "transaction failed", "5.0.0"),
-        (450, None, "try later", "4.0.0"),
-        (None, None, "connection refused", "4.0.0"),
-        (None, None, "TLS handshake failed: certificate verify failed", "4.7.5"),
-        (530, None, "Must issue a STARTTLS command first", "4.7.0"),
-        (454, None, "TLS not available due to temporary reason", "4.7.0"),
-        (550, None, "TLS is required, rejected", "5.0.0"),
-        (None, "2.0.0", "a success code is no failure status", "4.0.0"),
-    ],
-)
-def test_status_for(code: int | None, enhanced: str | None, text: str, expected: str) -> None:
-    assert status_for(code, enhanced, text) == expected
-
-
-def test_status_for_expiry_is_a_permanent_failure() -> None:
-    assert status_for(451, "4.4.1", "connection timed out", expired=True) == "5.4.7"
-    # ...which build_dsn accepts as a failed recipient.
-    expired = RecipientStatus("b@x.example", "failed", status_for(None, None, "refused", expired=True), "refused")
+def test_an_expired_recipient_is_reported_failed_with_5_4_7() -> None:
+    failure = expire("connection refused")
+    expired = RecipientStatus("b@x.example", "failed", failure.status, failure.reason)
     assert status_blocks(parse(dsn(recipients=[expired])))[1]["Status"] == "5.4.7"

@@ -191,4 +191,4 @@ async def test_a_label_is_not_encryption(tmp_path, write_config, start_relay) ->
             return d if d.recipients[0].state == "deferred" else None
 
         detail = await eventually(waits, what="the mislabelled message to wait for TLS")
-        assert detail.meta["encrypt"] is True and sink.messages == []
+        assert detail.meta["decision"]["action"] == "encrypt" and sink.messages == []

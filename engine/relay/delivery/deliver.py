@@ -7,6 +7,10 @@ recipient gets exactly one of delivered / deferred / bounced in the queue, so a 
 leaves at most a duplicate. Mandatory TLS is never downgraded: without the TLS a policy
 demands, not one byte of content is sent; flagged mail then goes to the backup method
 when one is configured, or waits in the queue.
+
+Mail flagged for encryption goes through the method chain of the config version current at
+delivery (`Live.methods`, see `engine.relay.methods.base`): sealed copies are sent here under
+their TLS floor, hand-offs are recorded as delivered, refusals are deferred or bounced.
 """
 
 from __future__ import annotations
@@ -20,13 +24,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from engine.policy.groups import domain_of
+from engine.relay.decision import of_meta
 from engine.relay.delivery import ndr
-from engine.relay.delivery.failures import Failure, classify, expired, next_retry
+from engine.relay.delivery.failures import Failure, because, classify, expire, expired, next_retry
 from engine.relay.delivery.pool import ConnectionPool
 from engine.relay.delivery.resolve import Hop, Resolver, next_hops, resolver_for
 from engine.relay.delivery.transfer import Attempt, transfer
-from engine.relay.methods import smime
-from engine.relay.methods.base import EncryptionMethod
+from engine.relay.methods.base import Method, run
 from engine.relay.queue import Entry, NotQueued, Queue
 from engine.relay.runtime import metrics
 from engine.relay.runtime.decisionlog import emit
@@ -34,15 +38,16 @@ from engine.relay.runtime.live import Live
 
 log = logging.getLogger(__name__)
 
-TLS_FAILURE_STATUSES = ("4.7.5", "4.7.0")
-
 
 @dataclass(frozen=True)
-class Outcome:
+class RecipientOutcome:
+    """What became of one recipient in one delivery pass."""
+
     kind: str  # delivered | defer | bounce
     text: str
     status: str
     tls: str | None = None
+    cause: str | None = None  # the failure's cause (None when delivered)
 
 
 class Deliverer:
@@ -53,12 +58,12 @@ class Deliverer:
         queue: Queue,
         current: Callable[[], Live],
         *,
-        methods: dict[str, EncryptionMethod] | None = None,
+        methods: dict[str, Method] | None = None,
         resolver_for: Callable[[Live], Resolver] | None = None,
     ) -> None:
         self.queue = queue
         self.current = current
-        self.methods = methods or {}
+        self.overrides = methods or {}  # method implementations by name, in place of the config's
         self._resolver_for = resolver_for or _default_resolver
         self._resolvers: dict[int, Resolver] = {}  # one per config version
         self.pool = ConnectionPool()
@@ -139,7 +144,7 @@ class Deliverer:
         by_domain: dict[str, list[str]] = defaultdict(list)
         for rcpt in entry.recipients:
             by_domain[domain_of(rcpt.address)].append(rcpt.address)
-        outcomes: dict[str, Outcome] = {}
+        outcomes: dict[str, RecipientOutcome] = {}
         domains = list(by_domain.items())
         results = await asyncio.gather(
             *(self._deliver_domain(live, entry, d, r) for d, r in domains), return_exceptions=True
@@ -147,67 +152,70 @@ class Deliverer:
         for (domain, rcpts), result in zip(domains, results, strict=True):
             if isinstance(result, BaseException):  # one domain's bug must not cost the others their results
                 log.error("delivery of %s to %s failed unexpectedly: %r", entry.id, domain, result)
-                result = {
-                    r: Outcome("defer", f"internal error: {type(result).__name__}: {result}", "4.3.0") for r in rcpts
-                }
+                failure = because("internal", f"internal error: {type(result).__name__}: {result}")
+                result = dict.fromkeys(rcpts, _from_failure(failure))
             outcomes.update(result)
         await self._record(live, entry, outcomes)
 
-    async def _deliver_domain(self, live: Live, entry: Entry, domain: str, rcpts: list[str]) -> dict[str, Outcome]:
-        encrypt = bool(entry.meta.get("encrypt")) and not entry.meta.get("already_encrypted")
-        method = live.config.encryption.method
-        if encrypt and live.config.encryption.smime is not None:
-            with_cert, rcpts = self._smime_split(live, rcpts)
-            if with_cert:  # end-to-end encrypted content, and still the TLS the method asks for the headers
-                try:
-                    body = await asyncio.to_thread(smime.encrypt, entry.body, [c for _, c in with_cert])
-                except Exception as exc:  # never plain instead: the recipients wait
-                    out = {r: Outcome("defer", f"S/MIME encryption failed: {exc}", "4.7.5") for r, _ in with_cert}
-                else:
-                    out = await self._send(
-                        live, replace(entry, body=body), domain, [r for r, _ in with_cert], encrypt=True, note="S/MIME"
-                    )
-                if rcpts:
-                    out.update(await self._deliver_domain_plain(live, entry, domain, rcpts, encrypt, method))
-                return out
-        return await self._deliver_domain_plain(live, entry, domain, rcpts, encrypt, method)
+    async def _deliver_domain(
+        self, live: Live, entry: Entry, domain: str, rcpts: list[str]
+    ) -> dict[str, RecipientOutcome]:
+        if not of_meta(entry.meta).needs_protection:
+            return await self._send(live, entry, domain, rcpts)
+        chain = live.methods.with_overrides(self.overrides)
+        protection = await chain.protect(live, entry, rcpts)
+        out = {r: _from_failure(f) for r, f in protection.refused.items()}
+        for handed in protection.handed:
+            out.update(
+                dict.fromkeys(handed.recipients, RecipientOutcome("delivered", handed.detail, "2.0.0", "handed off"))
+            )
+        for sealed in protection.sealed:
+            copy = entry if sealed.content is None else replace(entry, body=sealed.content)
+            sent = await self._send(live, copy, domain, list(sealed.recipients), floor=sealed.floor, note=sealed.note)
+            no_tls = [r for r in sealed.recipients if sent[r].cause == "tls"]
+            if no_tls and chain.backup is not None:  # the seed's backup method: the TLS could not be had
+                sent.update(await self._backup(chain.backup, live, entry, no_tls))
+            out.update(sent)
+        return out
 
-    def _smime_split(self, live: Live, rcpts: list[str]):
-        directory = live.base_dir / live.config.encryption.smime.certificates
-        with_cert, without = [], []
-        for rcpt in rcpts:
-            cert = smime.certificate_for(directory, rcpt)
-            (with_cert.append((rcpt, cert)) if cert is not None else without.append(rcpt))
-        return with_cert, without
-
-    async def _deliver_domain_plain(
-        self, live: Live, entry: Entry, domain: str, rcpts: list[str], encrypt: bool, method: str
-    ):
-        if encrypt and method != "tls":
-            return await self._handoff(live, entry, rcpts, method, "encryption method")
-        return await self._send(live, entry, domain, rcpts, encrypt=encrypt)
-
-    async def _send(self, live: Live, entry: Entry, domain: str, rcpts: list[str], *, encrypt: bool, note: str = ""):
+    async def _send(
+        self, live: Live, entry: Entry, domain: str, rcpts: list[str], *, floor=None, note: str = ""
+    ) -> dict[str, RecipientOutcome]:
         route = live.route_for(domain)
         try:
             hops = await self._hops(live, route, domain)
         except Exception as exc:  # DNS says no (bounce) or not now (defer)
             failure = classify(None, exc)
             return {r: _from_failure(failure) for r in rcpts}
-        last: dict[str, Outcome] = {}
+        last: dict[str, RecipientOutcome] = {}
         for hop in hops:
-            policy = live.outbound_policy(route, domain, hop.address, encrypt=encrypt)
+            policy = live.outbound_policy(route, domain, hop.address, encrypt=False)
+            if floor is not None:
+                policy = policy.tighten(floor.level, floor.min_protocol, floor.min_bits, floor.source)
             attempt = await transfer(
                 live, hop, policy, entry, rcpts, self.pool, auth=route.route.auth if route.route else None
             )
-            last = _outcomes(attempt, rcpts)
+            last = _outcomes(attempt, rcpts, note)
             if attempt.site_failure is None:
                 return last
             log.info("%s: %s: %s", entry.id, domain, attempt.site_failure.reason)
-        backup = live.config.encryption.backup
-        if encrypt and backup != "none" and any(o.status in TLS_FAILURE_STATUSES for o in last.values()):
-            return await self._handoff(live, entry, rcpts, backup, "backup method after TLS failed")
         return last
+
+    async def _backup(self, method, live: Live, entry: Entry, rcpts: list[str]) -> dict[str, RecipientOutcome]:
+        """Hand what could not get its TLS to the backup method; what it does not take waits."""
+        answer = await run(method, live, entry, rcpts)
+        why = f"backup method `{method.name}` after TLS failed"
+        out = {r: _from_failure(f) for r, f in answer.refused.items()}
+        for handed in answer.handed:
+            text = f"{why}: {handed.detail}"
+            out.update(
+                dict.fromkeys(
+                    handed.recipients, RecipientOutcome("delivered", text, "2.0.0", f"handed to {method.name}")
+                )
+            )
+        unhandled = [r for r in rcpts if r not in out]  # a backup that seals again would loop: it waits
+        out.update(dict.fromkeys(unhandled, _from_failure(because("method", f"{why} did not take the message"))))
+        return out
 
     async def _hops(self, live: Live, route, domain: str) -> list[Hop]:
         resolver = self._resolvers.get(live.version)
@@ -219,23 +227,9 @@ class Deliverer:
         hop = route.next_hop
         return await next_hops(resolver, hop.host, hop.port, hop.mx_lookup)
 
-    async def _handoff(self, live: Live, entry: Entry, rcpts: list[str], name: str, why: str) -> dict[str, Outcome]:
-        method = self.methods.get(name)
-        if method is None:
-            text = f"{why} `{name}` is not available in this relay"
-            return {r: Outcome("defer", text, "4.7.5") for r in rcpts}
-        try:
-            done = await method.protect(live, entry, rcpts)
-        except Exception as exc:
-            return {r: Outcome("defer", f"{why} `{name}` failed: {exc}", "4.7.5") for r in rcpts}
-        out = {r: Outcome("delivered", f"{why} `{name}`: {done.detail}", "2.0.0", f"handed to {name}") for r in rcpts}
-        for rcpt, failure in done.refused.items():
-            out[rcpt] = _from_failure(failure, f"refused by {name}")
-        return out
-
     # -- recording ------------------------------------------------------------------------
 
-    async def _record(self, live: Live, entry: Entry, outcomes: dict[str, Outcome]) -> None:
+    async def _record(self, live: Live, entry: Entry, outcomes: dict[str, RecipientOutcome]) -> None:
         now = time.time()
         delivery = live.config.delivery
         attempts = {r.address: r.attempts for r in entry.recipients}
@@ -243,7 +237,7 @@ class Deliverer:
         retry_at = float("inf")
         for rcpt, outcome in outcomes.items():
             if outcome.kind == "defer" and expired(entry.created_at, now, delivery.max_queue_lifetime):
-                outcomes[rcpt] = Outcome("bounce", f"delivery time expired: {outcome.text}", "5.4.7", outcome.tls)
+                outcomes[rcpt] = _from_failure(expire(outcome.text), outcome.tls)
             groups[outcomes[rcpt].kind].append(rcpt)
         for rcpt, outcome in outcomes.items():
             if outcome.kind == "delivered":
@@ -275,7 +269,7 @@ class Deliverer:
             await self._notify(live, entry, {r: outcomes[r] for r in groups["defer"]}, "delay")
             await self.queue.mark_warned(entry.id)
 
-    async def _notify(self, live: Live, entry: Entry, outcomes: dict[str, Outcome], kind: str) -> None:
+    async def _notify(self, live: Live, entry: Entry, outcomes: dict[str, RecipientOutcome], kind: str) -> None:
         """Queue a DSN to the sender (never for a bounce, and only if NDRs are enabled)."""
         if not live.config.delivery.ndr.enabled or not ndr.should_send_dsn(entry.sender):
             return
@@ -309,22 +303,24 @@ class Deliverer:
         self.kick()
 
 
-def _outcomes(attempt: Attempt, rcpts: list[str]) -> dict[str, Outcome]:
+def _outcomes(attempt: Attempt, rcpts: list[str], note: str = "") -> dict[str, RecipientOutcome]:
     if attempt.site_failure is not None:
         return {r: _from_failure(attempt.site_failure, attempt.tls) for r in rcpts}
     out = {}
     for rcpt in rcpts:
         result = attempt.results.get(rcpt)
         if result is None or isinstance(result, Failure):
-            failure = result or Failure("defer", "no result for this recipient", "4.0.0")
+            failure = result or because("internal", "no result for this recipient")
             out[rcpt] = _from_failure(failure, attempt.tls)
         else:
-            out[rcpt] = Outcome("delivered", result, "2.0.0", attempt.tls)
+            out[rcpt] = RecipientOutcome("delivered", f"{note}: {result}" if note else result, "2.0.0", attempt.tls)
     return out
 
 
-def _from_failure(failure: Failure, tls: str | None = None) -> Outcome:
-    return Outcome("bounce" if failure.permanent else "defer", failure.reason, failure.status, tls)
+def _from_failure(failure: Failure, tls: str | None = None) -> RecipientOutcome:
+    return RecipientOutcome(
+        "bounce" if failure.permanent else "defer", failure.reason, failure.status, tls, failure.cause
+    )
 
 
 def _lease_seconds(live: Live) -> float:

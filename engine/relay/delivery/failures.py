@@ -24,6 +24,13 @@ Decisions beyond "4xx defers, 5xx bounces", each as Postfix does it:
   NXDOMAIN / NoAnswer through after its MX-to-address fallback). Timeouts and SERVFAIL defer.
 - **What is not understood defers.** An unknown exception or reply code never bounces.
 
+Failures that do not come from a peer are made here too, from their cause (`because`):
+`method` (an encryption method failed or is not available: defer, 4.7.5), `expired` (the
+queue lifetime ran out: bounce, 5.4.7, with the last reason), `internal` (a bug of ours:
+defer, 4.3.0). Every `Failure` carries its `cause` (connect, smtp, tls, dns, auth, method,
+expired, internal), so callers decide by cause (the backup method takes what failed on TLS),
+never by matching status strings.
+
 `next_retry` is the backoff schedule and `expired` the maximum-lifetime test.
 """
 
@@ -42,6 +49,7 @@ from engine.config.secrets import SecretError
 from engine.relay.delivery.resolve import PermanentDNSError, TemporaryDNSError
 
 FailureKind = Literal["defer", "defer_site", "bounce"]
+Cause = Literal["connect", "smtp", "tls", "dns", "auth", "method", "expired", "internal"]
 
 _ENHANCED = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 _STARTTLS = re.compile(r"starttls|\btls\b", re.IGNORECASE)
@@ -55,10 +63,36 @@ class Failure:
     kind: FailureKind
     reason: str
     status: str
+    cause: Cause = "smtp"
 
     @property
     def permanent(self) -> bool:
         return self.kind == "bounce"
+
+    def located(self, where: object) -> Failure:
+        """The same failure, its reason prefixed with where it happened (a next hop)."""
+        return Failure(self.kind, f"{where}: {self.reason}", self.status, self.cause)
+
+
+# Failures of our own making: kind and status by cause (peer failures come from `classify`).
+_OWN: dict[str, tuple[FailureKind, str]] = {
+    "method": ("defer", "4.7.5"),
+    "tls": ("defer", "4.7.5"),
+    "internal": ("defer", "4.3.0"),
+    "expired": ("bounce", "5.4.7"),
+}
+
+
+def because(cause: Cause, reason: str) -> Failure:
+    """A failure that no peer reported: an encryption method, the queue lifetime, our own bug."""
+    kind, status = _OWN[cause]
+    return Failure(kind, reason, status, cause)
+
+
+def expire(last: Failure | str) -> Failure:
+    """The permanent failure of a recipient whose queue lifetime ran out while deferred."""
+    text = last.reason if isinstance(last, Failure) else last
+    return because("expired", f"delivery time expired: {text}")
 
 
 class TLSRequiredError(Exception):
@@ -88,22 +122,22 @@ def classify(code: int | None, exc: BaseException | None) -> Failure:
         if parts and all(part.permanent for part in parts):
             return Failure("bounce", reason, parts[0].status)
         soft = next((part for part in parts if not part.permanent), _unknown(exc))
-        return Failure("defer", reason, soft.status)
+        return Failure("defer", reason, soft.status, soft.cause)
     if isinstance(exc, TLSRequiredError | ssl.SSLError):
-        return Failure("defer_site", f"TLS required but not achieved: {_text(exc)}", "4.7.5")
+        return Failure("defer_site", f"TLS required but not achieved: {_text(exc)}", "4.7.5", "tls")
     if isinstance(exc, aiosmtplib.SMTPAuthenticationError | SecretError):
         # wrong or missing credentials are ours to fix: the mail waits, it does not bounce
-        return Failure("defer_site", f"SMTP AUTH to the next hop failed: {_text(exc)}", "4.7.8")
+        return Failure("defer_site", f"SMTP AUTH to the next hop failed: {_text(exc)}", "4.7.8", "auth")
     if isinstance(exc, PermanentDNSError):
-        return Failure("bounce", f"no mail host: {exc}", exc.status or "5.4.4")
+        return Failure("bounce", f"no mail host: {exc}", exc.status or "5.4.4", "dns")
     if isinstance(exc, TemporaryDNSError):
-        return Failure("defer_site", f"DNS lookup failed: {exc}", exc.status or "4.4.3")
+        return Failure("defer_site", f"DNS lookup failed: {exc}", exc.status or "4.4.3", "dns")
     if isinstance(exc, NoMailHost):
-        return Failure("bounce", f"no mail host: {exc}", exc.status)
+        return Failure("bounce", f"no mail host: {exc}", exc.status, "dns")
     if isinstance(exc, dns.resolver.NXDOMAIN | dns.resolver.NoAnswer):
-        return Failure("bounce", f"domain not found: {_text(exc)}", "5.4.4")
+        return Failure("bounce", f"domain not found: {_text(exc)}", "5.4.4", "dns")
     if isinstance(exc, dns.exception.DNSException):
-        return Failure("defer_site", f"DNS lookup failed: {_text(exc)}", "4.4.3")
+        return Failure("defer_site", f"DNS lookup failed: {_text(exc)}", "4.4.3", "dns")
 
     message = ""
     if isinstance(exc, aiosmtplib.SMTPResponseException):
@@ -115,7 +149,7 @@ def classify(code: int | None, exc: BaseException | None) -> Failure:
     if isinstance(exc, aiosmtplib.SMTPConnectResponseError) or code == 421:
         return Failure("defer_site", said, _status(message, "4", "4.4.2"))
     if code == 530 and _STARTTLS.search(message):
-        return Failure("defer_site", f"peer requires STARTTLS: {said}", "4.7.0")
+        return Failure("defer_site", f"peer requires STARTTLS: {said}", "4.7.0", "tls")
     site = isinstance(exc, aiosmtplib.SMTPHeloError)
     if 400 <= code < 500:
         return Failure("defer_site" if site else "defer", said, _status(message, "4", "4.0.0"))
@@ -147,20 +181,20 @@ def expired(created_at: float, now: float, max_lifetime_s: float) -> bool:
 def _without_code(exc: BaseException | None) -> Failure:
     cause = exc.__cause__ or exc.__context__ if isinstance(exc, aiosmtplib.SMTPConnectError) else None
     if isinstance(cause, ConnectionRefusedError) or "Errno 111" in str(exc or ""):
-        return Failure("defer_site", f"connection refused: {_text(exc)}", "4.4.1")
+        return Failure("defer_site", f"connection refused: {_text(exc)}", "4.4.1", "connect")
     if isinstance(exc, TimeoutError):  # includes asyncio's and aiosmtplib's timeouts
-        return Failure("defer_site", f"timed out: {_text(exc)}", "4.4.1")
+        return Failure("defer_site", f"timed out: {_text(exc)}", "4.4.1", "connect")
     if isinstance(exc, ConnectionRefusedError):
-        return Failure("defer_site", f"connection refused: {_text(exc)}", "4.4.1")
+        return Failure("defer_site", f"connection refused: {_text(exc)}", "4.4.1", "connect")
     if isinstance(exc, ConnectionError | OSError):  # resets, unreachable, lost connection
-        return Failure("defer_site", f"connection failed: {_text(exc)}", "4.4.2")
+        return Failure("defer_site", f"connection failed: {_text(exc)}", "4.4.2", "connect")
     return _unknown(exc)
 
 
 def _unknown(exc: BaseException | None) -> Failure:
     if exc is None:
-        return Failure("defer", "delivery failed for an unknown reason", "4.0.0")
-    return Failure("defer", f"unclassified failure: {_text(exc)}", "4.0.0")
+        return Failure("defer", "delivery failed for an unknown reason", "4.0.0", "internal")
+    return Failure("defer", f"unclassified failure: {_text(exc)}", "4.0.0", "internal")
 
 
 def _status(message: str, klass: str, default: str) -> str:

@@ -24,7 +24,8 @@ The report is 7-bit unless the original attached with it has 8-bit bytes (then t
 the report are labelled `8bit`, and the next hop must offer 8BITMIME: fall back to
 `include="headers"` otherwise), or the sender's address is not ASCII (then it needs SMTPUTF8).
 
-`status_for(code, enhanced, text)` picks the RFC 3463 status to report for a failure.
+The status each recipient reports comes from `failures` (the one place that decides what a
+failure means); this module only writes it down.
 """
 
 from __future__ import annotations
@@ -48,13 +49,11 @@ Include = Literal["headers", "full", "none"]
 Kind = Literal["failure", "delay"]
 
 _STATUS = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})$")
-_ENHANCED_IN_TEXT = re.compile(r"^\s*(?:[245]\d\d[ -])?([245])\.(\d{1,3})\.(\d{1,3})(?=\s|$)")
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*$"
 )
 _MESSAGE_ID = re.compile(r"<[!-;=?-~]{1,250}>")
 _CONTROLS = re.compile(r"[\x00-\x1f\x7f]+")
-_TLS_WORDS = re.compile(r"starttls|\btls\b|\bssl\b|certificate|handshake", re.IGNORECASE)
 _HEADER_FIELD = re.compile(rb"^[!-9;-~]+:")
 _LINE_ENDS = re.compile(r"\r\n|\r|\n")
 _MAX_VALUE = 900  # characters of one outside value; a header line must stay under 998
@@ -90,34 +89,6 @@ def should_send_dsn(original_sender: str) -> bool:
         return False
     local = address.rpartition("@")[0] if "@" in address else address
     return local.lower() != "mailer-daemon"
-
-
-def status_for(code: int | None, enhanced: str | None, text: str, *, expired: bool = False) -> str:
-    """The RFC 3463 status to report for a failure with reply `code` (None: no reply, e.g. a
-    refused connection or a failed TLS handshake), the peer's `enhanced` code and `text`.
-
-    - `expired=True`: the message outlived the queue lifetime while deferred (4.4.7 in the
-      delay notices); the failure report says 5.4.7, with the last reason in the diagnostic.
-    - The peer's enhanced code (given, or at the start of `text`) is used when it is a
-      failure code; when its class disagrees with the reply code's, the reply code wins
-      (RFC 3463 §2), e.g. 550 with "4.1.1" gives 5.1.1.
-    - Without one: TLS trouble is 4.7.x (mandatory TLS not met defers, as
-      `failures.classify` does): 4.7.5 for a handshake or certificate failure without a reply,
-      4.7.0 for a 4xx reply or a "530 must issue STARTTLS"; otherwise 5.0.0 or 4.0.0 from the
-      reply code, and 4.0.0 without one (what is not understood is never permanent).
-    """
-    if expired:
-        return "5.4.7"
-    found = _STATUS.match((enhanced or "").strip()) or _ENHANCED_IN_TEXT.match(text or "")
-    klass = str(code // 100) if code is not None and 400 <= code < 600 else None
-    if found and found.group(1) in "45":
-        return ".".join((klass or found.group(1), found.group(2), found.group(3)))
-    if _TLS_WORDS.search(text or ""):
-        if code is None:
-            return "4.7.5"
-        if klass == "4" or code == 530:
-            return "4.7.0"
-    return f"{klass}.0.0" if klass else "4.0.0"
 
 
 def build_dsn(

@@ -83,7 +83,7 @@ async def _transaction(live, hop, policy, entry, rcpts, pool, key, cached, auth)
         failure = classify(None, exc)
         if isinstance(exc, TLSRequiredError):
             attempt.tls = f"refused: {exc}"
-        failure = Failure(failure.kind, f"{hop}: {failure.reason}", failure.status)
+        failure = failure.located(hop)
         if failure.kind == "defer_site":
             attempt.site_failure = failure
         else:  # MAIL or DATA refused: every recipient without its own answer shares it

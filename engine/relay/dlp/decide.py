@@ -1,7 +1,7 @@
 """The policy decision for one received message: direction, DLP, action, method.
 
 Called once per message at intake, under the config the session started with; the
-`Decision` travels with the message in the queue. DLP acts on outbound mail only; on
+`Decision` (engine.relay.decision) travels with the message in the queue. DLP acts on outbound mail only; on
 inbound and internal mail it records what it would have done (the log says `would`).
 Mail from the encryption gateway is already encrypted and is never encrypted again.
 """
@@ -10,31 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import email
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 from engine.policy.groups import domain_of
+from engine.relay.decision import Decision
 from engine.relay.dlp.extract import extract
-from engine.relay.dlp.policy import Facts, Verdict
+from engine.relay.dlp.policy import Facts
 from engine.relay.methods.smime import already_encrypted
 from engine.relay.runtime.live import Live
 from engine.relay.smtp.message import Message
 
 OFF_LOOP_BYTES = 256 * 1024  # larger messages are scanned in a worker thread
-
-
-@dataclass(frozen=True)
-class Decision:
-    direction: str  # inbound | outbound | internal
-    action: str = "permit"  # permit | encrypt | block | quarantine
-    method: str = "none"  # the encryption method when action is encrypt
-    policies: tuple[str, ...] = field(default=())
-    already_encrypted: bool = False
-    verdict: Verdict | None = None  # the DLP findings, when any policy was evaluated
-    would: str = "permit"  # what enforcement would have done (monitor mode, inbound mail)
-
-    @property
-    def encrypt(self) -> bool:
-        return self.action == "encrypt"
 
 
 def direction_of(live: Live, sender: str, recipients, peer_ip: str | None) -> str:
@@ -105,5 +91,12 @@ def judge(live: Live, content: bytes, sender: str, recipients, peer_ip: str | No
         action = "quarantine"  # the gateway did not say it encrypted it: it must not go out in clear
     method = live.config.encryption.method if action == "encrypt" else "none"
     return Decision(
-        direction, action, method, verdict.policies, gateway or bool(already_encrypted(content)), verdict, verdict.would
+        direction,
+        action,
+        method,
+        verdict.policies,
+        gateway or bool(already_encrypted(content)),
+        verdict,
+        verdict.would,
+        verdict.problems,
     )

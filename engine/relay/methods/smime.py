@@ -10,11 +10,13 @@ S/MIME, PGP and our own format apart from plain mail, so nothing is encrypted tw
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import email
 import logging
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,6 +24,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import pkcs7
+
+from engine.relay.delivery.failures import because
+from engine.relay.methods.base import Protection, Sealed, TLSFloor
+from engine.relay.queue import Entry
 
 log = logging.getLogger(__name__)
 _CONTENT_HEADERS = (b"content-type", b"content-transfer-encoding", b"mime-version", b"content-disposition")
@@ -140,3 +146,29 @@ def _armoured(body: bytes) -> bool:
     return bool(payload) and all(
         _BASE64_LINE.fullmatch(line) or (line[:1] == b"=" and _BASE64_LINE.fullmatch(line[1:])) for line in payload
     )
+
+
+@dataclass(frozen=True)
+class SMIME:
+    """The chain's first step when `encryption.smime` is set: recipients with a certificate
+    get an end-to-end encrypted copy (under the configured method's TLS floor, if it has
+    one: the headers still travel in the transport); the others are passed on."""
+
+    directory: Path
+    floor: TLSFloor | None
+    name: str = "smime"
+
+    async def protect(self, live, entry: Entry, recipients: list[str]) -> Protection:
+        with_cert, without = [], []
+        for rcpt in recipients:
+            cert = certificate_for(self.directory, rcpt)
+            (with_cert.append((rcpt, cert)) if cert is not None else without.append(rcpt))
+        if not with_cert:
+            return Protection(passed=tuple(without))
+        sealed_for = tuple(r for r, _ in with_cert)
+        try:
+            body = await asyncio.to_thread(encrypt, entry.body, [c for _, c in with_cert])
+        except Exception as exc:  # noqa: BLE001 - never plain instead: the recipients wait
+            failure = because("method", f"S/MIME encryption failed: {exc}")
+            return Protection(refused=dict.fromkeys(sealed_for, failure), passed=tuple(without))
+        return Protection(sealed=(Sealed(sealed_for, self.floor, body, "S/MIME"),), passed=tuple(without))

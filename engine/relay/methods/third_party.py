@@ -15,7 +15,7 @@ from dataclasses import replace
 
 from engine.relay.delivery.resolve import Hop, next_hops, resolver_for
 from engine.relay.delivery.transfer import transfer
-from engine.relay.methods.base import Protected
+from engine.relay.methods.base import HandedOff, Protection
 from engine.relay.queue import Entry
 from engine.relay.runtime.live import TLSPolicy
 from engine.relay.tls.levels import TLSLevel
@@ -44,7 +44,7 @@ def strip_headers(content: bytes, names: set[str]) -> bytes:
 class ThirdPartyGateway:
     name = "third_party"
 
-    async def protect(self, live, entry: Entry, recipients: list[str]) -> Protected:
+    async def protect(self, live, entry: Entry, recipients: list[str]) -> Protection:
         tp = live.config.encryption.third_party
         if tp is None:
             raise RuntimeError("encryption.third_party is not configured")
@@ -62,7 +62,9 @@ class ThirdPartyGateway:
                 # each recipient once: the ones the gateway took are done, its refusals are
                 # reported per recipient (a permanent one bounces), never handed over again
                 refused = {r: result for r, result in attempt.results.items() if not isinstance(result, str)}
-                return Protected(f"handed to the encryption gateway {hop} ({attempt.tls})", refused)
+                taken = tuple(r for r in recipients if r not in refused)
+                detail = f"handed to the encryption gateway {hop} ({attempt.tls})"
+                return Protection(handed=(HandedOff(taken, detail),) if taken else (), refused=refused)
         raise RuntimeError("no encryption server took the message: " + "; ".join(reasons))
 
 

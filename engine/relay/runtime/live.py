@@ -12,16 +12,20 @@ import ssl
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engine.certificates.store import ensure_certificate, load_pem, load_pfx
-from engine.config.model import RelayConfig
-from engine.config.model.transport import DomainGroupMatch, DomainsMatch, IPGroupMatch, NextHopHost, PfxSource, Route
+from engine.config.model import EnforcedTLSRule, RelayConfig
+from engine.config.model.transport import NextHopHost, PfxSource, Route
 from engine.config.secrets import resolve
+from engine.policy import rules
 from engine.policy.groups import DomainSet, IPSet
-from engine.relay.dlp.policy import Policies
-from engine.relay.tls.levels import PROTOCOLS, TLSLevel, client_context, server_context
+from engine.policy.rules import TRUSTED_GROUP
 
-TRUSTED_GROUP = "internal_servers"  # peers that may relay outbound (Postfix's mynetworks)
+if TYPE_CHECKING:  # the methods deliver through transfer, which needs Live: built when provisioning
+    from engine.relay.methods.base import Chain
+from engine.relay.dlp.policy import Policies
+from engine.relay.tls.levels import TLSLevel, client_context, server_context
 
 
 @dataclass(frozen=True)
@@ -35,7 +39,7 @@ class TLSPolicy:
 
     def tighten(self, level: str, min_protocol: str, min_bits: int, source: str) -> TLSPolicy:
         new_level = TLSLevel.strictest(self.level, level)
-        proto = max(self.min_protocol, min_protocol, key=lambda p: PROTOCOLS[p])
+        proto = rules.strongest_protocol(self.min_protocol, min_protocol)
         return TLSPolicy(new_level, proto, max(self.min_bits, min_bits), (*self.sources, source))
 
     def __str__(self) -> str:
@@ -68,6 +72,7 @@ class Live:
     policies: Policies
     server_tls: ssl.SSLContext | None
     certificate_dir: Path | None
+    methods: Chain  # the encryption methods of this version (engine.relay.methods.build_chain)
     _client_contexts: dict[tuple[str, str, int], ssl.SSLContext | None]
 
     # -- classification -----------------------------------------------------------------
@@ -84,9 +89,7 @@ class Live:
     def inbound_policy(self, peer_ip: str, sender_domain: str) -> TLSPolicy | None:
         """The enforced-TLS demand on an inbound peer, or None when no rule matches it."""
         policy = None
-        for rule in self.config.enforced_tls:
-            if rule.direction == "outbound" or not self._matches(rule.match, peer_ip, sender_domain):
-                continue
+        for rule in self._enforced("inbound", peer_ip, sender_domain):
             policy = (policy or TLSPolicy(TLSLevel.NONE)).tighten(
                 rule.level, rule.min_protocol, rule.min_cipher_bits, f"enforced_tls.{rule.name}"
             )
@@ -95,11 +98,8 @@ class Live:
     def outbound_policy(self, route: CompiledRoute, domain: str, hop_ip: str, *, encrypt: bool) -> TLSPolicy:
         """What delivery to `domain` via `hop_ip` must achieve (route, rules, encryption)."""
         policy = TLSPolicy(route.tls, sources=(f"routes.{route.name}" if route.route else "tls.outbound_default",))
-        for rule in self.config.enforced_tls:
-            if rule.direction != "inbound" and self._matches(rule.match, hop_ip, domain):
-                policy = policy.tighten(
-                    rule.level, rule.min_protocol, rule.min_cipher_bits, f"enforced_tls.{rule.name}"
-                )
+        for rule in self._enforced("outbound", hop_ip, domain):
+            policy = policy.tighten(rule.level, rule.min_protocol, rule.min_cipher_bits, f"enforced_tls.{rule.name}")
         enc = self.config.encryption
         if encrypt and enc.method == "tls":
             policy = policy.tighten(enc.tls.level, enc.tls.min_protocol, enc.tls.min_cipher_bits, "encryption.tls")
@@ -112,18 +112,15 @@ class Live:
             context = _client(self.config, self.base_dir, *key)  # a combination not foreseen
         return context
 
-    def _matches(self, match, ip: str, domain: str) -> bool:
-        if isinstance(match, IPGroupMatch):
-            return self.ip_groups[match.ip_group].contains(ip)
-        return self.domain_groups[match.domain_group].contains(domain)
+    def _enforced(self, direction: str, ip: str, domain: str) -> list[EnforcedTLSRule]:
+        """The enforced-TLS rules for an `inbound` or `outbound` connection (`rules.enforced_rules`)."""
+        return rules.enforced_rules(self.config.enforced_tls, direction, ip, domain, self.ip_groups, self.domain_groups)
 
     # -- routing ------------------------------------------------------------------------
 
     def route_for(self, domain: str) -> CompiledRoute:
-        for route in self.routes:
-            if route.domains is None or route.domains.contains(domain):
-                return route
-        return self.routes[-1]
+        """The route mail to `domain` takes (first match wins; the last route takes any)."""
+        return rules.route_for(self.routes, domain)
 
 
 def provision(config: RelayConfig, *, base_dir: Path, version: int, tls: bool = True) -> Live:
@@ -157,6 +154,7 @@ def provision(config: RelayConfig, *, base_dir: Path, version: int, tls: bool = 
         policies=Policies(config, ip_groups, domain_groups),
         server_tls=server_context(cert_dir / "cert.pem", cert_dir / "key.pem") if cert_dir else None,
         certificate_dir=cert_dir,
+        methods=_methods(config, base_dir),
         _client_contexts=_client_contexts(config, base_dir) if tls else {},
     )
 
@@ -179,21 +177,17 @@ def _certificate(config: RelayConfig, base_dir: Path, data_dir: Path) -> Path:
 
 
 def _routes(config: RelayConfig, domain_groups: dict[str, DomainSet]) -> tuple[CompiledRoute, ...]:
-    default_level = TLSLevel.parse(config.tls.outbound_default)
-    routes = []
-    for route in config.routes:
-        if isinstance(route.recipients, DomainGroupMatch):
-            domains = domain_groups[route.recipients.domain_group]
-        elif isinstance(route.recipients, DomainsMatch):
-            domains = DomainSet.of(route.recipients.domains)
-        else:
-            domains = None
-        hop = route.next_hop if isinstance(route.next_hop, NextHopHost) else None
-        level = TLSLevel.parse(route.tls) if route.tls else default_level
-        routes.append(CompiledRoute(route.name, domains, hop, level, route))
-    if not routes or routes[-1].domains is not None:
-        routes.append(CompiledRoute("default", None, None, default_level, None))
-    return tuple(routes)
+    """The routing table (`rules.routing_table`, the implicit default route last), with next hops."""
+    return tuple(
+        CompiledRoute(
+            choice.name,
+            choice.domains,
+            choice.route.next_hop if choice.route and isinstance(choice.route.next_hop, NextHopHost) else None,
+            TLSLevel.parse(choice.tls),
+            choice.route,
+        )
+        for choice in rules.routing_table(config.routes, domain_groups, config.tls.outbound_default)
+    )
 
 
 _CONTEXTS: dict[tuple, ssl.SSLContext | None] = {}
@@ -238,3 +232,9 @@ def _client_contexts(config: RelayConfig, base_dir: Path) -> dict[tuple[str, str
             for b in bits:
                 out[(enforced, proto, b)] = _client(config, base_dir, enforced, proto, b)
     return out
+
+
+def _methods(config: RelayConfig, base_dir: Path) -> Chain:
+    from engine.relay.methods import build_chain
+
+    return build_chain(config, base_dir)

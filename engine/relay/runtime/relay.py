@@ -13,7 +13,7 @@ from pathlib import Path
 from engine.config.diagnostics import render_text
 from engine.config.load import load_config
 from engine.relay.delivery.deliver import Deliverer
-from engine.relay.methods.base import EncryptionMethod
+from engine.relay.methods.base import Method
 from engine.relay.queue import Queue
 from engine.relay.runtime import state as relay_state
 from engine.relay.runtime.live import Live, provision
@@ -85,13 +85,9 @@ def load_live(path: Path, version: int | None = None, *, base_dir: Path | None =
 class Relay:
     """One relay node. `start` binds every listener before accepting anything."""
 
-    def __init__(self, live: Live, *, methods: dict[str, EncryptionMethod] | None = None, resolver_for=None) -> None:
+    def __init__(self, live: Live, *, methods: dict[str, Method] | None = None, resolver_for=None) -> None:
         self.runtime = Runtime(live)
         self.queue = Queue.open(live.data_dir / "queue")
-        if methods is None:
-            from engine.relay.methods import builtin_methods
-
-            methods = builtin_methods()
         self.deliverer = Deliverer(self.queue, self.runtime.current, methods=methods, resolver_for=resolver_for)
         self.intake = Intake(self.queue, on_queued=self.deliverer.kick)
         self._servers: dict[tuple[str, int], asyncio.AbstractServer] = {}

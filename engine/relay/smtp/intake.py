@@ -14,8 +14,9 @@ import time
 from datetime import UTC, datetime
 from email.utils import formatdate
 
+from engine.relay.decision import Decision
 from engine.relay.delivery import ndr
-from engine.relay.dlp.decide import Decision, decide
+from engine.relay.dlp.decide import decide
 from engine.relay.dlp.notify import notify_targets, owners_report
 from engine.relay.queue import Queue, QueueWriteError
 from engine.relay.queue.quarantine import Quarantine
@@ -199,13 +200,7 @@ def received_header(live: Live, message: Message) -> bytes:
 def _meta(live: Live, message: Message, decision: Decision) -> dict:
     return {
         "config_version": live.version,
-        "direction": decision.direction,
-        "action": decision.action,
-        "method": decision.method,
-        "encrypt": decision.encrypt,
-        "already_encrypted": decision.already_encrypted,
-        "policies": list(decision.policies),
-        "would": decision.would,
+        "decision": decision.to_record(),
         "listener": message.listener,
         "peer": message.peer_ip,
         "tls_in": str(message.tls),
