@@ -64,6 +64,7 @@ class RelayControl:
         self.started = time.time()
         self.last_reload: Reload | None = None
         self.held = held
+        self.on_swap = None  # called with the new Live after every switch (the service's components)
         self._lock = asyncio.Lock()
         live = relay.live
         known = relay_state.load(live.data_dir)
@@ -258,7 +259,8 @@ class RelayControl:
         self.held = None  # a change refused at start is superseded by any change that went through
         self.last_reload = Reload(now, True, source)
         metrics.SWAPS.labels(source, "applied").inc()
-        metrics.CONFIG_VERSION.set(live.version)
+        if self.on_swap is not None:
+            self.on_swap(live)
         log.info(
             "config version %d serving (%s%s) after %.1f ms",
             live.version,

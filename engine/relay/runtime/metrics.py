@@ -1,9 +1,9 @@
 """Prometheus metrics: what an operator graphs and alerts on.
 
 One registry per process (one relay per process). Counters are bumped where the events
-happen (intake, delivery, swaps); gauges are refreshed by the service's stats loop. Served
-by `serve` on `system.metrics` (loopback by default, no token: expose it only to your
-Prometheus).
+happen (intake, delivery, swaps); gauges are refreshed by the service's components. Served
+by `serve` on `system.metrics` (the `MetricsEndpoint` component, the admin API's HTTP stack;
+loopback by default, no token: expose it only to your Prometheus).
 """
 
 from __future__ import annotations
@@ -39,10 +39,3 @@ CERT_DAYS_LEFT = Gauge(
 def tls_used(note: str | None) -> str:
     """'yes' when the delivery note says a TLS session carried it, else 'no'."""
     return "yes" if note and note.startswith("TLS") else "no"
-
-
-def serve_metrics(address: str, port: int):
-    """Start the HTTP endpoint in a thread; returns (server, thread) for shutdown."""
-    from prometheus_client import start_http_server
-
-    return start_http_server(port, addr=address, registry=REGISTRY)

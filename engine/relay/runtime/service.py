@@ -15,18 +15,16 @@ import os
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
 
-from engine.admin.api import make_app, serve_admin, stop_admin
 from engine.admin.audit import Audit, AuditRecord
 from engine.admin.contract import Summary
-from engine.admin.token import ensure_token
 from engine.config.diagnostics import render_text
 from engine.config.load import load_config
 from engine.config.source import config_files
 from engine.plan.planfile import git_provenance
 from engine.relay.runtime import metrics, startup
+from engine.relay.runtime.components import Component, components_for
 from engine.relay.runtime.control import RelayControl
 from engine.relay.runtime.relay import Relay
 
@@ -57,10 +55,7 @@ class Service:
         self.control: RelayControl | None = None
         self.audit: Audit | None = None
         self.admin_port: int | None = None
-        self._tasks: list[asyncio.Task] = []
-        self._cert_seen: Path | None = None
-        self._not_after = 0.0
-        self._admin = None
+        self.components = components_for(admin=admin, watch=watch)
 
     async def start(self) -> None:
         start = await asyncio.to_thread(
@@ -84,18 +79,12 @@ class Service:
         )
         self.audit = Audit.in_dir(live.data_dir)
         self._audit_start(start)
+        self.control.on_swap = self._on_swap
         await self.relay.start()
         metrics.CONFIG_VERSION.set(live.version)
-        endpoint = live.config.system.metrics
-        self._metrics = None
-        if self.admin:
-            try:
-                self._metrics = metrics.serve_metrics(endpoint.address, endpoint.port)
-            except OSError as exc:  # observability must not keep mail from flowing
-                log.error("metrics endpoint %s:%s could not start: %s", endpoint.address, endpoint.port, exc)
-        self._tasks.append(asyncio.create_task(self._refresh_stats()))
-        self._tasks.append(asyncio.create_task(self._flush_logs()))
-        if self.admin or self.watch:
+        for component in self._on("relay"):
+            await component.start(self)
+        if self._on("control"):
             # The SMTP loop keeps the GIL busy under load; with Python's default 5 ms switch
             # interval each GIL hand-over to the control thread (every socket read, every
             # thread hop of an apply) waits up to 5 ms. 0.5 ms keeps an apply at a few ms.
@@ -110,8 +99,18 @@ class Service:
             self._control_thread.start()
             await ready
 
+    def _on(self, plane: str) -> list[Component]:
+        return [c for c in self.components if c.plane == plane]
+
+    def _on_swap(self, live) -> None:
+        for component in self.components:
+            try:
+                component.on_swap(live)
+            except Exception:  # a component must not undo a switch that happened
+                log.exception("%s: on_swap failed", component.name)
+
     def _control_main(self, ready: asyncio.Future, relay_loop: asyncio.AbstractEventLoop) -> None:
-        """The control plane's own thread and loop: the admin API and the file watcher.
+        """The control plane's own thread and loop: its components (admin API, metrics, watcher).
 
         Config changes are validated, planned and provisioned here, so an apply is answered
         promptly even while the SMTP loop is saturated; the switch itself is one reference
@@ -121,40 +120,32 @@ class Service:
         async def main() -> None:
             self._control_loop = asyncio.get_running_loop()
             self._control_stop = asyncio.Event()
+            started: list[Component] = []
             try:
-                if self.admin:
-                    endpoint = self.relay.live.config.system.admin
-                    app = make_app(self.control, ensure_token(self.relay.live.data_dir), self.audit)
-                    self._admin = await serve_admin(app, endpoint.address, endpoint.port)
-                    self.admin_port = self._admin[0].config.port
-                watcher = asyncio.create_task(self._watch()) if self.watch else None
+                for component in self._on("control"):
+                    await component.start(self)
+                    started.append(component)
             except BaseException as exc:
+                for component in reversed(started):
+                    await component.stop()
                 relay_loop.call_soon_threadsafe(_settle, ready, exc)
                 return
             relay_loop.call_soon_threadsafe(_settle, ready, None)
             await self._control_stop.wait()
-            if watcher:
-                watcher.cancel()
-                await asyncio.gather(watcher, return_exceptions=True)
-            if self._admin:
-                await stop_admin(*self._admin)
+            for component in reversed(started):
+                await component.stop()
 
         asyncio.run(main())
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
         thread = getattr(self, "_control_thread", None)
         if thread is not None and thread.is_alive():
             loop = getattr(self, "_control_loop", None)
             if loop is not None:
                 loop.call_soon_threadsafe(self._control_stop.set)
             await asyncio.to_thread(thread.join, 15)
-        if getattr(self, "_metrics", None):
-            server, thread = self._metrics
-            server.shutdown()
-            server.server_close()
+        for component in reversed(self._on("relay")):
+            await component.stop()
         if self.relay:
             await self.relay.stop()
 
@@ -194,7 +185,7 @@ class Service:
         self._audit(source, "failed" if error else "applied", error=error, before=before, commit=commit, dirty=dirty)
         return error
 
-    async def _watch(self) -> None:
+    async def watch_files(self) -> None:
         from watchfiles import awatch
 
         target = self.path.resolve()
@@ -269,42 +260,6 @@ class Service:
             self.audit.append(record)
         except (OSError, ValueError) as exc:
             log.error("audit log write failed: %s", exc)
-
-    async def _flush_logs(self) -> None:
-        from engine.relay.runtime import logbuffer
-
-        try:
-            while True:
-                await asyncio.sleep(logbuffer.FLUSH_INTERVAL)
-                logbuffer.flush()
-        finally:
-            logbuffer.flush()
-
-    async def _refresh_stats(self) -> None:
-        while True:
-            try:
-                stats = await self.relay.queue.stats()
-                self.relay._queue_counts = {
-                    "entries": stats.entries,
-                    "bytes": stats.bytes,
-                    **stats.recipients,
-                    "at": time.time(),
-                }
-                pass  # MUTATION: queue gauges never set
-                cert_dir = self.relay.live.certificate_dir
-                if cert_dir is not None:  # read once per certificate, not every pass
-                    if cert_dir != self._cert_seen:
-                        self._not_after, self._cert_seen = await asyncio.to_thread(_not_after, cert_dir), cert_dir
-                    metrics.CERT_DAYS_LEFT.set((self._not_after - time.time()) / 86400)
-            except Exception:  # stats are best effort
-                pass
-            await asyncio.sleep(2)
-
-
-def _not_after(cert_dir: Path) -> float:
-    from engine.certificates.store import load_dir
-
-    return load_dir(cert_dir).describe().not_after.timestamp()
 
 
 def _settle(future: asyncio.Future, error: BaseException | None) -> None:

@@ -1,0 +1,206 @@
+"""The parts of a `serve` process besides the relay itself, each a `Component`, listed in one place.
+
+A component starts after the relay is listening and stops before it, in reverse order. It
+runs on one of two planes: `relay` (the SMTP loop: cheap periodic work) or `control` (the
+control thread's loop: HTTP servers and the file watcher, so an apply is answered promptly
+while the SMTP loop is saturated). After every config switch each component's `on_swap` is
+called with the new `Live` (from the thread that switched: keep it to assignments).
+
+The admin API and the metrics endpoint are served by the same HTTP stack (Starlette on
+uvicorn): the metrics endpoint answers `GET /metrics` and nothing else, without a token;
+expose it only to your Prometheus. The secure portal will be one more component here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from engine.admin.api import make_app, serve_admin, stop_admin
+from engine.admin.token import ensure_token
+from engine.relay.runtime import logbuffer, metrics
+
+if TYPE_CHECKING:
+    from engine.relay.runtime.live import Live
+    from engine.relay.runtime.service import Service
+
+log = logging.getLogger(__name__)
+
+
+class Component(Protocol):
+    name: str
+    plane: str  # "relay" or "control"
+
+    async def start(self, service: Service) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def on_swap(self, live: Live) -> None: ...
+
+
+def components_for(*, admin: bool, watch: bool) -> list[Component]:
+    """Every component of a `serve` process, in start order."""
+    out: list[Component] = [QueueStats(), LogFlusher()]
+    if admin:
+        out += [AdminApi(), MetricsEndpoint()]
+    if watch:
+        out.append(Watcher())
+    return out
+
+
+class _Task:
+    """A component that is one long-running task in its plane's loop."""
+
+    name = "task"
+    plane = "relay"
+
+    def __init__(self) -> None:
+        self._task: asyncio.Task | None = None
+
+    async def start(self, service: Service) -> None:
+        self._task = asyncio.create_task(self.run(service), name=self.name)
+
+    async def run(self, service: Service) -> None:  # pragma: no cover - each subclass has its own
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def on_swap(self, live: Live) -> None:
+        pass
+
+
+class QueueStats(_Task):
+    """Refreshes the queue counts `/v1/status` shows and the queue and certificate gauges."""
+
+    name = "queue-stats"
+    INTERVAL = 2.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._cert_seen: Path | None = None
+        self._not_after = 0.0
+
+    async def run(self, service: Service) -> None:
+        relay = service.relay
+        while True:
+            try:
+                stats = await relay.queue.stats()
+                relay._queue_counts = {
+                    "entries": stats.entries,
+                    "bytes": stats.bytes,
+                    **stats.recipients,
+                    "at": time.time(),
+                }
+                metrics.QUEUE_ENTRIES.set(stats.entries)
+                for state, count in stats.recipients.items():
+                    metrics.QUEUE_RECIPIENTS.labels(state).set(count)
+                cert_dir = relay.live.certificate_dir
+                if cert_dir is not None:  # read once per certificate, not every pass
+                    if cert_dir != self._cert_seen:
+                        self._not_after, self._cert_seen = await asyncio.to_thread(_not_after, cert_dir), cert_dir
+                    metrics.CERT_DAYS_LEFT.set((self._not_after - time.time()) / 86400)
+            except Exception:  # stats are best effort
+                log.debug("queue stats refresh failed", exc_info=True)
+            await asyncio.sleep(self.INTERVAL)
+
+
+class LogFlusher(_Task):
+    """Writes the buffered decision log lines at least every `logbuffer.FLUSH_INTERVAL`."""
+
+    name = "log-flusher"
+
+    async def run(self, service: Service) -> None:
+        try:
+            while True:
+                await asyncio.sleep(logbuffer.FLUSH_INTERVAL)
+                logbuffer.flush()
+        finally:
+            logbuffer.flush()
+
+
+class AdminApi:
+    """The admin API on `system.admin` (token in `<data_dir>/admin.token`)."""
+
+    name = "admin-api"
+    plane = "control"
+
+    def __init__(self) -> None:
+        self._server = None
+        self.port: int | None = None
+
+    async def start(self, service: Service) -> None:
+        live = service.relay.live
+        endpoint = live.config.system.admin
+        app = make_app(service.control, ensure_token(live.data_dir), service.audit)
+        self._server = await serve_admin(app, endpoint.address, endpoint.port)
+        self.port = self._server[0].config.port
+        service.admin_port = self.port
+
+    async def stop(self) -> None:
+        if self._server:
+            await stop_admin(*self._server)
+
+    def on_swap(self, live: Live) -> None:
+        pass  # its address changes at restart only (docs/admin-api.md)
+
+
+class MetricsEndpoint:
+    """`GET /metrics` on `system.metrics`, Prometheus' text format, from the process registry."""
+
+    name = "metrics"
+    plane = "control"
+
+    def __init__(self) -> None:
+        self._server = None
+        self.port: int | None = None
+
+    async def start(self, service: Service) -> None:
+        endpoint = service.relay.live.config.system.metrics
+        try:
+            self._server = await serve_admin(metrics_app(), endpoint.address, endpoint.port)
+        except OSError as exc:  # observability must not keep mail from flowing
+            log.error("metrics endpoint %s:%s could not start: %s", endpoint.address, endpoint.port, exc)
+            return
+        self.port = self._server[0].config.port
+
+    async def stop(self) -> None:
+        if self._server:
+            await stop_admin(*self._server)
+
+    def on_swap(self, live: Live) -> None:
+        metrics.CONFIG_VERSION.set(live.version)
+
+
+def metrics_app() -> Starlette:
+    async def exposition(request: Request) -> Response:
+        return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    return Starlette(routes=[Route("/metrics", exposition, methods=["GET"])])
+
+
+class Watcher(_Task):
+    """Reloads the config when its files change (`serve --watch`)."""
+
+    name = "watcher"
+    plane = "control"
+
+    async def run(self, service: Service) -> None:
+        await service.watch_files()
+
+
+def _not_after(cert_dir: Path) -> float:
+    from engine.certificates.store import load_dir
+
+    return load_dir(cert_dir).describe().not_after.timestamp()
