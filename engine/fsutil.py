@@ -1,8 +1,10 @@
 """Files that are either wholly old or wholly new: the one atomic-write helper.
 
 Used wherever a crash must not leave half a file: certificates and keys, the relay's state
-and last applied config, quarantined messages. Write to a unique temporary file in the same
-directory, fsync it, rename it over the target, fsync the directory.
+and running and applied configs, quarantined messages, saved plans, migrated config files,
+the exported schema and the admin token. Write to a unique temporary file in the same
+directory, fsync it, rename it over the target (or, `exclusive`, link it to a name that must
+not exist yet), fsync the directory.
 """
 
 from __future__ import annotations
@@ -12,20 +14,25 @@ import tempfile
 from pathlib import Path
 
 
-def write_atomic(path: str | os.PathLike, data: bytes, mode: int = 0o600) -> Path:
-    """Replace `path` with `data` so a reader sees the old or the new file, never a mixture."""
+def write_atomic(path: str | os.PathLike, data: bytes, mode: int = 0o600, *, exclusive: bool = False) -> Path:
+    """Replace `path` with `data` so a reader sees the old or the new file, never a mixture.
+
+    `exclusive`: create `path` only if it does not exist (FileExistsError otherwise), so two
+    processes creating the same file at once never replace each other's."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=f".{path.name}.")
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+        if exclusive:
+            os.link(tmp, path)
+        else:
+            os.replace(tmp, path)
+    finally:
         Path(tmp).unlink(missing_ok=True)
-        raise
     fsync_dir(path.parent)
     return path
 

@@ -18,6 +18,8 @@ import secrets
 import stat
 from pathlib import Path
 
+from engine.fsutil import write_atomic
+
 __all__ = ["TOKEN_FILE", "TokenError", "ensure_token", "read_token", "same_token", "token_id"]
 
 TOKEN_FILE = "admin.token"
@@ -55,21 +57,10 @@ def ensure_token(data_dir: str | os.PathLike) -> str:
         _warn_if_open(path)
         return read_token(path)
     token = secrets.token_urlsafe(32)
-    tmp = directory / f".{TOKEN_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        try:
-            os.write(fd, (token + "\n").encode("ascii"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.link(tmp, path)  # atomic, and never replaces a token another process just wrote
-        except FileExistsError:
-            return read_token(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(directory)
+    try:  # never replaces a token another process just wrote
+        write_atomic(path, (token + "\n").encode("ascii"), 0o600, exclusive=True)
+    except FileExistsError:
+        return read_token(path)
     log.info("created the admin token %s (%s)", path, token_id(token))
     return token
 
@@ -90,16 +81,3 @@ def _warn_if_open(path: Path) -> None:
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
         log.warning("the admin token %s is readable by others (mode %o): chmod 600 it", path, mode)
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -9,6 +9,7 @@ first format change comes with its migration instead of a breaking release.
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from io import StringIO
@@ -18,6 +19,7 @@ from ruamel.yaml import YAML
 
 from engine.config.model import LATEST_VERSION
 from engine.config.source import config_files
+from engine.fsutil import write_atomic
 
 Migration = Callable[[dict], None]
 MIGRATIONS: dict[int, Migration] = {}
@@ -70,6 +72,6 @@ def migrate_path(path: Path, *, write: bool) -> MigrateReport:
             continue
         report.changed = True
         if write:
-            file.write_text(new, encoding="utf-8")
+            write_atomic(file, new.encode("utf-8"), stat.S_IMODE(file.stat().st_mode))
         report.lines.append(f"{file}: version {start} -> {end}" + ("" if write else " (not written: --check)"))
     return report

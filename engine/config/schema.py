@@ -30,6 +30,7 @@ from engine.config.diagnostics import Diagnostic, Path, error
 from engine.config.model import MODELS_BY_VERSION
 from engine.config.model.base import ENV_PATTERN, HOSTNAME_PATTERN, NAME_PATTERN
 from engine.config.units import DURATION_PATTERN, SIZE_PATTERN
+from engine.fsutil import write_atomic
 
 SCHEMA_FILE = "relay.schema.json"
 SCHEMA_ID = "https://sealrelay.dev/schemas/relay.schema.json"
@@ -71,7 +72,7 @@ def export(directory: FsPath) -> list[FsPath]:
     """Write `relay.schema.json` into `directory`; returns the files written."""
     directory.mkdir(parents=True, exist_ok=True)
     target = directory / SCHEMA_FILE
-    target.write_text(dumps(generate()), encoding="utf-8")
+    write_atomic(target, dumps(generate()).encode("utf-8"), 0o644)
     return [target]
 
 

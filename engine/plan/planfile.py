@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from engine.config.model import RelayConfig
+from engine.fsutil import write_atomic
 from engine.plan.change import Plan
 from engine.plan.diff import canonical, config_hash
 from engine.plan.inputs import git
@@ -91,18 +90,7 @@ def dumps(plan: Plan, desired: RelayConfig | dict) -> str:
 
 def save(path: str | Path, plan: Plan, desired: RelayConfig | dict) -> Path:
     """Write the plan file atomically (a reader never sees half of it)."""
-    path = Path(path)
-    text = dumps(plan, desired)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent if str(path.parent) else ".")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, dumps(plan, desired).encode("utf-8"), 0o644)
 
 
 def load(path: str | Path) -> SavedPlan:
