@@ -60,8 +60,10 @@ class Deliverer:
         *,
         methods: dict[str, Method] | None = None,
         resolver_for: Callable[[Live], Resolver] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.queue = queue
+        self.clock = clock  # every schedule decision reads this (tests pass their own)
         self.current = current
         self.overrides = methods or {}  # method implementations by name, in place of the config's
         self._resolver_for = resolver_for or _default_resolver
@@ -83,13 +85,13 @@ class Deliverer:
             live = self.current()
             free = live.config.delivery.workers - len(self._tasks)
             try:
-                leased = await self.queue.due(time.time(), free, lease_s=_lease_seconds(live)) if free > 0 else []
+                leased = await self.queue.due(self.clock(), free, lease_s=_lease_seconds(live)) if free > 0 else []
             except Exception:  # a failing queue must not end delivery for good: log, back off, retry
                 log.exception("leasing due messages failed; trying again in %.0f s", poll_interval)
                 await asyncio.sleep(poll_interval)
                 continue
             leased = [e for e in leased if e.id not in self._in_flight]  # a lapsed lease still in progress
-            now = time.time()
+            now = self.clock()
             while self._wakeups and self._wakeups[0] <= now:
                 heapq.heappop(self._wakeups)
             for entry in leased:
@@ -104,7 +106,7 @@ class Deliverer:
                 self.pool.sweep()
                 try:
                     # wake for the earliest retry this process scheduled, else poll
-                    now = time.time()
+                    now = self.clock()
                     while self._wakeups and self._wakeups[0] <= now:
                         heapq.heappop(self._wakeups)
                     wait = min(poll_interval, self._wakeups[0] - now + 0.005) if self._wakeups else poll_interval
@@ -230,7 +232,7 @@ class Deliverer:
     # -- recording ------------------------------------------------------------------------
 
     async def _record(self, live: Live, entry: Entry, outcomes: dict[str, RecipientOutcome]) -> None:
-        now = time.time()
+        now = self.clock()
         delivery = live.config.delivery
         attempts = {r.address: r.attempts for r in entry.recipients}
         groups: dict[str, list[str]] = defaultdict(list)
@@ -281,7 +283,7 @@ class Deliverer:
                 status=o.status if kind == "failure" or o.status.startswith("4") else "4" + o.status[1:],
                 diagnostic=o.text,
                 remote_mta=None,
-                last_attempt=_dt(time.time()),
+                last_attempt=_dt(self.clock()),
                 will_retry_until=_dt(until) if kind == "delay" else None,
             )
             for rcpt, o in outcomes.items()
@@ -297,7 +299,11 @@ class Deliverer:
             kind=kind,
         )
         dsn_id = await self.queue.enqueue(
-            "", [entry.sender], body, meta={"kind": f"dsn-{kind}", "about": entry.id, "config_version": live.version}
+            "",
+            [entry.sender],
+            body,
+            meta={"kind": f"dsn-{kind}", "about": entry.id, "config_version": live.version},
+            now=self.clock(),
         )
         emit("dsn", id=dsn_id, about=entry.id, kind=kind, to=entry.sender, recipients=list(outcomes))
         self.kick()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from pathlib import Path
 
 from engine.config.diagnostics import render_text
@@ -85,10 +86,14 @@ def load_live(path: Path, version: int | None = None, *, base_dir: Path | None =
 class Relay:
     """One relay node. `start` binds every listener before accepting anything."""
 
-    def __init__(self, live: Live, *, methods: dict[str, Method] | None = None, resolver_for=None) -> None:
+    def __init__(
+        self, live: Live, *, methods: dict[str, Method] | None = None, resolver_for=None, clock=time.time
+    ) -> None:
         self.runtime = Runtime(live)
         self.queue = Queue.open(live.data_dir / "queue")
-        self.deliverer = Deliverer(self.queue, self.runtime.current, methods=methods, resolver_for=resolver_for)
+        self.deliverer = Deliverer(
+            self.queue, self.runtime.current, methods=methods, resolver_for=resolver_for, clock=clock
+        )
         self.intake = Intake(self.queue, on_queued=self.deliverer.kick)
         self._servers: dict[tuple[str, int], asyncio.AbstractServer] = {}
         self._delivery_task: asyncio.Task | None = None
