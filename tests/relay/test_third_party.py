@@ -109,7 +109,7 @@ async def test_a_failure_from_the_gateway_is_held_not_delivered(write_config, st
 
 
 def test_gateway_results_fail_closed(write_config) -> None:
-    from engine.relay.dlp.decide import gateway_result
+    from engine.relay.methods.third_party import gateway_result
     from engine.relay.runtime.relay import load_live
 
     live = load_live(write_config(config(1, 2), groups=GROUPS))

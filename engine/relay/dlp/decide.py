@@ -9,7 +9,6 @@ Mail from the encryption gateway is already encrypted and is never encrypted aga
 from __future__ import annotations
 
 import asyncio
-import email
 from dataclasses import replace
 
 from engine.policy.groups import domain_of
@@ -17,6 +16,7 @@ from engine.relay.decision import Decision
 from engine.relay.dlp.extract import extract
 from engine.relay.dlp.policy import Facts
 from engine.relay.methods.smime import already_encrypted
+from engine.relay.methods.third_party import gateway_result
 from engine.relay.runtime.live import Live
 from engine.relay.smtp.message import Message
 
@@ -33,25 +33,6 @@ def direction_of(live: Live, sender: str, recipients, peer_ip: str | None) -> st
     if trusted and live.is_internal(domain_of(sender)):
         return "internal"
     return "inbound"
-
-
-def gateway_result(live: Live, content: bytes) -> str | None:
-    """What the third-party gateway said about mail it sends back: "success", "failure", or
-    "none" when it said neither (None when no gateway is configured). Fails closed: any copy
-    of the failure header, folded or with more text after the value, counts as failure."""
-    tp = live.config.encryption.third_party
-    if tp is None:
-        return None
-    head = email.message_from_bytes(content.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n")
-
-    def said(configured: str) -> bool:
-        name, _, value = configured.partition(":")
-        want = value.strip().lower()
-        return any(" ".join(str(v).split()).lower().startswith(want) for v in head.get_all(name.strip()) or [])
-
-    if said(tp.headers.failure):
-        return "failure"
-    return "success" if said(tp.headers.success) else "none"
 
 
 async def decide(live: Live, message: Message) -> Decision:

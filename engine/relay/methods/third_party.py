@@ -5,12 +5,13 @@ with the `encrypt` x-header added (any copy of the three configured headers the 
 in is removed first). The gateway encrypts and sends the message back to the relay from an
 address in the encrypted IP group, stamped with the `success` or `failure` header; the
 relay then delivers it as already encrypted, or holds it in the quarantine when the gateway
-says it failed (see `decide.gateway_result`). Connections use `encryption.third_party.tls`
+says it failed (`gateway_result`, which intake's decision asks). Connections use `encryption.third_party.tls`
 and, when configured, SMTP AUTH (over TLS only).
 """
 
 from __future__ import annotations
 
+import email
 from dataclasses import replace
 
 from engine.relay.delivery.resolve import Hop, next_hops, resolver_for
@@ -39,6 +40,25 @@ def strip_headers(content: bytes, names: set[str]) -> bytes:
         if not skipping:
             kept.append(line)
     return b"\r\n".join(kept) + sep + body
+
+
+def gateway_result(live, content: bytes) -> str | None:
+    """What the third-party gateway said about mail it sends back: "success", "failure", or
+    "none" when it said neither (None when no gateway is configured). Fails closed: any copy
+    of the failure header, folded or with more text after the value, counts as failure."""
+    tp = live.config.encryption.third_party
+    if tp is None:
+        return None
+    head = email.message_from_bytes(content.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n")
+
+    def said(configured: str) -> bool:
+        name, _, value = configured.partition(":")
+        want = value.strip().lower()
+        return any(" ".join(str(v).split()).lower().startswith(want) for v in head.get_all(name.strip()) or [])
+
+    if said(tp.headers.failure):
+        return "failure"
+    return "success" if said(tp.headers.success) else "none"
 
 
 class ThirdPartyGateway:
