@@ -173,10 +173,19 @@ def run_loop(coro) -> None:
 
 
 def main() -> None:
+    """Run the CLI. A usage mistake (an unknown flag, a missing argument) exits 1, not click's
+    2: exit 2 means "changes" to `plan` and `simulate --detailed-exitcode`, and a typo in CI
+    must not read as a plan with changes."""
+    # typer may vendor click: find its exception base through a public class, not an import
+    click_error = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
     try:
-        app()
-    except KeyboardInterrupt:
+        code = app(standalone_mode=False)
+    except click_error as exc:
+        exc.show()
+        sys.exit(views.EXIT_ERROR)
+    except (KeyboardInterrupt, typer.Abort):
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else views.EXIT_OK)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 
@@ -30,26 +31,44 @@ def simulate(
     path: Path = typer.Argument(..., help="Config file or directory"),
     messages: Path = typer.Option(..., "--messages", help="Directory of sample .eml messages"),
     against: str = typer.Option(
-        None, "--against", help="Another config (file, directory or git:REF): show what changes"
+        None,
+        "--against",
+        help="Another config: a file, a directory, or git:REF (the same PATH at REF); show what changes",
     ),
     peer: str = typer.Option(
         None, "--peer", help="IP address the samples come from (default: internal sender = internal server)"
     ),
     fmt: str = typer.Option("text", "--format", help="text or json"),
+    detailed_exitcode: bool = typer.Option(
+        False,
+        "--detailed-exitcode",
+        help="With --against: exit 0 when no decision changes, 2 when some do, 1 on error",
+    ),
 ) -> None:
     """Run sample messages through the policy pipeline without sending anything.
 
-    Example: sealrelay simulate relay.yaml --messages tests/messages --against git:main
+    Example: sealrelay simulate relay.yaml --messages tests/messages --against git:main --detailed-exitcode
     """
-    from engine.relay.dlp.simulate import changed, policy_view, simulate_dir
+    from engine.plan.inputs import SourceError, load_other
+    from engine.relay.dlp.simulate import changed, policy_view, sample_files, simulate_dir
 
+    if detailed_exitcode and against is None:
+        _fail("--detailed-exitcode compares two configs: give the other one with --against")
     result = _load(path)
-    after = simulate_dir(policy_view(result), messages, peer=peer, source=result.source)
+    if not messages.is_dir():
+        _fail(f"{messages}: no such directory (--messages names a directory of .eml files)")
+    if not sample_files(messages):
+        _fail(f"{messages} holds no .eml messages: nothing to simulate")
+    after = simulate_dir(policy_view(result.config, result.base_dir), messages, peer=peer, source=result.source)
     if against is None:
         _show(after, fmt)
-        return
-    other = _load_other(against, path)
-    before = simulate_dir(policy_view(other), messages, peer=peer)
+        raise typer.Exit(views.EXIT_OK)
+    try:
+        base, label = load_other(against, path, purpose="simulate")
+    except SourceError as exc:
+        typer.echo(exc.render(), err=True)
+        raise typer.Exit(views.EXIT_ERROR) from None
+    before = simulate_dir(policy_view(base, result.base_dir), messages, peer=peer)
     diffs = changed(before, after)
     if fmt == "json":
         typer.echo(
@@ -57,22 +76,22 @@ def simulate(
                 [{"message": a.message, "before": b.to_json(), "after": a.to_json()} for b, a in diffs], indent=2
             )
         )
-        return
-    typer.echo(f"{len(diffs)} of {len(after)} sample message(s) change decision ({against} -> {path}):")
-    for b, a in diffs:
-        typer.echo(f"  {a.message}:")
-        for name in ("direction", "action", "method", "policies", "route", "tls"):
-            if getattr(b, name) != getattr(a, name):
-                typer.echo(f"    {name}: {_fmt(getattr(b, name))} -> {_fmt(getattr(a, name))}")
+    else:
+        typer.echo(
+            f"{len(diffs)} of {len(after)} sample message(s) change decision ({label} -> {path})"
+            + (":" if diffs else ".")
+        )
+        for b, a in diffs:
+            typer.echo(f"  {a.message}:")
+            for name in ("direction", "action", "method", "policies", "route", "tls"):
+                if getattr(b, name) != getattr(a, name):
+                    typer.echo(f"    {name}: {_fmt(getattr(b, name))} -> {_fmt(getattr(a, name))}")
+    raise typer.Exit(views.EXIT_CHANGES if detailed_exitcode and diffs else views.EXIT_OK)
 
 
-def _load_other(spec: str, path: Path):
-    try:
-        from engine.plan.inputs import load_other
-    except ImportError:
-        return _load(Path(spec))
-    config_result = load_other(spec, path)
-    return config_result[2] if len(config_result) > 2 else _load(Path(spec))
+def _fail(message: str) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(views.EXIT_ERROR)
 
 
 def _fmt(value) -> str:
@@ -106,7 +125,9 @@ def explain(
     from engine.relay.dlp.simulate import policy_view, simulate_one
 
     result = _load(path)
-    o = simulate_one(policy_view(result), message.read_bytes(), message.name, peer=peer, source=result.source)
+    o = simulate_one(
+        policy_view(result.config, result.base_dir), message.read_bytes(), message.name, peer=peer, source=result.source
+    )
     if fmt == "json":
         typer.echo(json.dumps(o.to_json(), indent=2))
         return

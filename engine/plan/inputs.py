@@ -1,4 +1,5 @@
-"""What `plan --against OTHER` compares with: a file, a directory, or `git:REF`.
+"""What `plan --against OTHER` and `simulate --against OTHER` compare with: a file, a
+directory, or `git:REF`. `load_other` is the one resolver both commands call.
 
 `git:REF` means the same PATH at another git revision: the file (`git show REF:path`) or
 the directory's YAML files (`git ls-tree` then `git show` each) are written into a
@@ -36,15 +37,17 @@ class SourceError(Exception):
         return f"{details}\n{self}" if details else str(self)
 
 
+GIT_MISSING = 127  # the shell's "command not found": git is not installed
+
+
 def git(cwd: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
-    """Run git in `cwd` (no pager, no prompts); the caller reads returncode and output."""
-    return subprocess.run(
-        ["git", "-c", "core.quotepath=off", *args],
-        cwd=cwd,
-        capture_output=True,
-        env=_git_env(),
-        check=False,
-    )
+    """Run git in `cwd` (no pager, no prompts); the caller reads returncode and output.
+    Without a git executable the return code is GIT_MISSING, as a shell would say."""
+    command = ["git", "-c", "core.quotepath=off", *args]
+    try:
+        return subprocess.run(command, cwd=cwd, capture_output=True, env=_git_env(), check=False)
+    except FileNotFoundError:
+        return subprocess.CompletedProcess(command, GIT_MISSING, b"", b"git: command not found")
 
 
 def _git_env() -> dict[str, str]:
@@ -62,28 +65,34 @@ def repo_path(path: Path) -> tuple[Path, str]:
     if not where.exists():
         raise SourceError(f"{path}: no such file or directory")
     proc = git(where, "rev-parse", "--show-toplevel")
+    if proc.returncode == GIT_MISSING:
+        raise SourceError("git:REF needs git, and no git command is installed")
     if proc.returncode != 0:
         raise SourceError(f"{path} is not in a git work tree: git:REF needs one")
     top = Path(proc.stdout.decode().strip()).resolve()
-    rel = path.resolve().relative_to(top).as_posix()
+    try:
+        rel = path.resolve().relative_to(top).as_posix()
+    except ValueError:  # a symbolic link out of the work tree
+        raise SourceError(f"{path} leads out of the git work tree {top}: git:REF cannot follow it") from None
     return top, "" if rel == "." else rel
 
 
-def load_other(spec: str, path: str | Path) -> tuple[RelayConfig, str]:
+def load_other(spec: str, path: str | Path, *, purpose: str = "plan") -> tuple[RelayConfig, str]:
     """The config `spec` names, validated, and a label for it. `path` is the desired
-    config's path (for `git:REF`: the same path at REF). Raises SourceError."""
+    config's path (for `git:REF`: the same path at REF). `purpose` names the command in
+    the error about an invalid config ("cannot plan against it"). Raises SourceError."""
     if spec.startswith(GIT_PREFIX):
-        return _from_git(spec[len(GIT_PREFIX) :], Path(path))
+        return _from_git(spec[len(GIT_PREFIX) :], Path(path), purpose)
     if not Path(spec).exists():
         raise SourceError(f"{spec}: no such file or directory")
-    return _checked(Path(spec), spec, {})
+    return _checked(Path(spec), spec, {}, purpose)
 
 
-def _checked(target: Path, label: str, names: dict[str, str]) -> tuple[RelayConfig, str]:
+def _checked(target: Path, label: str, names: dict[str, str], purpose: str) -> tuple[RelayConfig, str]:
     result = load_config(target, check_files=False)
     if not result.ok or result.config is None:
         diags = [_renamed(d, names) for d in result.diagnostics]
-        raise SourceError(f"{label}: invalid config, cannot plan against it", diags)
+        raise SourceError(f"{label}: invalid config, cannot {purpose} against it", diags)
     return result.config, label
 
 
@@ -96,9 +105,11 @@ def _renamed(diag: Diagnostic, names: dict[str, str]) -> Diagnostic:
     return replace(diag, related=related)
 
 
-def _from_git(ref: str, path: Path) -> tuple[RelayConfig, str]:
+def _from_git(ref: str, path: Path, purpose: str) -> tuple[RelayConfig, str]:
     if not ref:
         raise SourceError("git: needs a revision, like git:main or git:HEAD~1")
+    if ref.startswith("-"):  # git would read it as an option
+        raise SourceError(f"git:{ref}: a revision cannot start with '-'")
     top, rel = repo_path(path)
     label = f"{rel or '.'} at git:{ref}"
     if git(top, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}").returncode != 0:
@@ -121,7 +132,7 @@ def _from_git(ref: str, path: Path) -> tuple[RelayConfig, str]:
                 file = target / name
                 _write_blob(top, f"{ref}:{rel}/{name}" if rel else f"{ref}:{name}", file)
                 names[str(file)] = f"{ref}:{rel}/{name}" if rel else f"{ref}:{name}"
-        return _checked(target, label, names)
+        return _checked(target, label, names, purpose)
 
 
 def _yaml_files(top: Path, ref: str, rel: str) -> list[str]:

@@ -14,7 +14,7 @@ import pytest
 from engine.plan import planfile
 from tests.conftest import ROOT
 from tests.plan.conftest import CASES
-from tests.plan.gitrepo import Repo
+from tests.plan.gitrepo import FORMS, SCRAMBLE_ERROR, Repo, against_forms, break_base, form
 
 APP = "import typer; from engine.cli.plan import plan_command; app = typer.Typer(); app.command()(plan_command); app()"
 SECRET_NAMES = ("SEAL_OLD_PFX_PASSWORD", "SEAL_NEW_PFX_PASSWORD", "old-route-password", "SEAL_NEW_ROUTE_SECRET")
@@ -131,4 +131,79 @@ def test_relay_mode_errors_are_clear_and_exit_1() -> None:
     error = done.stderr.splitlines()[-1]
     assert error.startswith("error: cannot connect to http://127.0.0.1:") and error.endswith("--against OTHER)")
     no_token = plan(desired, "--token-file", "/nonexistent/admin.token")
-    assert no_token.returncode == 1 and "token" in no_token.stderr
+    assert no_token.returncode == 1 and no_token.stdout == ""
+    assert no_token.stderr.splitlines()[-1] == (
+        "error: no admin token: no token file at /nonexistent/admin.token "
+        "(given by --token-file; $SEALRELAY_TOKEN is not set) (to plan without a relay: --against OTHER)"
+    )
+
+
+# -- `--against` in every form: a file, a directory, git:REF of each ---------------------------
+
+PLANNED = {  # config -> (the change line, its judgement line, the address in JSON)
+    "full.yaml": (
+        '  ~ dlp.action_plans["encrypt-sensitive"].email: "encrypt" -> "block"',
+        "      (tightening: action raised: encrypt -> block for payment-cards/cards)",
+        'dlp.action_plans["encrypt-sensitive"].email',
+    ),
+    "split": (
+        '  ~ dlp.action_plans["encrypt"].email: "encrypt" -> "block"',
+        "      (tightening: action raised: encrypt -> block for payment-cards/cards, us-pii/ssn)",
+        'dlp.action_plans["encrypt"].email',
+    ),
+}
+
+
+@pytest.mark.parametrize("name", FORMS)
+def test_against_every_form_plans_the_change_and_exits_2(tmp_path: Path, name: str) -> None:
+    repo, base = against_forms(tmp_path)
+    desired, against, label = form(name, repo, base)
+    change, judged, address = PLANNED[desired.name]
+    done = plan(desired, "--against", against, "--detailed-exitcode")
+    assert done.returncode == 2, done.stderr
+    lines = done.stdout.splitlines()
+    head = repo.git("rev-parse", "HEAD")
+    assert lines[0] == f"sealrelay plan: {desired} compared with {label} (commit {head[:12]})"
+    assert lines[lines.index(change) + 1] == judged
+    assert lines[-1] == "Plan: 0 to add, 1 to change, 0 to destroy; 0 loosening."
+    doc = json.loads(plan(desired, "--against", against, "--format", "json").stdout)
+    assert doc["base_label"] == label and doc["has_changes"] is True
+    assert [(c["address"], c["before"], c["after"], c["effect"]) for c in doc["changes"]] == [
+        (address, "encrypt", "block", "tightening")
+    ]
+    assert plan(desired, "--against", against).returncode == 0  # changes, without --detailed-exitcode
+
+
+@pytest.mark.parametrize("name", FORMS)
+def test_against_every_form_without_a_change_exits_0(tmp_path: Path, name: str) -> None:
+    repo, base = against_forms(tmp_path)
+    desired, against, _ = form(name, repo, base)
+    same = "git:block-cards" if name.startswith("git-") else str(desired)
+    done = plan(desired, "--against", same, "--detailed-exitcode")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "Plan: 0 to add, 0 to change, 0 to destroy; 0 loosening."
+    assert json.loads(plan(desired, "--against", same, "--format", "json").stdout)["has_changes"] is False
+
+
+@pytest.mark.parametrize("name", FORMS)
+def test_against_an_invalid_base_in_every_form_names_its_place_and_exits_1(tmp_path: Path, name: str) -> None:
+    repo, base = against_forms(tmp_path)
+    desired, _, _ = form(name, repo, base)
+    against, where = break_base(name, repo, base)
+    done = plan(desired, "--against", against, "--detailed-exitcode")
+    assert done.returncode == 1
+    assert done.stdout == ""
+    errors = done.stderr.splitlines()
+    label = against if not name.startswith("git-") else f"{desired.name} at {against}"
+    assert errors[-2:] == [f"{where}: {SCRAMBLE_ERROR}", f"{label}: invalid config, cannot plan against it"]
+    assert "Traceback" not in done.stderr and "sealrelay-against-" not in done.stderr
+
+
+def test_against_a_revision_that_does_not_exist_exits_1(tmp_path: Path) -> None:
+    repo, base = against_forms(tmp_path)
+    for name in ("git-file", "git-directory"):
+        desired, _, _ = form(name, repo, base)
+        done = plan(desired, "--against", "git:no-such-branch", "--detailed-exitcode")
+        assert done.returncode == 1
+        assert done.stdout == ""
+        assert done.stderr.splitlines()[-1] == f"git:no-such-branch: no such revision in {repo.root.resolve()}"

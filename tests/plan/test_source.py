@@ -86,3 +86,48 @@ def test_git_ref_outside_a_repository(tmp_path: Path) -> None:
     path.write_text(AFTER)
     with pytest.raises(SourceError, match="not in a git work tree"):
         load_other("git:HEAD", path)
+
+
+def test_git_ref_reads_a_directory_config_at_the_top_of_the_repository(repo: Repo) -> None:
+    system, rest = BEFORE.split("\nip_groups:", 1)
+    repo.write("00-system.yaml", system)
+    repo.write("10-rest.yaml", "ip_groups:" + rest)
+    repo.commit("split")
+    repo.write("10-rest.yaml", "ip_groups:" + AFTER.split("\nip_groups:", 1)[1])
+    other, label = load_other("git:HEAD", repo.root)
+    assert label == ". at git:HEAD"
+    assert [c.address for c in make_plan(load(repo.root), other).changes] == ['routes["vendors"].tls']
+
+
+def test_the_error_about_an_invalid_config_names_the_command(tmp_path: Path) -> None:
+    broken = tmp_path / "other.yaml"
+    broken.write_text("version: 1\n")
+    with pytest.raises(SourceError, match=r"other.yaml: invalid config, cannot simulate against it$"):
+        load_other(str(broken), "relay.yaml", purpose="simulate")
+
+
+def test_a_revision_that_git_would_read_as_an_option_is_refused(repo: Repo) -> None:
+    config_path = repo.write("relay.yaml", BEFORE)
+    repo.commit()
+    with pytest.raises(SourceError, match="git:--output=x: a revision cannot start with '-'"):
+        load_other("git:--output=x", config_path)
+
+
+def test_git_ref_without_git_installed(repo: Repo, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    config_path = repo.write("relay.yaml", BEFORE)
+    repo.commit()
+    monkeypatch.setenv("PATH", str(tmp_path / "no-programs-here"))
+    with pytest.raises(SourceError, match="git:REF needs git, and no git command is installed"):
+        load_other("git:HEAD", config_path)
+
+
+def test_git_ref_of_a_link_out_of_the_work_tree_is_refused(
+    repo: Repo, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    outside = tmp_path_factory.mktemp("elsewhere") / "relay.yaml"
+    outside.write_text(AFTER)
+    link = repo.root / "relay.yaml"
+    link.symlink_to(outside)
+    repo.commit()
+    with pytest.raises(SourceError, match="relay.yaml leads out of the git work tree"):
+        load_other("git:HEAD", link)

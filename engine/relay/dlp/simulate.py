@@ -16,6 +16,7 @@ from pathlib import Path
 
 from engine.config.diagnostics import Diagnostic, error
 from engine.config.load import LoadResult
+from engine.config.model import RelayConfig
 from engine.config.source import SourceMap
 from engine.policy.groups import domain_of
 from engine.relay.dlp.decide import judge
@@ -46,9 +47,14 @@ class Outcome:
         return tuple(tuple(v) if isinstance(v, list) else v for v in (getattr(self, f) for f in COMPARED))
 
 
-def policy_view(result: LoadResult) -> Live:
-    """The relay's policy side for a loaded config, without certificates or directories."""
-    return provision(result.config, base_dir=result.base_dir, version=0, tls=False)
+def policy_view(config: RelayConfig, base_dir: Path) -> Live:
+    """The relay's policy side for a valid config, without certificates or directories.
+
+    No file is read or created: `base_dir` only anchors paths the policy side never opens,
+    so a config with no directory of its own (the base of `simulate --against git:REF`) can
+    borrow the desired config's.
+    """
+    return provision(config, base_dir=base_dir, version=0, tls=False)
 
 
 def envelope_of(content: bytes) -> tuple[str, list[str]]:
@@ -129,7 +135,7 @@ def run_policy_tests(result: LoadResult) -> list[Diagnostic]:
     """The config's `tests:` block: each sample's decision must equal its `expect`."""
     if not result.config or not result.config.tests:
         return []
-    live = policy_view(result)
+    live = policy_view(result.config, result.base_dir)
     diags = []
     for i, test in enumerate(result.config.tests):
         path = result.base_dir / test.message
