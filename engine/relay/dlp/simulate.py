@@ -26,7 +26,7 @@ COMPARED = ("direction", "action", "method", "policies", "route", "tls")
 
 
 @dataclass(frozen=True)
-class Outcome:
+class Simulated:
     message: str
     direction: str
     action: str
@@ -68,7 +68,7 @@ def envelope_of(content: bytes) -> tuple[str, list[str]]:
 
 def simulate_one(
     live: Live, content: bytes, name: str, *, peer: str | None = None, source: SourceMap | None = None
-) -> Outcome:
+) -> Simulated:
     content = content.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
     sender, rcpts = envelope_of(content)
     decision = judge(live, content, sender, rcpts, peer)
@@ -96,7 +96,7 @@ def simulate_one(
             tls = f"n/a (method {decision.method})"
         else:
             tls = str(live.outbound_policy(route, domain, "", encrypt=decision.encrypt))
-    return Outcome(
+    return Simulated(
         message=name,
         direction=decision.direction,
         action=decision.action,
@@ -118,14 +118,14 @@ def sample_files(directory: Path) -> list[Path]:
 
 def simulate_dir(
     live: Live, directory: Path, *, peer: str | None = None, source: SourceMap | None = None
-) -> list[Outcome]:
+) -> list[Simulated]:
     return [
         simulate_one(live, p.read_bytes(), str(p.relative_to(directory)), peer=peer, source=source)
         for p in sample_files(directory)
     ]
 
 
-def changed(before: list[Outcome], after: list[Outcome]) -> list[tuple[Outcome, Outcome]]:
+def changed(before: list[Simulated], after: list[Simulated]) -> list[tuple[Simulated, Simulated]]:
     """The samples whose decision differs between two configs (the impact of a change)."""
     by_name = {o.message: o for o in before}
     return [(by_name[o.message], o) for o in after if o.message in by_name and by_name[o.message].key() != o.key()]
@@ -165,7 +165,7 @@ def run_policy_tests(result: LoadResult) -> list[Diagnostic]:
     return diags
 
 
-def _why(got: Outcome) -> str:
+def _why(got: Simulated) -> str:
     if not got.rules:
         return "no rule matched; run `sealrelay explain` on the message"
     return "matched: " + ", ".join(f"{r['policy']}/{r['rule']}" for r in got.rules)

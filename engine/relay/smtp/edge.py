@@ -20,18 +20,18 @@ from engine.config.model.system import Listener
 from engine.policy.groups import domain_of
 from engine.relay.runtime.live import Live
 from engine.relay.smtp.intake import Intake
-from engine.relay.smtp.message import Message, Outcome, TLSInfo, Verdict
+from engine.relay.smtp.message import Message, TLSInfo, Verdict, VerdictKind
 from engine.relay.smtp.protocol import RelaySMTP
 from engine.relay.tls.levels import check_negotiated
 
 log = logging.getLogger(__name__)
 
 MAX_RECIPIENTS = 1000
-_DEFAULT_CODES = {Outcome.ACCEPT: 250, Outcome.REJECT: 550, Outcome.TEMPFAIL: 451}
+_DEFAULT_CODES = {VerdictKind.ACCEPT: 250, VerdictKind.REJECT: 550, VerdictKind.TEMPFAIL: 451}
 
 
 def reply(verdict: Verdict) -> str:
-    code = verdict.code or _DEFAULT_CODES[verdict.outcome]
+    code = verdict.code or _DEFAULT_CODES[verdict.kind]
     return f"{code} {verdict.status} {verdict.text}".replace("\r", " ").replace("\n", " ")
 
 

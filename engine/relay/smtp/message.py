@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 
-class Outcome(Enum):
+class VerdictKind(Enum):
     ACCEPT = "accept"  # 250: queued
     REJECT = "reject"  # 5xx: permanent, the client must not retry
     TEMPFAIL = "tempfail"  # 4xx: try again later
@@ -19,22 +19,22 @@ class Outcome(Enum):
 
 @dataclass(frozen=True)
 class Verdict:
-    outcome: Outcome
+    kind: VerdictKind
     text: str
-    status: str = ""  # RFC 3463 enhanced status; a default per outcome when empty
+    status: str = ""  # RFC 3463 enhanced status; a default per kind when empty
     code: int | None = None  # a specific reply code (e.g. 452 for a full disk)
 
     @classmethod
     def accept(cls, text: str) -> Verdict:
-        return cls(Outcome.ACCEPT, text, "2.0.0")
+        return cls(VerdictKind.ACCEPT, text, "2.0.0")
 
     @classmethod
     def reject(cls, text: str, status: str = "5.7.1", code: int | None = None) -> Verdict:
-        return cls(Outcome.REJECT, text, status, code)
+        return cls(VerdictKind.REJECT, text, status, code)
 
     @classmethod
     def tempfail(cls, text: str, status: str = "4.3.0", code: int | None = None) -> Verdict:
-        return cls(Outcome.TEMPFAIL, text, status, code)
+        return cls(VerdictKind.TEMPFAIL, text, status, code)
 
 
 @dataclass(frozen=True)
