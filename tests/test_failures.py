@@ -17,6 +17,7 @@ from engine.relay.delivery.failures import (
     NoMailHost,
     TLSRequiredError,
     because,
+    delay_status,
     classify,
     expire,
     expired,
@@ -212,3 +213,8 @@ def test_expired():
     assert not expired(1000.0, 1000.0 + 432_000 - 0.001, 432_000)
     assert expired(1000.0, 1000.0 + 432_000, 432_000)
     assert expired(1000.0, 1000.0, 0)  # lifetime 0: one attempt only
+
+
+def test_a_delay_notice_reports_a_transient_status():
+    assert delay_status("4.4.1") == "4.4.1"
+    assert delay_status("5.7.1") == "4.7.1"  # still being tried: never a permanent code in a delay notice

@@ -26,7 +26,16 @@ from dataclasses import dataclass, replace
 from engine.policy.groups import domain_of
 from engine.relay.decision import of_meta
 from engine.relay.delivery import ndr
-from engine.relay.delivery.failures import Failure, because, classify, expire, expired, next_retry
+from engine.relay.delivery.failures import (
+    DELIVERED,
+    Failure,
+    because,
+    classify,
+    delay_status,
+    expire,
+    expired,
+    next_retry,
+)
 from engine.relay.delivery.pool import ConnectionPool
 from engine.relay.delivery.resolve import Hop, Resolver, next_hops, resolver_for
 from engine.relay.delivery.transfer import Attempt, transfer
@@ -168,9 +177,7 @@ class Deliverer:
         protection = await chain.protect(live, entry, rcpts)
         out = {r: _from_failure(f) for r, f in protection.refused.items()}
         for handed in protection.handed:
-            out.update(
-                dict.fromkeys(handed.recipients, RecipientOutcome("delivered", handed.detail, "2.0.0", "handed off"))
-            )
+            out.update(dict.fromkeys(handed.recipients, delivered(handed.detail, "handed off")))
         for sealed in protection.sealed:
             copy = entry if sealed.content is None else replace(entry, body=sealed.content)
             sent = await self._send(live, copy, domain, list(sealed.recipients), floor=sealed.floor, note=sealed.note)
@@ -210,11 +217,7 @@ class Deliverer:
         out = {r: _from_failure(f) for r, f in answer.refused.items()}
         for handed in answer.handed:
             text = f"{why}: {handed.detail}"
-            out.update(
-                dict.fromkeys(
-                    handed.recipients, RecipientOutcome("delivered", text, "2.0.0", f"handed to {method.name}")
-                )
-            )
+            out.update(dict.fromkeys(handed.recipients, delivered(text, f"handed to {method.name}")))
         unhandled = [r for r in rcpts if r not in out]  # a backup that seals again would loop: it waits
         out.update(dict.fromkeys(unhandled, _from_failure(because("method", f"{why} did not take the message"))))
         return out
@@ -280,7 +283,7 @@ class Deliverer:
             ndr.RecipientStatus(
                 address=rcpt,
                 action="failed" if kind == "failure" else "delayed",
-                status=o.status if kind == "failure" or o.status.startswith("4") else "4" + o.status[1:],
+                status=o.status if kind == "failure" else delay_status(o.status),
                 diagnostic=o.text,
                 remote_mta=None,
                 last_attempt=_dt(self.clock()),
@@ -319,8 +322,12 @@ def _outcomes(attempt: Attempt, rcpts: list[str], note: str = "") -> dict[str, R
             failure = result or because("internal", "no result for this recipient")
             out[rcpt] = _from_failure(failure, attempt.tls)
         else:
-            out[rcpt] = RecipientOutcome("delivered", f"{note}: {result}" if note else result, "2.0.0", attempt.tls)
+            out[rcpt] = delivered(f"{note}: {result}" if note else result, attempt.tls)
     return out
+
+
+def delivered(text: str, tls: str | None = None) -> RecipientOutcome:
+    return RecipientOutcome("delivered", text, DELIVERED, tls)
 
 
 def _from_failure(failure: Failure, tls: str | None = None) -> RecipientOutcome:

@@ -83,6 +83,15 @@ _OWN: dict[str, tuple[FailureKind, str]] = {
 }
 
 
+DELIVERED = "2.0.0"  # the status of a recipient the next hop (or a method) accepted
+
+
+def delay_status(status: str) -> str:
+    """The status a delay notice reports for a failure: always transient (4.x.x), since the
+    recipient is still being tried (RFC 3464 `delayed`)."""
+    return status if status.startswith("4") else "4" + status[1:]
+
+
 def because(cause: Cause, reason: str) -> Failure:
     """A failure that no peer reported: an encryption method, the queue lifetime, our own bug."""
     kind, status = _OWN[cause]
