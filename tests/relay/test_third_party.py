@@ -155,3 +155,29 @@ async def test_a_recipient_the_gateway_refuses_bounces_and_the_others_are_handed
 
         await eventually(settled, what="the message to leave the queue")
         assert len(gateway.seen) == 1  # handed over once
+
+
+async def test_gateway_mail_without_a_result_is_held_even_without_dlp_policies(write_config, start_relay) -> None:
+    """Fail closed whether or not DLP policies exist: the shortcut for a config without
+    policies must hold gateway mail that says neither success nor failure, as `judge` does."""
+    import asyncio
+
+    from engine.relay.queue.quarantine import Quarantine
+
+    with Sink() as sink:
+        without_dlp = config(free_port(), sink.port).split("dlp:")[0]
+        relay = await start_relay(write_config(without_dlp, groups=GROUPS))
+        content = b"From: alice@example.com\r\nTo: bob@partner.example\r\nSubject: s\r\n\r\nplain after all\r\n"
+
+        def from_gateway() -> None:
+            with smtplib.SMTP("127.0.0.1", relay.ports()["mx"], source_address=(GATEWAY_IP, 0), timeout=10) as smtp:
+                smtp.sendmail("alice@example.com", ["bob@partner.example"], content)
+
+        await asyncio.to_thread(from_gateway)
+        quarantine = Quarantine(relay.live.data_dir)
+
+        async def held():
+            return quarantine.list()
+
+        [entry] = await eventually(held, what="the message to be held")
+        assert "did not report the message encrypted" in entry.reason and sink.messages == []

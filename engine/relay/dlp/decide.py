@@ -38,7 +38,7 @@ def direction_of(live: Live, sender: str, recipients, peer_ip: str | None) -> st
 async def decide(live: Live, message: Message) -> Decision:
     """Classify and apply policy (the DLP scan runs off the event loop for big messages)."""
     if live.policies.empty and not (
-        live.gateway.contains(message.peer_ip) and gateway_result(live, message.content) == "failure"
+        live.gateway.contains(message.peer_ip) and gateway_result(live, message.content) in ("failure", "none")
     ):
         return Decision(
             direction_of(live, message.sender, message.recipients, message.peer_ip),
