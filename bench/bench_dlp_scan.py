@@ -7,9 +7,11 @@ regexes (some starting with ``\\b``) and 200 phrases into one ``Matcher`` per ba
 prints MB/s for each, the hyperscan database alone (the ceiling, no Python per match) and
 the ratio. Python ``re`` is measured on a prefix of the dense corpus for a bounded time,
 so the whole run takes well under a minute. Both backends must agree on the part they
-both scanned, or the run fails.
+both scanned, or the run fails; so does a corpus in which nothing matched (the planted
+values are what the benchmark is about).
 
     python bench/bench_dlp_scan.py [--mb 5] [--python-seconds 20]
+    python bench/bench_dlp_scan.py --smoke   # 0.3 MB corpora, one pass, about 5 s
 """
 
 from __future__ import annotations
@@ -65,6 +67,9 @@ REGEXES = [
 REGEXES += [rf"\bACCT-{number:02d}\d{{5}}\b" for number in range(15)]
 REGEXES += [rf"(?i)\bproj(?:ect)?[-_ ]code[-_ ]{number}\d\b" for number in range(15)]
 assert len(REGEXES) == 50 and len(PHRASES) == 200
+
+
+PLANTED = {"ssn": "regex-0", "card": "regex-1", "iban": "regex-2", "email": "regex-3"}  # what _prose plants
 
 
 def entries() -> list[tuple[str, str, str]]:
@@ -123,7 +128,8 @@ def _prose(rng: random.Random, density: float) -> str:
             words.append(str(rng.randint(0, 10 ** rng.randint(1, 12))))
         else:
             words.append(rng.choice(COMMON))
-    return " ".join(words).capitalize() + ". "
+    text = " ".join(words)
+    return text[:1].upper() + text[1:] + ". "  # str.capitalize() would lowercase the planted IBANs
 
 
 def measure(matcher: Matcher, documents: list[str], seconds: float, passes: int) -> tuple[float, float, int, int, list]:
@@ -164,11 +170,15 @@ def engine_only(matcher: Matcher, documents: list[str]) -> float:
     return sum(len(document.encode()) for document in documents) / (time.process_time() - started) / 1e6
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mb", type=float, default=5.0)
     parser.add_argument("--python-seconds", type=float, default=20.0)
+    parser.add_argument("--smoke", action="store_true", help="0.3 MB corpora, one pass, 1 s of python re")
     arguments = parser.parse_args()
+    passes, fast_seconds = 3, 15.0
+    if arguments.smoke:
+        arguments.mb, arguments.python_seconds, passes, fast_seconds = 0.3, 1.0, 1, 2.0
 
     corpora = {name: make_corpus(arguments.mb, density) for name, density in (("dense", 1.0), ("sparse", 0.1))}
     for name, documents in corpora.items():
@@ -178,12 +188,16 @@ def main() -> None:
     print("| backend | corpus | compile (s) | MB/s (CPU) | MB/s (wall) | MB per pass | hits per MB |")
     print("|---|---|---:|---:|---:|---:|---:|")
 
+    empty = []
+
     def row(name: str, corpus: str, compile_time: float, result) -> None:
         rate, wall, scanned, hits, _ = result
         megabytes = scanned / 1e6
         print(
             f"| {name} | {corpus} | {compile_time:.2f} | {rate:.1f} | {wall:.1f} | {megabytes:.2f} | {hits / megabytes:.0f} |"
         )
+        if not hits:
+            empty.append(f"{name} on {corpus}")
 
     fast_results = None
     if hyperscan_available():
@@ -191,7 +205,7 @@ def main() -> None:
         fast = Matcher.compile(entries(), backend="hyperscan")
         compile_seconds = time.perf_counter() - started
         for corpus, documents in corpora.items():
-            result = measure(fast, documents, 15.0, passes=3)
+            result = measure(fast, documents, fast_seconds, passes=passes)
             row("hyperscan", corpus, compile_seconds, result)
             fast_results = result if corpus == "dense" else fast_results
         ceiling = engine_only(fast, corpora["dense"])
@@ -201,15 +215,31 @@ def main() -> None:
     slow_result = measure(slow, corpora["dense"], arguments.python_seconds, passes=1)
     row("python re", "dense", compile_seconds, slow_result)
 
-    if fast_results is not None:
+    if fast_results is None:
+        print("\nhyperscan is not installed: only python re was measured")
+    else:
         print(f"\nhyperscan database alone (no per-match Python), dense corpus: {ceiling:.0f} MB/s (CPU)")
         print(f"speed-up hyperscan / re on the dense corpus (CPU): {fast_results[0] / slow_result[0]:.0f}x")
         compared = len(slow_result[4])
         agree = fast_results[4][:compared] == slow_result[4]
         print(f"results identical on the {compared} documents both backends scanned: {agree}")
         if not agree:
-            sys.exit(1)
+            return 1
+    found = planted_found((fast_results or slow_result)[4])
+    print("planted values found in the dense corpus:", ", ".join(f"{kind} {n}" for kind, n in found.items()))
+    missing = [kind for kind, n in found.items() if not n]
+    if empty or missing:
+        print(f"error: the corpus lost its planted values (nothing matched: {', '.join(empty + missing)})")
+        return 1
+    return 0
+
+
+def planted_found(results: list[dict]) -> dict[str, int]:
+    """Matches per kind of planted value (and phrases) in one backend's per-document results."""
+    found = {kind: sum(len(r.get(entry, ())) for r in results) for kind, entry in PLANTED.items()}
+    found["phrase"] = sum(len(spans) for r in results for entry, spans in r.items() if entry.startswith("phrase-"))
+    return found
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -12,8 +12,11 @@ time each run, side by side in one process on the same disk:
   fsync file, fsync directory (in a thread pool, 20 at a time), then the metadata row
   group-committed through the same queue.
 
-Usage: python bench/bench_queue.py [--seconds 2.5] [--rounds 3] [--dir PATH] [--markdown]
-Total run time is about 4 x --rounds x --seconds (default 30 s).
+Every run ends by opening its queue again and counting: a variant that kept fewer messages
+than it acknowledged, or enqueued none, fails the run (exit 1).
+
+Usage: python bench/bench_queue.py [--seconds 2.5] [--rounds 3] [--dir PATH] [--markdown] [--smoke]
+Total run time is about 4 x --rounds x --seconds (default 30 s); --smoke is one round of 0.3 s.
 """
 
 from __future__ import annotations
@@ -57,7 +60,16 @@ async def run_queue(directory: Path, seconds: float, *, max_batch: int, linger_s
     elapsed = time.perf_counter() - started
     stats = await queue.stats()
     queue.close()
-    return {"messages": total, "seconds": elapsed, "transactions": stats.transactions}
+    return {"messages": total, "seconds": elapsed, "transactions": stats.transactions, "kept": await kept(directory)}
+
+
+async def kept(directory: Path) -> int:
+    """How many messages the queue holds when opened again (what a restart would find)."""
+    queue = Queue.open(directory)
+    try:
+        return await queue.count()
+    finally:
+        queue.close()
 
 
 async def run_file_per_message(directory: Path, seconds: float) -> dict:
@@ -96,15 +108,21 @@ async def run_file_per_message(directory: Path, seconds: float) -> dict:
     queue.close()
     pool.shutdown()
     os.close(dir_fd)
-    return {"messages": total, "seconds": elapsed, "transactions": stats.transactions}
+    files = len(list(bodies.iterdir()))
+    return {
+        "messages": total,
+        "seconds": elapsed,
+        "transactions": stats.transactions,
+        "kept": min(files, await kept(directory / "meta")),
+    }
 
 
-def fsync_latency_us(where: Path | None) -> float:
+def fsync_latency_us(where: Path | None, samples: int = 200) -> float:
     """Median time of one 4 KB write + fsync on this disk: what group commit saves per message."""
     fd, name = tempfile.mkstemp(dir=where)
     times = []
     try:
-        for _ in range(200):
+        for _ in range(samples):
             started = time.perf_counter()
             os.write(fd, bytes(4096))
             os.fsync(fd)
@@ -123,16 +141,19 @@ VARIANTS = {
 }
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=2.5, help="duration of each run of a variant")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median is reported")
     parser.add_argument("--dir", type=Path, default=None, help="where to put the queues (same disk as production)")
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    parser.add_argument("--smoke", action="store_true", help="one round of 0.3 s per variant (about 2 s in all)")
     args = parser.parse_args()
+    if args.smoke:
+        args.seconds, args.rounds = 0.3, 1
 
     runs: dict[str, list[dict]] = {name: [] for name in VARIANTS}
-    fsync_us = fsync_latency_us(args.dir)
+    fsync_us = fsync_latency_us(args.dir, 20 if args.smoke else 200)
     base = Path(tempfile.mkdtemp(prefix="bench-queue-", dir=args.dir))
     try:
         for round_no in range(args.rounds):  # interleaved, so a noisy disk hurts every variant alike
@@ -141,6 +162,11 @@ def main() -> None:
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
+    lost = {
+        name: sum(r["messages"] - r["kept"] for r in results)
+        for name, results in runs.items()
+        if any(r["messages"] == 0 or r["kept"] != r["messages"] for r in results)
+    }
     rates = {name: sorted(r["messages"] / r["seconds"] for r in results) for name, results in runs.items()}
     rate = {name: statistics.median(values) for name, values in rates.items()}
     per_txn = {
@@ -162,13 +188,21 @@ def main() -> None:
             low, high = rates[name][0], rates[name][-1]
             print(f"| {name} | {rate[name]:,.0f} | {low:,.0f}–{high:,.0f} | {per_txn[name]:.1f} |")
         print(f"\nGroup commit vs one fsync per message, same run: **{ratio:.1f}x**.")
-        return
-    print(f"{setup}; {where}")
-    for name in VARIANTS:
-        low, high = rates[name][0], rates[name][-1]
-        print(f"{name:>26}: {rate[name]:7,.0f} msgs/s  (range {low:,.0f}-{high:,.0f}, {per_txn[name]:.1f} msgs/txn)")
-    print(f"{'ratio':>26}: {ratio:.1f}x group commit over one fsync per message")
+    else:
+        print(f"{setup}; {where}")
+        for name in VARIANTS:
+            low, high = rates[name][0], rates[name][-1]
+            print(
+                f"{name:>26}: {rate[name]:7,.0f} msgs/s  (range {low:,.0f}-{high:,.0f}, {per_txn[name]:.1f} msgs/txn)"
+            )
+        print(f"{'ratio':>26}: {ratio:.1f}x group commit over one fsync per message")
+    total = sum(r["messages"] for results in runs.values() for r in results)
+    if lost:
+        print(f"error: acknowledged but not kept, or none enqueued: {lost}")
+        return 1
+    print(f"kept: all {total:,} acknowledged messages were in their queues when opened again")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

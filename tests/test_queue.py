@@ -22,6 +22,7 @@ import pytest
 from engine.relay.delivery.failures import expired
 from engine.relay.queue import NotQueued, Queue, QueueLocked, QueueWriteError
 from engine.relay.queue.writer import GroupCommitter
+from tests.conftest import require
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = 1_700_000_000.0
@@ -297,8 +298,7 @@ async def test_full_filesystem_gives_write_error_and_keeps_nothing_partial(tmp_p
     mount_point = tmp_path / "small"
     mount_point.mkdir()
     why_not = _mount_tmpfs(mount_point, "512k")
-    if why_not:
-        pytest.skip(f"cannot mount a 512 KiB tmpfs here (needs root and CAP_SYS_ADMIN): {why_not}")
+    require(not why_not, f"cannot mount a 512 KiB tmpfs here (needs root and CAP_SYS_ADMIN): {why_not}")
     try:
         directory = mount_point / "queue"
         ballast = mount_point / "ballast"

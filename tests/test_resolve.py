@@ -11,6 +11,7 @@ import pytest
 from dnsserver import DNSServer
 
 from engine.relay.delivery.resolve import Hop, PermanentDNSError, Resolver, TemporaryDNSError
+from tests.conftest import require
 
 dns_server = dnsserver.dns_server  # the fixture, until conftest imports it for every test
 
@@ -102,7 +103,10 @@ async def test_timeout_is_temporary_and_bounded(dns_server: DNSServer) -> None:
     started = time.monotonic()
     with pytest.raises(TemporaryDNSError, match="timed out"):
         await resolver_for(dns_server, timeout=0.3).mx_hosts("slow.example")
-    assert time.monotonic() - started < 2.0
+    took = time.monotonic() - started
+    # It waited for the answer (at least the timeout) and gave up long before dnspython's own
+    # 5 s lifetime would have: the bound is ours. The margin is for a loaded machine.
+    assert 0.3 <= took < 3.5, took
     assert dns_server.queried("slow.example", "MX")
 
 
@@ -217,10 +221,12 @@ async def test_large_answer_is_truncated_over_udp_and_fetched_over_tcp(dns_serve
 
 
 async def test_server_on_ipv6_loopback() -> None:
+    server, why = None, ""
     try:
         server = DNSServer({("partner.example", "A"): ["127.0.0.1"]}, host="::1").start()
-    except OSError:
-        pytest.skip("no IPv6 loopback here")
+    except OSError as exc:
+        why = str(exc)
+    require(server, f"no IPv6 loopback here: {why}")
     try:
         assert await Resolver(["::1"], port=server.port, timeout=2.0).host_addresses("partner.example") == ["127.0.0.1"]
     finally:

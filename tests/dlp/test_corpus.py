@@ -10,6 +10,7 @@ import pytest
 from engine.relay.dlp.classifiers import CLASSIFIERS
 from engine.relay.dlp.extract import Extracted, extract
 from engine.relay.dlp.matcher import Matcher, hyperscan_available
+from tests.conftest import require
 
 from . import make_corpus
 
@@ -163,9 +164,9 @@ PHRASES += ["C++", "#secret", "straße", "données", "naïve café", "日本語"
 PHRASES += [f"term{index} alpha" for index in range(200 - len(PHRASES))]
 
 
-@pytest.mark.skipif(not hyperscan_available(), reason="hyperscan is not installed here")
 @pytest.mark.filterwarnings("ignore:Possible nested set:FutureWarning")
 def test_backends_agree_on_the_whole_corpus():
+    require(hyperscan_available(), "hyperscan is not installed here")
     assert len(REGEXES) == 50 and len(PHRASES) == 200
     entries = [(f"r{index}", "regex", pattern) for index, pattern in enumerate(REGEXES)]
     entries += [(f"p{index}", "phrase", phrase) for index, phrase in enumerate(PHRASES)]

@@ -7,13 +7,14 @@ import shutil
 
 import pytest
 
+from tests.conftest import require
 from tests.relay.peers import Sink
 from tests.relay.test_edge import route_to
 
-pytestmark = pytest.mark.skipif(
-    not (shutil.which("swaks") and shutil.which("smtp-source")),
-    reason="swaks and postfix are installed by scripts/test",
-)
+
+@pytest.fixture(autouse=True)
+def outside_clients() -> None:
+    require(shutil.which("swaks") and shutil.which("smtp-source"), "swaks and postfix are installed by scripts/test")
 
 
 async def run(*argv: str) -> tuple[int, str]:

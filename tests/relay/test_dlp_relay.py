@@ -71,7 +71,7 @@ async def test_encrypt_means_mandatory_tls_to_the_next_hop(write_config, start_r
             return d if d.recipients[0].state == "deferred" else None
 
         detail = await eventually(deferred, what="the card message to wait for TLS")
-        assert "no STARTTLS" in detail.recipients[0].last_error and detail.meta["encrypt"] is True
+        assert "no STARTTLS" in detail.recipients[0].last_error and detail.meta["decision"]["action"] == "encrypt"
         assert len(partner.messages) == 1  # not one byte of the card message in clear
         [report] = await home.received(1)  # the policy owner was told
         assert (
@@ -182,3 +182,23 @@ async def test_inbound_match_is_recorded_not_enforced(write_config, start_relay,
             ["secrets"],
         )
         assert b"top secret" in got.content
+
+
+async def test_matches_are_counted_per_policy(write_config, start_relay) -> None:
+    from engine.relay.runtime.metrics import REGISTRY
+
+    def matches() -> dict[str, float]:
+        return {
+            policy: REGISTRY.get_sample_value("sealrelay_dlp_matches_total", {"policy": policy}) or 0.0
+            for policy in ("cards", "secrets", "review")
+        }
+
+    with Sink() as home, Sink() as partner:
+        relay = await start_relay(write_config(routes(home.port, f"{{host: 127.0.0.1, port: {partner.port}}}") + dlp()))
+        before = matches()
+        await send(relay, "harmless")  # judged, matched by nothing
+        await send(relay, "this is top secret")  # secrets (blocked)
+        await send(relay, "please see the draft for review")  # review (held)
+        await send(relay, f"top secret, and the card {CARD}")  # cards and secrets at once
+        after = matches()
+        assert {policy: after[policy] - before[policy] for policy in after} == {"cards": 1, "secrets": 2, "review": 1}

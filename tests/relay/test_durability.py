@@ -14,7 +14,8 @@ from pathlib import Path
 import aiosmtplib
 import pytest
 
-from tests.relay.peers import Sink, free_port, wait_for
+from tests.conftest import require
+from tests.relay.peers import Sink, eventually, free_port, wait_for
 from tests.relay.test_edge import route_to
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -91,8 +92,6 @@ async def test_kill_9_under_load_loses_no_accepted_message(write_config) -> None
             async def all_arrived() -> bool:
                 return accepted <= set(subjects())
 
-            from tests.relay.peers import eventually
-
             await eventually(all_arrived, 120, "every accepted message at the sink")
             got = subjects()
             duplicates = len(got) - len(set(got))
@@ -111,8 +110,7 @@ async def test_full_disk_answers_4xx_and_keeps_nothing(tmp_path: Path, write_con
     done = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True, text=True
     )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    require(done.returncode == 0, f"cannot mount a tmpfs here: {done.stderr.strip()}")
     try:
         config = write_config(route_to(1))
         config.write_text(config.read_text().replace("data_dir: ./var", f"data_dir: {mount}"))
@@ -137,28 +135,42 @@ async def test_full_disk_answers_4xx_and_keeps_nothing(tmp_path: Path, write_con
 
 
 async def test_damaged_entry_is_set_aside_on_restart(write_config, start_relay) -> None:
-    config = write_config(route_to(free_port()))
+    """Three messages wait for a next hop that refuses; the relay stops; one entry's body is
+    damaged on disk; a relay started again on the same data_dir (the next hop now up) sets
+    that entry aside at start and delivers the other two, never the damaged one."""
+    down = free_port()
+    config = write_config(route_to(down))
     relay = await start_relay(config)
-    _, reply = await aiosmtplib.send(
-        msg(1), hostname="127.0.0.1", port=relay.ports()["mx"], timeout=10, start_tls=False
-    )
-    queue_id = reply.split()[-1]
+    port = relay.ports()["mx"]
+    ids = []
+    for n in range(3):
+        _, reply = await aiosmtplib.send(msg(n), hostname="127.0.0.1", port=port, timeout=10, start_tls=False)
+        ids.append(reply.split()[-1])
     await relay.stop()
+    damaged = ids[1]
     db = config.parent / "var" / "queue" / "queue.db"
     conn = sqlite3.connect(db)
-    conn.execute("UPDATE bodies SET data = substr(data, 1, 100) WHERE msg_id = ?", (queue_id,))
+    assert conn.execute("SELECT count(*) FROM messages").fetchone() == (3,)  # all still queued
+    [size] = conn.execute("SELECT size FROM messages WHERE id = ?", (damaged,)).fetchone()
+    conn.execute("UPDATE bodies SET data = substr(data, 1, 100) WHERE msg_id = ?", (damaged,))
     conn.commit()
     conn.close()
-    from engine.relay.queue import Queue
+    with Sink() as sink:
+        config.write_text(config.read_text().replace(f"port: {down}}}", f"port: {sink.port}}}"))
+        relay = await start_relay(config)
+        reason = f"body truncated: 100 of {size} bytes"
+        assert relay.queue.recovery.set_aside == ((damaged, reason),)  # at start, before any delivery
+        delivered = await sink.received(2)
 
-    queue = Queue.open(db.parent)
-    try:
-        assert [entry for entry, _ in queue.recovery.set_aside] == [queue_id]
-        assert await queue.count() == 0
-        [corrupt] = await queue.corrupt()
-        assert corrupt.id == queue_id
-    finally:
-        queue.close()
+        async def drained():
+            return await relay.queue.count() == 0
+
+        await eventually(drained, what="the two sound entries to be delivered")
+        subjects = sorted(m.content.split(b"Subject: ", 1)[1].split(b"\r\n", 1)[0] for m in delivered)
+        assert subjects == [b"n0", b"n2"] and len(sink.messages) == 2
+        [corrupt] = await relay.queue.corrupt()
+        assert corrupt.id == damaged and corrupt.reason == reason
+        assert corrupt.recipients == (("bob@partner.example", "deferred"),)
 
 
 async def test_sigterm_stops_gracefully_and_flushes_the_log(write_config) -> None:

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from engine.config.diagnostics import Diagnostic, Path, error, warning
 from engine.config.model.base import HEADER_NAME_RE, is_ip
 from engine.config.semantic import Context, check
+from engine.policy.rules import TRUSTED_GROUP, gateway_group
 
 _BLOCK = {"advanced": "advanced", "third_party": "third_party", "secure_portal": "secure_portal"}
 
@@ -119,6 +120,34 @@ def third_party(ctx: Context) -> Iterator[Diagnostic]:
                 "each of encrypt, success and failure needs its own header or value",
             )
         seen[normal] = which
+
+
+@check
+def gateway_apart_from_internal_servers(ctx: Context) -> Iterator[Diagnostic]:
+    """Mail from the gateway group is taken for the gateway's: from an internal server too."""
+    tp = ctx.config.encryption.third_party
+    name = gateway_group(ctx.config)
+    groups = ctx.config.ip_groups
+    if name == TRUSTED_GROUP or name not in groups or TRUSTED_GROUP not in groups:
+        return
+    internal = [ipaddress.ip_network(entry) for entry in groups[TRUSTED_GROUP]]
+    if tp:
+        fate = "held as a failed gateway result unless it carries the gateway's success header"
+    else:
+        fate = "counted as already encrypted, and DLP would never have it encrypted"
+    for i, entry in enumerate(groups[name]):
+        net = ipaddress.ip_network(entry)
+        j = next((j for j, other in enumerate(internal) if net.overlaps(other)), None)
+        if j is None:
+            continue
+        yield warning(
+            ("ip_groups", name, i),
+            f"{entry} is also in ip_groups.{TRUSTED_GROUP} ({groups[TRUSTED_GROUP][j]}): mail an internal server "
+            f"sends from there would be taken for the encryption gateway's and {fate}",
+            f"list only the gateway's own addresses in ip_groups.{name}, and leave them out of "
+            f"ip_groups.{TRUSTED_GROUP} (the gateway may relay without being listed there)",
+            see=(("ip_groups", TRUSTED_GROUP, j),),
+        )
 
 
 @check

@@ -1,0 +1,119 @@
+"""Every benchmark in bench/, run in its smoke mode: it still measures what it says it does.
+
+A benchmark is run by hand, rarely, and nobody notices when it quietly stops measuring:
+messages lost at the sink, a leg skipped, its inputs gone, a result line missing. Each test
+runs one benchmark with `--smoke` (a few seconds of the real thing: real processes, real
+sockets on loopback, real Postfix) and reads its report line by line. The numbers
+themselves are not judged here (a loaded machine makes them anything); that they exist, and
+that nothing was lost, is.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from engine.relay.dlp.matcher import hyperscan_available
+from tests.conftest import ROOT, require
+
+pytestmark = pytest.mark.slow
+
+NUMBER = r"[\d,]+(?:\.\d+)?"
+
+
+def run(script: str, timeout: float = 120) -> list[str]:
+    """Run `bench/<script> --smoke`; its stdout lines (it must exit 0)."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / script), "--smoke"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
+    return done.stdout.splitlines()
+
+
+def line(lines: list[str], pattern: str) -> re.Match:
+    """The one line that matches `pattern` in full."""
+    found = [m for m in map(re.compile(pattern).fullmatch, lines) if m]
+    assert len(found) == 1, f"expected one line matching {pattern!r} in:\n" + "\n".join(lines)
+    return found[0]
+
+
+def number(text: str) -> float:
+    return float(text.replace(",", ""))
+
+
+def test_config_load_validates_the_whole_generated_config() -> None:
+    lines = run("bench_config_load.py")
+    line(lines, rf"config: {NUMBER} MB, 500 IP entries, 50 DLP rules; median of 1 runs")
+    for stage in ("parse", "schema", "models", "semantic", "total"):
+        timed = line(lines, rf"  {stage} +({NUMBER}) ms  \( *{NUMBER}% of total\)")
+        assert number(timed[1]) > 0
+    line(lines, rf"  ruamel round-trip parse \(not used; for comparison\) +{NUMBER} ms  \( *{NUMBER}% of total\)")
+    line(lines, r"target: total < 1000 ms -> met")
+
+
+def test_queue_keeps_every_acknowledged_message_and_group_commit_batches() -> None:
+    lines = run("bench_queue.py")
+    per_txn = {}
+    for variant in ("group commit", "group commit, 2 ms linger", "fsync per message", "file per message"):
+        row = line(lines, rf" *{variant}: +({NUMBER}) msgs/s  \(range {NUMBER}-{NUMBER}, ({NUMBER}) msgs/txn\)")
+        assert number(row[1]) > 0, row[0]
+        per_txn[variant] = number(row[2])
+    assert per_txn["fsync per message"] == 1.0  # the baseline really commits once per message
+    assert per_txn["group commit"] > 1.0  # and group commit really shares commits
+    line(lines, rf" *ratio: {NUMBER}x group commit over one fsync per message")
+    kept = line(lines, rf"kept: all ({NUMBER}) acknowledged messages were in their queues when opened again")
+    assert number(kept[1]) > 0
+
+
+def test_dlp_scan_measures_both_backends_on_planted_matches() -> None:
+    require(hyperscan_available(), "hyperscan is not installed here")
+    lines = run("bench_dlp_scan.py")
+    for backend, corpus in (("hyperscan", "dense"), ("hyperscan", "sparse"), ("python re", "dense")):
+        row = line(
+            lines, rf"\| {backend} \| {corpus} \| {NUMBER} \| ({NUMBER}) \| {NUMBER} \| {NUMBER} \| ({NUMBER}) \|"
+        )
+        assert number(row[1]) > 0 and number(row[2]) > 0, row[0]  # MB/s, and hits per MB: the planted values
+    line(lines, rf"hyperscan database alone \(no per-match Python\), dense corpus: {NUMBER} MB/s \(CPU\)")
+    agree = line(lines, r"results identical on the (\d+) documents both backends scanned: (True|False)")
+    assert int(agree[1]) > 0 and agree[2] == "True"
+    kinds = ", ".join(f"{kind} ({NUMBER})" for kind in ("ssn", "card", "iban", "email", "phrase"))
+    planted = line(lines, rf"planted values found in the dense corpus: {kinds}")
+    assert all(number(found) > 0 for found in planted.groups()), planted[0]
+
+
+def test_reload_delivers_every_message_across_applies_and_reloads() -> None:
+    lines = run("bench_reload.py")
+    sent = line(
+        lines, rf"(\d+) messages accepted in 3 s from 4 sessions \({NUMBER} msg/s\), 0 refused; changes took {NUMBER} s"
+    )
+    accepted = int(sent[1])
+    assert accepted > 0
+    line(lines, rf"at the sink: {accepted} \(lost: 0\); the relay logged {accepted} deliveries")
+    line(lines, rf"decision log: {accepted} messages, 0 with more than one config version; actions: permit {accepted}")
+    line(lines, rf"applies:  3, latency p50 {NUMBER} ms, p99 {NUMBER} ms, max {NUMBER} ms")
+    line(
+        lines,
+        rf"reloads:  3, file rename -> new version visible p50 {NUMBER} ms, p99 {NUMBER} ms \(includes the 50 ms debounce\)",
+    )
+    line(lines, rf"swaps:    6, provision \+ switch inside the relay p50 {NUMBER} ms, p99 {NUMBER} ms")
+    line(lines, r"correctness \(.*\): met")
+
+
+def test_relay_races_stock_postfix_on_every_leg() -> None:
+    tools = ("smtp-source", "smtp-sink", "postfix", "postconf")
+    path = f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin"
+    require(all(shutil.which(t, path=path) for t in tools), "Debian's postfix is installed by scripts/test")
+    lines = run("bench_relay.py")
+    for leg in ("direct", "postfix", "sealrelay"):  # a failed, skipped or duplicating leg exits 1 (run() checks)
+        line(lines, rf"round 1 {leg} +{NUMBER} msg/s  \( *{NUMBER} s; accepted in {NUMBER} s\)")
+        row = line(lines, rf"{leg} +({NUMBER}) +{NUMBER} +{NUMBER} +{NUMBER}x +{NUMBER}x")
+        assert number(row[1]) > 0, row[0]
