@@ -6,25 +6,29 @@ first that answers wins; what no rule knows is neutral. The rules read both conf
 canonical JSON), because a change's meaning depends on its context: removing a CIDR
 loosens if an enforced-TLS rule matches that group, tightens if the group is
 `internal_servers`. This module holds the dispatch and the TLS, listener and encryption
-rules; `guard_groups` the groups and routes, `guard_dlp` the DLP policies. The table of
-rules, in prose, is docs/plan.md.
+rules; `guard_groups` the groups and routes, `guard_dlp` the DLP policies. What the guard
+must read exactly as the relay does (the order of TLS levels, first-match routing, domain
+patterns, the special group names) comes from `engine/policy/rules.py`, which the relay uses
+too. The table of rules, in prose, is docs/plan.md.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
+from engine.config.model import TLS
 from engine.plan.change import LOOSENING, NEUTRAL, TIGHTENING, Action, Change, Effect, Key, shape
 from engine.plan.diff import SECRET_FIELDS, node_at
+from engine.policy import rules
 
 Verdict = tuple[Effect, str]
 Rule = Callable[[Change, "Context"], Verdict | None]
 
-LEVEL_RANK = {"none": 0, "opportunistic": 1, "mandatory": 2, "verify": 3, "secure": 4, "dane": 4, "mta-sts": 4}
-PROTOCOL_RANK = {"TLSv1": 0, "TLSv1.1": 1, "TLSv1.2": 2, "TLSv1.3": 3}
+# TLS levels, protocols, cipher strength and enforced-TLS directions are engine/policy/rules.py's,
+# so the guard orders them exactly as the relay does.
 # Encryption methods: TLS protects mail in transit only; the others protect the message itself.
 METHOD_RANK = {"tls": 1, "third_party": 2, "advanced": 2, "secure_portal": 2}
 BACKUP_RANK = {"none": 0, "advanced": 1, "third_party": 1}
@@ -45,7 +49,7 @@ class Context:
         return node_at(self.desired, path)
 
 
-def compare(what: str, before: object, after: object, rank: dict) -> Verdict:
+def compare(what: str, before: object, after: object, rank: Mapping) -> Verdict:
     """Lower rank after than before: loosening; higher: tightening; same: neutral."""
     b, a = rank.get(before), rank.get(after)
     if b is None or a is None:
@@ -91,22 +95,27 @@ def renamed(change: Change, changes: Iterable[Change]) -> str | None:
 
 
 def _level(change: Change, ctx: Context) -> Verdict:
-    return compare("TLS level", change.before, change.after, LEVEL_RANK)
+    return compare("TLS level", change.before, change.after, rules.LEVEL_RANK)
 
 
 def _route_level(change: Change, ctx: Context) -> Verdict:
     """A route without `tls` uses tls.outbound_default (of its own config)."""
-    before = change.before or ctx.current.get("tls", {}).get("outbound_default", "opportunistic")
-    after = change.after or ctx.desired.get("tls", {}).get("outbound_default", "opportunistic")
-    return compare("TLS level of the route", before, after, LEVEL_RANK)
+    before = rules.route_level(change.before, outbound_default(ctx.current))
+    after = rules.route_level(change.after, outbound_default(ctx.desired))
+    return compare("TLS level of the route", before, after, rules.LEVEL_RANK)
+
+
+def outbound_default(config: dict) -> str:
+    """`tls.outbound_default` of a canonical config (written out there; the model's default otherwise)."""
+    return config.get("tls", {}).get("outbound_default", TLS.model_fields["outbound_default"].default)
 
 
 def _protocol(change: Change, ctx: Context) -> Verdict:
-    return compare("lowest TLS protocol", change.before, change.after, PROTOCOL_RANK)
+    return compare("lowest TLS protocol", change.before, change.after, rules.PROTOCOL_RANK)
 
 
 def _bits(change: Change, ctx: Context) -> Verdict:
-    return compare("lowest cipher strength", change.before, change.after, {128: 0, 256: 1})
+    return compare("lowest cipher strength", change.before, change.after, rules.CIPHER_RANK)
 
 
 def _enforced_rule(change: Change, ctx: Context) -> Verdict:
@@ -114,7 +123,7 @@ def _enforced_rule(change: Change, ctx: Context) -> Verdict:
     what = f"{rule['direction']} connections with {_match_text(rule['match'])}"
     if change.action is Action.CREATE:
         return TIGHTENING, f"{what} must now use TLS at level {rule['level']}"
-    if LEVEL_RANK.get(rule["level"], 0) < LEVEL_RANK["mandatory"]:
+    if rules.LEVEL_RANK.get(rule["level"], 0) < rules.rank("mandatory"):
         return NEUTRAL, f"the removed rule only asked for {rule['level']} TLS"
     return LOOSENING, f"enforced-TLS rule removed: {what} no longer must use {rule['level']} TLS"
 
@@ -125,12 +134,9 @@ def _match_text(match: dict) -> str:
     return f"domain group {match.get('domain_group')}"
 
 
-COVERS = {"inbound": {"inbound"}, "outbound": {"outbound"}, "both": {"inbound", "outbound"}}
-
-
 def _enforced_direction(change: Change, ctx: Context) -> Verdict:
-    lost = COVERS.get(change.before, set()) - COVERS.get(change.after, set())
-    gained = COVERS.get(change.after, set()) - COVERS.get(change.before, set())
+    before, after = rules.DIRECTIONS.get(change.before, frozenset()), rules.DIRECTIONS.get(change.after, frozenset())
+    lost, gained = before - after, after - before
     if lost:
         return LOOSENING, f"the rule no longer applies to {' and '.join(sorted(lost))} connections"
     if gained:

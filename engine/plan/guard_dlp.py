@@ -1,14 +1,15 @@
 """Guard rules for DLP: which changes let sensitive mail through that was stopped before.
 
 Actions are ordered as the relay combines them (the strongest matched rule wins):
-permit < encrypt < quarantine < block. A rule is *protective* when it and its policy are
-enabled and its action plan is not permit; only protective rules can loosen. A change
-that makes a protective rule match fewer messages is a loosening: the rule or policy
-removed or disabled, its action weakened, a condition removed from an `any` (or added to
-an `all`), `min_matches` or a size threshold raised, a phrase or a scope removed, or its
-source or destination narrowed (an empty list means "any", so the last entry removed
-widens). Under `not` the direction of a condition change flips. What the guard cannot
-order (a new regex, another classifier, a rewritten condition) is neutral, and says so.
+permit < encrypt < quarantine < block (`engine/policy/rules.py`'s ACTION_STRENGTH). A rule
+is *protective* when it and its policy are enabled and its action plan is not permit; only
+protective rules can loosen. A change that makes a protective rule match fewer messages
+is a loosening: the rule or policy removed or disabled, its action weakened, a condition
+removed from an `any` (or added to an `all`), `min_matches` or a size threshold raised, a
+phrase or a scope removed, or its source or destination narrowed (an empty list means
+"any", so the last entry removed widens). Under `not` the direction of a condition change
+flips. What the guard cannot order (a new regex, another classifier, a rewritten
+condition) is neutral, and says so.
 """
 
 from __future__ import annotations
@@ -16,15 +17,9 @@ from __future__ import annotations
 from engine.config.units import parse_size
 from engine.plan.change import LOOSENING, NEUTRAL, TIGHTENING, Action, Change, Key
 from engine.plan.guard import Context, Verdict, compare, judge
+from engine.policy.rules import ACTION_STRENGTH, DLP_DIRECTIONS
 
-STRENGTH = {"permit": 0, "encrypt": 1, "quarantine": 2, "block": 3}
 DONE = {"permit": "permitted", "encrypt": "encrypted", "quarantine": "quarantined", "block": "blocked"}
-COVERS = {
-    "inbound": {"inbound"},
-    "outbound": {"outbound"},
-    "internal": {"internal"},
-    "any": {"inbound", "outbound", "internal"},
-}
 NOT_PROTECTIVE = (NEUTRAL, "the rule does not encrypt, block or quarantine (or is disabled)")
 
 
@@ -79,7 +74,7 @@ def _plan_action(change: Change, ctx: Context) -> Verdict:
     ]
     if not users:
         return NEUTRAL, f"no enabled rule uses action plan {name}"
-    effect, reason = compare("action", change.before, change.after, STRENGTH)
+    effect, reason = compare("action", change.before, change.after, ACTION_STRENGTH)
     return effect, f"{reason} for {', '.join(users[:3])}"
 
 
@@ -148,7 +143,7 @@ def _rule_plan(change: Change, ctx: Context) -> Verdict:
         return NEUTRAL, "the rule is disabled"
     before = _plans(ctx.current).get(change.before, "permit")
     after = _plans(ctx.desired).get(change.after, "permit")
-    effect, reason = compare("action", before, after, STRENGTH)
+    effect, reason = compare("action", before, after, ACTION_STRENGTH)
     return effect, f"{reason} (action plan {change.before} -> {change.after})"
 
 
@@ -227,8 +222,8 @@ def _scope(change: Change, ctx: Context) -> Verdict:
 
 
 def _direction(change: Change, ctx: Context) -> Verdict:
-    lost = COVERS.get(change.before, set()) - COVERS.get(change.after, set())
-    gained = COVERS.get(change.after, set()) - COVERS.get(change.before, set())
+    before, after = DLP_DIRECTIONS.get(change.before, frozenset()), DLP_DIRECTIONS.get(change.after, frozenset())
+    lost, gained = before - after, after - before
     what = f"direction {change.before} -> {change.after}"
     if lost:
         return _narrower(True, what + f" (no longer {', '.join(sorted(lost))})", change, ctx)

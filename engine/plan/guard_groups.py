@@ -7,17 +7,19 @@ peer or domain is no longer covered), and tightens when the group grants somethi
 counts as already encrypted) — there an entry *added* is the loosening. A route change is
 judged by where mail goes afterwards: for every domain the configs name (and "any other
 domain"), the route and TLS level it would take before and after; a lower level is a
-loosening. Domains are matched like the relay does: `*.example.com` matches subdomains.
+loosening. Routing, domain and IP matching and the special group names are the relay's own,
+from `engine/policy/rules.py` and `engine/policy/groups.py`: `*.example.com` matches subdomains.
 """
 
 from __future__ import annotations
 
-import ipaddress
-
+from engine.config.model import Route
 from engine.plan.change import LOOSENING, NEUTRAL, TIGHTENING, Action, Change
-from engine.plan.guard import LEVEL_RANK, Context, Verdict, judge
+from engine.plan.guard import Context, Verdict, judge, outbound_default
+from engine.policy import rules
+from engine.policy.groups import DomainSet, IPSet
+from engine.policy.rules import GATEWAY_GROUP, TRUSTED_GROUP
 
-TRUSTED_GROUP = "internal_servers"
 OTHER_DOMAINS = "other domains"
 
 
@@ -36,22 +38,8 @@ def _uncovered(entries: list[str], others: list[str], section: str) -> list[str]
     """The `entries` that add a peer or domain beyond `others` (not a subnet, not a subdomain)."""
     if not entries:
         return []
-    if section != "ip_groups":
-        return [e for e in entries if not any(e == o or (o.startswith("*.") and _in(_example(e), [o])) for o in others)]
-    nets = [n for n in map(_network, others) if n is not None]
-    out = []
-    for entry in entries:
-        net = _network(entry)
-        if net is None or not any(net.version == o.version and net.subnet_of(o) for o in nets):
-            out.append(entry)
-    return out
-
-
-def _network(entry: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
-    try:
-        return ipaddress.ip_network(entry, strict=False)
-    except ValueError:
-        return None
+    group = IPSet.of(others) if section == "ip_groups" else DomainSet.of(others)
+    return [e for e in entries if not group.covers(e)]
 
 
 def _effective(change: Change, ctx: Context) -> tuple[list[str], list[str], Verdict | None]:
@@ -75,8 +63,9 @@ def _list(entries: list[str]) -> str:
 
 
 def gateway_group(config: dict) -> str:
+    """`rules.gateway_group` of a canonical config."""
     third_party = config.get("encryption", {}).get("third_party")
-    return third_party.get("encrypted_ip_group", "encryption_gateway") if third_party else "encryption_gateway"
+    return third_party.get("encrypted_ip_group", GATEWAY_GROUP) if third_party else GATEWAY_GROUP
 
 
 def protective_rules(config: dict):
@@ -155,7 +144,11 @@ def _domain_group(change: Change, ctx: Context) -> Verdict:
         return same
     uses = _enforced_uses("domain_group", name, added, removed, ctx)
     if any(_route_group(r) == name for cfg in (ctx.current, ctx.desired) for r in cfg.get("routes", [])):
-        uses += _reach(added + removed, _toggled(ctx.desired, name, added, removed), ctx.desired)
+        # Every pattern the changed entries match, not only those entries: `*.x` leaving a group
+        # sends `a.x` to a later route written for `a.x` alone, at a level `*.x` does not show.
+        changed = DomainSet.of(added + removed)
+        probes = [*added, *removed, *(p for p in _probes(ctx) if p != OTHER_DOMAINS and changed.contains(p))]
+        uses += _reach(list(dict.fromkeys(probes)), _toggled(ctx.desired, name, added, removed), ctx.desired)
     uses += _dlp_uses(("destination", "domain_groups"), name, added, removed, ctx)
     return judge(uses, (NEUTRAL, f"domain group {name} is not used by a TLS, route or DLP rule"))
 
@@ -171,8 +164,8 @@ def _internal_domains(change: Change, ctx: Context) -> Verdict:
 
 
 def _encrypted_group(change: Change, ctx: Context) -> Verdict:
-    old = set(ctx.current.get("ip_groups", {}).get(change.before or "encryption_gateway", []))
-    new = ctx.desired.get("ip_groups", {}).get(change.after or "encryption_gateway", [])
+    old = set(ctx.current.get("ip_groups", {}).get(change.before or GATEWAY_GROUP, []))
+    new = ctx.desired.get("ip_groups", {}).get(change.after or GATEWAY_GROUP, [])
     extra = [e for e in new if e not in old]
     if extra:
         return LOOSENING, f"mail from {_list(extra)} will count as already encrypted"
@@ -187,40 +180,29 @@ def _route_group(route: dict) -> str | None:
     return recipients.get("domain_group") if isinstance(recipients, dict) else None
 
 
-def _example(pattern: str) -> str:
-    return "sub" + pattern[1:] if pattern.startswith("*.") else pattern
+class _Groups(dict):
+    """Domain groups compiled; a group the config lacks matches nothing."""
+
+    def __missing__(self, name: str) -> DomainSet:
+        return DomainSet.of(())
 
 
-def _in(domain: str, patterns: list[str]) -> bool:
-    domain = domain.lower().rstrip(".")
-    for pattern in patterns:
-        pattern = pattern.lower().rstrip(".")
-        if domain == pattern or (pattern.startswith("*.") and domain.endswith(pattern[1:])):
-            return True
-    return False
+def routing_table(config: dict) -> tuple[rules.RouteChoice, ...]:
+    """The relay's routing table (`rules.routing_table`) of a canonical config."""
+    groups = _Groups({name: DomainSet.of(entries) for name, entries in config.get("domain_groups", {}).items()})
+    routes = [Route.model_validate(route) for route in config.get("routes", [])]
+    return rules.routing_table(routes, groups, outbound_default(config))
 
 
-def _matches(config: dict, route: dict, probe: str) -> bool:
-    """Whether `route` takes mail to `probe` (a domain pattern, or OTHER_DOMAINS)."""
-    recipients = route.get("recipients")
-    if recipients == "any":
-        return True
-    if not isinstance(recipients, dict) or probe == OTHER_DOMAINS:
-        return False
-    domain = _example(probe)
-    if "domain_group" in recipients:
-        return _in(domain, config.get("domain_groups", {}).get(recipients["domain_group"], []))
-    return _in(domain, recipients.get("domains", []))
+def route_for(table: tuple[rules.RouteChoice, ...], pattern: str) -> tuple[str, str]:
+    """(route, TLS level) that mail to `pattern`'s domains (or OTHER_DOMAINS) takes.
 
-
-def route_for(config: dict, pattern: str) -> tuple[str, str]:
-    """(route name, TLS level) that mail to `pattern`'s domains takes: first match wins,
-    then the implicit default route (MX at tls.outbound_default)."""
-    default = config.get("tls", {}).get("outbound_default", "opportunistic")
-    for route in config.get("routes", []):
-        if _matches(config, route, pattern):
-            return f"route {route['name']}", route.get("tls") or default
-    return "the default route", default
+    A wildcard is looked up as written: `*.example.com` is then a subdomain that no other
+    entry names exactly (no entry can be the label `*`), so it stands for every subdomain
+    that only wildcards match. (A made-up subdomain such as `sub.example.com` could be
+    another route's exact entry, and hide where the rest of the subdomains go.)"""
+    choice = rules.route_for(table, None if pattern == OTHER_DOMAINS else pattern)
+    return (f"route {choice.name}" if choice.route else "the default route"), choice.tls
 
 
 def _probes(ctx: Context) -> list[str]:
@@ -239,9 +221,10 @@ def _reach(probes: list[str], baseline: dict, desired: dict) -> list[Verdict]:
     """Verdicts for the mail to `probes` whose route TLS level differs between `baseline`
     (the desired config with this one change undone) and `desired`."""
     out = []
+    before, after = routing_table(baseline), routing_table(desired)
     for probe in probes:
-        (r1, l1), (r2, l2) = route_for(baseline, probe), route_for(desired, probe)
-        b, a = LEVEL_RANK.get(l1, 0), LEVEL_RANK.get(l2, 0)
+        (r1, l1), (r2, l2) = route_for(before, probe), route_for(after, probe)
+        b, a = rules.LEVEL_RANK.get(l1, 0), rules.LEVEL_RANK.get(l2, 0)
         if a != b:
             effect = LOOSENING if a < b else TIGHTENING
             out.append((effect, f"mail to {probe} now leaves by {r2} at {l2} (was {r1} at {l1})"))

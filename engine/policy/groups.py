@@ -1,4 +1,11 @@
-"""Named groups compiled for fast membership tests: IP networks and domain patterns."""
+"""Named groups compiled for fast membership tests: IP networks and domain patterns.
+
+The one definition of what a group entry matches, for the relay (which peers and domains a
+rule covers) and the downgrade guard (whether a removed entry is still covered by the rest).
+Domain entries: `example.com` matches that domain exactly (case and a trailing dot ignored);
+`*.example.com` matches every subdomain at any depth but not `example.com` itself. Any other
+entry, `.example.com` included, is compared exactly and so matches no real domain.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +30,18 @@ class IPSet:
     def contains(self, address: str | None) -> bool:
         ip = parse_ip(address) if address else None
         return ip is not None and any(ip in net for net in self.networks if net.version == ip.version)
+
+    def covers(self, entry: str) -> bool:
+        """Whether every address of `entry` (an address or network) is already in the set,
+        in one network or several (two /25 cover their /24)."""
+        try:
+            net = ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            return False
+        same = [other for other in self.networks if other.version == net.version]
+        # Merged, the networks are the largest aligned blocks of the set: a block inside the set
+        # lies inside one of them.
+        return any(net.subnet_of(block) for block in ipaddress.collapse_addresses(same))
 
 
 @lru_cache(maxsize=4096)
@@ -49,16 +68,30 @@ class DomainSet:
     def of(cls, entries: Iterable[str]) -> DomainSet:
         exact, suffixes = set(), []
         for entry in entries:
-            entry = entry.lower().rstrip(".")
-            if entry.startswith("*."):
-                suffixes.append(entry[1:])  # ".bank.example"
+            name, suffix = _pattern(entry)
+            if suffix is None:
+                exact.add(name)
             else:
-                exact.add(entry)
+                suffixes.append(suffix)
         return cls(frozenset(exact), tuple(suffixes))
 
     def contains(self, domain: str) -> bool:
         domain = domain.lower().rstrip(".")
         return domain in self.exact or any(domain.endswith(s) for s in self.suffixes)
+
+    def covers(self, entry: str) -> bool:
+        """Whether every domain `entry` matches is already in the set (a subdomain under a
+        wildcard, a narrower wildcard under a wider one, the same entry in another case)."""
+        name, suffix = _pattern(entry)
+        if suffix is None:
+            return self.contains(name)
+        return any(suffix.endswith(s) for s in self.suffixes)
+
+
+def _pattern(entry: str) -> tuple[str, str | None]:
+    """(the entry normalised, the suffix a wildcard matches or None for an exact entry)."""
+    entry = entry.lower().rstrip(".")
+    return entry, (entry[1:] if entry.startswith("*.") else None)  # "*.bank.example" -> ".bank.example"
 
 
 def domain_of(address: str) -> str:

@@ -12,6 +12,8 @@ layer can build the contexts once, before a config swap, and hand them to sessio
     secure         verify + the host name in the certificate's DNS SANs (never the CN)
     dane, mta-sts  reserved; enforced like `secure` until implemented
 
+The order of the levels is `engine/policy/rules.py`'s, which the downgrade guard uses too.
+
 Python's `ssl` can restrict TLS 1.2 cipher lists but not the TLS 1.3 suites, so a minimum
 cipher strength is enforced twice: by the cipher string where possible, and after every
 handshake by `check_negotiated`, whose refusal the caller must honour (close, no transfer).
@@ -23,6 +25,8 @@ import enum
 import os
 import ssl
 import warnings
+
+from engine.policy import rules
 
 PROTOCOLS = {
     "TLSv1": ssl.TLSVersion.TLSv1,
@@ -65,26 +69,26 @@ class TLSLevel(enum.StrEnum):
 
     @property
     def rank(self) -> int:
-        """Position in the order none < opportunistic < mandatory < verify < secure."""
-        return _RANK[self]
+        """Position in the order none < opportunistic < mandatory < verify < secure (`rules.rank`)."""
+        return rules.rank(self)
 
     @property
     def enforced(self) -> TLSLevel:
         """The level actually enforced today (the reserved levels act as `secure`)."""
-        return TLSLevel.SECURE if self.rank == _RANK[TLSLevel.SECURE] else self
+        return TLSLevel(rules.enforced_level(self))
 
     @property
     def requires_tls(self) -> bool:
         """No STARTTLS or a failed handshake means no transfer."""
-        return self.rank >= _RANK[TLSLevel.MANDATORY]
+        return self.rank >= rules.rank(TLSLevel.MANDATORY)
 
     @property
     def verifies_chain(self) -> bool:
-        return self.rank >= _RANK[TLSLevel.VERIFY]
+        return self.rank >= rules.rank(TLSLevel.VERIFY)
 
     @property
     def checks_hostname(self) -> bool:
-        return self.rank >= _RANK[TLSLevel.SECURE]
+        return self.rank >= rules.rank(TLSLevel.SECURE)
 
     def at_least(self, other: TLSLevel | str) -> bool:
         return self.rank >= TLSLevel.parse(other).rank
@@ -92,7 +96,7 @@ class TLSLevel(enum.StrEnum):
     @staticmethod
     def strictest(*levels: TLSLevel | str) -> TLSLevel:
         """The most demanding of `levels` (e.g. a route's level and an enforced-TLS rule's)."""
-        return max((TLSLevel.parse(level) for level in levels), key=lambda level: level.rank)
+        return TLSLevel(rules.strictest(*(TLSLevel.parse(level) for level in levels)))
 
     # StrEnum would otherwise compare the names alphabetically.
     def __lt__(self, other: object) -> bool:
@@ -106,17 +110,6 @@ class TLSLevel(enum.StrEnum):
 
     def __ge__(self, other: object) -> bool:
         return self.rank >= TLSLevel.parse(other).rank  # type: ignore[arg-type]
-
-
-_RANK = {
-    TLSLevel.NONE: 0,
-    TLSLevel.OPPORTUNISTIC: 1,
-    TLSLevel.MANDATORY: 2,
-    TLSLevel.VERIFY: 3,
-    TLSLevel.SECURE: 4,
-    TLSLevel.DANE: 4,
-    TLSLevel.MTA_STS: 4,
-}
 
 
 class TLSPolicyError(Exception):
