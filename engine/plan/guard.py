@@ -124,8 +124,22 @@ def _enforced_rule(change: Change, ctx: Context) -> Verdict:
     if change.action is Action.CREATE:
         return TIGHTENING, f"{what} must now use TLS at level {rule['level']}"
     if rules.LEVEL_RANK.get(rule["level"], 0) < rules.rank("mandatory"):
-        return NEUTRAL, f"the removed rule only asked for {rule['level']} TLS"
+        below = _routes_below(ctx.desired, rule["level"]) if rule["direction"] != "inbound" else []
+        if below:  # e.g. `opportunistic` over a `tls: none` route: the relay stops trying STARTTLS
+            return LOOSENING, (
+                f"enforced-TLS rule removed: {what} fall back to the weaker TLS of route(s) "
+                f"{', '.join(below)} instead of {rule['level']}"
+            )
+        return NEUTRAL, f"the removed rule only asked for {rule['level']} TLS, which every route already has"
     return LOOSENING, f"enforced-TLS rule removed: {what} no longer must use {rule['level']} TLS"
+
+
+def _routes_below(config: dict, level: str) -> list[str]:
+    """The routes of `config` (and the implicit default) whose TLS level is below `level`."""
+    default = outbound_default(config)
+    named = [(r.get("name", "?"), rules.route_level(r.get("tls"), default)) for r in config.get("routes", [])]
+    named.append(("(default)", default))
+    return [name for name, have in named if rules.rank(have) < rules.rank(level)]
 
 
 def _match_text(match: dict) -> str:

@@ -141,9 +141,9 @@ def test_enforced_rules(direction: str, ip: str, domain: str, names: list[str]) 
 def test_the_relay_demands_the_strictest_of_the_rules_and_the_route() -> None:
     live = provision(ENFORCED, base_dir=Path(), version=1, tls=False)
     route = live.route_for("partner.example")
-    assert live.outbound_policy(route, "partner.example", "192.0.2.10", encrypt=False).level is TLSLevel.SECURE
-    assert live.outbound_policy(route, "x.example", "192.0.2.10", encrypt=False).level is TLSLevel.VERIFY
-    assert live.outbound_policy(route, "x.example", "203.0.113.1", encrypt=False).level is TLSLevel.OPPORTUNISTIC
+    assert live.outbound_policy(route, "partner.example", "192.0.2.10").level is TLSLevel.SECURE
+    assert live.outbound_policy(route, "x.example", "192.0.2.10").level is TLSLevel.VERIFY
+    assert live.outbound_policy(route, "x.example", "203.0.113.1").level is TLSLevel.OPPORTUNISTIC
     assert live.inbound_policy("198.51.100.7", "x.example").level is TLSLevel.MANDATORY
     assert live.inbound_policy("203.0.113.1", "partner.example") is None
 
@@ -330,7 +330,7 @@ def _demands(cfg: RelayConfig) -> dict[tuple[str, str, str], int]:
     for domain in DOMAIN_PROBES:
         route = live.route_for(domain)
         for ip in IP_PROBES:
-            out["outbound", domain, ip] = live.outbound_policy(route, domain, ip, encrypt=False).level.rank
+            out["outbound", domain, ip] = live.outbound_policy(route, domain, ip).level.rank
             inbound = live.inbound_policy(ip, domain)
             out["inbound", domain, ip] = inbound.level.rank if inbound else 0
     return out
@@ -528,14 +528,18 @@ def test_an_entry_covered_by_two_others_removes_nobody() -> None:
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="docs/plan.md: removing an enforced-TLS rule that asked only none/opportunistic is neutral, "
-    "though under a `tls: none` route it was what made the relay try STARTTLS",
-)
 def test_removing_an_opportunistic_rule_under_a_plain_route() -> None:
+    """Under a `tls: none` route the rule was what made the relay try STARTTLS: a loosening."""
     rule = {"name": "try", "direction": "outbound", "match": {"ip_group": "g"}, "level": "opportunistic"}
     before = config(tls={"outbound_default": "none"}, ip_groups={"g": ["192.0.2.0/24"]}, enforced_tls=[rule])
     after = config(tls={"outbound_default": "none"}, ip_groups={"g": ["192.0.2.0/24"]})
     assert _weaker(before, after)
     assert _loosenings(before, after)
+
+
+def test_removing_an_opportunistic_rule_where_every_route_has_it_is_neutral() -> None:
+    rule = {"name": "try", "direction": "outbound", "match": {"ip_group": "g"}, "level": "opportunistic"}
+    before = config(tls={"outbound_default": "opportunistic"}, ip_groups={"g": ["192.0.2.0/24"]}, enforced_tls=[rule])
+    after = config(tls={"outbound_default": "opportunistic"}, ip_groups={"g": ["192.0.2.0/24"]})
+    assert not _weaker(before, after)
+    assert not _loosenings(before, after)

@@ -198,9 +198,7 @@ class Deliverer:
             return {r: _from_failure(failure) for r in rcpts}
         last: dict[str, RecipientOutcome] = {}
         for hop in hops:
-            policy = live.outbound_policy(route, domain, hop.address, encrypt=False)
-            if floor is not None:
-                policy = policy.tighten(floor.level, floor.min_protocol, floor.min_bits, floor.source)
+            policy = live.outbound_policy(route, domain, hop.address, floor)
             attempt = await transfer(
                 live, hop, policy, entry, rcpts, self.pool, auth=route.route.auth if route.route else None
             )

@@ -66,7 +66,7 @@ async def probe(desired: RelayConfig, changes: list[Change], base_dir) -> list[P
         except Exception as exc:  # noqa: BLE001 - reported, not raised
             results.append(ProbeResult(label, "-", "-", False, f"cannot resolve: {exc}"))
             continue
-        policy = live.outbound_policy(route, domain, hops[0].address, encrypt=False)
+        policy = live.outbound_policy(route, domain, hops[0].address)
         results.append(await _one(live, label, hops[0], policy))
     return results
 

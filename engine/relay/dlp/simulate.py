@@ -20,6 +20,7 @@ from engine.config.model import RelayConfig
 from engine.config.source import SourceMap
 from engine.policy.groups import domain_of
 from engine.relay.dlp.decide import judge
+from engine.relay.methods.tls import floor_of
 from engine.relay.runtime.live import Live, provision
 
 COMPARED = ("direction", "action", "method", "policies", "route", "tls")
@@ -95,7 +96,8 @@ def simulate_one(
         if decision.encrypt and decision.method != "tls":
             tls = f"n/a (method {decision.method})"
         else:
-            tls = str(live.outbound_policy(route, domain, "", encrypt=decision.encrypt))
+            floor = floor_of(live.config) if decision.encrypt else None  # what the tls method demands
+            tls = str(live.outbound_policy(route, domain, "", floor))
     return Simulated(
         message=name,
         direction=decision.direction,

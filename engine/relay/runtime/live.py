@@ -20,7 +20,7 @@ from engine.config.model.transport import NextHopHost, PfxSource, Route
 from engine.config.secrets import resolve
 from engine.policy import rules
 from engine.policy.groups import DomainSet, IPSet
-from engine.policy.rules import TRUSTED_GROUP
+from engine.policy.rules import TRUSTED_GROUP, gateway_group
 
 if TYPE_CHECKING:  # the methods deliver through transfer, which needs Live: built when provisioning
     from engine.relay.methods.base import Chain
@@ -95,14 +95,14 @@ class Live:
             )
         return policy
 
-    def outbound_policy(self, route: CompiledRoute, domain: str, hop_ip: str, *, encrypt: bool) -> TLSPolicy:
-        """What delivery to `domain` via `hop_ip` must achieve (route, rules, encryption)."""
+    def outbound_policy(self, route: CompiledRoute, domain: str, hop_ip: str, floor=None) -> TLSPolicy:
+        """What delivery to `domain` via `hop_ip` must achieve: the route, the enforced-TLS
+        rules, and the `floor` a method's sealed copy demands (methods.base.TLSFloor)."""
         policy = TLSPolicy(route.tls, sources=(f"routes.{route.name}" if route.route else "tls.outbound_default",))
         for rule in self._enforced("outbound", hop_ip, domain):
             policy = policy.tighten(rule.level, rule.min_protocol, rule.min_cipher_bits, f"enforced_tls.{rule.name}")
-        enc = self.config.encryption
-        if encrypt and enc.method == "tls":
-            policy = policy.tighten(enc.tls.level, enc.tls.min_protocol, enc.tls.min_cipher_bits, "encryption.tls")
+        if floor is not None:
+            policy = policy.tighten(floor.level, floor.min_protocol, floor.min_bits, floor.source)
         return policy
 
     def client_context(self, policy: TLSPolicy) -> ssl.SSLContext | None:
@@ -133,9 +133,6 @@ def provision(config: RelayConfig, *, base_dir: Path, version: int, tls: bool = 
     data_dir = (base_dir / config.system.data_dir).resolve()
     ip_groups = {name: IPSet.of(entries) for name, entries in config.ip_groups.items()}
     domain_groups = {name: DomainSet.of(entries) for name, entries in config.domain_groups.items()}
-    gateway_name = (
-        config.encryption.third_party.encrypted_ip_group if config.encryption.third_party else "encryption_gateway"
-    )
     cert_dir = None
     if tls:
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -149,7 +146,7 @@ def provision(config: RelayConfig, *, base_dir: Path, version: int, tls: bool = 
         domain_groups=domain_groups,
         internal=DomainSet.of(config.system.internal_domains),
         trusted=ip_groups.get(TRUSTED_GROUP, IPSet(())),
-        gateway=ip_groups.get(gateway_name, IPSet(())),
+        gateway=ip_groups.get(gateway_group(config), IPSet(())),
         routes=_routes(config, domain_groups),
         policies=Policies(config, ip_groups, domain_groups),
         server_tls=server_context(cert_dir / "cert.pem", cert_dir / "key.pem") if cert_dir else None,
