@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from engine.admin.contract import Summary
+from engine.admin.contract import ChangeCounts
 
 __all__ = ["AUDIT_FILE", "Audit", "AuditRecord", "utc_now"]
 
@@ -49,7 +49,7 @@ class AuditRecord:
     hash: str | None = None  # hash of the config running after the attempt (as GET /v1/config)
     reason: str | None = None
     allow_downgrade: bool = False
-    summary: Summary = field(default_factory=Summary)
+    summary: ChangeCounts = field(default_factory=ChangeCounts)
     error: str | None = None
     detail: str | None = None
     source: str = "api"  # api, file-watch or start: what asked for the change
@@ -69,7 +69,7 @@ class AuditRecord:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> AuditRecord:
         data = dict(data)
-        data["summary"] = Summary.from_json(data.get("summary") or {})
+        data["summary"] = ChangeCounts.from_json(data.get("summary") or {})
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known})
 

@@ -34,7 +34,7 @@ __all__ = [
     "Reload",
     "RunningConfig",
     "Status",
-    "Summary",
+    "ChangeCounts",
     "WireError",
 ]
 
@@ -110,7 +110,7 @@ def _dicts(value: list, where: str) -> tuple[dict, ...]:
 
 
 @dataclass(frozen=True)
-class Summary:
+class ChangeCounts:
     """Counts of a plan's changes: `+` add, `~` change, `-` remove, and how many are loosenings."""
 
     add: int = 0
@@ -126,7 +126,7 @@ class Summary:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: Any) -> Summary:
+    def from_json(cls, data: Any) -> ChangeCounts:
         w = "summary"
         return cls(*(_get(data, k, int, 0, where=w) for k in ("add", "change", "remove", "loosening")))
 
@@ -242,7 +242,7 @@ class PlanResult:
     ok: bool
     base_version: int  # the running version the plan was computed against
     plan: dict | None = None
-    summary: Summary = field(default_factory=Summary)
+    summary: ChangeCounts = field(default_factory=ChangeCounts)
     error: str | None = None  # an ErrorCode value when not ok
     detail: str | None = None
     diagnostics: tuple[dict, ...] = ()  # engine.config.diagnostics.to_json(...) of each finding
@@ -268,7 +268,7 @@ class PlanResult:
             ok=_get(data, "ok", bool, where=w),
             base_version=_get(data, "base_version", int, where=w),
             plan=_get(data, "plan", (dict, type(None)), None, where=w),
-            summary=Summary.from_json(_get(data, "summary", dict, {}, where=w)),
+            summary=ChangeCounts.from_json(_get(data, "summary", dict, {}, where=w)),
             error=_get(data, "error", (str, type(None)), None, where=w),
             detail=_get(data, "detail", (str, type(None)), None, where=w),
             diagnostics=_dicts(_get(data, "diagnostics", list, [], where=w), f"{w}.diagnostics"),
@@ -334,7 +334,7 @@ class ApplyResult:
     error: str | None = None
     detail: str | None = None
     diagnostics: tuple[dict, ...] = ()
-    summary: Summary = field(default_factory=Summary)
+    summary: ChangeCounts = field(default_factory=ChangeCounts)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "diagnostics", tuple(self.diagnostics))
@@ -347,7 +347,7 @@ class ApplyResult:
         *,
         version: int,
         diagnostics: tuple[dict, ...] | list[dict] = (),
-        summary: Summary | None = None,
+        summary: ChangeCounts | None = None,
     ) -> ApplyResult:
         """A refusal: nothing changed, `version` is still running."""
         return cls(
@@ -358,7 +358,7 @@ class ApplyResult:
             error=str(code),
             detail=detail,
             diagnostics=tuple(diagnostics),
-            summary=summary or Summary(),
+            summary=summary or ChangeCounts(),
         )
 
     def to_json(self) -> dict:
@@ -384,7 +384,7 @@ class ApplyResult:
             error=_get(data, "error", (str, type(None)), None, where=w),
             detail=_get(data, "detail", (str, type(None)), None, where=w),
             diagnostics=_dicts(_get(data, "diagnostics", list, [], where=w), f"{w}.diagnostics"),
-            summary=Summary.from_json(_get(data, "summary", dict, {}, where=w)),
+            summary=ChangeCounts.from_json(_get(data, "summary", dict, {}, where=w)),
         )
 
 

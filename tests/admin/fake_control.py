@@ -18,12 +18,12 @@ import time
 from engine.admin.contract import (
     ApplyRequest,
     ApplyResult,
+    ChangeCounts,
     ErrorCode,
     PlanResult,
     Reload,
     RunningConfig,
     Status,
-    Summary,
 )
 from engine.config.diagnostics import has_errors, to_json
 from engine.config.load import validate_data
@@ -111,7 +111,7 @@ class FakeControl:
         _, diags = validate_data(desired)
         return [to_json(d) for d in diags] if has_errors(diags) else []
 
-    def _diff(self, desired: dict) -> tuple[dict, Summary]:
+    def _diff(self, desired: dict) -> tuple[dict, ChangeCounts]:
         current = self._running.config
         changes = []
         for key in sorted(set(current) | set(desired)):
@@ -130,4 +130,4 @@ class FakeControl:
         count = {a: sum(1 for c in changes if c["action"] == a) for a in "+~-"}
         plan = {"base_version": self._running.version, "changes": changes, "loosenings": loosenings}
         plan["hash"] = "sha256:" + hashlib.sha256(canonical_json(plan)).hexdigest()
-        return plan, Summary(count["+"], count["~"], count["-"], len(loosenings))
+        return plan, ChangeCounts(count["+"], count["~"], count["-"], len(loosenings))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from engine.admin.api import stop_admin
 from engine.admin.audit import Audit, AuditRecord
-from engine.admin.contract import ApplyRequest, Summary
+from engine.admin.contract import ApplyRequest, ChangeCounts
 from engine.admin.token import token_id
 from tests.admin.conftest import start
 from tests.admin.fake_control import FakeControl, base_config
@@ -21,7 +21,7 @@ def record(n: int, **kw) -> AuditRecord:
 
 def test_records_are_json_lines_appended(tmp_path: Path) -> None:
     audit = Audit.in_dir(tmp_path)
-    audit.append(record(1, summary=Summary(1, 2, 3, 1), reason="why"))
+    audit.append(record(1, summary=ChangeCounts(1, 2, 3, 1), reason="why"))
     audit.append(record(2))
     lines = (tmp_path / "audit.log").read_text().splitlines()
     assert len(lines) == 2

@@ -8,29 +8,29 @@ from engine.admin.contract import (
     HTTP_STATUS,
     ApplyRequest,
     ApplyResult,
+    ChangeCounts,
     Control,
     ErrorCode,
     PlanResult,
     Reload,
     RunningConfig,
     Status,
-    Summary,
     WireError,
 )
 from tests.admin.fake_control import FakeControl, config_hash
 
 VALUES = [
-    Summary(1, 2, 3, 1),
+    ChangeCounts(1, 2, 3, 1),
     RunningConfig(3, {"version": 1}, config_hash({"version": 1}), "abc", 1.5, "api"),
     RunningConfig(1, {}, config_hash({}), None, 0.0, "file:relay.yaml"),
     Reload(1.0, False, "file:relay.yaml", "bad"),
     Status(2, Reload(1.0, True, "api"), 3.5, {"active": 1}, [{"name": "mx"}]),
     Status(1, None, 0.0),
-    PlanResult(True, 4, {"changes": []}, Summary(add=1)),
+    PlanResult(True, 4, {"changes": []}, ChangeCounts(add=1)),
     PlanResult(False, 4, error=ErrorCode.INVALID, detail="x", diagnostics=[{"path": "a", "message": "m"}]),
     ApplyRequest({"version": 1}, 2, "abc", "because", True, "sha256:00"),
-    ApplyResult(True, 3, 2, True, summary=Summary(change=1)),
-    ApplyResult.refused(ErrorCode.DOWNGRADE_REFUSED, "loosening", version=2, summary=Summary(loosening=1)),
+    ApplyResult(True, 3, 2, True, summary=ChangeCounts(change=1)),
+    ApplyResult.refused(ErrorCode.DOWNGRADE_REFUSED, "loosening", version=2, summary=ChangeCounts(loosening=1)),
 ]
 
 

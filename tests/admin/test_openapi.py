@@ -8,7 +8,7 @@ from starlette.routing import Route
 
 from engine.admin.api import make_app
 from engine.admin.audit import AuditRecord
-from engine.admin.contract import ApplyRequest, ApplyResult, PlanResult, RunningConfig, Status, Summary
+from engine.admin.contract import ApplyRequest, ApplyResult, ChangeCounts, PlanResult, RunningConfig, Status
 from engine.admin.openapi import openapi_document
 from tests.admin.fake_control import FakeControl
 
@@ -59,7 +59,7 @@ def test_every_reference_resolves_and_every_schema_is_valid() -> None:
 
 
 SAMPLES = {
-    "Summary": Summary(1, 0, 0, 0),
+    "ChangeCounts": ChangeCounts(1, 0, 0, 0),
     "RunningConfig": RunningConfig(1, {}, "0" * 64, None, 0.0, "api"),
     "Status": Status(1, None, 0.0),
     "PlanResult": PlanResult(True, 1, {}),

@@ -18,12 +18,12 @@ from dataclasses import asdict, replace
 from engine.admin.contract import (
     ApplyRequest,
     ApplyResult,
+    ChangeCounts,
     ErrorCode,
     PlanResult,
     Reload,
     RunningConfig,
     Status,
-    Summary,
 )
 from engine.config.diagnostics import has_errors, to_json
 from engine.config.load import validate_data
@@ -294,6 +294,6 @@ class RelayControl:
         metrics.SWAPS.labels(source, "refused").inc()
 
 
-def _summary(plan: Plan) -> Summary:
+def _summary(plan: Plan) -> ChangeCounts:
     s = plan.summary
-    return Summary(s.add, s.change, s.destroy, s.loosening)
+    return ChangeCounts(s.add, s.change, s.destroy, s.loosening)

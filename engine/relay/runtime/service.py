@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 
 from engine.admin.audit import Audit, AuditRecord
-from engine.admin.contract import Summary
+from engine.admin.contract import ChangeCounts
 from engine.config.diagnostics import render_text
 from engine.config.load import load_config
 from engine.config.source import config_files
@@ -225,7 +225,7 @@ class Service:
                 result=result,
                 commit=commit,
                 hash=self.control.running().hash,
-                summary=Summary(),
+                summary=ChangeCounts(),
                 error="invalid" if result == "refused" else ("apply_failed" if error else None),
                 detail=(error or "")[:2000] or None,
                 reason=str(self.path),

@@ -15,7 +15,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.admin.contract import Summary
+from engine.admin.contract import ChangeCounts
 from engine.config.diagnostics import has_errors, render_text
 from engine.config.load import load_config, validate_data
 from engine.plan.build import make_plan
@@ -36,7 +36,7 @@ class Start:
     from_version: int
     commit: str | None = None
     dirty: bool = False
-    summary: Summary = Summary()
+    summary: ChangeCounts = ChangeCounts()
     allow_downgrade: bool = False
     reason: str | None = None
     held: dict | None = None  # the refused change, for /v1/status
@@ -66,7 +66,7 @@ def choose(
         first = resumed is None
         return Start(live, "applied" if first else "unchanged", known.version, commit, dirty, reason=reason)
     plan = make_plan(result.config, resumed, base_version=known.version, desired_label=str(path))
-    summary = Summary(plan.summary.add, plan.summary.change, plan.summary.destroy, plan.summary.loosening)
+    summary = ChangeCounts(plan.summary.add, plan.summary.change, plan.summary.destroy, plan.summary.loosening)
     if plan.loosenings and not allow_downgrade:
         why = "; ".join(f"{c.address}: {c.reason}" for c in plan.loosenings[:5])
         held = {
