@@ -130,54 +130,51 @@ class LogFlusher(_Task):
             logbuffer.flush()
 
 
-class AdminApi:
-    """The admin API on `system.admin` (token in `<data_dir>/admin.token`)."""
+class _Http:
+    """A component that is one HTTP server (Starlette on uvicorn) in the control loop."""
 
-    name = "admin-api"
+    name = "http"
     plane = "control"
 
     def __init__(self) -> None:
         self._server = None
         self.port: int | None = None
 
-    async def start(self, service: Service) -> None:
-        live = service.relay.live
-        endpoint = live.config.system.admin
-        app = make_app(service.control, ensure_token(live.data_dir), service.audit)
+    async def serve(self, app, endpoint) -> int:
         self._server = await serve_admin(app, endpoint.address, endpoint.port)
         self.port = self._server[0].config.port
-        service.admin_port = self.port
+        return self.port
 
     async def stop(self) -> None:
         if self._server:
             await stop_admin(*self._server)
 
     def on_swap(self, live: Live) -> None:
-        pass  # its address changes at restart only (docs/admin-api.md)
+        pass  # HTTP addresses change at restart only (docs/admin-api.md)
 
 
-class MetricsEndpoint:
+class AdminApi(_Http):
+    """The admin API on `system.admin` (token in `<data_dir>/admin.token`)."""
+
+    name = "admin-api"
+
+    async def start(self, service: Service) -> None:
+        live = service.relay.live
+        app = make_app(service.control, ensure_token(live.data_dir), service.audit)
+        service.admin_port = await self.serve(app, live.config.system.admin)
+
+
+class MetricsEndpoint(_Http):
     """`GET /metrics` on `system.metrics`, Prometheus' text format, from the process registry."""
 
     name = "metrics"
-    plane = "control"
-
-    def __init__(self) -> None:
-        self._server = None
-        self.port: int | None = None
 
     async def start(self, service: Service) -> None:
         endpoint = service.relay.live.config.system.metrics
         try:
-            self._server = await serve_admin(metrics_app(), endpoint.address, endpoint.port)
+            await self.serve(metrics_app(), endpoint)
         except OSError as exc:  # observability must not keep mail from flowing
             log.error("metrics endpoint %s:%s could not start: %s", endpoint.address, endpoint.port, exc)
-            return
-        self.port = self._server[0].config.port
-
-    async def stop(self) -> None:
-        if self._server:
-            await stop_admin(*self._server)
 
     def on_swap(self, live: Live) -> None:
         metrics.CONFIG_VERSION.set(live.version)
