@@ -14,7 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from engine.relay.runtime.components import components_for
 from engine.relay.runtime.service import Service
-from tests.relay.test_restart import METRICS, config_text
+from tests.relay.peers import free_port
+from tests.relay.test_restart import config_text
 
 
 def test_components_are_listed_in_one_place() -> None:
@@ -47,7 +48,7 @@ def closed(port: int) -> bool:
 async def service(tmp_path: Path):
     (tmp_path / "config").mkdir()
     path = tmp_path / "config" / "relay.yaml"
-    path.write_text(config_text("mandatory"))
+    path.write_text(config_text("mandatory", ports=(free_port(), free_port(), free_port())))
     service = Service(path, watch=True)
     await service.start()
     yield service
@@ -55,7 +56,7 @@ async def service(tmp_path: Path):
 
 
 async def test_metrics_endpoint_answers_metrics_only(service: Service) -> None:
-    base = f"http://127.0.0.1:{METRICS}"
+    base = f"http://127.0.0.1:{service.relay.live.config.system.metrics.port}"
     status, ctype, body = await asyncio.to_thread(fetch, base + "/metrics")
     assert status == 200 and ctype.startswith("text/plain; version=")
     families = {f.name: f for f in text_string_to_metric_families(body)}
@@ -72,7 +73,8 @@ async def test_a_swap_reaches_the_components(service: Service) -> None:
     path.write_text(path.read_text().replace("retry_interval: 15m", "retry_interval: 20m"))
     assert await service.reload() is None
     assert service.relay.live.version == before + 1
-    _, _, body = await asyncio.to_thread(fetch, f"http://127.0.0.1:{METRICS}/metrics")
+    port = service.relay.live.config.system.metrics.port
+    _, _, body = await asyncio.to_thread(fetch, f"http://127.0.0.1:{port}/metrics")
     [version] = {f.name: f for f in text_string_to_metric_families(body)}["sealrelay_config_version"].samples
     assert version.value == before + 1  # set by the metrics component's on_swap
 
@@ -80,10 +82,11 @@ async def test_a_swap_reaches_the_components(service: Service) -> None:
 async def test_stop_closes_every_endpoint(tmp_path: Path) -> None:
     (tmp_path / "config").mkdir()
     path = tmp_path / "config" / "relay.yaml"
-    path.write_text(config_text("mandatory"))
+    metrics = free_port()
+    path.write_text(config_text("mandatory", ports=(free_port(), free_port(), metrics)))
     service = Service(path)
     await service.start()
     admin = service.admin_port
-    assert not closed(admin) and not closed(METRICS)
+    assert not closed(admin) and not closed(metrics)
     await service.stop()
-    assert closed(admin) and closed(METRICS)
+    assert closed(admin) and closed(metrics)

@@ -23,15 +23,16 @@ ROOT = Path(__file__).resolve().parents[2]
 SMTP, ADMIN, METRICS = free_port(), free_port(), free_port()  # the same in every version of the file
 
 
-def config_text(level: str, retry: str = "15m") -> str:
+def config_text(level: str, retry: str = "15m", ports: tuple[int, int, int] = (SMTP, ADMIN, METRICS)) -> str:
+    smtp, admin, metrics = ports
     return textwrap.dedent(f"""\
         version: 1
         system:
           fqdn: relay.test.example
           internal_domains: [example.com]
-          listeners: [{{name: mx, address: 127.0.0.1, port: {SMTP}}}]
-          admin: {{address: 127.0.0.1, port: {ADMIN}}}
-          metrics: {{address: 127.0.0.1, port: {METRICS}}}
+          listeners: [{{name: mx, address: 127.0.0.1, port: {smtp}}}]
+          admin: {{address: 127.0.0.1, port: {admin}}}
+          metrics: {{address: 127.0.0.1, port: {metrics}}}
           data_dir: ../var
         ip_groups:
           internal_servers: [127.0.0.0/8]
