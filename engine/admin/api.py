@@ -329,7 +329,7 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 async def serve_admin(
-    app: ASGIApp, host: str, port: int, *, ready_timeout: float = 10.0
+    app: ASGIApp, host: str, port: int, *, ready_timeout: float = 10.0, name: str = "admin API"
 ) -> tuple[uvicorn.Server, asyncio.Task]:
     """Serve `app` on `host:port` (port 0: any free one) in the running loop; return once it accepts.
 
@@ -356,12 +356,12 @@ async def serve_admin(
         if task.done():
             sock.close()
             exc = task.exception()
-            raise RuntimeError(f"the admin API on {host}:{config.port} did not start: {exc!r}") from exc
+            raise RuntimeError(f"the {name} on {host}:{config.port} did not start: {exc!r}") from exc
         if loop.time() > deadline:
             await stop_admin(server, task)
-            raise TimeoutError(f"the admin API on {host}:{config.port} did not start in {ready_timeout}s")
+            raise TimeoutError(f"the {name} on {host}:{config.port} did not start in {ready_timeout}s")
         await asyncio.sleep(0.005)
-    log.info("admin API listening on %s:%d", host, config.port)
+    log.info("%s listening on %s:%d", name, host, config.port)
     return server, task
 
 

@@ -140,8 +140,8 @@ class _Http:
         self._server = None
         self.port: int | None = None
 
-    async def serve(self, app, endpoint) -> int:
-        self._server = await serve_admin(app, endpoint.address, endpoint.port)
+    async def serve(self, app, endpoint, what: str) -> int:
+        self._server = await serve_admin(app, endpoint.address, endpoint.port, name=what)
         self.port = self._server[0].config.port
         return self.port
 
@@ -161,7 +161,7 @@ class AdminApi(_Http):
     async def start(self, service: Service) -> None:
         live = service.relay.live
         app = make_app(service.control, ensure_token(live.data_dir), service.audit)
-        service.admin_port = await self.serve(app, live.config.system.admin)
+        service.admin_port = await self.serve(app, live.config.system.admin, "admin API")
 
 
 class MetricsEndpoint(_Http):
@@ -172,7 +172,7 @@ class MetricsEndpoint(_Http):
     async def start(self, service: Service) -> None:
         endpoint = service.relay.live.config.system.metrics
         try:
-            await self.serve(metrics_app(), endpoint)
+            await self.serve(metrics_app(), endpoint, "metrics endpoint")
         except OSError as exc:  # observability must not keep mail from flowing
             log.error("metrics endpoint %s:%s could not start: %s", endpoint.address, endpoint.port, exc)
 

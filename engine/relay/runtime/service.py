@@ -79,6 +79,17 @@ class Service:
         )
         self.audit = Audit.in_dir(live.data_dir)
         self._audit_start(start)
+        log.info(
+            "config version %d serving (start: %s%s%s)",
+            live.version,
+            {
+                "applied": "the config files",
+                "unchanged": "the config that ran last",
+                "refused": "the config that ran last",
+            }[start.result],
+            f", files at {start.commit[:12]}" if start.commit else "",
+            ", dirty tree" if start.dirty else "",
+        )
         self.control.on_swap = self._on_swap
         await self.relay.start()
         metrics.CONFIG_VERSION.set(live.version)
