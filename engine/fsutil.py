@@ -4,7 +4,8 @@ Used wherever a crash must not leave half a file: certificates and keys, the rel
 and running and applied configs, quarantined messages, saved plans, migrated config files,
 the exported schema and the admin token. Write to a unique temporary file in the same
 directory, fsync it, rename it over the target (or, `exclusive`, link it to a name that must
-not exist yet), fsync the directory.
+not exist yet), fsync the directory. `private_dir` makes the owner-only (0700) directories
+they live in, whatever the process's umask.
 """
 
 from __future__ import annotations
@@ -44,3 +45,20 @@ def fsync_dir(directory: str | os.PathLike) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def private_dir(directory: str | os.PathLike) -> Path:
+    """Make `directory` and its missing parents owner-only (0700), whatever the umask.
+
+    `Path.mkdir(mode, parents=True)` gives the parents it makes the umask's default mode;
+    this gives each 0700. Directories that exist already are left as they are (an admin may
+    have chosen their mode)."""
+    directory = Path(directory)
+    missing = []
+    here = directory
+    while not here.exists():
+        missing.append(here)
+        here = here.parent
+    for made in reversed(missing):
+        made.mkdir(mode=0o700, exist_ok=True)  # exists meanwhile: made by another process
+    return directory

@@ -4,9 +4,9 @@ Pure library code with plain-value interfaces: callers pass strings, bytes and p
 back a `CertBundle` (key, leaf, chain) or PEM bytes. Every refusal is a `CertError` whose
 message says what is wrong and what to do, fit to show an admin as-is.
 
-On disk the active certificate is a directory holding `cert.pem` (leaf then chain) and
-`key.pem` (unencrypted, mode 0600), each replaced atomically (temporary file, fsync,
-rename, fsync of the directory). The key is written before the certificate, and a pair whose
+On disk the active certificate is an owner-only directory (0700) holding `cert.pem` (leaf
+then chain) and `key.pem` (unencrypted), both mode 0600, each replaced atomically (temporary
+file, fsync, rename, fsync of the directory). The key is written before the certificate, and a pair whose
 key does not match its certificate is treated as damaged, so a crash between the two renames
 cannot leave a working-looking but mismatched pair in use.
 """
@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from engine.fsutil import write_atomic
+from engine.fsutil import private_dir, write_atomic
 
 KEY_TYPES = ("ecdsa-p256", "rsa-2048", "rsa-3072", "rsa-4096")
 MAX_PASSWORD_LENGTH = 100  # the seed's limit for key and PFX passwords
@@ -84,11 +84,11 @@ class CertBundle:
         )
 
     def to_pem_files(self, directory: str | os.PathLike[str]) -> tuple[Path, Path]:
-        """Write `cert.pem` and `key.pem` (0600) into `directory` atomically; return both paths."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+        """Write `cert.pem` and `key.pem` (both 0600) into `directory` atomically (made 0700 if
+        missing); return both paths."""
+        directory = private_dir(directory)
         key_path = write_atomic(directory / KEY_FILE, self.key_pem(), mode=0o600)
-        cert_path = write_atomic(directory / CERT_FILE, self.cert_pem(), mode=0o644)
+        cert_path = write_atomic(directory / CERT_FILE, self.cert_pem(), mode=0o600)
         return cert_path, key_path
 
     def describe(self, now: dt.datetime | None = None) -> CertInfo:

@@ -85,6 +85,10 @@ def serve(
         typer.echo('--allow-downgrade needs --reason "…" (it goes into the audit log)', err=True)
         raise typer.Exit(views.EXIT_ERROR)
 
+    import os
+
+    os.umask(0o077)  # everything the relay creates (queue, keys, state, audit log) is the owner's alone
+
     from engine.relay.runtime.logbuffer import install
     from engine.relay.runtime.relay import ConfigError, config_location
     from engine.relay.runtime.service import Service

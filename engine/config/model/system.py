@@ -49,6 +49,81 @@ class DNS(Model):
     timeout: DurationField = F("5s", "How long one lookup may take", "5s", validate_default=True)
 
 
+class Limits(Model):
+    """What one SMTP client may cost the relay: connections, time, commands, recipients, headers.
+
+    Over a limit the client gets an SMTP reply that says which (421 and the connection closed
+    for the connection, time and command limits; 452 or 552 for a message) and other sessions
+    are unaffected. Each connection is held to the limits of the config version that accepted it.
+    """
+
+    max_connections: int = F(
+        500,
+        "SMTP connections open at once, over all listeners; a connection beyond it gets "
+        "`421 4.3.2` and is closed (Postfix: default_process_limit = 100 smtpd processes, "
+        "the rest wait in the listen backlog)",
+        500,
+        ge=1,
+    )
+    max_connections_per_client: int = F(
+        50,
+        "SMTP connections open at once from one client IP address; one beyond it gets "
+        "`421 4.7.0 too many connections from <address>` and is closed. Applies to internal "
+        "servers too (Postfix: smtpd_client_connection_count_limit = 50)",
+        50,
+        ge=1,
+    )
+    idle_timeout: DurationField = F(
+        "5m",
+        "How long the relay waits for a client's next command, or within DATA for more of the "
+        "message, before it answers `421 4.4.2` and closes the connection; RFC 5321 4.5.3.2.7 "
+        "asks for at least 5 minutes (Postfix: smtpd_timeout = 300s)",
+        "5m",
+        validate_default=True,
+    )
+    max_command_repeats: int = F(
+        100,
+        "How often one session may send the same command other than MAIL, RCPT and DATA "
+        "(NOOP, RSET, EHLO, HELO, VRFY, HELP, ...); the next one gets `421 4.7.0` and the "
+        "connection is closed. Unlike Postfix's count it is not reset by a delivered message "
+        "(Postfix: smtpd_junk_command_limit = 100)",
+        100,
+        ge=1,
+    )
+    max_errors: int = F(
+        20,
+        "Error replies (4xx and 5xx) one session may get without a message being accepted; the "
+        "next error is followed by `421 4.7.0 too many errors` and the connection is closed. "
+        "Recipients over `max_recipients` do not count (Postfix: smtpd_hard_error_limit = 20)",
+        20,
+        ge=1,
+    )
+    max_recipients: int = F(
+        1000,
+        "Recipients of one message; each one over it gets `452 4.5.3` (the client sends it "
+        "again in a later transaction), and once a session has sent as many again over the limit "
+        "it is closed with `421 4.5.3` (Postfix: smtpd_recipient_limit = 1000, "
+        "smtpd_recipient_overshoot_limit = 1000)",
+        1000,
+        ge=1,
+    )
+    max_header_size: SizeField = F(
+        "256KiB",
+        "Size of a message's header section (all header fields together); a message with a "
+        "larger one is refused with `552 5.3.4` (Postfix: header_size_limit = 102400 bytes, "
+        "per header field)",
+        "256KiB",
+        validate_default=True,
+    )
+    max_header_count: int = F(
+        1000,
+        "Header fields in one message; a message with more is refused with `552 5.3.4` "
+        "(Postfix has no such limit; its hopcount_limit = 50 Received headers is enforced apart)",
+        1000,
+        ge=1,
+    )
+
+
 class System(Model):
     """Identity, listeners and local resources of the relay."""
 
@@ -90,6 +165,11 @@ class System(Model):
         {"address": "127.0.0.1", "port": 8443},
     )
     metrics: Endpoint = F(Endpoint(port=9025), "Prometheus /metrics", {"address": "127.0.0.1", "port": 9025})
+    limits: Limits = F(
+        Limits(),
+        "What one SMTP client may cost: connections, idle time, commands, recipients, headers",
+        {"max_connections_per_client": 20, "idle_timeout": "5m"},
+    )
     dns: DNS | None = F(
         None,
         "DNS resolver; when absent the system's resolver is used",

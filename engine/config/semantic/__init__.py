@@ -36,7 +36,7 @@ def check(fn: Check) -> Check:
 
 
 def run_checks(config: RelayConfig, *, base_dir: FsPath, check_files: bool = True) -> list[Diagnostic]:
-    from engine.config.semantic import certificate, dlp, encryption, names, transport, usage  # noqa: F401
+    from engine.config.semantic import certificate, dlp, encryption, limits, names, transport, usage  # noqa: F401
 
     ctx = Context(config, base_dir, check_files)
     return [diag for fn in CHECKS for diag in fn(ctx)]

@@ -20,7 +20,9 @@ leaves an orphan file to clean up. With BLOBs the body and its metadata are one 
 and the WAL turns any number of concurrent enqueues into one sequential append and one fsync
 (group commit, see `queue_writer`). Measured side by side (bench/bench_queue.py), a file per
 message was slower even with its fsyncs run in parallel. Bodies are mail-sized (KB to tens
-of MB), well within what SQLite stores efficiently. Design note: docs/queue.md.
+of MB), well within what SQLite stores efficiently. Design note: docs/queue.md. The directory
+is owner-only (0700); the database is created 0600 before SQLite opens it, and SQLite gives
+its -wal and -shm files the database's mode.
 
 Concurrency: all SQLite work runs on one writer thread (`GroupCommitter`); the async methods
 wait on it without blocking the event loop. One process owns a queue directory at a time
@@ -45,6 +47,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from engine.fsutil import private_dir
 from engine.relay.queue import recovery as recovery
 from engine.relay.queue import store as store
 from engine.relay.queue.types import (
@@ -113,8 +116,8 @@ class Queue:
         `max_batch=1` turns group commit off (one fsync per write), for comparison only;
         `linger_s` lets the writer wait that long for more callers (see `GroupCommitter`).
         """
-        path = Path(directory)
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path = private_dir(directory)
+        os.close(os.open(path / DB_NAME, os.O_WRONLY | os.O_CREAT, 0o600))  # an empty file is an empty database
         lock_fd = None if shared else _lock(path)
         opened = recovery.OpenResult()
         committer = GroupCommitter(

@@ -20,10 +20,15 @@ from engine.relay.runtime import state as relay_state
 from engine.relay.runtime.live import Live, provision
 from engine.relay.smtp.edge import session_factory
 from engine.relay.smtp.intake import Intake
+from engine.relay.smtp.protocol import Connections
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "defaults" / "relay.yaml"
+# asyncio's default of 100 lets a burst of connections fill the kernel's accept queue, and
+# then every client (the ones a limit would refuse at once, and the rest) waits seconds for
+# SYN-ACK retransmits; the kernel caps it at net.core.somaxconn
+LISTEN_BACKLOG = 1024
 
 
 def config_location(path: Path | None) -> tuple[Path, Path | None]:
@@ -96,6 +101,7 @@ class Relay:
         )
         self.intake = Intake(self.queue, on_queued=self.deliverer.kick)
         self._servers: dict[tuple[str, int], asyncio.AbstractServer] = {}
+        self.connections = Connections()  # open SMTP connections, over listeners and config versions
         self._delivery_task: asyncio.Task | None = None
         self._stopped = False
         self._queue_counts: dict = {}
@@ -119,9 +125,14 @@ class Relay:
                 where = (listener.address, listener.port)
                 if where in self._servers:
                     continue
-                factory = session_factory(self.runtime.current, listener, self.intake)
+                factory = session_factory(self.runtime.current, listener, self.intake, self.connections)
                 self._servers[where] = await loop.create_server(
-                    factory, listener.address, listener.port, reuse_address=True, reuse_port=listener.reuse_port
+                    factory,
+                    listener.address,
+                    listener.port,
+                    reuse_address=True,
+                    reuse_port=listener.reuse_port,
+                    backlog=LISTEN_BACKLOG,
                 )
                 added.append(where)
                 log.info("listening on %s:%s (%s)", listener.address, listener.port, listener.name)

@@ -1,10 +1,12 @@
 """The SMTP edge: aiosmtpd sessions in, `Message`s out, `Verdict`s back as SMTP replies.
 
 Only this module knows reply codes. Each connection takes the live config current when it
-was accepted and keeps it to the end (a swap never changes the rules mid-session). What it
-enforces before DATA: the listener's `starttls: required`, enforced-TLS rules for inbound
-peers (530 until STARTTLS, then the protocol and cipher floor), and relay permission
-(external recipients only from trusted peers). After DATA, `Intake` decides.
+was accepted and keeps it to the end (a swap never changes the rules mid-session), its
+`system.limits` included. What it enforces before DATA: the listener's `starttls: required`,
+enforced-TLS rules for inbound peers (530 until STARTTLS, then the protocol and cipher
+floor), relay permission (external recipients only from trusted peers) and the recipient
+limit. `RCPT TO:<postmaster>` without a domain (RFC 5321 4.5.1) is the postmaster of the
+first internal domain. After DATA: the header limits, then `Intake` decides.
 """
 
 from __future__ import annotations
@@ -16,17 +18,16 @@ from collections.abc import Callable
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from engine.config.model.system import Listener
+from engine.config.model.system import Limits, Listener
 from engine.policy.groups import domain_of
 from engine.relay.runtime.live import Live
 from engine.relay.smtp.intake import Intake
 from engine.relay.smtp.message import Message, TLSInfo, Verdict, VerdictKind
-from engine.relay.smtp.protocol import RelaySMTP
+from engine.relay.smtp.protocol import Connections, RelaySMTP
 from engine.relay.tls.levels import check_negotiated
 
 log = logging.getLogger(__name__)
 
-MAX_RECIPIENTS = 1000
 _DEFAULT_CODES = {VerdictKind.ACCEPT: 250, VerdictKind.REJECT: 550, VerdictKind.TEMPFAIL: 451}
 
 
@@ -50,6 +51,8 @@ class EdgeHandler:
         self.live = live
         self.listener = listener
         self.intake = intake
+        self.limits = live.config.system.limits
+        self.excess_recipients = 0  # RCPTs over max_recipients in this session
 
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -70,9 +73,15 @@ class EdgeHandler:
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
-        if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
+        if len(envelope.rcpt_tos) >= self.limits.max_recipients:
+            self.excess_recipients += 1
+            if self.excess_recipients > self.limits.max_recipients:  # the client ignores the 452s
+                return f"421 4.5.3 {server.hostname} Error: too many recipients"
             return "452 4.5.3 Too many recipients"
         domain = domain_of(address)
+        if not domain and address.lower() == "postmaster":
+            address = postmaster(self.live.config.system.internal_domains) or address
+            domain = domain_of(address)
         if not domain:
             return "550 5.1.3 Recipient address must have a domain"
         peer_ip = session.peer[0] if session.peer else ""
@@ -83,6 +92,9 @@ class EdgeHandler:
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        problem = header_problem(envelope.original_content or b"", self.limits)
+        if problem:
+            return reply(problem)
         message = Message(
             sender="" if envelope.mail_from == "<>" else envelope.mail_from or "",  # "" is the null sender inside
             recipients=tuple(envelope.rcpt_tos),
@@ -101,9 +113,37 @@ class EdgeHandler:
         return reply(verdict)
 
 
-def session_factory(current: Callable[[], Live], listener: Listener, intake: Intake) -> Callable[[], SMTP]:
+def postmaster(internal_domains: list[str]) -> str | None:
+    """Where `RCPT TO:<postmaster>` goes: postmaster at the first internal domain that is
+    not a wildcard (None when there is none, and the recipient is refused)."""
+    domain = next((d for d in internal_domains if not d.startswith("*.")), None)
+    return f"postmaster@{domain}" if domain else None
+
+
+def header_problem(content: bytes, limits: Limits) -> Verdict | None:
+    """The verdict on a header section over `max_header_size` or `max_header_count`, else None.
+
+    The header section runs to the first empty line (the whole message when there is none);
+    only as much of the content as the size limit allows is searched."""
+    if content.startswith(b"\r\n"):
+        return None  # no header fields at all
+    max_size = int(limits.max_header_size)
+    end = content.find(b"\r\n\r\n", 0, max_size + 2)
+    if end < 0 and len(content) > max_size:
+        return Verdict.reject(f"message header larger than {limits.max_header_size}", "5.3.4", code=552)
+    head = content if end < 0 else content[: end + 2]
+    fields = head.count(b"\r\n") - head.count(b"\r\n ") - head.count(b"\r\n\t") + (not head.endswith(b"\r\n"))
+    if fields > limits.max_header_count:
+        return Verdict.reject(f"too many header fields (more than {limits.max_header_count})", "5.3.4", code=552)
+    return None
+
+
+def session_factory(
+    current: Callable[[], Live], listener: Listener, intake: Intake, connections: Connections | None = None
+) -> Callable[[], SMTP]:
     """A protocol factory for `loop.create_server`: each connection gets the live config
-    current when it was accepted, and that config's settings for this address and port."""
+    current when it was accepted, and that config's settings for this address and port and
+    its `system.limits`; `connections` counts the relay's open connections against them."""
     where = (listener.address, listener.port)
 
     def make() -> SMTP:
@@ -115,7 +155,8 @@ def session_factory(current: Callable[[], Live], listener: Listener, intake: Int
             hostname=live.config.system.fqdn,
             tls_context=live.server_tls,
             require_starttls=listener_now.starttls == "required",
-            timeout=300,
+            limits=live.config.system.limits,
+            connections=connections,
             loop=asyncio.get_running_loop(),
         )
 

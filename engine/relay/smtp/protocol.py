@@ -12,6 +12,14 @@ line by line. A relay that takes a new connection per message pays all of that e
 - DATA is read in one `readuntil(b"\\r\\n.\\r\\n")` with the reader's limit raised to the
   message size limit, then un-dot-stuffed with `bytes.replace`.
 
+It also holds a session to `system.limits` (docs/security.md, "SMTP limits"): connections in
+total and per client address (`Connections`, one per relay), the idle timeout (for each
+command, and within DATA for more of the message, so a slow but steady message is not cut
+off), how often a command may be repeated (aiosmtpd's `command_call_limit`) and how many
+error replies a session may collect. Every 421 reply closes the connection at once, and
+commands the client pipelined after it are not executed; a client that does not read it is
+cut off after another idle timeout.
+
 It offers no SMTP AUTH (the relay authorises by IP group). Pinned to aiosmtpd 1.4.x, whose
 constructor it mirrors; `tests/relay/test_smtpd.py` runs aiosmtpd's own behaviours against it.
 """
@@ -20,16 +28,69 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import re
+import sys
 from typing import Any
 
 from aiosmtpd.smtp import MISSING, SMTP, syntax
 
+from engine.config.model.system import Limits
+
+log = logging.getLogger(__name__)
+
 _ADDR = re.compile(r"^<([^<>()\[\]\\,;:\s@\"]+@[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)>(.*)$")
 _NULL = re.compile(r"^<>(.*)$")
 # the client waits for these, or the connection closes after them
-_FLUSH_NOW = (b"220", b"221", b"354", b"421", b"502")
+_FLUSH_NOW = (b"220", b"221", b"354", b"502")
 MAX_LINE = 1000  # a line with its CR, before un-stuffing: aiosmtpd's 1001-octet limit (RFC 5321 4.5.3.1.6 + the dot)
+DEFAULT_LIMITS = Limits()
+# a mail transaction's commands are bounded by max_errors and max_recipients, not by repetition:
+# a session may carry any number of messages
+_TRANSACTION = {"MAIL": sys.maxsize, "RCPT": sys.maxsize, "DATA": sys.maxsize}
+_ERROR = (b"4", b"5")
+_NOT_AN_ERROR = b"452 4.5.3"  # a recipient over max_recipients: the client sends it again later
+
+
+class Connections:
+    """The SMTP connections open now, in total and per client address.
+
+    One per relay, shared by its listeners and by every config version: a connection is
+    admitted against the limits of the config that accepted it, counting all that are open.
+    Used from the event loop's thread only.
+    """
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.by_client: dict[str, int] = {}
+        self._warned: set[str] = set()  # one warning per crowd, not one per refused connection
+
+    def admit(self, client: str, limits: Limits) -> str | None:
+        """Count a new connection from `client`, or say which limit refuses it: "total" or "client"."""
+        if self.total >= limits.max_connections:
+            return self._refuse("", "total", f"{self.total} SMTP connections are open (max_connections)")
+        count = self.by_client.get(client, 0)
+        if count >= limits.max_connections_per_client:
+            return self._refuse(client, "client", f"{count} connections from {client} (max_connections_per_client)")
+        self.total += 1
+        self.by_client[client] = count + 1
+        return None
+
+    def release(self, client: str) -> None:
+        self.total -= 1
+        count = self.by_client[client] - 1
+        if count:
+            self.by_client[client] = count
+        else:
+            del self.by_client[client]
+        self._warned.discard(client)
+        self._warned.discard("")
+
+    def _refuse(self, key: str, which: str, what: str) -> str:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning("refusing SMTP connections: %s", what)
+        return which
 
 
 class RelaySMTP(SMTP):
@@ -45,7 +106,8 @@ class RelaySMTP(SMTP):
         hostname: str,
         tls_context=None,
         require_starttls: bool = False,
-        timeout: float = 300,
+        limits: Limits = DEFAULT_LIMITS,
+        connections: Connections | None = None,
         loop: asyncio.AbstractEventLoop,
     ) -> None:
         # Mirrors aiosmtpd 1.4 SMTP.__init__ for the options we use, without reflection.
@@ -64,7 +126,7 @@ class RelaySMTP(SMTP):
         self.hostname = hostname
         self.tls_context = tls_context
         self.require_starttls = bool(tls_context) and require_starttls
-        self._timeout_duration = timeout
+        self._timeout_duration = int(limits.idle_timeout)
         self._timeout_handle = None
         self._tls_handshake_okay = True
         self._tls_protocol = None
@@ -82,11 +144,95 @@ class RelaySMTP(SMTP):
         self._handle_hooks = _Bound(handler, "handle_", _hook_names(type(handler)))
         self._ehlo_hook_ver = None
         self._smtp_methods = _Bound(self, "smtp_", type(self)._smtp_names or _smtp_names(type(self)))
-        self._enforce_call_limit = False
+        self._enforce_call_limit = True  # aiosmtpd's per-session budget of each command word
+        self._call_limit_default = limits.max_command_repeats
+        self._call_limit_base = _TRANSACTION
+        self._limits = limits
+        self._connections = connections
+        self._client: str | None = None  # the address counted in `connections`, until released
+        self._refusal: bytes | None = None
+        self._errors = 0
+        self._closing = False
+        self._in_data = False  # reading a message within the size limit: input is activity
+        self._last_input = 0.0
         self._pending: list[bytes] = []
         # aiosmtpd keeps this table on the class and clears it per connection; ours is per
         # connection, so command words a client makes up cannot pile up in the process
         self.command_size_limits = collections.defaultdict(lambda: self.command_size_limit)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        first = self.transport is None  # not the TLS transport that replaces it after STARTTLS
+        super().connection_made(transport)
+        if not first:
+            return
+        self._last_input = self.loop.time()
+        if self._connections is None:
+            return
+        client = self.session.peer[0] if self.session.peer else ""
+        over = self._connections.admit(client, self._limits)
+        if over is None:
+            self._client = client
+        elif over == "client":
+            self._refusal = f"421 4.7.0 {self.hostname} Error: too many connections from {client}".encode()
+        else:
+            self._refusal = f"421 4.3.2 {self.hostname} Error: too many connections, try again later".encode()
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._client is not None:
+            self._connections.release(self._client)
+            self._client = None
+        super().connection_lost(error)
+
+    def data_received(self, data: bytes) -> None:
+        self._last_input = self.loop.time()
+        super().data_received(data)
+
+    async def _handle_client(self) -> None:
+        if self._refusal is not None:  # over a connection limit: no greeting, only the 421
+            self._pending.append(self._refusal)
+            self._close()
+            return
+        await super()._handle_client()
+
+    def _timeout_cb(self) -> None:
+        """The idle timeout. aiosmtpd re-arms the timer per command, so in the command phase
+        it bounds each command line (an endless one too); within DATA, input re-arms it."""
+        idle = self.loop.time() - self._last_input
+        if self._in_data and idle < self._timeout_duration:
+            self._timeout_handle = self.loop.call_later(self._timeout_duration - idle, self._timeout_cb)
+            return
+        if self.transport is None or self._closing:
+            return
+        log.info("%s: closing an SMTP session idle for %.0fs", self.session.peer, idle)
+        self._pending.append(f"421 4.4.2 {self.hostname} Error: timeout exceeded".encode())
+        self._close()
+
+    def _close(self) -> None:
+        """Send the held replies (the last a 421) and close; pipelined input is not executed.
+        A client that does not read the reply is cut off after another idle timeout."""
+        self._closing = True
+        self._reader._buffer.clear()  # noqa: SLF001 - commands sent after the 421 are void
+        out, self._pending = self._pending, []
+        if self.transport is not None:
+            self._writer.write(b"\r\n".join(out) + b"\r\n")
+            self.transport.close()
+            if self._timeout_handle is not None:
+                self._timeout_handle.cancel()
+            self._timeout_handle = self.loop.call_later(self._timeout_duration, self._abort)
+
+    def _abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _hold(self, reply: bytes) -> bool:
+        """Hold `reply`, counting error replies; True when the session must close now (a 421)."""
+        if reply[:1] in _ERROR and not reply.startswith(_NOT_AN_ERROR):
+            self._errors += 1
+            if self._errors > self._limits.max_errors and reply[:3] != b"421":
+                self._pending.append(reply)
+                reply = f"421 4.7.0 {self.hostname} Error: too many errors".encode()
+        self._pending.append(reply)
+        return reply[:3] == b"421"
 
     def _getaddr(self, arg: str):
         text = arg.strip()
@@ -104,14 +250,20 @@ class RelaySMTP(SMTP):
         As Postfix's smtpd does: replies are written in order, and flushed when the input
         holds no further complete command, so a pipelined MAIL/RCPT/DATA gets one packet.
         """
+        if self._closing:
+            return
         reply = status.encode("ascii", "replace") if isinstance(status, str) else status
-        self._pending.append(reply)
+        if self._hold(reply):
+            self._close()
+            return
         if reply[:3] not in _FLUSH_NOW and b"\n" in self._reader._buffer:  # noqa: SLF001 - more commands wait
             return
         await self.push_lines()
 
     async def push_lines(self, lines: list[str] = ()) -> None:
         """Flush held replies, then `lines`, in one write."""
+        if self._closing:
+            return
         out = self._pending + [line.encode("ascii") for line in lines]
         self._pending = []
         self._writer.write(b"\r\n".join(out) + b"\r\n")
@@ -153,8 +305,15 @@ class RelaySMTP(SMTP):
         self.envelope.content = self.envelope.original_content = content
         status = await self._call_handler_hook("DATA")
         self._set_post_data_state()
+        reply = ("250 OK" if status is MISSING else status).encode("ascii", "replace")
+        if reply[:3] == b"250":
+            self._errors = 0  # as Postfix: a message accepted forgives the errors before it
+        if self._closing:
+            return
+        if self._hold(reply):
+            self._close()
+            return
         # the reply to DATA is the durability promise: it is never held behind pipelined input
-        self._pending.append(("250 OK" if status is MISSING else status).encode("ascii", "replace"))
         await self.push_lines()
 
     async def _read_data(self) -> tuple[bytes, str | None]:
@@ -168,6 +327,7 @@ class RelaySMTP(SMTP):
         limit = (self.data_size_limit or 0) + 5
         reader._limit = max(limit, self.line_length_limit)  # noqa: SLF001
         too_much = False
+        self._in_data = True
         try:
             while True:
                 try:
@@ -175,8 +335,10 @@ class RelaySMTP(SMTP):
                     break
                 except asyncio.LimitOverrunError as exc:  # over the size limit: drain, then refuse
                     too_much = True
+                    self._in_data = False  # draining: the idle timer no longer waits for more
                     await reader.readexactly(exc.consumed)
         finally:
+            self._in_data = False
             reader._limit = self.line_length_limit  # noqa: SLF001
         if too_much:
             return b"", "552 5.3.4 Error: Too much mail data"
