@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.admin.contract import ChangeCounts
+from engine.fsutil import private_dir
 
 __all__ = ["AUDIT_FILE", "Audit", "AuditRecord", "utc_now"]
 
@@ -92,7 +93,7 @@ class Audit:
         """Write `record` as one line and fsync it. Raises OSError if it could not be made durable."""
         line = json.dumps(record.to_json(), ensure_ascii=False, separators=(",", ":")) + "\n"
         data = line.encode("utf-8")
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_dir(self.path.parent)
         fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
         try:
             size = os.fstat(fd).st_size

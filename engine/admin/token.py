@@ -18,7 +18,7 @@ import secrets
 import stat
 from pathlib import Path
 
-from engine.fsutil import write_atomic
+from engine.fsutil import private_dir, write_atomic
 
 __all__ = ["TOKEN_FILE", "TokenError", "ensure_token", "read_token", "same_token", "token_id"]
 
@@ -50,8 +50,7 @@ def ensure_token(data_dir: str | os.PathLike) -> str:
     """Return the token of `<data_dir>/admin.token`, creating both (0700, 0600) if missing."""
     directory = Path(data_dir)
     if not directory.is_dir():
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(directory, 0o700)  # mkdir's mode is masked by the umask
+        private_dir(directory)
     path = directory / TOKEN_FILE
     if path.exists():
         _warn_if_open(path)

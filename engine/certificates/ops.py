@@ -37,7 +37,7 @@ from engine.config.model.base import EnvSecret, FileSecret
 from engine.config.model.transport import PemSource, PfxSource, SelfSigned, SelfSignedSource
 from engine.config.secrets import SecretError, resolve
 from engine.config.source import config_files
-from engine.fsutil import write_atomic
+from engine.fsutil import private_dir, write_atomic
 
 PFX_TARGET = Path("secrets") / "relay.pfx"
 EXPIRY_WARNING_DAYS = 30
@@ -248,7 +248,7 @@ def make_request(
     except CertError as exc:
         raise CertOpsError(str(exc)) from None
     for file in (out_key, out_csr):
-        file.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(file.parent)
     write_atomic(out_key, key_pem, 0o600)
     write_atomic(out_csr, csr_pem, 0o644)
     return CsrResult(ctx.fqdn.lower().rstrip("."), out_key, out_csr, key_password is not None)

@@ -136,3 +136,32 @@ def test_private_dir_makes_missing_parents_private_and_leaves_existing_ones(tmp_
     assert stat.S_IMODE((tmp_path / "shared" / "a").stat().st_mode) == 0o700
     assert stat.S_IMODE((tmp_path / "shared" / "a" / "b").stat().st_mode) == 0o700
     private_dir(tmp_path / "shared" / "a" / "b")  # idempotent
+
+
+def test_directories_made_in_process_are_owner_only_under_a_loose_umask(tmp_path: Path) -> None:
+    """Not only `serve` (which sets umask 077): provisioning, the audit log, the token and the
+    quarantine make owner-only directories whatever the umask of the process."""
+    from engine.admin.audit import Audit, AuditRecord
+    from engine.admin.token import ensure_token
+    from engine.config.load import load_config
+    from engine.relay.queue.quarantine import Quarantine
+    from engine.relay.runtime.live import provision
+
+    config = tmp_path / "relay.yaml"
+    config.write_text(
+        "version: 1\nsystem:\n  fqdn: relay.test.example\n  internal_domains: [example.com]\n"
+        "  listeners: [{name: mx, address: 127.0.0.1, port: 2525}]\n  data_dir: ./a/b/var\n"
+    )
+    old = os.umask(0o022)
+    try:
+        live = provision(load_config(config).config, base_dir=tmp_path, version=1)
+        Audit.in_dir(tmp_path / "x" / "audit").append(AuditRecord("start", 0, 1, "applied"))
+        ensure_token(tmp_path / "y" / "token-dir")
+        Quarantine(tmp_path / "z" / "data").put("a@example.com", ["b@x.test"], b"x\r\n", (), "test")
+    finally:
+        os.umask(old)
+    for made in (tmp_path / "a", tmp_path / "a" / "b", live.data_dir, tmp_path / "x", tmp_path / "y", tmp_path / "z"):
+        assert stat.S_IMODE(made.stat().st_mode) == 0o700, made
+    for path in tmp_path.rglob("*"):
+        if path != config:
+            assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, path

@@ -14,7 +14,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from engine.fsutil import fsync_dir, write_atomic
+from engine.fsutil import fsync_dir, private_dir, write_atomic
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class Quarantine:
 
     def put(self, sender: str, recipients, content: bytes, policies, reason: str, subject: str = "") -> str:
         if not self.dir.exists():
-            self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            private_dir(self.dir)
             fsync_dir(self.dir.parent)  # the new directory itself must survive a power loss
         held_id = secrets.token_hex(6)
         record = Held(held_id, sender, tuple(recipients), tuple(policies), reason, time.time(), len(content), subject)

@@ -18,6 +18,7 @@ from engine.certificates.store import ensure_certificate, load_pem, load_pfx
 from engine.config.model import EnforcedTLSRule, RelayConfig
 from engine.config.model.transport import NextHopHost, PfxSource, Route
 from engine.config.secrets import resolve
+from engine.fsutil import private_dir
 from engine.policy import rules
 from engine.policy.groups import DomainSet, IPSet
 from engine.policy.rules import TRUSTED_GROUP, gateway_group
@@ -135,7 +136,7 @@ def provision(config: RelayConfig, *, base_dir: Path, version: int, tls: bool = 
     domain_groups = {name: DomainSet.of(entries) for name, entries in config.domain_groups.items()}
     cert_dir = None
     if tls:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(data_dir)
         cert_dir = _certificate(config, base_dir, data_dir)
     return Live(
         version=version,
