@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from engine.config import schema
 from engine.config.diagnostics import Diagnostic, Path, error, has_errors, locate
 from engine.config.model import LATEST_VERSION, MODELS_BY_VERSION, RelayConfig
-from engine.config.source import SourceMap, load_path
+from engine.config.source import DEFAULT_LIMITS, ReadLimits, SourceMap, load_path
 
 
 @dataclass
@@ -34,13 +34,16 @@ class LoadResult:
         return self.config is not None and not has_errors(self.diagnostics)
 
 
-def load_config(path: str | FsPath, *, semantic: bool = True, check_files: bool = True) -> LoadResult:
+def load_config(
+    path: str | FsPath, *, semantic: bool = True, check_files: bool = True, limits: ReadLimits = DEFAULT_LIMITS
+) -> LoadResult:
     """Read and validate the config at `path` (a file or a directory of YAML files).
 
     `check_files=False` skips checks that read files the config refers to (certificates,
-    templates, test messages): for a config received over the admin API.
+    templates, test messages): for a config received over the admin API. `limits` bound
+    what reading the files may cost (docs/security.md); crossing one is a located error.
     """
-    loaded = load_path(path)
+    loaded = load_path(path, limits=limits)
     result = LoadResult(None, list(loaded.diagnostics), loaded.source, loaded.base_dir, loaded.data)
     if loaded.data is None or has_errors(result.diagnostics):
         result.diagnostics = locate(result.diagnostics, loaded.source)
