@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ruamel.yaml import YAML
 
+from engine.config.compose import compose_file
 from engine.config.model import LATEST_VERSION
 from engine.config.source import config_files
 from engine.fsutil import write_atomic
@@ -57,6 +58,12 @@ def migrate_text(text: str) -> tuple[str, int, int]:
 def migrate_path(path: Path, *, write: bool) -> MigrateReport:
     report = MigrateReport()
     for file in config_files(Path(path)):
+        _, problem = compose_file(file)  # the loader's budgets first: ruamel's round trip has none
+        if problem is not None:
+            where = f"{problem.mark.line}:{problem.mark.column}: " if problem.mark else ""
+            report.lines.append(f"{file}:{where}{problem.message}")
+            report.failed = True
+            continue
         try:
             text = file.read_text(encoding="utf-8")
             if "version" not in text:

@@ -46,3 +46,14 @@ def test_newer_version_fails(tmp_path: Path) -> None:
     f.write_text("version: 9\n", encoding="utf-8")
     report = migrate.migrate_path(f, write=True)
     assert report.failed and "newer than this sealrelay" in report.lines[0]
+
+
+def test_migrate_refuses_a_hostile_file_with_a_located_error(tmp_path) -> None:
+    """ruamel's round trip has no budget: the loader's limits are checked first, so a file
+    nested 35,000 deep is a located error, not a RecursionError (or a crash)."""
+    from engine.config.migrate import migrate_path
+
+    deep = tmp_path / "relay.yaml"
+    deep.write_text("version: 1\nx: " + "[" * 35000 + "\n")
+    report = migrate_path(deep, write=True)
+    assert report.failed and report.lines == [f"{deep}:2:35: nested more than 32 levels deep"]
