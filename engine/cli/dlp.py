@@ -105,11 +105,14 @@ def _show(outcomes, fmt: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("message", "direction", "action", "method", "policies", "route", "TLS")
+    table = Table("message", "direction", "action", "method", "policies", "route", "TLS", "not scanned")
     for o in outcomes:
         action = o.action if o.action == o.would else f"{o.action} (would {o.would})"
-        table.add_row(o.message, o.direction, action, o.method, ", ".join(o.policies) or "-", o.route, o.tls)
-    Console(width=200).print(table)
+        unscanned = f"{len(o.unscanned)} part(s): {o.unscanned[0]}" if o.unscanned else "-"
+        if o.action == "error":
+            unscanned = o.problems[0] if o.problems else "not judged"
+        table.add_row(o.message, o.direction, action, o.method, ", ".join(o.policies) or "-", o.route, o.tls, unscanned)
+    Console(width=240).print(table)
 
 
 def explain(
@@ -137,6 +140,12 @@ def explain(
         typer.echo("3. DLP: no rule matched")
     for n, r in enumerate(o.rules):
         prefix = "3. DLP:" if n == 0 else "        "
+        if r["action_plan"] == "dlp.unscannable":
+            typer.echo(
+                f"{prefix} content not fully scanned ({len(o.unscanned)} problem(s)) -> "
+                f"dlp.unscannable: {r['action']}  [{r['where']}]"
+            )
+            continue
         typer.echo(
             f"{prefix} {r['policy']}/{r['rule']} ({r['severity']}) -> plan {r['action_plan']}: {r['action']}  [{r['where']}]"
         )
@@ -147,7 +156,7 @@ def explain(
     typer.echo(f"5. method: {o.method}")
     typer.echo(f"6. route: {o.route}, TLS: {o.tls}")
     for problem in o.problems:
-        typer.echo(f"   note: {problem}")
+        typer.echo(f"   {'not scanned' if problem in o.unscanned else 'note'}: {problem}")
 
 
 @quarantine_app.command("list")

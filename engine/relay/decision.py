@@ -3,7 +3,9 @@
 `decide` (engine.relay.dlp.decide) makes it once, at intake, under the config the session
 started with: direction, action, method, the policies that matched, whether the message is
 already encrypted, what enforcement would have done (monitor mode), and the problems met
-while scanning (an archive too deep, a part that could not be decoded). The queue keeps it
+while scanning (`problems`; those that left content unread, an archive too deep or a part
+that could not be decoded, also in `unscanned`: `dlp.unscannable` acted on them, and the
+matched rules then include `dlp/unscannable`). The queue keeps it
 as `meta["decision"]` (`to_record`); delivery reads it back with `of_meta`, which also reads
 the flat keys of entries queued before the record had a format.
 
@@ -44,7 +46,8 @@ class Decision:
     already_encrypted: bool = False
     verdict: Verdict | None = None  # the DLP findings, in memory only (not stored)
     would: str = "permit"  # what enforcement would have done (monitor mode, inbound mail)
-    problems: tuple[str, ...] = ()  # what the scan could not read
+    problems: tuple[str, ...] = ()  # what the scan met: notes, and what it could not read
+    unscanned: tuple[str, ...] = ()  # the problems that left content unread (dlp.unscannable)
 
     @property
     def encrypt(self) -> bool:
@@ -65,6 +68,7 @@ class Decision:
             "already_encrypted": self.already_encrypted,
             "would": self.would,
             "problems": list(self.problems),
+            "unscanned": list(self.unscanned),
         }
 
     @classmethod
@@ -86,6 +90,7 @@ class Decision:
             None,
             str(data.get("would", action)),
             tuple(str(p) for p in data.get("problems", ())),
+            tuple(str(p) for p in data.get("unscanned", ())),
         )
 
 

@@ -22,6 +22,7 @@ import json
 import random
 import sys
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from email import policy
 from email.message import EmailMessage
@@ -197,12 +198,19 @@ def zip_bytes(members: list[tuple[str, bytes]], compress: bool = False) -> bytes
     return buffer.getvalue()
 
 
+def gzip_stored(data: bytes) -> bytes:
+    """A gzip file with one stored (uncompressed) deflate block: the same bytes on every zlib."""
+    block = b"\x01" + len(data).to_bytes(2, "little") + (len(data) ^ 0xFFFF).to_bytes(2, "little") + data
+    trailer = zlib.crc32(data).to_bytes(4, "little") + len(data).to_bytes(4, "little")
+    return b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03" + block + trailer
+
+
 FAKE_FILES = {
     "pdf": b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << >>\n%%EOF\n",
     "png": b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(32),
     "jpeg": b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(32),
     "gif": b"GIF89a\x01\x00\x01\x00\x80\x00\x00" + bytes(16),
-    "gzip": b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03" + bytes(20),
+    "gzip": gzip_stored(b"the build log, nothing else\n"),
     "exe": b"MZ\x90\x00\x03" + bytes(55) + (0x80).to_bytes(4, "little") + bytes(64) + b"PE\x00\x00" + bytes(64),
     "elf": b"\x7fELF\x02\x01\x01\x00" + bytes(56),
     "rtf": b"{\\rtf1\\ansi\\deff0 {\\fonttbl {\\f0 Times;}} hello}",
@@ -437,7 +445,8 @@ def attachment_messages(rng: random.Random, start: int) -> list[Sample]:
         message.add_attachment(data, maintype="application", subtype="octet-stream", filename=f"file.{kind}")
         liar = ("report.pdf", "notes.txt", "photo.jpg")[offset % 3]
         message.add_attachment(data, maintype="application", subtype="pdf", filename=liar)
-        sample(f"type-{kind}", message, body.values, [kind, kind])
+        types = [kind, "text"] * 2 if kind == "gzip" else [kind, kind]  # a gzip is opened: its text file
+        sample(f"type-{kind}", message, body.values, types)
 
     # an executable renamed .pdf and claimed as a PDF
     body = Text(rng).filler()

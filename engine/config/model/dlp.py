@@ -12,6 +12,29 @@ from engine.config.units import SizeField
 Scope = Literal["subject", "body", "attachments", "headers"]
 DEFAULT_SCOPE: list[Scope] = ["subject", "body", "attachments"]
 BUILTIN_CLASSIFIERS = ("credit_card", "us_ssn", "iban", "email_address")
+# what DLP's magic-byte sniffing (engine/relay/dlp/filetypes.py) can say a file is
+TRUE_TYPES = (
+    "pdf",
+    "zip",
+    "docx",
+    "xlsx",
+    "pptx",
+    "png",
+    "jpeg",
+    "gif",
+    "gzip",
+    "bzip2",
+    "xz",
+    "tar",
+    "7z",
+    "rar",
+    "exe",
+    "elf",
+    "rtf",
+    "ole2",
+    "text",
+    "unknown",
+)
 Direction = Literal["inbound", "outbound", "internal", "any"]
 
 
@@ -197,6 +220,15 @@ class DLP(Model):
         [], "Named actions that rules refer to", [{"name": "encrypt-sensitive", "email": "encrypt"}]
     )
     policies: list[Policy] = F([], "DLP policies", [{"name": "payment-cards", "rules": []}])
+    unscannable: Literal["encrypt", "quarantine", "block", "permit"] = F(
+        "encrypt",
+        "What happens to outbound mail whose content DLP could not fully read (an archive nested too deep, "
+        "too many members, a suspected bomb, an archive it cannot open, a part it cannot decode), when a rule "
+        "applies to it: encrypt (it flows, never in clear) | quarantine | block | permit. Combined with the rules' "
+        "actions (the strongest wins); in monitor mode only recorded",
+        "encrypt",
+        "quarantine",
+    )
 
 
 for _model in (AllCondition, AnyCondition, NotCondition):

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from engine.config.diagnostics import Diagnostic, Path, error, warning
 from engine.config.model.dlp import (
     BUILTIN_CLASSIFIERS,
+    TRUE_TYPES,
     AllCondition,
     AnyCondition,
     AttachmentCondition,
@@ -19,23 +20,6 @@ from engine.config.model.dlp import (
 from engine.config.semantic import Context, check
 from engine.config.semantic.names import did_you_mean, unknown
 
-TRUE_TYPES = (
-    "pdf",
-    "zip",
-    "docx",
-    "xlsx",
-    "pptx",
-    "png",
-    "jpeg",
-    "gif",
-    "gzip",
-    "exe",
-    "elf",
-    "rtf",
-    "ole2",
-    "text",
-    "unknown",
-)
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 

@@ -4,23 +4,38 @@ Called once per message at intake, under the config the session started with; th
 `Decision` (engine.relay.decision) travels with the message in the queue. DLP acts on outbound mail only; on
 inbound and internal mail it records what it would have done (the log says `would`).
 Mail from the encryption gateway is already encrypted and is never encrypted again.
+Content DLP could not fully read is judged by `dlp.unscannable` (policy.py), so it too is
+acted on for outbound mail only.
+
+The scan never runs on the event loop: parsing and matching one message costs
+milliseconds to seconds of CPU (a 50 MB archive budget, a large HTML body), and every
+other session on the loop would wait for it. It runs in `SCANNERS`, a small pool of its
+own, so a burst of scans cannot hold up the other work sent to threads (the queue's
+digests, quarantine writes). Python threads share the GIL, so the pool bounds memory and
+concurrency, not CPU; the loop still gets the GIL every switch interval (5 ms).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from email.parser import BytesHeaderParser, BytesParser
 
 from engine.policy.groups import domain_of
 from engine.relay.decision import Decision
 from engine.relay.dlp.extract import extract
+from engine.relay.dlp.mime import POLICY
 from engine.relay.dlp.policy import Facts
 from engine.relay.methods.smime import already_encrypted
 from engine.relay.methods.third_party import gateway_result
 from engine.relay.runtime.live import Live
 from engine.relay.smtp.message import Message
 
-OFF_LOOP_BYTES = 256 * 1024  # larger messages are scanned in a worker thread
+SCANNERS = ThreadPoolExecutor(max_workers=min(4, (os.cpu_count() or 1) + 1), thread_name_prefix="dlp-scan")
 
 
 def direction_of(live: Live, sender: str, recipients, peer_ip: str | None) -> str:
@@ -36,7 +51,7 @@ def direction_of(live: Live, sender: str, recipients, peer_ip: str | None) -> st
 
 
 async def decide(live: Live, message: Message) -> Decision:
-    """Classify and apply policy (the DLP scan runs off the event loop for big messages)."""
+    """Classify and apply policy; the scan runs in a worker thread, never on the event loop."""
     if live.policies.empty and not (
         live.gateway.contains(message.peer_ip) and gateway_result(live, message.content) in ("failure", "none")
     ):
@@ -44,11 +59,9 @@ async def decide(live: Live, message: Message) -> Decision:
             direction_of(live, message.sender, message.recipients, message.peer_ip),
             already_encrypted=live.gateway.contains(message.peer_ip),
         )
-    if len(message.content) > OFF_LOOP_BYTES:
-        return await asyncio.to_thread(
-            judge, live, message.content, message.sender, message.recipients, message.peer_ip
-        )
-    return judge(live, message.content, message.sender, message.recipients, message.peer_ip)
+    call = functools.partial(judge, live, message.content, message.sender, message.recipients, message.peer_ip)
+    context = contextvars.copy_context()  # as asyncio.to_thread does
+    return await asyncio.get_running_loop().run_in_executor(SCANNERS, context.run, call)
 
 
 def judge(live: Live, content: bytes, sender: str, recipients, peer_ip: str | None) -> Decision:
@@ -59,12 +72,15 @@ def judge(live: Live, content: bytes, sender: str, recipients, peer_ip: str | No
     extracted = extract(content)
     verdict = live.policies.evaluate(extracted, facts)
     action = verdict.action if direction == "outbound" else "permit"
-    encrypted = bool(already_encrypted(content)) if action == "encrypt" and not gateway else False
-    if encrypted:
+    encrypted = _already_encrypted(content)
+    if encrypted and action == "encrypt" and not gateway:
         # The backstop: a message whose body DLP could read is not encrypted, whatever its
         # structure says. Only when the same verdict follows from the parts that stay
-        # readable in encrypted mail anyway (subject, headers) is it left as it is.
-        readable = replace(extracted, texts=tuple(t for t in extracted.texts if t.origin == "subject"), attachments=())
+        # readable in encrypted mail anyway (subject, headers) is it left as it is; else it
+        # is recorded as not encrypted, so delivery still sends it through the method chain.
+        readable = replace(
+            extracted, texts=tuple(t for t in extracted.texts if t.origin == "subject"), attachments=(), unscanned=()
+        )
         encrypted = live.policies.evaluate(readable, facts).would == verdict.would
     if action == "encrypt" and (gateway or encrypted):
         action = "permit"  # already encrypted (by the gateway, S/MIME or PGP): never twice
@@ -76,8 +92,40 @@ def judge(live: Live, content: bytes, sender: str, recipients, peer_ip: str | No
         action,
         method,
         verdict.policies,
-        gateway or bool(already_encrypted(content)),
+        gateway or encrypted,
         verdict,
         verdict.would,
         verdict.problems,
+        verdict.unscanned,
     )
+
+
+MAX_ENCRYPTED_TYPE = 1024  # an encrypted message's Content-Type is a few hundred characters
+
+
+def _already_encrypted(content: bytes) -> bool:
+    """`already_encrypted` (methods/smime.py), asked only about messages shaped like one.
+
+    That function parses with the stdlib's compat32 parser, which recurses once per MIME
+    nesting level (a message nested 1,000 deep raises RecursionError after a second of CPU)
+    and splits parameters in quadratic time. Our own parse (linear, depth-capped, mime.py)
+    first rules out every message that cannot be an encrypted one: a multipart other than
+    multipart/encrypted, an attached message at the top, an absurd Content-Type, a
+    multipart/encrypted that is not two flat parts. Ruling out answers "not encrypted", the
+    safe answer (DLP still acts); so does any failure.
+    """
+    try:
+        top = BytesHeaderParser(policy=POLICY).parsebytes(content)
+        ctype = top.get_content_type()
+        if len(top.get("content-type", "")) > MAX_ENCRYPTED_TYPE or ctype.startswith("message/"):
+            return False
+        if ctype == "multipart/encrypted":
+            parts = BytesParser(policy=POLICY).parsebytes(content).get_payload()
+            flat = isinstance(parts, list) and len(parts) == 2 and not any(p.is_multipart() for p in parts)
+            if not flat or any(len(p.get("content-type", "")) > MAX_ENCRYPTED_TYPE for p in parts):
+                return False
+        elif ctype.startswith("multipart/"):
+            return False
+        return bool(already_encrypted(content))
+    except Exception:
+        return False

@@ -1,49 +1,60 @@
 """Content extraction for DLP: every piece of text in a message, and what its files really are.
 
-``extract(raw)`` parses an RFC 5322 message (bytes) with the stdlib ``email`` package and
-returns an ``Extracted`` value:
+``extract(raw)`` parses an RFC 5322 message (bytes) and returns an ``Extracted`` value:
 
 - ``texts``: the subject (origin ``subject``), body parts (``body``; text/plain as is,
-  text/html reduced to its visible text), text attachments (``attachment:report.txt``),
-  text members of zip archives (``attachment:a.zip/inner.csv``) and the subject, body and
-  attachments of attached messages (``attachment:fwd.eml/body``). Of a
-  multipart/alternative, the last alternative is kept, and an earlier one only when it has
-  words the last one lacks.
+  text/html as its visible and then its hidden text, see htmltext.py), text attachments
+  (``attachment:report.txt``), text members of archives (``attachment:a.zip/inner.csv``,
+  ``attachment:logs.tar.gz/logs.tar/app.log``) and the subject, body and attachments of
+  attached messages (``attachment:fwd.eml/body``). Of a multipart/alternative, the last
+  alternative is kept, and an earlier one only when it has words the last one lacks.
 - ``attachments``: every file, including archive members and attached messages, with its
   ``true_type`` from magic bytes (never from Content-Type or the file name) and its
   ``depth`` (0 for a file attached to the message, +1 per archive or message it sits in).
-- ``problems``: what could not be read and why (a zip bomb, an unknown charset, a broken
-  MIME structure). A malformed message never raises; extraction degrades.
+- ``problems``: what could not be read and why. A malformed message never raises;
+  extraction degrades. ``unscanned`` is the subset of problems that left content unread
+  (a limit hit, an archive that cannot be opened, a part that cannot be decoded): DLP
+  acts on those (``dlp.unscannable``); the others (an unknown charset decoded as UTF-8,
+  a missing closing boundary) are notes.
 
-``Limits`` bound archive work: nesting depth, uncompressed bytes for the whole message,
+The cost is linear in the size of the input, whatever it holds (mime.py parses headers
+and parameters in one pass, htmltext.py reads HTML in one pass), and ``Limits`` bound
+what archives may add: nesting depth, uncompressed bytes for the whole message,
 compression ratio of a member, number of members. What breaks a limit is listed as an
 attachment but not expanded.
 """
 
 from __future__ import annotations
 
-import codecs
-import io
 import mimetypes
 import re
-import zipfile
 from dataclasses import dataclass, field
-from email import policy
-from email.message import Message
 from email.parser import BytesParser
-from html.parser import HTMLParser
+
+from engine.relay.dlp.archives import KINDS as ARCHIVE_KINDS
+from engine.relay.dlp.archives import Archive, ArchiveError, Member, open_archive
+from engine.relay.dlp.filetypes import UNOPENED_ARCHIVES, sniff
+from engine.relay.dlp.htmltext import html_text
+from engine.relay.dlp.mime import POLICY, Part, decode_header, decode_text
+
+__all__ = ["Attachment", "Extracted", "Limits", "TextPart", "extract", "sniff"]
 
 
 @dataclass(frozen=True)
 class Limits:
-    """Bounds on archive expansion. ``ratio_floor``: members smaller than this many
-    uncompressed bytes are not judged by ratio (tiny files compress absurdly well)."""
+    """Bounds on the work one message may cause. ``ratio_floor``: members smaller than
+    this many uncompressed bytes are not judged by ratio (tiny files compress absurdly
+    well). ``max_mime_depth``: MIME parts nested deeper are read as text, not parsed.
+    ``max_header_chars``: a decoded header is scanned up to this length."""
 
     max_depth: int = 3
     max_total_bytes: int = 50 * 1024 * 1024
     max_ratio: int = 100
     max_entries: int = 1000
     ratio_floor: int = 1024 * 1024
+    max_mime_depth: int = 20
+    max_header_chars: int = 64 * 1024
+    max_problems: int = 100
 
 
 @dataclass(frozen=True)
@@ -74,23 +85,27 @@ class Extracted:
     texts: tuple[TextPart, ...]
     attachments: tuple[Attachment, ...]
     problems: tuple[str, ...]
+    unscanned: tuple[str, ...] = ()  # the problems that left content unread
 
 
 def extract(raw: bytes, limits: Limits = Limits()) -> Extracted:
     """Extract the scannable content of a raw message. Never raises for bad input."""
     walker = _Walker(limits)
     try:
-        message = BytesParser(policy=policy.default).parsebytes(raw)
+        message = walker.parse(raw)
+        headers = walker.message(message, prefix="", depth=0)
     except Exception as error:  # the parser is lenient; this is the last resort
-        text, _ = _decode(raw, None)
-        return Extracted("", (), (TextPart("body", text),), (), (f"unparseable: {error}",))
-    headers = walker.message(message, prefix="", depth=0)
+        text, _ = decode_text(raw, None)
+        problem = f"unparseable: {type(error).__name__}: {error}; read as plain text"
+        return Extracted("", (), (TextPart("body", text),), (), (problem,), (problem,))
+    walker.finish()
     return Extracted(
         subject=_subject(headers),
         headers=tuple(headers),
         texts=tuple(walker.texts),
         attachments=tuple(walker.attachments),
         problems=tuple(walker.problems),
+        unscanned=tuple(walker.unscanned),
     )
 
 
@@ -102,158 +117,18 @@ def _subject(headers: list[tuple[str, str]]) -> str:
     return next((value for name, value in headers if name.lower() == "subject"), "")
 
 
-# --- true file types -------------------------------------------------------------------
-
-_MAGIC: tuple[tuple[bytes, str], ...] = (
-    (b"\x89PNG\r\n\x1a\n", "png"),
-    (b"\xff\xd8\xff", "jpeg"),
-    (b"GIF87a", "gif"),
-    (b"GIF89a", "gif"),
-    (b"\x1f\x8b", "gzip"),
-    (b"\x7fELF", "elf"),
-    (b"{\\rtf", "rtf"),
-    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "ole2"),
+_KNOWN_ENCODINGS = frozenset({"", "7bit", "8bit", "binary", "quoted-printable", "base64"})
+_UUENCODE = frozenset({"x-uuencode", "uuencode", "uue", "x-uue"})
+_ENCODED = frozenset({"base64", "quoted-printable"})  # not allowed on message/*: the parser reads it as is
+# defects after which the parser could not split a multipart: its parts were not decoded
+_UNSPLIT = frozenset(
+    {
+        "NoBoundaryInMultipartDefect",
+        "StartBoundaryNotFoundDefect",
+        "MultipartInvariantViolationDefect",
+        "InvalidBase64LengthDefect",
+    }
 )
-_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
-_OOXML = (("word/", "docx"), ("xl/", "xlsx"), ("ppt/", "pptx"))
-_TEXT_CONTROLS = set(range(32)) - {8, 9, 10, 12, 13, 27}
-
-
-def sniff(data: bytes) -> str:
-    """The true type of a file from its first bytes (and, for zips, its member names).
-
-    One of: pdf, zip, docx, xlsx, pptx, png, jpeg, gif, gzip, exe, elf, rtf, ole2, text,
-    unknown. The claimed Content-Type and the file name are never consulted.
-    """
-    if b"%PDF-" in data[:1024]:
-        return "pdf"
-    for magic, kind in _MAGIC:
-        if data.startswith(magic):
-            return kind
-    if data.startswith(_ZIP_MAGIC):
-        return _zip_flavour(data)
-    if data.startswith(b"MZ") and _is_executable(data):
-        return "exe"
-    return "text" if _looks_like_text(data) else "unknown"
-
-
-def _zip_flavour(data: bytes) -> str:
-    try:
-        names = zipfile.ZipFile(io.BytesIO(data)).namelist()
-    except Exception:
-        return "zip"
-    if "[Content_Types].xml" in names:
-        for folder, kind in _OOXML:
-            if any(name.startswith(folder) for name in names):
-                return kind
-    return "zip"
-
-
-def _peek(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> str:
-    """The true type of a member from its first bytes only (for members not expanded)."""
-    try:
-        with archive.open(info) as stream:
-            return sniff(stream.read(4096))
-    except Exception:
-        return "unknown"
-
-
-def _is_executable(data: bytes) -> bool:
-    """MZ with a PE header where e_lfanew points, or binary bytes in the DOS header."""
-    if len(data) >= 64:
-        offset = int.from_bytes(data[60:64], "little")
-        if data[offset : offset + 4] == b"PE\x00\x00":
-            return True
-    return b"\x00" in data[:64]
-
-
-def _looks_like_text(data: bytes) -> bool:
-    if not data:
-        return False
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        return True
-    sample = data[:8192]
-    if b"\x00" in sample:
-        return False
-    try:
-        codecs.getincrementaldecoder("utf-8")().decode(sample, final=False)
-        return True
-    except UnicodeDecodeError:
-        controls = sum(1 for byte in sample if byte in _TEXT_CONTROLS)
-        return controls <= len(sample) // 100
-
-
-# --- text decoding and HTML ------------------------------------------------------------
-
-
-def _decode(data: bytes, charset: str | None) -> tuple[str, str | None]:
-    """Bytes to text: the declared charset if usable, else UTF-8 (BOM-aware), else cp1252.
-
-    Returns the text and a problem string when the declared charset was unusable.
-    """
-    problem = None
-    if charset:
-        try:
-            return data.decode(codecs.lookup(charset).name, errors="replace"), None
-        except (LookupError, ValueError, TypeError):
-            problem = f"unknown charset {charset!r}"
-    if data.startswith(codecs.BOM_UTF8):
-        return data[3:].decode("utf-8", errors="replace"), problem
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        return data.decode("utf-16", errors="replace"), problem
-    try:
-        return data.decode("utf-8"), problem
-    except UnicodeDecodeError:
-        return data.decode("cp1252", errors="replace"), problem
-
-
-class _HTMLText(HTMLParser):
-    """Collects the visible text of an HTML document; scripts and styles are dropped."""
-
-    _BLOCKS = frozenset(
-        "address article aside blockquote br dd div dl dt footer h1 h2 h3 h4 h5 h6 header hr "
-        "li main nav ol p pre section table title tr ul".split()
-    )
-    _CELLS = frozenset({"td", "th"})
-    _HIDDEN = frozenset({"script", "style", "template", "noscript"})
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.pieces: list[str] = []
-        self.hidden = 0
-
-    def handle_starttag(self, tag: str, attrs: list) -> None:
-        if tag in self._HIDDEN:
-            self.hidden += 1
-        self._separate(tag)
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in self._HIDDEN and self.hidden:
-            self.hidden -= 1
-        self._separate(tag)
-
-    def handle_data(self, data: str) -> None:
-        if not self.hidden:
-            self.pieces.append(data)
-
-    def _separate(self, tag: str) -> None:
-        if tag in self._BLOCKS:
-            self.pieces.append("\n")
-        elif tag in self._CELLS:
-            self.pieces.append(" ")
-
-
-def html_to_text(html: str) -> str:
-    """The visible text of an HTML document, one line per block element."""
-    parser = _HTMLText()
-    parser.feed(html)
-    parser.close()
-    text = "".join(parser.pieces).replace("\xa0", " ")
-    text = re.sub(r"[ \t\r\f\v]+", " ", text)
-    return re.sub(r" *\n[\s]*", "\n", text).strip()
-
-
-# --- the walk --------------------------------------------------------------------------
 
 
 @dataclass
@@ -264,23 +139,47 @@ class _Walker:
     texts: list[TextPart] = field(default_factory=list)
     attachments: list[Attachment] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    unscanned: list[str] = field(default_factory=list)
     expanded_bytes: int = 0
     expanded_entries: int = 0
     unnamed: int = 0
+    dropped: int = 0
+    dropped_unscanned: int = 0
 
-    def headers(self, message: Message, where: str) -> list[tuple[str, str]]:
-        """Decoded headers; a header the policy cannot parse is kept raw, with a problem."""
+    def parse(self, raw: bytes) -> Part:
+        return BytesParser(policy=POLICY.clone(max_mime_depth=self.limits.max_mime_depth)).parsebytes(raw)
+
+    def note(self, problem: str, *, unscanned: bool = False) -> None:
+        """Record a problem; ``unscanned`` when content was left unread because of it."""
+        if len(self.problems) >= self.limits.max_problems:
+            self.dropped += 1
+            self.dropped_unscanned += unscanned
+            return
+        self.problems.append(problem)
+        if unscanned:
+            self.unscanned.append(problem)
+
+    def finish(self) -> None:
+        if self.dropped:
+            summary = f"{self.dropped} more problems not listed ({self.dropped_unscanned} of them left content unread)"
+            self.problems.append(summary)
+            if self.dropped_unscanned:
+                self.unscanned.append(summary)
+
+    def headers(self, message: Part, where: str) -> list[tuple[str, str]]:
+        """Decoded headers (RFC 2047), each cut at ``max_header_chars`` (with a problem)."""
         found = []
+        limit = self.limits.max_header_chars
         for name, raw in message.raw_items():
-            try:
-                value = str(message.policy.header_fetch_parse(name, raw))
-            except Exception as error:
-                value = str(raw)
-                self.problems.append(f"{where}: unparseable {name} header: {error}")
+            value, cut = decode_header(str(raw), limit)
+            if cut:
+                self.note(
+                    f"{where}: {name[:80]} header longer than {limit} characters; the rest not scanned", unscanned=True
+                )
             found.append((name, value))
         return found
 
-    def message(self, message: Message, prefix: str, depth: int) -> list[tuple[str, str]]:
+    def message(self, message: Part, prefix: str, depth: int) -> list[tuple[str, str]]:
         """Walk one (possibly attached) message; ``prefix`` locates it in origins."""
         headers = self.headers(message, prefix.rstrip("/") or "message")
         if subject := _subject(headers):
@@ -288,21 +187,33 @@ class _Walker:
         self.part(message, prefix, depth)
         return headers
 
-    def part(self, part: Message, prefix: str, depth: int) -> None:
+    def part(self, part: Part, prefix: str, depth: int) -> None:
         origin = prefix + "body"
         try:
             self._part(part, prefix, depth)
         except Exception as error:  # one broken part must not hide the others
-            self.problems.append(f"{origin}: unreadable part: {type(error).__name__}: {error}")
+            self.note(f"{origin}: unreadable part: {type(error).__name__}: {error}", unscanned=True)
         for defect in part.defects:
+            kind = type(defect).__name__
             detail = f": {defect}" if str(defect) else ""
-            self.problems.append(f"{origin}: {type(defect).__name__}{detail}")
+            self.note(f"{origin}: {kind}{detail}", unscanned=kind in _UNSPLIT)
 
-    def _part(self, part: Message, prefix: str, depth: int) -> None:
+    def _part(self, part: Part, prefix: str, depth: int) -> None:
         content_type = part.get_content_type()
-        maintype = part.get_content_maintype()
+        if part.too_deep and part.declared_type().startswith(("multipart/", "message/")):
+            self.note(
+                f"{prefix}body: MIME parts nested deeper than {self.limits.max_mime_depth} "
+                f"({part.declared_type()}): read as text, not decoded",
+                unscanned=True,
+            )
+        if content_type == "message/partial":
+            self.note(f"{prefix}body: message/partial: a fragment of a message, never seen whole", unscanned=True)
+        if part.get_content_maintype() == "message" and part.get("content-transfer-encoding", "") in _ENCODED:
+            self.note(
+                f"{prefix}body: {content_type} in {part.get('content-transfer-encoding')}: not decoded", unscanned=True
+            )
         if part.is_multipart():
-            if content_type == "message/rfc822":
+            if part.get_content_maintype() == "message" and content_type != "message/delivery-status":
                 self.attached_message(part, prefix, depth)
                 return
             start = len(self.texts)
@@ -312,20 +223,27 @@ class _Walker:
                 self._drop_repeated_alternatives(start, prefix + "body")
             return
         name = part.get_filename()
-        is_body = maintype in ("text", "multipart") and not name and not part.is_attachment()
-        data = part.get_payload(decode=True) or b""
+        name = decode_header(name, 255)[0] if name else None
+        is_body = part.get_content_maintype() in ("text", "multipart") and not name and not part.is_attachment()
+        data = self._payload(part, prefix + (name or "body"))
         if is_body:
-            text, problem = _decode(data, part.get_content_charset())
+            text, problem = decode_text(data, part.get_content_charset())
             if problem:
-                self.problems.append(f"{prefix}body: {problem}; decoded as UTF-8 or cp1252")
+                self.note(f"{prefix}body: {problem}; decoded as UTF-8 or cp1252")
             if content_type == "text/html":
-                text = html_to_text(text)
+                text = html_text(text)
             self.texts.append(TextPart(prefix + "body", text))
             return
         name = name or self._unnamed(content_type)
         self.file(name, content_type, data, prefix, depth, part.get_content_charset())
 
-    def attached_message(self, part: Message, prefix: str, depth: int) -> None:
+    def _payload(self, part: Part, origin: str) -> bytes:
+        encoding = part.get("content-transfer-encoding", "")
+        if encoding not in _KNOWN_ENCODINGS and encoding not in _UUENCODE:
+            self.note(f"{origin}: unknown Content-Transfer-Encoding {encoding[:40]!r}; read undecoded", unscanned=True)
+        return part.get_payload(decode=True) or b""
+
+    def attached_message(self, part: Part, prefix: str, depth: int) -> None:
         name = part.get_filename() or self._unnamed("message/rfc822")
         path = prefix.removeprefix("attachment:") + name
         inner = part.get_payload(0)
@@ -333,86 +251,118 @@ class _Walker:
             data = inner.as_bytes()
         except Exception:
             data = b""
-        self.attachments.append(Attachment(path, "message/rfc822", sniff(data), len(data), depth))
+        self.attachments.append(Attachment(path, part.get_content_type(), sniff(data), len(data), depth))
         if depth + 1 > self.limits.max_depth:
-            self.problems.append(f"nesting too deep at {path}: depth {depth + 1} > {self.limits.max_depth}")
+            self.note(f"nesting too deep at {path}: depth {depth + 1} > {self.limits.max_depth}", unscanned=True)
             return
         self.message(inner, f"attachment:{path}/", depth + 1)
 
     def file(self, name: str, declared: str, data: bytes, prefix: str, depth: int, charset=None):
-        """Record a file, then read it: text is decoded, a zip is expanded within limits."""
+        """Record a file, then read it: text is decoded, an archive expanded within limits."""
         true_type = sniff(data)
         path = prefix.removeprefix("attachment:") + name
         self.attachments.append(Attachment(path, declared, true_type, len(data), depth))
         origin = "attachment:" + path
-        if true_type == "text":
-            text, problem = _decode(data, charset)
+        if true_type == "text" and (declared.startswith("message/") or name.lower().endswith(".eml")):
+            self.embedded_message(path, data, depth)
+        elif true_type == "text":
+            text, problem = decode_text(data, charset)
             if problem:
-                self.problems.append(f"{origin}: {problem}; decoded as UTF-8 or cp1252")
+                self.note(f"{origin}: {problem}; decoded as UTF-8 or cp1252")
             if declared == "text/html" or name.lower().endswith((".html", ".htm")):
-                text = html_to_text(text)
+                text = html_text(text)
             self.texts.append(TextPart(origin, text))
-        elif true_type == "zip":
-            self.archive(path, data, depth)
+        elif true_type in ARCHIVE_KINDS:
+            self.archive(true_type, path, data, depth)
+        elif true_type in UNOPENED_ARCHIVES:
+            self.note(f"{origin}: a {true_type} archive, which DLP cannot open", unscanned=True)
 
-    def archive(self, path: str, data: bytes, depth: int) -> None:
-        """Expand a zip archive; members that break a limit are listed but not read."""
+    def embedded_message(self, path: str, data: bytes, depth: int) -> None:
+        """A message sent as a file (an .eml attachment of any type): read as a message."""
+        if depth + 1 > self.limits.max_depth:
+            self.note(f"nesting too deep at {path}: depth {depth + 1} > {self.limits.max_depth}", unscanned=True)
+            return
+        self.message(self.parse(data), f"attachment:{path}/", depth + 1)
+
+    def archive(self, kind: str, path: str, data: bytes, depth: int) -> None:
+        """Expand an archive; members that break a limit are listed but not read."""
         limits = self.limits
-        try:
-            archive = zipfile.ZipFile(io.BytesIO(data))
-            members = [info for info in archive.infolist() if not info.is_dir()]
-        except Exception as error:
-            self.problems.append(f"unreadable zip {path}: {error}")
-            return
         if depth + 1 > limits.max_depth:
-            self.problems.append(f"nesting too deep at {path}: depth {depth + 1} > {limits.max_depth}")
+            self.note(f"nesting too deep at {path}: depth {depth + 1} > {limits.max_depth}", unscanned=True)
             return
-        if self.expanded_entries + len(members) > limits.max_entries:
-            self.problems.append(
-                f"too many archive entries in {path}: {len(members)}, limit "
-                f"{limits.max_entries} per message; not expanded"
+        room = limits.max_entries - self.expanded_entries
+        try:
+            archive = open_archive(kind, data, path)
+            members = archive.members(room + 1)
+        except ArchiveError as error:
+            self.note(f"unreadable {kind} {path}: {error}", unscanned=True)
+            return
+        if len(members) > room:
+            self.note(
+                f"too many archive entries in {path}: limit {limits.max_entries} per message; not expanded",
+                unscanned=True,
             )
             return
         self.expanded_entries += len(members)
-        for info in members:
-            self.member(archive, info, path, depth + 1)
+        for member in members:
+            self.member(archive, kind, member, path, depth + 1)
 
-    def member(self, archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: str, depth: int) -> None:
-        declared = mimetypes.guess_type(info.filename)[0] or "application/octet-stream"
-        refusal = self._refusal(info, path)
+    def member(self, archive: Archive, kind: str, member: Member, path: str, depth: int) -> None:
+        declared = mimetypes.guess_type(member.name)[0] or "application/octet-stream"
+        refusal = self._refusal(kind, member, path)
+        data = b""
         if refusal is None:
+            cap, why = self._cap(kind, member, path)
             try:
-                data = self._read_member(archive, info)
+                data = archive.read(member, cap)
             except Exception as error:
-                refusal = f"unreadable archive member {path}/{info.filename}: {error}"
+                refusal = f"unreadable archive member {path}/{member.name}: {error}"
+            else:
+                refusal = why if len(data) > cap else None
         if refusal is not None:
-            self.problems.append(refusal)
-            true_type = _peek(archive, info)
-            self.attachments.append(Attachment(f"{path}/{info.filename}", declared, true_type, info.file_size, depth))
+            self.note(refusal, unscanned=True)
+            size = member.size if member.size is not None else len(data)
+            self.attachments.append(
+                Attachment(f"{path}/{member.name}", declared, sniff(archive.peek(member)), size, depth)
+            )
             return
-        self.file(info.filename, declared, data, f"attachment:{path}/", depth)
+        self.expanded_bytes += len(data)
+        self.file(member.name, declared, data, f"attachment:{path}/", depth)
 
-    def _refusal(self, info: zipfile.ZipInfo, path: str) -> str | None:
-        """Why a member must not be decompressed, or None. Sizes come from its header;
-        zipfile never inflates past the declared size, so the header cannot lie upward."""
+    def _refusal(self, kind: str, member: Member, path: str) -> str | None:
+        """Why a member must not be read, or None. Declared sizes come from its header,
+        and readers never return more than declared, so the header cannot lie upward."""
         limits = self.limits
-        ratio = info.file_size / max(info.compress_size, 1)
-        if info.flag_bits & 0x1:
-            return f"encrypted archive member {path}/{info.filename}: not scanned"
-        if info.file_size >= limits.ratio_floor and ratio > limits.max_ratio:
-            return f"zip bomb suspected in {path}: ratio {round(ratio)}:1 ({info.filename})"
-        if self.expanded_bytes + info.file_size > limits.max_total_bytes:
+        if member.refusal == "encrypted":
+            return f"encrypted archive member {path}/{member.name}: not scanned"
+        if member.refusal:
+            return f"{member.refusal} in {path}: {member.name} not scanned"
+        if member.size is None:
+            return None  # a stream: judged while it is read (_cap)
+        ratio = member.size / max(member.packed, 1)
+        if member.size >= limits.ratio_floor and ratio > limits.max_ratio:
+            return f"{kind} bomb suspected in {path}: ratio {round(ratio)}:1 ({member.name})"
+        if self.expanded_bytes + member.size > limits.max_total_bytes:
             return (
-                f"zip bomb suspected in {path}: {info.filename} would pass the "
+                f"{kind} bomb suspected in {path}: {member.name} would pass the "
                 f"{limits.max_total_bytes}-byte extraction budget"
             )
         return None
 
-    def _read_member(self, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
-        with archive.open(info) as stream:
-            data = stream.read(info.file_size + 1)
-        self.expanded_bytes += len(data)
-        return data
+    def _cap(self, kind: str, member: Member, path: str) -> tuple[int, str]:
+        """How many bytes of a member to read, and what it means when there are more.
+        A stream is allowed what a zip member of its packed size would be allowed."""
+        limits = self.limits
+        if member.size is not None:
+            return member.size, ""
+        budget = max(limits.max_total_bytes - self.expanded_bytes, 0)
+        by_ratio = max(limits.ratio_floor - 1, limits.max_ratio * member.packed)
+        if by_ratio <= budget:
+            return by_ratio, f"{kind} bomb suspected in {path}: ratio over {limits.max_ratio}:1 ({member.name})"
+        return budget, (
+            f"{kind} bomb suspected in {path}: {member.name} would pass the "
+            f"{limits.max_total_bytes}-byte extraction budget"
+        )
 
     def _drop_repeated_alternatives(self, start: int, origin: str) -> None:
         """Keep the last alternative (what mail clients show); keep an earlier one only if
@@ -426,6 +376,6 @@ class _Walker:
 
     def _unnamed(self, content_type: str) -> str:
         self.unnamed += 1
-        is_message = content_type == "message/rfc822"
+        is_message = content_type.startswith("message/")
         extension = ".eml" if is_message else mimetypes.guess_extension(content_type)
         return f"unnamed-{self.unnamed}{extension or '.bin'}"

@@ -39,6 +39,8 @@ def owners_report(
         )
         if hit.evidence:
             lines.append(f"  evidence (redacted): {', '.join(hit.evidence)}")
+    if verdict.unscanned:
+        lines += ["", "Not fully scanned (dlp.unscannable):", *(f"- {problem}" for problem in verdict.unscanned)]
     msg.set_content("\n".join(lines) + "\n")
     return msg.as_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 

@@ -7,6 +7,13 @@ run on demand, once per text. `Policies.evaluate(extracted, facts)` then decides
 rules match, with the evidence redacted to its first and last characters, and the action
 that follows: the strongest of the matched rules' plans (block > quarantine > encrypt >
 permit). In `monitor` mode matches are recorded and the action is always permit.
+
+Content DLP could not fully read (`Extracted.unscanned`: an archive nested too deep, a
+suspected bomb, a part it cannot decode) is judged by `dlp.unscannable`, as if by one more
+rule: when at least one enabled rule applies to the message (by source and destination),
+a built-in hit `dlp/unscannable` with that action joins the matched rules, so the strongest
+action still wins, monitor mode still only records, and everything that reports rules
+(the intake's quarantine reason and block notice, the decision log, `explain`) names it.
 """
 
 from __future__ import annotations
@@ -59,6 +66,15 @@ class RuleHit:
     owners: tuple[str, ...]
     evidence: tuple[str, ...]
     path: Path  # where the rule is written, for `explain`
+    builtin: bool = False  # dlp.unscannable, not a policy's rule
+
+
+UNSCANNABLE_PATH: Path = ("dlp", "unscannable")
+
+
+def unscannable_hit(action: str) -> RuleHit:
+    """The built-in rule for content DLP could not fully read (`dlp.unscannable`)."""
+    return RuleHit("dlp", "unscannable", "high", "dlp.unscannable", action, (), (), (), UNSCANNABLE_PATH, True)
 
 
 @dataclass(frozen=True)
@@ -68,10 +84,12 @@ class Verdict:
     would: str  # what enforce mode would do
     mode: str
     problems: tuple[str, ...] = ()
+    unscanned: tuple[str, ...] = ()  # the problems that left content unread
 
     @property
     def policies(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(h.policy for h in self.hits))
+        """The policies whose rules matched (the built-in unscannable rule is none)."""
+        return tuple(dict.fromkeys(h.policy for h in self.hits if not h.builtin))
 
 
 @dataclass
@@ -103,6 +121,7 @@ class Policies:
     def __init__(self, config: RelayConfig, ip_groups: dict[str, IPSet], domain_groups: dict[str, DomainSet]) -> None:
         dlp = config.dlp
         self.mode = dlp.mode
+        self.unscannable = dlp.unscannable
         self._plans = {p.name: p for p in dlp.action_plans}
         self._ip_groups = ip_groups
         self._domain_groups = domain_groups
@@ -143,9 +162,11 @@ class Policies:
     def evaluate(self, extracted: Extracted, facts: Facts) -> Verdict:
         scan = _Scan(_texts(extracted), self._matcher, self._classifiers)
         hits = []
+        in_scope = False
         for path, policy, owners, rule in self._rules:
             if not self._applies(rule, facts):
                 continue
+            in_scope = True
             evidence: list[str] = []
             if self._holds(rule.conditions, scan, extracted, evidence):
                 plan = self._plans[rule.action_plan]
@@ -162,9 +183,11 @@ class Policies:
                         path,
                     )
                 )
+        if extracted.unscanned and in_scope and self.unscannable != "permit":
+            hits.append(unscannable_hit(self.unscannable))
         would = max((h.action for h in hits), key=ACTION_STRENGTH.__getitem__, default="permit")
         action = would if self.mode == "enforce" else "permit"
-        return Verdict(tuple(hits), action, would, self.mode, tuple(extracted.problems))
+        return Verdict(tuple(hits), action, would, self.mode, tuple(extracted.problems), tuple(extracted.unscanned))
 
     # -- rules ----------------------------------------------------------------------------
 

@@ -4,13 +4,16 @@ A sample is an .eml file; its envelope is taken from its headers (From; To, Cc, 
 the peer is assumed to be one of ours when the sender's domain is internal (or is given
 with `--peer`). The pipeline is the relay's own (`decide.judge`), under a config
 provisioned without TLS or files, so what `simulate` says is what the relay would do.
+Each sample gets its own result: one that cannot be judged at all (it should not happen:
+extraction never raises) is reported as action `error` with the reason in `problems`, and
+the run goes on.
 """
 
 from __future__ import annotations
 
-import email
 import email.policy
 from dataclasses import asdict, dataclass, field
+from email.parser import BytesHeaderParser
 from email.utils import getaddresses
 from pathlib import Path
 
@@ -40,6 +43,7 @@ class Simulated:
     sender: str = ""
     recipients: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    unscanned: list[str] = field(default_factory=list)  # the problems that left content unread
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -59,7 +63,8 @@ def policy_view(config: RelayConfig, base_dir: Path) -> Live:
 
 
 def envelope_of(content: bytes) -> tuple[str, list[str]]:
-    msg = email.message_from_bytes(content, policy=email.policy.compat32)
+    """Sender and recipients from the headers (only the header block is parsed)."""
+    msg = BytesHeaderParser(policy=email.policy.compat32).parsebytes(content)
     senders = [a for _, a in getaddresses(msg.get_all("From", [])) if "@" in a]
     rcpts = [
         a for _, a in getaddresses(msg.get_all("To", []) + msg.get_all("Cc", []) + msg.get_all("Bcc", [])) if "@" in a
@@ -70,6 +75,16 @@ def envelope_of(content: bytes) -> tuple[str, list[str]]:
 def simulate_one(
     live: Live, content: bytes, name: str, *, peer: str | None = None, source: SourceMap | None = None
 ) -> Simulated:
+    """The relay's decision for one sample; never raises for what the sample holds."""
+    try:
+        return _simulate(live, content, name, peer, source)
+    except Exception as error:
+        return Simulated(
+            name, "", "error", "error", "none", [], problems=[f"not judged: {type(error).__name__}: {error}"]
+        )
+
+
+def _simulate(live: Live, content: bytes, name: str, peer: str | None, source: SourceMap | None) -> Simulated:
     content = content.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
     sender, rcpts = envelope_of(content)
     decision = judge(live, content, sender, rcpts, peer)
@@ -111,6 +126,7 @@ def simulate_one(
         sender=sender,
         recipients=rcpts,
         problems=list(verdict.problems) if verdict else [],
+        unscanned=list(verdict.unscanned) if verdict else [],
     )
 
 
