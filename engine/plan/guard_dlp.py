@@ -14,6 +14,7 @@ condition) is neutral, and says so.
 
 from __future__ import annotations
 
+from engine.config.model.dlp import DLP
 from engine.config.units import parse_size
 from engine.plan.change import LOOSENING, NEUTRAL, TIGHTENING, Action, Change, Key
 from engine.plan.guard import Context, Verdict, compare, judge
@@ -236,8 +237,16 @@ def _neutral(reason: str):
     return lambda change, ctx: (NEUTRAL, reason)
 
 
+def _unscannable(change: Change, ctx: Context) -> Verdict:
+    """What happens to outbound mail DLP could not fully read (unset: the model's default)."""
+    default = DLP.model_fields["unscannable"].default
+    before, after = change.before or default, change.after or default
+    return compare("action for mail DLP could not fully read", before, after, ACTION_STRENGTH)
+
+
 RULES = [
     ("dlp.mode", _mode),
+    ("dlp.unscannable", _unscannable),
     ("dlp.action_plans.#.email", _plan_action),
     ("dlp.action_plans.#.notify", _neutral("notifications only: what happens to the mail is unchanged")),
     ("dlp.action_plans.#", _neutral("action plans act only through the rules that name them")),
