@@ -24,8 +24,8 @@ from engine.plan.change import LOOSENING, NEUTRAL, TIGHTENING, Action, Change, E
 from engine.plan.diff import SECRET_FIELDS, node_at
 from engine.policy import rules
 
-Verdict = tuple[Effect, str]
-Rule = Callable[[Change, "Context"], Verdict | None]
+Judgement = tuple[Effect, str]
+Rule = Callable[[Change, "Context"], Judgement | None]
 
 # TLS levels, protocols, cipher strength and enforced-TLS directions are engine/policy/rules.py's,
 # so the guard orders them exactly as the relay does.
@@ -49,7 +49,7 @@ class Context:
         return node_at(self.desired, path)
 
 
-def compare(what: str, before: object, after: object, rank: Mapping) -> Verdict:
+def compare(what: str, before: object, after: object, rank: Mapping) -> Judgement:
     """Lower rank after than before: loosening; higher: tightening; same: neutral."""
     b, a = rank.get(before), rank.get(after)
     if b is None or a is None:
@@ -61,7 +61,7 @@ def compare(what: str, before: object, after: object, rank: Mapping) -> Verdict:
     return NEUTRAL, f"{what}: {before} and {after} are equally strict"
 
 
-def judge(effects: Iterable[Verdict], otherwise: Verdict) -> Verdict:
+def judge(effects: Iterable[Judgement], otherwise: Judgement) -> Judgement:
     """Several uses of one change: any loosening wins, then any tightening."""
     effects = list(effects)
     for effect in (LOOSENING, TIGHTENING):
@@ -94,11 +94,11 @@ def renamed(change: Change, changes: Iterable[Change]) -> str | None:
 # -- TLS ---------------------------------------------------------------------------------
 
 
-def _level(change: Change, ctx: Context) -> Verdict:
+def _level(change: Change, ctx: Context) -> Judgement:
     return compare("TLS level", change.before, change.after, rules.LEVEL_RANK)
 
 
-def _route_level(change: Change, ctx: Context) -> Verdict:
+def _route_level(change: Change, ctx: Context) -> Judgement:
     """A route without `tls` uses tls.outbound_default (of its own config)."""
     before = rules.route_level(change.before, outbound_default(ctx.current))
     after = rules.route_level(change.after, outbound_default(ctx.desired))
@@ -110,15 +110,15 @@ def outbound_default(config: dict) -> str:
     return config.get("tls", {}).get("outbound_default", TLS.model_fields["outbound_default"].default)
 
 
-def _protocol(change: Change, ctx: Context) -> Verdict:
+def _protocol(change: Change, ctx: Context) -> Judgement:
     return compare("lowest TLS protocol", change.before, change.after, rules.PROTOCOL_RANK)
 
 
-def _bits(change: Change, ctx: Context) -> Verdict:
+def _bits(change: Change, ctx: Context) -> Judgement:
     return compare("lowest cipher strength", change.before, change.after, rules.CIPHER_RANK)
 
 
-def _enforced_rule(change: Change, ctx: Context) -> Verdict:
+def _enforced_rule(change: Change, ctx: Context) -> Judgement:
     rule = change.before if change.action is Action.DELETE else change.after
     what = f"{rule['direction']} connections with {_match_text(rule['match'])}"
     if change.action is Action.CREATE:
@@ -148,7 +148,7 @@ def _match_text(match: dict) -> str:
     return f"domain group {match.get('domain_group')}"
 
 
-def _enforced_direction(change: Change, ctx: Context) -> Verdict:
+def _enforced_direction(change: Change, ctx: Context) -> Judgement:
     before, after = rules.DIRECTIONS.get(change.before, frozenset()), rules.DIRECTIONS.get(change.after, frozenset())
     lost, gained = before - after, after - before
     if lost:
@@ -158,7 +158,7 @@ def _enforced_direction(change: Change, ctx: Context) -> Verdict:
     return UNKNOWN
 
 
-def _enforced_match(change: Change, ctx: Context) -> Verdict:
+def _enforced_match(change: Change, ctx: Context) -> Judgement:
     """The peers a rule covers changed: loosening if a peer covered before is not now."""
     rule = next(i for i, p in enumerate(change.path) if isinstance(p, Key))
     old = ctx.before((*change.path[: rule + 1], "match")) or {}
@@ -189,7 +189,7 @@ def _group_of(match: dict) -> tuple[str, str]:
 # -- listeners and endpoints -------------------------------------------------------------
 
 
-def _starttls(change: Change, ctx: Context) -> Verdict:
+def _starttls(change: Change, ctx: Context) -> Judgement:
     if change.before == "required" and change.after == "offered":
         return LOOSENING, "clients may send mail without STARTTLS on this listener"
     if change.before == "offered" and change.after == "required":
@@ -204,7 +204,7 @@ def _loopback(address: object) -> bool:
         return False
 
 
-def _admin_address(change: Change, ctx: Context) -> Verdict:
+def _admin_address(change: Change, ctx: Context) -> Judgement:
     before = change.before.get("address") if isinstance(change.before, dict) else change.before
     after = change.after.get("address") if isinstance(change.after, dict) else change.after
     if _loopback(before) and not _loopback(after):
@@ -217,14 +217,14 @@ def _admin_address(change: Change, ctx: Context) -> Verdict:
 # -- encryption --------------------------------------------------------------------------
 
 
-def _method(change: Change, ctx: Context) -> Verdict:
+def _method(change: Change, ctx: Context) -> Judgement:
     verdict = compare("encryption method", change.before, change.after, METHOD_RANK)
     if verdict[0] == LOOSENING:
         return LOOSENING, f"mail that must be encrypted is now protected in transit only ({change.after})"
     return verdict
 
 
-def _backup(change: Change, ctx: Context) -> Verdict:
+def _backup(change: Change, ctx: Context) -> Judgement:
     if ctx.desired.get("encryption", {}).get("method", "tls") != "tls":
         return NEUTRAL, "a backup method only applies with method: tls"
     verdict = compare("backup method", change.before or "none", change.after or "none", BACKUP_RANK)
@@ -235,7 +235,7 @@ def _backup(change: Change, ctx: Context) -> Verdict:
     return verdict
 
 
-def _permission_allowed(change: Change, ctx: Context) -> Verdict:
+def _permission_allowed(change: Change, ctx: Context) -> Judgement:
     what = change.path[-2]
     if change.before is False and change.after is True:
         return LOOSENING, f"portal users may now {str(what).replace('_', ' ')}"
@@ -244,7 +244,7 @@ def _permission_allowed(change: Change, ctx: Context) -> Verdict:
     return UNKNOWN
 
 
-def _permission_recipients(change: Change, ctx: Context) -> Verdict:
+def _permission_recipients(change: Change, ctx: Context) -> Judgement:
     what = str(change.path[-2]).replace("_", " ")
     allowed = ctx.after((*change.path[:-1], "allowed"))
     if not allowed:
@@ -256,7 +256,7 @@ def _permission_recipients(change: Change, ctx: Context) -> Verdict:
     return UNKNOWN
 
 
-def _kdf_iterations(change: Change, ctx: Context) -> Verdict:
+def _kdf_iterations(change: Change, ctx: Context) -> Judgement:
     if isinstance(change.before, int) and isinstance(change.after, int):
         if change.after < change.before:
             return LOOSENING, f"fewer key-derivation iterations: {change.before} -> {change.after}"
@@ -264,7 +264,7 @@ def _kdf_iterations(change: Change, ctx: Context) -> Verdict:
     return UNKNOWN
 
 
-def _smime(change: Change, ctx: Context) -> Verdict:
+def _smime(change: Change, ctx: Context) -> Judgement:
     if change.action is Action.CREATE:
         return TIGHTENING, "recipients with a known certificate get S/MIME"
     if change.action is Action.DELETE and ctx.desired.get("encryption", {}).get("method", "tls") == "tls":
@@ -328,7 +328,7 @@ def classify(changes: Iterable[Change], desired: dict, current: dict | None) -> 
     return out
 
 
-def _first_rename(change: Change, changes: list[Change]) -> Verdict | None:
+def _first_rename(change: Change, changes: list[Change]) -> Judgement | None:
     other = renamed(change, changes)
     if other is None:
         return None

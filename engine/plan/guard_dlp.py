@@ -17,7 +17,7 @@ from __future__ import annotations
 from engine.config.model.dlp import DLP
 from engine.config.units import parse_size
 from engine.plan.change import LOOSENING, NEUTRAL, TIGHTENING, Action, Change, Key
-from engine.plan.guard import Context, Verdict, compare, judge
+from engine.plan.guard import Context, Judgement, compare, judge
 from engine.policy.rules import ACTION_STRENGTH, DLP_DIRECTIONS
 
 DONE = {"permit": "permitted", "encrypt": "encrypted", "quarantine": "quarantined", "block": "blocked"}
@@ -57,7 +57,7 @@ def _protective(config: dict, path) -> str | None:
     return acts[0] if acts else None
 
 
-def _mode(change: Change, ctx: Context) -> Verdict:
+def _mode(change: Change, ctx: Context) -> Judgement:
     if change.before == "enforce" and change.after == "monitor":
         return LOOSENING, "DLP only records matches now: nothing is encrypted, blocked or quarantined"
     if change.before == "monitor" and change.after == "enforce":
@@ -65,7 +65,7 @@ def _mode(change: Change, ctx: Context) -> Verdict:
     return NEUTRAL, "DLP mode"
 
 
-def _plan_action(change: Change, ctx: Context) -> Verdict:
+def _plan_action(change: Change, ctx: Context) -> Judgement:
     name = change.path[2].value
     users = [
         f"{p['name']}/{r['name']}"
@@ -79,21 +79,21 @@ def _plan_action(change: Change, ctx: Context) -> Verdict:
     return effect, f"{reason} for {', '.join(users[:3])}"
 
 
-def _lost(config: dict, rules: list[dict], what: str) -> Verdict:
+def _lost(config: dict, rules: list[dict], what: str) -> Judgement:
     acts = _actions(config, rules)
     if not acts:
         return NEUTRAL, f"{what}: it had no enabled rule that encrypts, blocks or quarantines"
     return LOOSENING, f"{what}: mail it matched is no longer {' or '.join(DONE[a] for a in acts)}"
 
 
-def _gained(config: dict, rules: list[dict], what: str) -> Verdict:
+def _gained(config: dict, rules: list[dict], what: str) -> Judgement:
     acts = _actions(config, rules)
     if not acts:
         return NEUTRAL, f"{what}: it has no enabled rule that encrypts, blocks or quarantines"
     return TIGHTENING, f"{what}: matching mail will be {' or '.join(DONE[a] for a in acts)}"
 
 
-def _policy(change: Change, ctx: Context) -> Verdict:
+def _policy(change: Change, ctx: Context) -> Judgement:
     if change.action is Action.DELETE:
         policy = change.before
         if not policy.get("enabled", True):
@@ -105,7 +105,7 @@ def _policy(change: Change, ctx: Context) -> Verdict:
     return _gained(ctx.desired, policy.get("rules", []), f"new policy {policy['name']}")
 
 
-def _policy_enabled(change: Change, ctx: Context) -> Verdict:
+def _policy_enabled(change: Change, ctx: Context) -> Judgement:
     name = change.path[2].value
     if change.before is True and change.after is False:
         policy, _ = _rule(ctx.current, change.path)
@@ -114,7 +114,7 @@ def _policy_enabled(change: Change, ctx: Context) -> Verdict:
     return _gained(ctx.desired, (policy or {}).get("rules", []), f"policy {name} enabled")
 
 
-def _rule_item(change: Change, ctx: Context) -> Verdict:
+def _rule_item(change: Change, ctx: Context) -> Judgement:
     name = change.path[-1].value
     if change.action is Action.DELETE:
         policy, _ = _rule(ctx.current, change.path)
@@ -127,7 +127,7 @@ def _rule_item(change: Change, ctx: Context) -> Verdict:
     return _gained(ctx.desired, [change.after], f"new rule {name}")
 
 
-def _rule_enabled(change: Change, ctx: Context) -> Verdict:
+def _rule_enabled(change: Change, ctx: Context) -> Judgement:
     policy, rule = _rule(ctx.desired, change.path)
     if not policy or not policy.get("enabled", True):
         return NEUTRAL, "the rule's policy is disabled"
@@ -138,7 +138,7 @@ def _rule_enabled(change: Change, ctx: Context) -> Verdict:
     return _gained(ctx.desired, [rule or {}], f"rule {name} enabled")
 
 
-def _rule_plan(change: Change, ctx: Context) -> Verdict:
+def _rule_plan(change: Change, ctx: Context) -> Judgement:
     policy, rule = _rule(ctx.desired, change.path)
     if not policy or not rule or not policy.get("enabled", True) or not rule.get("enabled", True):
         return NEUTRAL, "the rule is disabled"
@@ -148,7 +148,7 @@ def _rule_plan(change: Change, ctx: Context) -> Verdict:
     return effect, f"{reason} (action plan {change.before} -> {change.after})"
 
 
-def _narrower(narrower: bool | None, what: str, change: Change, ctx: Context) -> Verdict:
+def _narrower(narrower: bool | None, what: str, change: Change, ctx: Context) -> Judgement:
     """A rule matching fewer (narrower) or more messages; None: the guard cannot tell."""
     action = _protective(ctx.desired, change.path)
     if action is None:
@@ -169,7 +169,7 @@ def _number(value: object) -> float | None:
         return None
 
 
-def _condition(change: Change, ctx: Context) -> Verdict:
+def _condition(change: Change, ctx: Context) -> Judgement:
     inner = change.path[change.path.index("conditions") + 1 :]
     flips = sum(1 for p in inner if p == "not")
     last = inner[-1] if inner else None
@@ -207,7 +207,7 @@ def _value(value: object) -> str:
     return "none" if value is None else json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
 
 
-def _scope(change: Change, ctx: Context) -> Verdict:
+def _scope(change: Change, ctx: Context) -> Judgement:
     """senders, ip_groups, domains, domain_groups: an empty list means any."""
     field = str(change.path[-1])
     before = ctx.before(change.path) or []
@@ -222,7 +222,7 @@ def _scope(change: Change, ctx: Context) -> Verdict:
     return judge(verdicts, (NEUTRAL, field))
 
 
-def _direction(change: Change, ctx: Context) -> Verdict:
+def _direction(change: Change, ctx: Context) -> Judgement:
     before, after = DLP_DIRECTIONS.get(change.before, frozenset()), DLP_DIRECTIONS.get(change.after, frozenset())
     lost, gained = before - after, after - before
     what = f"direction {change.before} -> {change.after}"
@@ -237,7 +237,7 @@ def _neutral(reason: str):
     return lambda change, ctx: (NEUTRAL, reason)
 
 
-def _unscannable(change: Change, ctx: Context) -> Verdict:
+def _unscannable(change: Change, ctx: Context) -> Judgement:
     """What happens to outbound mail DLP could not fully read (unset: the model's default)."""
     default = DLP.model_fields["unscannable"].default
     before, after = change.before or default, change.after or default

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from engine.config.model import Route
 from engine.plan.change import LOOSENING, NEUTRAL, TIGHTENING, Action, Change
-from engine.plan.guard import Context, Verdict, judge, outbound_default
+from engine.plan.guard import Context, Judgement, judge, outbound_default
 from engine.policy import rules
 from engine.policy.groups import DomainSet, IPSet
 from engine.policy.rules import GATEWAY_GROUP, TRUSTED_GROUP
@@ -42,7 +42,7 @@ def _uncovered(entries: list[str], others: list[str], section: str) -> list[str]
     return [e for e in entries if not group.covers(e)]
 
 
-def _effective(change: Change, ctx: Context) -> tuple[list[str], list[str], Verdict | None]:
+def _effective(change: Change, ctx: Context) -> tuple[list[str], list[str], Judgement | None]:
     """(added, removed) entries of a group change that really add or remove a peer: a subnet
     of what the group held is not new, an entry still covered by the group is not gone."""
     section, name = str(change.path[0]), str(change.path[1])
@@ -80,7 +80,7 @@ def protective_rules(config: dict):
                 yield policy, rule, action
 
 
-def _enforced_uses(kind: str, name: str, added: list, removed: list, ctx: Context) -> list[Verdict]:
+def _enforced_uses(kind: str, name: str, added: list, removed: list, ctx: Context) -> list[Judgement]:
     out = []
     for rule in ctx.desired.get("enforced_tls", []):
         if rule["match"].get(kind) != name:
@@ -96,7 +96,7 @@ def _enforced_uses(kind: str, name: str, added: list, removed: list, ctx: Contex
 
 def _dlp_uses(
     field: tuple[str, str], name: str, added: list, removed: list, ctx: Context, *, skip_outbound_losses: bool = False
-) -> list[Verdict]:
+) -> list[Judgement]:
     part, key = field
     out = []
     for policy, rule, action in protective_rules(ctx.desired):
@@ -115,7 +115,7 @@ def _dlp_word(part: str) -> str:
     return "from" if part == "source" else "to"
 
 
-def _ip_group(change: Change, ctx: Context) -> Verdict:
+def _ip_group(change: Change, ctx: Context) -> Judgement:
     name = str(change.path[1])
     added, removed, same = _effective(change, ctx)
     if same:
@@ -137,7 +137,7 @@ def _ip_group(change: Change, ctx: Context) -> Verdict:
     return judge(uses, (NEUTRAL, f"IP group {name} is not used by a TLS, relay or DLP rule"))
 
 
-def _domain_group(change: Change, ctx: Context) -> Verdict:
+def _domain_group(change: Change, ctx: Context) -> Judgement:
     name = str(change.path[1])
     added, removed, same = _effective(change, ctx)
     if same:
@@ -153,7 +153,7 @@ def _domain_group(change: Change, ctx: Context) -> Verdict:
     return judge(uses, (NEUTRAL, f"domain group {name} is not used by a TLS, route or DLP rule"))
 
 
-def _internal_domains(change: Change, ctx: Context) -> Verdict:
+def _internal_domains(change: Change, ctx: Context) -> Judgement:
     added, removed = _entries(change)
     if added:
         return (
@@ -163,7 +163,7 @@ def _internal_domains(change: Change, ctx: Context) -> Verdict:
     return NEUTRAL, f"mail to {_list(removed)} counts as outbound, no longer internal"
 
 
-def _encrypted_group(change: Change, ctx: Context) -> Verdict:
+def _encrypted_group(change: Change, ctx: Context) -> Judgement:
     old = set(ctx.current.get("ip_groups", {}).get(change.before or GATEWAY_GROUP, []))
     new = ctx.desired.get("ip_groups", {}).get(change.after or GATEWAY_GROUP, [])
     extra = [e for e in new if e not in old]
@@ -217,7 +217,7 @@ def _probes(ctx: Context) -> list[str]:
     return [*found, OTHER_DOMAINS]
 
 
-def _reach(probes: list[str], baseline: dict, desired: dict) -> list[Verdict]:
+def _reach(probes: list[str], baseline: dict, desired: dict) -> list[Judgement]:
     """Verdicts for the mail to `probes` whose route TLS level differs between `baseline`
     (the desired config with this one change undone) and `desired`."""
     out = []
@@ -264,7 +264,7 @@ def _with_groups(config: dict, current: dict) -> dict:
     return {**config, "domain_groups": groups}
 
 
-def _route(change: Change, ctx: Context) -> Verdict:
+def _route(change: Change, ctx: Context) -> Judgement:
     baseline = _undone(change, ctx)
     if change.kind == "order":
         return judge(

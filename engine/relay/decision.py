@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from engine.relay.dlp.policy import Verdict
+    from engine.relay.dlp.policy import Findings
 
 FORMAT = 1
 ACTIONS = ("permit", "encrypt", "block", "quarantine")
@@ -44,7 +44,7 @@ class Decision:
     method: str = "none"  # the encryption method named at intake when action is encrypt
     policies: tuple[str, ...] = field(default=())
     already_encrypted: bool = False
-    verdict: Verdict | None = None  # the DLP findings, in memory only (not stored)
+    verdict: Findings | None = None  # the DLP findings, in memory only (not stored)
     would: str = "permit"  # what enforcement would have done (monitor mode, inbound mail)
     problems: tuple[str, ...] = ()  # what the scan met: notes, and what it could not read
     unscanned: tuple[str, ...] = ()  # the problems that left content unread (dlp.unscannable)

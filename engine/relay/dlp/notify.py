@@ -5,11 +5,11 @@ from __future__ import annotations
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
-from engine.relay.dlp.policy import Verdict
+from engine.relay.dlp.policy import Findings
 
 
 def owners_report(
-    fqdn: str, to: list[str], verdict: Verdict, *, sender: str, recipients, subject: str, ref: str
+    fqdn: str, to: list[str], verdict: Findings, *, sender: str, recipients, subject: str, ref: str
 ) -> bytes:
     """A short report for policy owners: what matched, what was done, about which message."""
     msg = EmailMessage()
@@ -45,7 +45,7 @@ def owners_report(
     return msg.as_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
-def notify_targets(verdict: Verdict) -> list[str]:
+def notify_targets(verdict: Findings) -> list[str]:
     """Who is told: each matched plan's `notify` list, `policy_owners` expanded."""
     targets: list[str] = []
     for hit in verdict.hits:

@@ -78,7 +78,7 @@ def unscannable_hit(action: str) -> RuleHit:
 
 
 @dataclass(frozen=True)
-class Verdict:
+class Findings:
     hits: tuple[RuleHit, ...]
     action: str  # what happens (permit in monitor mode)
     would: str  # what enforce mode would do
@@ -159,7 +159,7 @@ class Policies:
             for k, phrase in enumerate(cond.phrases):
                 yield f"{key}.{k}", "phrase", phrase
 
-    def evaluate(self, extracted: Extracted, facts: Facts) -> Verdict:
+    def evaluate(self, extracted: Extracted, facts: Facts) -> Findings:
         scan = _Scan(_texts(extracted), self._matcher, self._classifiers)
         hits = []
         in_scope = False
@@ -187,7 +187,7 @@ class Policies:
             hits.append(unscannable_hit(self.unscannable))
         would = max((h.action for h in hits), key=ACTION_STRENGTH.__getitem__, default="permit")
         action = would if self.mode == "enforce" else "permit"
-        return Verdict(tuple(hits), action, would, self.mode, tuple(extracted.problems), tuple(extracted.unscanned))
+        return Findings(tuple(hits), action, would, self.mode, tuple(extracted.problems), tuple(extracted.unscanned))
 
     # -- rules ----------------------------------------------------------------------------
 
