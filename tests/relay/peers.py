@@ -7,6 +7,7 @@ received with `wait_for`, never with a blind sleep.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import ssl
 import threading
@@ -151,3 +152,46 @@ async def submit(port: int, content: str | bytes, sender: str, recipients: list[
         content, sender=sender, recipients=recipients, hostname="127.0.0.1", port=port, start_tls=False, timeout=10
     )
     return reply
+
+
+class RawSession:
+    """A raw SMTP client session on loopback, optionally from another local address."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, port: int, source: str = "127.0.0.1") -> RawSession:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+        return cls(reader, writer)
+
+    async def reply(self, timeout: float = 10) -> bytes:
+        """One whole reply (all lines of a multi-line one)."""
+        out = b""
+        while True:
+            line = await asyncio.wait_for(self.reader.readline(), timeout)
+            out += line
+            if len(line) < 4 or line[3:4] != b"-":
+                return out
+
+    async def command(self, line: bytes) -> bytes:
+        self.writer.write(line + b"\r\n")
+        await self.writer.drain()
+        return await self.reply()
+
+    async def closed(self, timeout: float = 10) -> bool:
+        """The server closed the connection (EOF, or a reset) without saying more."""
+        try:
+            rest = await asyncio.wait_for(self.reader.read(), timeout)
+        except ConnectionResetError:
+            return True
+        assert rest == b"", rest
+        return True
+
+    async def noop_seconds(self) -> float:
+        start = time.perf_counter()
+        assert (await self.command(b"NOOP")).startswith(b"250")
+        return time.perf_counter() - start
+
+    def close(self) -> None:
+        self.writer.close()

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from engine.relay.dlp import decide
-from tests.relay.peers import Sink
+from tests.relay.peers import RawSession, Sink
 from tests.relay.test_retries import routes
 
 CARD_WORDS = "=?utf-8?q?4111?= =?utf-8?q?_1111?= =?utf-8?q?_1111?= =?utf-8?q?_1111?="
@@ -50,32 +50,18 @@ def deeply_nested_message(depth: int = 1000) -> bytes:
     return (head + opened + "Content-Type: text/plain\r\n\r\nnothing to see\r\n" + closed).encode()
 
 
-class Session:
-    """A raw SMTP session on loopback (optionally from another local address)."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
+class Session(RawSession):
+    """A raw SMTP session on loopback (optionally from another local address), greeted."""
 
     @classmethod
     async def open(cls, port: int, source: str = "127.0.0.1") -> Session:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
-        session = cls(reader, writer)
+        session = await super().open(port, source)
         assert (await session.reply()).startswith(b"220")
         assert (await session.command(b"EHLO client.example")).startswith(b"250")
         return session
 
     async def reply(self, timeout: float = 60) -> bytes:
-        out = b""
-        while True:
-            line = await asyncio.wait_for(self.reader.readline(), timeout)
-            out += line
-            if len(line) < 4 or line[3:4] != b"-":
-                return out
-
-    async def command(self, line: bytes) -> bytes:
-        self.writer.write(line + b"\r\n")
-        await self.writer.drain()
-        return await self.reply()
+        return await super().reply(timeout)
 
     async def noop(self) -> tuple[float, float]:
         """(seconds the NOOP took, monotonic time its answer came)."""
@@ -92,9 +78,6 @@ class Session:
         self.writer.write(content + b".\r\n")
         await self.writer.drain()
         return asyncio.create_task(self.reply())
-
-    def close(self) -> None:
-        self.writer.close()
 
 
 @pytest.fixture
