@@ -247,9 +247,29 @@ class _AdminApi:
             if len(data) > self.max_body:
                 raise ApiError(413, "too_large", f"the body is over the limit of {self.max_body} bytes")
         try:
-            return json.loads(data)
+            body = json.loads(data)
         except ValueError as exc:
             raise ApiError(400, "bad_request", f"the body is not JSON: {exc}") from None
+        except RecursionError:  # nesting deeper than the parser's stack
+            raise ApiError(400, "bad_request", f"the body is nested more than {MAX_BODY_DEPTH} levels deep") from None
+        if _deeper_than(body, MAX_BODY_DEPTH):
+            raise ApiError(400, "bad_request", f"the body is nested more than {MAX_BODY_DEPTH} levels deep")
+        return body
+
+
+MAX_BODY_DEPTH = 64  # a config is about 10 levels deep; validation recurses, so bound it here
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether `value` nests lists and objects more than `limit` deep (iterative: no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > limit:
+                return True
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return False
 
 
 def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:

@@ -177,3 +177,17 @@ async def test_a_relay_that_is_not_there_is_unreachable(relay: Served) -> None:
     with pytest.raises(Unreachable, match=f"127.0.0.1:{port}"):
         await asyncio.to_thread(client.fetch_running)
     assert not await asyncio.to_thread(client.healthz)
+
+
+@pytest.mark.parametrize("depth", [65, 100_000])
+async def test_deeply_nested_json_is_a_400_not_a_500(relay: Served, depth: int) -> None:
+    """Within the size limit a body can nest deeper than the JSON parser's stack (or than
+    validation should walk): a clear 400, never a 500, and nothing planned or applied."""
+    headers = {"Authorization": f"Bearer {relay.token}", "Content-Type": "application/json"}
+    nested = b'{"config": {"x": ' + b"[" * depth + b"]" * depth + b"}}"
+    async with relay.raw() as http:
+        plan = await http.post("/v1/plan", headers=headers, content=nested)
+        apply = await http.post("/v1/apply", headers=headers, content=nested[:-1] + b', "base_version": 1}')
+    for response in (plan, apply):
+        assert response.status_code == 400, response.text
+        assert response.json()["detail"] == "the body is nested more than 64 levels deep"
