@@ -84,6 +84,8 @@ class EdgeHandler:
             domain = domain_of(address)
         if not domain:
             return "550 5.1.3 Recipient address must have a domain"
+        if sender_routed(address):
+            return f"550 5.7.1 <{address}>: sender-routed addresses (%, !, a quoted @) are not accepted"
         peer_ip = session.peer[0] if session.peer else ""
         if not self.live.is_internal(domain) and not self.live.may_relay(peer_ip):
             return f"554 5.7.1 <{address}>: Relay access denied"
@@ -161,3 +163,13 @@ def session_factory(
         )
 
     return make
+
+
+def sender_routed(address: str) -> bool:
+    """An address whose local part routes on (`bob%partner.example@example.com`, a bang path
+    `partner!bob@example.com`, `"bob@partner.example"@example.com`): a next hop that honours
+    the old percent hack would send it outside although its domain is internal, past DLP and
+    the relay check (Postfix's `allow_percent_hack`, `swap_bangpath`). Refused, as Postfix's
+    reject_unauth_destination does for such forms."""
+    local = address.strip("<>").rpartition("@")[0]
+    return "%" in local or "!" in local or (local.startswith('"') and "@" in local)
