@@ -118,6 +118,14 @@ def _bits(change: Change, ctx: Context) -> Judgement:
     return compare("lowest cipher strength", change.before, change.after, rules.CIPHER_RANK)
 
 
+SERVER_CIPHERS_RANK = {"compatible": 0, "intermediate": 1}
+
+
+def _server_ciphers(change: Change, ctx: Context) -> Judgement:
+    before, after = change.before or "intermediate", change.after or "intermediate"
+    return compare("cipher suites the listeners offer", before, after, SERVER_CIPHERS_RANK)
+
+
 def _enforced_rule(change: Change, ctx: Context) -> Judgement:
     rule = change.before if change.action is Action.DELETE else change.after
     what = f"{rule['direction']} connections with {_match_text(rule['match'])}"
@@ -283,6 +291,7 @@ def _rules() -> list[tuple[str, Rule]]:
         ("tests*", _neutral("policy tests do not change how mail is handled")),
         ("version", _neutral("the config format version")),
         ("tls.outbound_default", _level),
+        ("tls.server_ciphers", _server_ciphers),
         ("routes.#.tls", _route_level),
         ("enforced_tls.#.level", _level),
         ("encryption.tls.level", _level),

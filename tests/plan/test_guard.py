@@ -48,6 +48,7 @@ EXPECTED: dict[str, tuple[list[str], list[str]]] = {
     ),
     "loosen-dlp-mode": (["~ dlp.mode"], []),
     "loosen-dlp-unscannable": (["~ dlp.unscannable"], []),
+    "loosen-server-ciphers": (["~ tls.server_ciphers"], []),
     "loosen-dlp-phrase-removed": (
         ['- dlp.policies["cards"].rules["card-numbers"].conditions.any["phrases"].phrases "account statement"'],
         [],

@@ -90,6 +90,12 @@ class TLS(Model):
         "Default level of routes that do not set one. " + TLS_LEVEL_DESCRIPTION,
         "opportunistic",
     )
+    server_ciphers: Literal["intermediate", "compatible"] = F(
+        "intermediate",
+        "Cipher suites the listeners offer with TLS 1.2: `intermediate` (Mozilla's profile: forward-secret "
+        "AEAD suites only) or `compatible` (adds CBC suites for old senders). TLS 1.3 is always offered",
+        "intermediate",
+    )
 
 
 class IPGroupMatch(Model):

@@ -150,7 +150,9 @@ def provision(config: RelayConfig, *, base_dir: Path, version: int, tls: bool = 
         gateway=ip_groups.get(gateway_group(config), IPSet(())),
         routes=_routes(config, domain_groups),
         policies=Policies(config, ip_groups, domain_groups),
-        server_tls=server_context(cert_dir / "cert.pem", cert_dir / "key.pem") if cert_dir else None,
+        server_tls=server_context(cert_dir / "cert.pem", cert_dir / "key.pem", ciphers=config.tls.server_ciphers)
+        if cert_dir
+        else None,
         certificate_dir=cert_dir,
         methods=_methods(config, base_dir),
         _client_contexts=_client_contexts(config, base_dir) if tls else {},

@@ -47,6 +47,15 @@ _CIPHERS = {
 }
 
 
+# What listeners offer. `intermediate` follows Mozilla's "intermediate" profile for TLS 1.2:
+# forward-secret AEAD suites only (no CBC, no SHA-1 MACs, no static RSA); TLS 1.3 suites are
+# OpenSSL's and always AEAD. `compatible` adds the CBC suites old senders may still need.
+SERVER_CIPHERS = {
+    "intermediate": "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:" + _EXCLUDED,
+    "compatible": _CIPHERS[128],
+}
+
+
 class TLSLevel(enum.StrEnum):
     """How much the relay demands of a peer's TLS, ordered from nothing to everything."""
 
@@ -131,14 +140,17 @@ def server_context(
     cert_file: str | os.PathLike[str],
     key_file: str | os.PathLike[str],
     min_protocol: str = "TLSv1.2",
+    ciphers: str = "intermediate",
 ) -> ssl.SSLContext:
-    """The context a listener uses for STARTTLS, presenting the relay's certificate.
+    """The context a listener uses for STARTTLS, presenting the relay's certificate, offering
+    the `SERVER_CIPHERS` profile named by `ciphers` (`tls.server_ciphers`).
 
     Per-peer demands (an enforced-TLS rule's cipher strength or protocol) are checked after
     the handshake with `check_negotiated`, since one listener serves every peer.
     """
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     _set_floor(context, min_protocol, 128)
+    context.set_ciphers(SERVER_CIPHERS[ciphers])
     context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE | ssl.OP_NO_COMPRESSION
     context.load_cert_chain(cert_file, key_file)
     return context
