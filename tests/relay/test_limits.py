@@ -56,9 +56,11 @@ async def test_the_default_per_client_limit_refuses_the_51st_connection(write_co
     port = relay.ports()["mx"]
     other, baseline = await bystander(port)
     sessions = [await greeted(port) for _ in range(50)]
+    before = limit_hits("max_connections_per_client")
     extra = await Session.open(port)
     assert await extra.reply() == b"421 4.7.0 relay.test.example Error: too many connections from 127.0.0.1\r\n"
     assert await extra.closed()
+    assert limit_hits("max_connections_per_client") == before + 1  # counted for the operator
     await assert_unaffected(other, baseline)
     for session in sessions:  # the first 50 are served
         assert (await session.command(b"NOOP")).startswith(b"250")
@@ -66,6 +68,13 @@ async def test_the_default_per_client_limit_refuses_the_51st_connection(write_co
     await asyncio.wait_for(_admitted(port), 10)  # a slot freed is a slot to use
     for session in (*sessions, other):
         session.close()
+
+
+def limit_hits(limit: str) -> float:
+    """`sealrelay_smtp_limit_hits_total{limit=...}` as /metrics would show it."""
+    from engine.relay.runtime.metrics import REGISTRY
+
+    return REGISTRY.get_sample_value("sealrelay_smtp_limit_hits_total", {"limit": limit}) or 0.0
 
 
 async def _admitted(port: int) -> None:
@@ -209,8 +218,10 @@ async def test_an_idle_client_is_told_and_closed(write_config, start_relay) -> N
     relay = await start_relay(write_config(route_to(1), system=limits(idle_timeout="1s")))
     port = relay.ports()["mx"]
     session = await greeted(port)
+    before = limit_hits("idle_timeout")
     start = time.monotonic()
     assert await session.reply(timeout=10) == b"421 4.4.2 relay.test.example Error: timeout exceeded\r\n"
+    assert limit_hits("idle_timeout") == before + 1
     assert 0.9 <= time.monotonic() - start < 5
     assert await session.closed()
 

@@ -39,3 +39,11 @@ CERT_DAYS_LEFT = Gauge(
 def tls_used(note: str | None) -> str:
     """'yes' when the delivery note says a TLS session carried it, else 'no'."""
     return "yes" if note and note.startswith("TLS") else "no"
+
+
+LIMIT_HITS = Counter(
+    "sealrelay_smtp_limit_hits",
+    "SMTP sessions refused or replies refused by a system.limits limit",
+    ["limit"],
+    registry=REGISTRY,
+)

@@ -20,6 +20,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from engine.config.model.system import Limits, Listener
 from engine.policy.groups import domain_of
+from engine.relay.runtime import metrics
 from engine.relay.runtime.live import Live
 from engine.relay.smtp.intake import Intake
 from engine.relay.smtp.message import Message, TLSInfo, Verdict, VerdictKind
@@ -74,6 +75,7 @@ class EdgeHandler:
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
         if len(envelope.rcpt_tos) >= self.limits.max_recipients:
+            metrics.LIMIT_HITS.labels("max_recipients").inc()
             self.excess_recipients += 1
             if self.excess_recipients > self.limits.max_recipients:  # the client ignores the 452s
                 return f"421 4.5.3 {server.hostname} Error: too many recipients"

@@ -36,6 +36,7 @@ from typing import Any
 from aiosmtpd.smtp import MISSING, SMTP, syntax
 
 from engine.config.model.system import Limits
+from engine.relay.runtime import metrics
 
 log = logging.getLogger(__name__)
 
@@ -173,8 +174,10 @@ class RelaySMTP(SMTP):
         if over is None:
             self._client = client
         elif over == "client":
+            metrics.LIMIT_HITS.labels("max_connections_per_client").inc()
             self._refusal = f"421 4.7.0 {self.hostname} Error: too many connections from {client}".encode()
         else:
+            metrics.LIMIT_HITS.labels("max_connections").inc()
             self._refusal = f"421 4.3.2 {self.hostname} Error: too many connections, try again later".encode()
 
     def connection_lost(self, error: Exception | None) -> None:
@@ -204,6 +207,7 @@ class RelaySMTP(SMTP):
         if self.transport is None or self._closing:
             return
         log.info("%s: closing an SMTP session idle for %.0fs", self.session.peer, idle)
+        metrics.LIMIT_HITS.labels("idle_timeout").inc()
         self._pending.append(f"421 4.4.2 {self.hostname} Error: timeout exceeded".encode())
         self._close()
 
@@ -230,6 +234,7 @@ class RelaySMTP(SMTP):
             self._errors += 1
             if self._errors > self._limits.max_errors and reply[:3] != b"421":
                 self._pending.append(reply)
+                metrics.LIMIT_HITS.labels("max_errors").inc()
                 reply = f"421 4.7.0 {self.hostname} Error: too many errors".encode()
         self._pending.append(reply)
         return reply[:3] == b"421"
