@@ -110,6 +110,11 @@ class RelayControl:
             live.version, self.last_reload, time.time() - self.started, self.relay.queue_counts(), listeners, self.held
         )
 
+    @property
+    def running_hash(self) -> str:
+        """The running config's hash, without building the whole `running()` snapshot."""
+        return self.state.running.hash
+
     def drift(self) -> bool:
         """The running config is not the one the last reviewed change set."""
         return self.state.drift and self._applied_config is not None

@@ -22,6 +22,7 @@ from engine.admin.contract import ChangeCounts
 from engine.config.diagnostics import render_text
 from engine.config.load import load_config
 from engine.config.source import config_files
+from engine.plan.diff import config_hash
 from engine.plan.planfile import git_provenance
 from engine.relay.runtime import metrics, startup
 from engine.relay.runtime.components import Component, components_for
@@ -189,7 +190,7 @@ class Service:
             self._audit(source, "refused", error=error)
             return error
         before = self.relay.live.version
-        if self.control.running().hash == _hash(result.config):
+        if self.control.running_hash == config_hash(result.config):
             return None  # saved without a change (editors do that): nothing to swap
         commit, dirty = await asyncio.to_thread(git_provenance, self.path)
         error = await self.control.swap(result.config, source=source, commit=commit, dirty=dirty, who="file-watch")
@@ -235,7 +236,7 @@ class Service:
                 to_version=version,
                 result=result,
                 commit=commit,
-                hash=self.control.running().hash,
+                hash=self.control.running_hash,
                 summary=ChangeCounts(),
                 error="invalid" if result == "refused" else ("apply_failed" if error else None),
                 detail=(error or "")[:2000] or None,
@@ -255,7 +256,7 @@ class Service:
                 to_version=start.live.version,
                 result=start.result,
                 commit=start.commit,
-                hash=self.control.running().hash,
+                hash=self.control.running_hash,
                 reason=start.reason or str(self.path),
                 allow_downgrade=start.allow_downgrade,
                 summary=start.summary,
@@ -280,9 +281,3 @@ def _settle(future: asyncio.Future, error: BaseException | None) -> None:
         future.set_result(None)
     else:
         future.set_exception(error)
-
-
-def _hash(config) -> str:
-    from engine.plan.diff import config_hash
-
-    return config_hash(config)
