@@ -21,6 +21,7 @@ import logging
 import socket
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -349,7 +350,13 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 async def serve_admin(
-    app: ASGIApp, host: str, port: int, *, ready_timeout: float = 10.0, name: str = "admin API"
+    app: ASGIApp,
+    host: str,
+    port: int,
+    *,
+    ready_timeout: float = 10.0,
+    name: str = "admin API",
+    tls: tuple[Path, Path] | None = None,
 ) -> tuple[uvicorn.Server, asyncio.Task]:
     """Serve `app` on `host:port` (port 0: any free one) in the running loop; return once it accepts.
 
@@ -367,6 +374,8 @@ async def serve_admin(
         access_log=False,
         server_header=False,
         timeout_graceful_shutdown=5,
+        ssl_certfile=str(tls[0]) if tls else None,
+        ssl_keyfile=str(tls[1]) if tls else None,
     )
     server = _EmbeddedServer(config)
     task = asyncio.create_task(server.serve(sockets=[sock]), name=f"admin-api {host}:{config.port}")

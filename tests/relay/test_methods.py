@@ -56,11 +56,9 @@ def test_smime_first_then_the_method_then_the_backup(tmp_path: Path) -> None:
     assert isinstance(chain.backup, ThirdPartyGateway)
 
 
-@pytest.mark.parametrize("method", ["advanced", "secure_portal"])
+@pytest.mark.parametrize("method", ["advanced"])
 def test_a_method_this_relay_lacks_is_unavailable_not_skipped(tmp_path: Path, method: str) -> None:
-    extra = "  advanced: {portal_url: 'https://secure.example.com'}\n" if method == "advanced" else ""
-    if method == "secure_portal":
-        extra = "  secure_portal: {url: 'https://secure.example.com'}\n"
+    extra = "  advanced: {portal_url: 'https://secure.example.com'}\n"
     chain = chain_of(tmp_path, f"encryption:\n  method: {method}\n{extra}")
     assert chain.steps == (Unavailable(method),) and chain.backup is None
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from engine.config.model.base import F, HostOrIP, Model, Name
+from engine.config.model.base import F, HostOrIP, Model, Name, Secret
 from engine.config.model.transport import CipherBits, Protocol, SmtpAuth, TLSLevel
-from engine.config.units import DurationField
+from engine.config.units import DurationField, SizeField
 
 Method = Literal["tls", "advanced", "third_party", "secure_portal"]
 Backup = Literal["none", "advanced", "third_party"]
@@ -143,6 +143,12 @@ class Notification(Model):
     )
     template: str | None = F(None, "Jinja2 file for the body (relative to the config)", "templates/notification.txt.j2")
     body: str | None = F(None, "Jinja2 body written inline (when no template file)", "Open {{ link }} to read it.")
+    sender: str | None = F(
+        None,
+        "From address of notifications and one-time codes (default: postmaster@ the relay's fqdn)",
+        "secure@example.com",
+        pattern=r"^[^@\s]+@[^@\s]+$",
+    )
 
 
 class SecurePortal(Model):
@@ -161,6 +167,38 @@ class SecurePortal(Model):
     )
     permissions: Permissions = F(Permissions(), "What portal users may do", {"forward": {"allowed": False}})
     retention: DurationField = F("90d", "How long messages stay in the portal", "90d", validate_default=True)
+    mfa: Literal["off", "optional", "required"] = F(
+        "optional",
+        "TOTP second factor for portal accounts: off | optional (each user chooses) | required",
+        "optional",
+        "required",
+    )
+    code_lifetime: DurationField = F(
+        "30m", "How long a one-time code sent by email stays valid", "30m", validate_default=True
+    )
+    session_idle: DurationField = F(
+        "30m", "A portal session ends after this long without a request", "30m", validate_default=True
+    )
+    session_lifetime: DurationField = F(
+        "12h", "A portal session ends this long after login, used or not", "12h", validate_default=True
+    )
+    max_upload: SizeField = F(
+        "25MB", "Largest total of files attached to one reply or new message", "25MB", validate_default=True
+    )
+    database: str | None = F(
+        None,
+        "Where the portal keeps its data: absent for SQLite in data_dir; `postgresql://user@host:port/db` "
+        "so several relays share one portal (they must then share `key`)",
+        "postgresql://sealrelay@db.example.com:5432/portal",
+        pattern=r"^postgresql://[^:@/\s]+(@|/)\S*$",
+    )
+    database_password: Secret | None = F(None, "Password of the PostgreSQL user", {"env": "SEAL_PORTAL_DB_PASSWORD"})
+    key: Secret | None = F(
+        None,
+        "The key that wraps every message key (32 random bytes, base64); absent: one is made in "
+        "data_dir on first use. Relays sharing a database must share it",
+        {"file": "/etc/sealrelay/portal.key"},
+    )
 
 
 class SMime(Model):

@@ -52,21 +52,41 @@ def direction_of(live: Live, sender: str, recipients, peer_ip: str | None) -> st
 
 async def decide(live: Live, message: Message) -> Decision:
     """Classify and apply policy; the scan runs in a worker thread, never on the event loop."""
-    if live.policies.empty and not (
-        live.gateway.contains(message.peer_ip) and gateway_result(live, message.content) in ("failure", "none")
+    direction = portal_direction(live, message.recipients) if message.origin == "portal" else None
+    if (
+        direction is None
+        and live.policies.empty
+        and not (
+            live.gateway.contains(message.peer_ip) and gateway_result(live, message.content) in ("failure", "none")
+        )
     ):
         return Decision(
             direction_of(live, message.sender, message.recipients, message.peer_ip),
             already_encrypted=live.gateway.contains(message.peer_ip),
         )
-    call = functools.partial(judge, live, message.content, message.sender, message.recipients, message.peer_ip)
+    call = functools.partial(
+        judge, live, message.content, message.sender, message.recipients, message.peer_ip, direction=direction
+    )
     context = contextvars.copy_context()  # as asyncio.to_thread does
-    return await asyncio.get_running_loop().run_in_executor(SCANNERS, context.run, call)
+    decision = await asyncio.get_running_loop().run_in_executor(SCANNERS, context.run, call)
+    if message.origin == "portal" and decision.direction == "outbound" and decision.action == "permit":
+        # written in the secure portal to someone outside: it leaves as it came, protected
+        decision = replace(decision, action="encrypt", method=live.config.encryption.method)
+    return decision
 
 
-def judge(live: Live, content: bytes, sender: str, recipients, peer_ip: str | None) -> Decision:
-    """The whole decision for given content and envelope (shared by the relay and `simulate`)."""
-    direction = direction_of(live, sender, recipients, peer_ip)
+def portal_direction(live: Live, recipients) -> str:
+    """Mail written in the secure portal: to anyone outside it is outbound (DLP acts, and it
+    is protected); to internal addresses only it arrives like any mail from outside."""
+    return "outbound" if any(not live.is_internal(domain_of(r)) for r in recipients) else "inbound"
+
+
+def judge(
+    live: Live, content: bytes, sender: str, recipients, peer_ip: str | None, *, direction: str | None = None
+) -> Decision:
+    """The whole decision for given content and envelope (shared by the relay and `simulate`);
+    `direction` when the origin decides it (the secure portal), else from the envelope."""
+    direction = direction or direction_of(live, sender, recipients, peer_ip)
     gateway = peer_ip is not None and live.gateway.contains(peer_ip)
     facts = Facts(sender, tuple(recipients), peer_ip or "", direction)
     extracted = extract(content)

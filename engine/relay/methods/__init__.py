@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from engine.relay.methods.base import Chain, Method, Unavailable
+from engine.relay.methods.portal import SecurePortal
 from engine.relay.methods.smime import SMIME
 from engine.relay.methods.third_party import ThirdPartyGateway
 from engine.relay.methods.tls import TLSOnly, floor_of
@@ -24,6 +25,8 @@ def method_named(name: str, config) -> Method:
         return TLSOnly(floor_of(config))
     if name == "third_party":
         return ThirdPartyGateway()
+    if name == "secure_portal":
+        return SecurePortal()
     return Unavailable(name)
 
 

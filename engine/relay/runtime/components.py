@@ -8,7 +8,8 @@ called with the new `Live` (from the thread that switched: keep it to assignment
 
 The admin API and the metrics endpoint are served by the same HTTP stack (Starlette on
 uvicorn): the metrics endpoint answers `GET /metrics` and nothing else, without a token;
-expose it only to your Prometheus. The secure portal will be one more component here.
+expose it only to your Prometheus. The secure portal (`Portal`) runs on the same stack, over
+HTTPS with the relay's certificate, when the config at start has `encryption.secure_portal`.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class Component(Protocol):
 
 def components_for(*, admin: bool, watch: bool) -> list[Component]:
     """Every component of a `serve` process, in start order."""
-    out: list[Component] = [QueueStats(), LogFlusher()]
+    out: list[Component] = [QueueStats(), LogFlusher(), Portal()]
     if admin:
         out += [AdminApi(), MetricsEndpoint()]
     if watch:
@@ -140,8 +141,8 @@ class _Http:
         self._server = None
         self.port: int | None = None
 
-    async def serve(self, app, endpoint, what: str) -> int:
-        self._server = await serve_admin(app, endpoint.address, endpoint.port, name=what)
+    async def serve(self, app, endpoint, what: str, tls: tuple[Path, Path] | None = None) -> int:
+        self._server = await serve_admin(app, endpoint.address, endpoint.port, name=what, tls=tls)
         self.port = self._server[0].config.port
         return self.port
 
@@ -185,6 +186,79 @@ def metrics_app() -> Starlette:
         return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     return Starlette(routes=[Route("/metrics", exposition, methods=["GET"])])
+
+
+class Portal(_Http):
+    """The secure portal on `system.portal` (HTTPS, the relay's certificate) and its retention
+    sweep, when the config at start has `encryption.secure_portal`. Its `PortalService` is
+    registered for the `secure_portal` method of this relay; without it that method's
+    recipients wait in the queue."""
+
+    name = "portal"
+    SWEEP_INTERVAL = 600.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.service = None
+        self._sweeper: asyncio.Task | None = None
+
+    async def start(self, service: Service) -> None:
+        relay = service.relay
+        live = relay.live
+        if live.config.encryption.secure_portal is None:
+            return
+        from engine.portal.service import PortalService, Wiring, open_store
+        from engine.portal.web import make_app
+
+        async def enqueue(sender: str, recipients: list[str], content: bytes, meta: dict) -> str:
+            ref = await relay.queue.enqueue(sender, recipients, content, meta=meta)
+            relay.deliverer.kick()
+            return ref
+
+        try:
+            store = await asyncio.to_thread(open_store, live)
+        except Exception as exc:  # the relay runs on; portal mail waits in the queue with the reason
+            log.error("the secure portal could not open its store: %s", exc)
+            return
+        wiring = Wiring(service.control.relay_loop, enqueue, relay.intake.receive, relay.runtime.current)
+        self.service = PortalService(store, wiring, live.data_dir)
+        cert = live.certificate_dir
+        endpoint = live.config.system.portal
+        try:
+            self.port = await self.serve(
+                make_app(self.service),
+                endpoint,
+                "secure portal",
+                (cert / "cert.pem", cert / "key.pem") if cert else None,
+            )
+        except (OSError, RuntimeError) as exc:
+            log.error("the secure portal on %s:%s could not start: %s", endpoint.address, endpoint.port, exc)
+            store.close()
+            self.service = None
+            return
+        self.service.register()
+        service.portal_port = self.port
+        self._sweeper = asyncio.create_task(self._sweep(), name="portal-retention")
+        log.info("secure portal on https://%s:%s", endpoint.address, self.port)
+
+    async def _sweep(self) -> None:
+        while True:
+            try:
+                swept = await asyncio.to_thread(self.service.sweep)
+                if swept["messages"]:
+                    log.info("portal retention: %d messages deleted", swept["messages"])
+            except Exception:
+                log.exception("portal retention sweep failed")
+            await asyncio.sleep(self.SWEEP_INTERVAL)
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+        await super().stop()
+        if self.service is not None:
+            self.service.unregister()
+            await asyncio.to_thread(self.service.store.close)
 
 
 class Watcher(_Task):

@@ -56,6 +56,7 @@ class Service:
         self.control: RelayControl | None = None
         self.audit: Audit | None = None
         self.admin_port: int | None = None
+        self.portal_port: int | None = None
         self.components = components_for(admin=admin, watch=watch)
 
     async def start(self) -> None:

@@ -65,3 +65,4 @@ class Message:
     listener: str
     tls: TLSInfo = field(default_factory=TLSInfo)
     received_at: float = 0.0
+    origin: str = "smtp"  # smtp | portal (written by a user of the secure portal)

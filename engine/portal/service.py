@@ -1,0 +1,282 @@
+"""What the relay and the portal's web app share: one `PortalService` per relay process.
+
+- `protect` (the `secure_portal` method, on the relay's loop): each recipient gets a copy
+  stored in the portal and a notification queued in its place. Storing is idempotent per
+  queue entry and recipient, and a notification is queued once its copy is stored, so a
+  delivery retried after a crash neither loses nor doubles either.
+- `send_code` (web app): a one-time code by mail, rate limited per address.
+- `submit` (web app): a reply or a new message enters the relay's own pipeline (intake:
+  DLP, the durable queue), from the web app's thread onto the relay's loop.
+- `sweep`: retention, run periodically by the portal component.
+
+The running services are found by data directory (`running`): the method asks for the
+one of its relay; when there is none (the portal is not started) the recipients wait in
+the queue, never sent in clear.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import formatdate, make_msgid
+from pathlib import Path
+
+from jinja2 import StrictUndefined, TemplateError
+from jinja2.sandbox import SandboxedEnvironment
+
+from engine.config.secrets import resolve
+from engine.portal import mail
+from engine.portal.crypto import PortalKey
+from engine.portal.db import open_database
+from engine.portal.store import Store
+
+log = logging.getLogger(__name__)
+
+CODE_DIGITS = 8
+CODE_MIN_INTERVAL = 60.0  # seconds between two codes to one address
+CODE_HOURLY = 5  # codes to one address per hour
+SUBMIT_TIMEOUT = 60.0
+
+DEFAULT_BODY = """\
+{{ sender }} sent you a secure message{% if subject %}: "{{ subject }}"{% endif %}.
+{% if attachment_count %}It has {{ attachment_count }} attachment{{ "s" if attachment_count != 1 else "" }}.
+{% endif %}
+Read it in the secure portal:
+{{ link }}
+
+The first time, the portal sends a one-time code to this address to confirm it is you;
+then you may set a password. The message can be read until {{ expires }}.
+
+This notice comes from the secure messaging portal at {{ portal_url }}.
+The portal never asks for a password by email.
+"""
+
+CODE_BODY = """\
+Your one-time code for the secure messaging portal is:
+
+    {code}
+
+It is valid for {minutes} minutes and works once.
+
+It was asked for at {portal_url} by a browser at {ip}, on {when} (UTC).
+If you did not ask for it, ignore this mail: nobody can use the code without this mailbox.
+"""
+
+_RUNNING: dict[Path, PortalService] = {}
+_RUNNING_LOCK = threading.Lock()
+
+
+def running(data_dir: Path) -> PortalService | None:
+    with _RUNNING_LOCK:
+        return _RUNNING.get(data_dir)
+
+
+@dataclass
+class Wiring:
+    """The relay parts a portal service works with (the queue, intake, the relay's loop)."""
+
+    loop: asyncio.AbstractEventLoop
+    enqueue: Callable  # async (sender, recipients, content, meta) -> queue id
+    submit: Callable  # async (live, Message) -> Verdict
+    live: Callable  # () -> the current Live
+
+
+def open_store(live, clock=time.time) -> Store:
+    """The portal store of `live`'s config (SQLite in data_dir unless a database is set)."""
+    portal = live.config.encryption.secure_portal
+    password = resolve(portal.database_password, live.base_dir) if portal and portal.database_password else None
+    url = portal.database if portal else None
+    key = (
+        PortalKey.from_text(resolve(portal.key, live.base_dir))
+        if portal and portal.key
+        else PortalKey.in_dir(live.data_dir / "portal")
+    )
+    db = open_database(url, live.data_dir, password)
+    blob_dir = None if url else live.data_dir / "portal" / "blobs"
+    try:
+        return Store(db, key, blob_dir, clock)
+    except Exception:
+        db.close()
+        raise
+
+
+class PortalService:
+    def __init__(self, store: Store, wiring: Wiring, data_dir: Path) -> None:
+        self.store = store
+        self.wiring = wiring
+        self.data_dir = data_dir
+        self._env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+        # a made-up phrase for unknown addresses: stable for this portal, not guessable
+        self.decoy_secret = store.key.token("", "decoy-phrase").encode()
+        self._settings = _settings(wiring.live())
+
+    @property
+    def settings(self):
+        """`encryption.secure_portal` of the running config (or the last one that had it:
+        a config without the portal stops new mail reaching it, not the reading of old)."""
+        current = self.wiring.live().config.encryption.secure_portal
+        if current is not None:
+            self._settings = current
+        return self._settings
+
+    def register(self) -> None:
+        with _RUNNING_LOCK:
+            _RUNNING[self.data_dir] = self
+
+    def unregister(self) -> None:
+        with _RUNNING_LOCK:
+            if _RUNNING.get(self.data_dir) is self:
+                del _RUNNING[self.data_dir]
+
+    # -- the method ------------------------------------------------------------------------
+
+    async def protect(self, live, entry, recipients: list[str]) -> dict[str, str]:
+        """Store a copy for each recipient and queue its notification; {recipient: portal id}."""
+        portal = _settings(live)
+        readable = await asyncio.to_thread(mail.read, entry.body)
+        expires = self.store.clock() + portal.retention
+        out = {}
+        for rcpt in recipients:
+            msg_id, _ = await asyncio.to_thread(
+                self.store.put, rcpt, "inbox", entry.body, readable.head, expires=expires, origin=f"{entry.id}/{rcpt}"
+            )
+            if not await asyncio.to_thread(self.store.notified, msg_id):
+                notice = self.notification(live, rcpt, readable.head, msg_id, expires)
+                await self.wiring.enqueue(
+                    self.sender(live),
+                    [rcpt],
+                    notice,
+                    {"kind": "portal-notice", "about": entry.id, "config_version": live.version},
+                )
+                await asyncio.to_thread(self.store.set_notified, msg_id)
+                await asyncio.to_thread(
+                    self.store.audit, "stored", address=rcpt, message_id=msg_id, detail=f"queue {entry.id}"
+                )
+            out[rcpt] = msg_id
+        return out
+
+    def notification(self, live, recipient: str, head, msg_id: str, expires: float) -> bytes:
+        portal = _settings(live)
+        values = {
+            "sender": head.sender,
+            "recipient": recipient,
+            "subject": head.subject,
+            "attachment_count": len(head.attachments),
+            "expires": datetime.fromtimestamp(expires, UTC).strftime("%Y-%m-%d"),
+            "link": f"{portal.url.rstrip('/')}/m/{msg_id}",
+            "portal_url": portal.url,
+        }
+        try:
+            subject = self._env.from_string(portal.notification.subject).render(values)
+            body = self._env.from_string(self._body_template(live)).render(values)
+        except (TemplateError, OSError) as exc:  # a broken template still tells the recipient
+            log.error("the portal notification template failed (%s); the built-in one is used", exc)
+            subject = f"You have a secure message from {head.sender}"
+            body = self._env.from_string(DEFAULT_BODY).render(values)
+        return self._mail(live, recipient, " ".join(subject.split())[:200], body)
+
+    def _body_template(self, live) -> str:
+        note = _settings(live).notification
+        if note.template:
+            return (live.base_dir / note.template).read_text(encoding="utf-8")
+        return note.body or DEFAULT_BODY
+
+    def sender(self, live) -> str:
+        settings = live.config.encryption.secure_portal or self.settings
+        return settings.notification.sender or f"postmaster@{live.config.system.fqdn}"
+
+    def _mail(self, live, recipient: str, subject: str, body: str) -> bytes:
+        msg = EmailMessage(policy=SMTP)
+        msg["From"] = self.sender(live)
+        msg["To"] = recipient
+        msg["Subject"] = subject
+        msg["Date"] = formatdate(time.time())
+        msg["Message-ID"] = make_msgid(domain=live.config.system.fqdn)
+        msg["Auto-Submitted"] = "auto-generated"
+        msg.set_content(body)
+        return msg.as_bytes()
+
+    # -- codes -----------------------------------------------------------------------------
+
+    def send_code(self, address: str, scope: str, ip: str) -> str:
+        """Mail a one-time code to `address` (web thread). "sent", or "wait" when the rate
+        limit says not yet (the caller answers alike either way where that would leak)."""
+        live = self.wiring.live()
+        key = f"code:{address.lower()}"
+        count, last = self.store.recent(key, 3600)
+        now = self.store.clock()
+        if count >= CODE_HOURLY or (last is not None and now - last < CODE_MIN_INTERVAL):
+            return "wait"
+        self.store.note(key)
+        code = "".join(secrets.choice("0123456789") for _ in range(CODE_DIGITS))
+        portal = self.settings
+        self.store.new_code(address, scope, code, portal.code_lifetime)
+        body = CODE_BODY.format(
+            code=code,
+            minutes=portal.code_lifetime // 60,
+            portal_url=portal.url,
+            ip=ip,
+            when=datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d %H:%M"),
+        )
+        notice = self._mail(live, address, f"Your secure portal code: {code}", body)
+        self.call(
+            self.wiring.enqueue(
+                self.sender(live), [address], notice, {"kind": "portal-code", "config_version": live.version}
+            )
+        )
+        self.store.audit("code_sent", address=address, ip=ip, detail=scope)
+        return "sent"
+
+    # -- mail written in the portal ---------------------------------------------------------
+
+    def submit(self, sender: str, recipients: list[str], content: bytes, ip: str):
+        """Hand a message written in the portal to the relay's intake; its Verdict."""
+        from engine.relay.smtp.message import Message
+
+        live = self.wiring.live()
+        message = Message(
+            sender=sender,
+            recipients=tuple(recipients),
+            content=content.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"),
+            peer_ip=ip,
+            helo="secure-portal",
+            listener="portal",
+            received_at=time.time(),
+            origin="portal",
+        )
+        return self.call(self.wiring.submit(live, message))
+
+    def call(self, coro):
+        """Run `coro` on the relay's loop from another thread and wait for its result."""
+        try:
+            if asyncio.get_running_loop() is self.wiring.loop:
+                raise RuntimeError("PortalService.call from the relay loop itself")
+        except RuntimeError as exc:
+            if "relay loop" in str(exc):
+                raise
+        return asyncio.run_coroutine_threadsafe(coro, self.wiring.loop).result(SUBMIT_TIMEOUT)
+
+    # -- retention -------------------------------------------------------------------------
+
+    def sweep(self) -> dict[str, int]:
+        portal = self.settings
+        swept = self.store.sweep()
+        swept["sessions"] = self.store.expire_sessions(portal.session_idle, portal.session_lifetime)
+        if swept["messages"]:
+            self.store.audit("retention", detail=f"{swept['messages']} messages deleted")
+        return swept
+
+
+def _settings(live):
+    portal = live.config.encryption.secure_portal
+    if portal is None:
+        raise RuntimeError("encryption.secure_portal is not configured")
+    return portal

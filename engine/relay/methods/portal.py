@@ -1,0 +1,30 @@
+"""The `secure_portal` method: mail stays on the relay, the recipient gets a notification.
+
+Each recipient's copy is stored encrypted in the portal and a notification queued in its
+place (engine.portal.service.PortalService.protect); the recipient is then handed off.
+Without a running portal in this relay process (not started, or its database down) the
+method raises, so the recipients wait in the queue with the reason: never sent in clear.
+"""
+
+from __future__ import annotations
+
+from engine.relay.methods.base import HandedOff, Protection
+from engine.relay.queue import Entry
+
+
+class SecurePortal:
+    name = "secure_portal"
+
+    async def protect(self, live, entry: Entry, recipients: list[str]) -> Protection:
+        from engine.portal.service import running
+
+        service = running(live.data_dir)
+        if service is None:
+            raise RuntimeError("the secure portal is not running in this relay (it starts with `serve`)")
+        stored = await service.protect(live, entry, recipients)
+        return Protection(
+            handed=tuple(
+                HandedOff((rcpt,), f"stored in the secure portal as {msg_id[:8]}…, notification queued")
+                for rcpt, msg_id in stored.items()
+            )
+        )
