@@ -141,6 +141,19 @@ class _AdminApi:
         records = await asyncio.to_thread(self.audit.read, limit, since)
         return JSONResponse({"records": [r.to_json() for r in records]})
 
+    async def get_portal_audit(self, request: Request) -> Response:
+        limit = _int_param(request, "limit", 100, 1, MAX_AUDIT_LIMIT)
+        since = request.query_params.get("since")
+        try:
+            start = datetime.fromisoformat(since).timestamp() if since else 0.0
+        except ValueError:
+            raise ApiError(400, "bad_request", f"`since` is not an ISO 8601 time: {since!r}") from None
+        address, event = request.query_params.get("address"), request.query_params.get("event")
+        events = await asyncio.to_thread(self.control.portal_events, start, address, event, limit)
+        if events is None:
+            raise ApiError(404, "not_found", "no secure portal runs in this relay")
+        return JSONResponse({"events": events})
+
     async def post_plan(self, request: Request) -> Response:
         body = await self._json_body(request)
         if not isinstance(body, dict) or set(body) != {"config"} or not isinstance(body["config"], dict):
@@ -314,6 +327,7 @@ def make_app(control: Control, token: str, audit: Audit, *, max_body: int = MAX_
         Route("/v1/apply", api.post_apply, methods=["POST"]),
         Route("/v1/status", api.get_status, methods=["GET"]),
         Route("/v1/audit", api.get_audit, methods=["GET"]),
+        Route("/v1/portal/audit", api.get_portal_audit, methods=["GET"]),
     ]
     return Starlette(
         routes=routes,

@@ -299,6 +299,51 @@ _PATHS: dict[str, dict] = {
             },
         }
     },
+    "/v1/portal/audit": {
+        "get": {
+            "operationId": "portalAudit",
+            "summary": "The secure portal's audit events (opens, codes sent, logins, failures, key releases), oldest first",
+            "parameters": [
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 10000, "default": 100},
+                },
+                {"name": "since", "in": "query", "schema": {"type": "string", "format": "date-time"}},
+                {"name": "address", "in": "query", "schema": {"type": "string", "maxLength": 254}},
+                {"name": "event", "in": "query", "schema": {"type": "string", "maxLength": 40}},
+            ],
+            "responses": {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "required": ["events"],
+                        "properties": {
+                            "events": {
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "required": ["at", "event"],
+                                    "properties": {
+                                        "at": {"type": "number"},
+                                        "event": {"type": "string"},
+                                        "address": {"type": ["string", "null"]},
+                                        "message_id": {"type": ["string", "null"]},
+                                        "ip": {"type": ["string", "null"]},
+                                        "detail": {"type": ["string", "null"]},
+                                    },
+                                },
+                            }
+                        },
+                    },
+                    "Portal audit events",
+                ),
+                "400": _err("Bad `limit` or `since`"),
+                "404": _err("No secure portal runs in this relay"),
+                **_AUTH_ERRORS,
+            },
+        }
+    },
 }
 
 _DOCUMENT: dict[str, Any] = {

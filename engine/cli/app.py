@@ -13,6 +13,7 @@ from engine.cli.apply import apply_command
 from engine.cli.cert import cert_app
 from engine.cli.dlp import explain, quarantine_app, simulate
 from engine.cli.plan import plan_command
+from engine.cli.portal import portal_app
 from engine.cli.queue import queue_app
 
 app = typer.Typer(
@@ -27,6 +28,7 @@ app.add_typer(schema_app, name="schema")
 app.add_typer(queue_app, name="queue")
 app.add_typer(cert_app, name="cert")
 app.add_typer(quarantine_app, name="quarantine")
+app.add_typer(portal_app, name="portal")
 app.command("plan")(plan_command)
 app.command("apply")(apply_command)
 app.command("simulate")(simulate)

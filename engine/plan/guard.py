@@ -264,6 +264,35 @@ def _permission_recipients(change: Change, ctx: Context) -> Judgement:
     return UNKNOWN
 
 
+MFA_RANK = {"off": 0, "optional": 1, "required": 2}
+
+
+def _portal_mfa(change: Change, ctx: Context) -> Judgement:
+    verdict = compare("portal two-step sign-in", change.before or "optional", change.after or "optional", MFA_RANK)
+    if verdict[0] == LOOSENING and change.after == "off":
+        return LOOSENING, "portal accounts lose their second factor: a password or an email code alone opens them"
+    return verdict
+
+
+def _portal_window(what: str) -> Rule:
+    """A code or session that stays valid longer is a longer window for whoever holds it."""
+
+    def judge(change: Change, ctx: Context) -> Judgement:
+        from engine.config.units import parse_duration
+
+        try:
+            before, after = parse_duration(change.before), parse_duration(change.after)
+        except (TypeError, ValueError):
+            return UNKNOWN
+        if after > before:
+            return LOOSENING, f"{what} longer: {change.before} -> {change.after}"
+        if after < before:
+            return TIGHTENING, f"{what} shorter: {change.before} -> {change.after}"
+        return UNKNOWN
+
+    return judge
+
+
 def _kdf_iterations(change: Change, ctx: Context) -> Judgement:
     if isinstance(change.before, int) and isinstance(change.after, int):
         if change.after < change.before:
@@ -309,6 +338,14 @@ def _rules() -> list[tuple[str, Rule]]:
         ("encryption.backup", _backup),
         ("encryption.secure_portal.permissions.*.allowed", _permission_allowed),
         ("encryption.secure_portal.permissions.*.recipients", _permission_recipients),
+        ("encryption.secure_portal.mfa", _portal_mfa),
+        ("encryption.secure_portal.code_lifetime", _portal_window("one-time codes stay valid")),
+        ("encryption.secure_portal.session_idle", _portal_window("an idle portal session stays open")),
+        ("encryption.secure_portal.session_lifetime", _portal_window("a portal session lasts")),
+        (
+            "encryption.secure_portal.database",
+            _neutral("the portal keeps its data in another database (what the old one holds is not moved)"),
+        ),
         ("encryption.advanced.kdf.iterations", _kdf_iterations),
         ("encryption.smime", _smime),
         *((f"*.{name}", _neutral("a secret reference changes (its value is never shown)")) for name in SECRET_FIELDS),

@@ -89,18 +89,16 @@ class Wiring:
     live: Callable  # () -> the current Live
 
 
-def open_store(live, clock=time.time) -> Store:
-    """The portal store of `live`'s config (SQLite in data_dir unless a database is set)."""
-    portal = live.config.encryption.secure_portal
-    password = resolve(portal.database_password, live.base_dir) if portal and portal.database_password else None
-    url = portal.database if portal else None
-    key = (
-        PortalKey.from_text(resolve(portal.key, live.base_dir))
-        if portal and portal.key
-        else PortalKey.in_dir(live.data_dir / "portal")
-    )
-    db = open_database(url, live.data_dir, password)
-    blob_dir = None if url else live.data_dir / "portal" / "blobs"
+def open_store(portal, base_dir: Path, data_dir: Path, clock=time.time) -> Store:
+    """The store `portal` (an `encryption.secure_portal` block) names: SQLite in `data_dir`
+    unless a database is set; the portal key from the config, else from `data_dir`."""
+    password = resolve(portal.database_password, base_dir) if portal.database_password else None
+    if portal.master_key:
+        key = PortalKey.from_text(resolve(portal.master_key, base_dir))
+    else:
+        key = PortalKey.in_dir(data_dir / "portal")
+    db = open_database(portal.database, data_dir, password)
+    blob_dir = None if portal.database else data_dir / "portal" / "blobs"
     try:
         return Store(db, key, blob_dir, clock)
     except Exception:

@@ -64,6 +64,14 @@ class FakeControl:
     def running(self) -> RunningConfig:
         return self._running
 
+    portal: list[dict] | None = None  # the portal's audit events; None: no portal
+
+    def portal_events(self, since: float, address: str | None, event: str | None, limit: int) -> list[dict] | None:
+        if self.portal is None:
+            return None
+        found = [e for e in self.portal if e["at"] >= since and address in (None, e["address"])]
+        return [e for e in found if event in (None, e["event"])][-limit:]
+
     def status(self) -> Status:
         return Status(
             version=self._running.version,

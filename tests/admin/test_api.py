@@ -11,7 +11,7 @@ from engine.admin.api import stop_admin
 from engine.admin.client import Invalid, RelayClient, Unauthorized, Unreachable, fetch_running
 from engine.admin.openapi import openapi_document
 from tests.admin.conftest import Served, start
-from tests.admin.fake_control import base_config, config_hash
+from tests.admin.fake_control import FakeControl, base_config, config_hash
 
 PROTECTED = [
     (method.upper(), path)
@@ -191,3 +191,42 @@ async def test_deeply_nested_json_is_a_400_not_a_500(relay: Served, depth: int) 
     for response in (plan, apply):
         assert response.status_code == 400, response.text
         assert response.json()["detail"] == "the body is nested more than 64 levels deep"
+
+
+async def test_portal_audit_filters_and_needs_a_portal(relay: Served, fake: FakeControl) -> None:
+    headers = {"authorization": f"Bearer {relay.token}"}
+    async with relay.raw() as http:
+        none = await http.get("/v1/portal/audit", headers=headers)
+        assert none.status_code == 404
+        assert none.json()["detail"] == "no secure portal runs in this relay", none.json()
+        fake.portal = [
+            {
+                "at": 100.0,
+                "event": "code_sent",
+                "address": "bob@x.test",
+                "message_id": None,
+                "ip": "127.0.0.1",
+                "detail": "login",
+            },
+            {
+                "at": 200.0,
+                "event": "open",
+                "address": "bob@x.test",
+                "message_id": "m1",
+                "ip": "127.0.0.1",
+                "detail": "",
+            },
+            {
+                "at": 300.0,
+                "event": "open",
+                "address": "eve@x.test",
+                "message_id": "m2",
+                "ip": "127.0.0.1",
+                "detail": "",
+            },
+        ]
+        opens = await http.get("/v1/portal/audit", params={"event": "open", "address": "bob@x.test"}, headers=headers)
+        assert opens.status_code == 200
+        assert [e["message_id"] for e in opens.json()["events"]] == ["m1"]
+        bad = await http.get("/v1/portal/audit", params={"since": "yesterday"}, headers=headers)
+        assert bad.status_code == 400

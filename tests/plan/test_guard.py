@@ -83,6 +83,8 @@ EXPECTED: dict[str, tuple[list[str], list[str]]] = {
     "loosen-min-protocol": (['~ enforced_tls["banks-inbound"].min_protocol'], []),
     "loosen-portal-allowed": (["~ encryption.secure_portal.permissions.forward.allowed"], []),
     "loosen-portal-recipients": (["~ encryption.secure_portal.permissions.compose.recipients"], []),
+    "loosen-portal-mfa": (["~ encryption.secure_portal.mfa"], ["~ encryption.secure_portal.session_idle"]),
+    "loosen-portal-code-lifetime": (["~ encryption.secure_portal.code_lifetime"], []),
     "loosen-route-ahead": (['+ routes["cheap"]'], []),
     "loosen-route-removed": (['- routes["vendors"]'], []),
     "loosen-route-tls": (['~ routes["vendors"].tls'], []),

@@ -188,12 +188,12 @@ class SecurePortal(Model):
     database: str | None = F(
         None,
         "Where the portal keeps its data: absent for SQLite in data_dir; `postgresql://user@host:port/db` "
-        "so several relays share one portal (they must then share `key`)",
+        "so several relays share one portal (they must then share `master_key`)",
         "postgresql://sealrelay@db.example.com:5432/portal",
         pattern=r"^postgresql://[^:@/\s]+(@|/)\S*$",
     )
     database_password: Secret | None = F(None, "Password of the PostgreSQL user", {"env": "SEAL_PORTAL_DB_PASSWORD"})
-    key: Secret | None = F(
+    master_key: Secret | None = F(
         None,
         "The key that wraps every message key (32 random bytes, base64); absent: one is made in "
         "data_dir on first use. Relays sharing a database must share it",

@@ -216,7 +216,9 @@ class Portal(_Http):
             return ref
 
         try:
-            store = await asyncio.to_thread(open_store, live)
+            store = await asyncio.to_thread(
+                open_store, live.config.encryption.secure_portal, live.base_dir, live.data_dir
+            )
         except Exception as exc:  # the relay runs on; portal mail waits in the queue with the reason
             log.error("the secure portal could not open its store: %s", exc)
             return

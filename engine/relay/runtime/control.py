@@ -100,6 +100,14 @@ class RelayControl:
             applied=asdict(self.state.applied) if self.state.applied else None,
         )
 
+    def portal_events(self, since: float, address: str | None, event: str | None, limit: int) -> list[dict] | None:
+        from engine.portal.service import running
+
+        service = running(self.relay.live.data_dir)
+        if service is None:
+            return None
+        return service.store.audit_events(since=since, address=address, event=event, limit=limit)
+
     def status(self) -> Status:
         live = self.relay.live
         listeners = tuple(
