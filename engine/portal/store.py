@@ -131,6 +131,7 @@ class Account:
     phrase: str | None
     public_key: str | None
     private_key: str | None
+    key_created: float | None = None
 
 
 @dataclass(frozen=True)
@@ -181,7 +182,7 @@ class Store:
             elif found != self.key.check:
                 raise PortalKeyError(
                     "the portal key is not the one this portal's messages were sealed with "
-                    "(relays that share a portal database must share encryption.secure_portal.key)"
+                    "(relays that share a portal database must share encryption.secure_portal.master_key)"
                 )
 
     # -- messages --------------------------------------------------------------------------
@@ -383,14 +384,14 @@ class Store:
         address = address.lower()
         with self.db.transaction() as tx:
             found = tx.row(
-                "SELECT address, password, totp, phrase, public_key, private_key FROM accounts WHERE address = ?",
+                "SELECT address, password, totp, phrase, public_key, private_key, key_created FROM accounts WHERE address = ?",
                 (address,),
             )
         if found is None:
             return None
         totp = self.key.open_field(bytes(found[2]), "totp:" + address).decode() if found[2] else None
         phrase = self.key.open_field(bytes(found[3]), "phrase:" + address).decode() if found[3] else None
-        return Account(found[0], found[1], totp, phrase, found[4], found[5])
+        return Account(found[0], found[1], totp, phrase, found[4], found[5], found[6])
 
     def set_password(self, address: str, password_hash: str, phrase: str | None = None) -> None:
         address = address.lower()
@@ -596,7 +597,8 @@ class Store:
             )
         if found is None:
             return None
-        usable = found[4] is None and found[3] > self.clock()
+        # an erased key (swept by a relay whose clock runs ahead) is gone whatever this clock says
+        usable = found[4] is None and found[3] > self.clock() and len(bytes(found[2])) > 0
         key = self.key.unwrap(bytes(found[2]), "held:" + key_id) if usable else None
         return HeldKey(found[0], found[1], key, found[3], found[4] is not None, found[5])
 

@@ -48,6 +48,9 @@ CSP = (
     "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
     "frame-ancestors 'none'; base-uri 'none'"
 )
+# the one page with a script (our own file): making a key pair needs WebCrypto
+KEYS_CSP = CSP.replace("default-src 'none';", "default-src 'none'; script-src 'self'; connect-src 'self';")
+KEY_ITERATIONS = 600_000
 SECURITY_HEADERS = [
     (b"content-security-policy", CSP.encode()),
     (b"x-frame-options", b"DENY"),
@@ -325,9 +328,11 @@ class Portal:
         address = _address(form.get("address"))
         if address is None:
             return self.render(ctx, "code_request.html", 400, problem="Enter your email address.")
-        if await run_in_threadpool(self.store.known, address):
-            await run_in_threadpool(self.service.send_code, address, "login", self.client(request))
-        # the same page whether or not the portal knows the address
+        known = await run_in_threadpool(self.store.known, address)
+        # the same page, and the same answer to a wrong code, whether or not the portal knows it
+        await run_in_threadpool(
+            lambda: self.service.send_code(address, "login", self.client(request), deliver=known)
+        )
         await run_in_threadpool(
             self.store.set_pending, ctx.session.id, json.dumps({"address": address, "next": "/inbox"})
         )
@@ -803,6 +808,39 @@ class Portal:
         await run_in_threadpool(self.store.set_pending, ctx.session.id, json.dumps(pending))
         return self.redirect(ctx, "/login/code/enter" + ("?wait=1" if state == "wait" else ""))
 
+    # -- a key pair made in the browser (the advanced method's offline envelopes) -----------
+
+    async def keys(self, request: Request) -> Response:
+        ctx = await self.ctx(request)
+        if (gone := self.gate(ctx)) is not None:
+            return gone
+        if request.method == "GET":
+            account = await run_in_threadpool(self.store.account, ctx.user)
+            live = self.service.wiring.live()
+            advanced = live.config.encryption.advanced
+            response = self.render(
+                ctx,
+                "keys.html",
+                iterations=advanced.kdf.iterations if advanced else KEY_ITERATIONS,
+                registered=account.key_created if account and account.public_key else None,
+            )
+            response.headers["content-security-policy"] = KEYS_CSP
+            return response
+        sent = request.headers.get("x-csrf-token", "")
+        if not ctx.session or not secrets.compare_digest(sent, ctx.session.csrf):
+            return JSONResponse({"error": "missing or wrong CSRF token"}, status_code=403)
+        body = await request.body()
+        if len(body) > 16384:
+            return JSONResponse({"error": "too large"}, status_code=413)
+        try:
+            public, private = browser_key(json.loads(body))
+        except (ValueError, KeyError, TypeError) as exc:
+            return JSONResponse({"error": f"not a key this portal accepts: {exc}"}, status_code=400)
+        await run_in_threadpool(self.store.ensure_account, ctx.user)
+        await run_in_threadpool(self.store.set_browser_key, ctx.user, public, private)
+        await self.audit("key_registered", address=ctx.user, ip=self.client(request))
+        return JSONResponse({"saved": True})
+
     async def http_error(self, request: Request, exc: HTTPException) -> Response:
         ctx = Ctx(None, None)
         return self.error(ctx, exc.status_code, str(exc.detail))
@@ -829,6 +867,7 @@ def make_app(service: PortalService) -> Starlette:
         Route("/account", portal.account, methods=["GET", "POST"]),
         Route("/account/totp", portal.totp, methods=["GET", "POST"]),
         Route("/account/totp/off", portal.totp_off, methods=["POST"]),
+        Route("/account/keys", portal.keys, methods=["GET", "POST"]),
         Route("/k/{key_id:str}", portal.key_link),
         Route("/k/{key_id:str}/code", portal.key_code, methods=["POST"]),
         Route("/k/{key_id:str}/key", portal.release),
@@ -837,6 +876,32 @@ def make_app(service: PortalService) -> Starlette:
     app = Starlette(routes=routes, exception_handlers={HTTPException: portal.http_error})
     app.add_middleware(SecurityHeaders)
     return app
+
+
+def browser_key(data: dict) -> tuple[str, str]:
+    """The public key (base64 SPKI of a P-256 key) and the wrapped private key (JSON) a
+    browser sent, checked: a key on the curve, a KDF we support at >= 600,000 iterations,
+    sizes that fit what AES-GCM over a PKCS#8 P-256 key gives."""
+    import base64
+
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import load_der_public_key
+
+    spki = base64.b64decode(data["public_key"], validate=True)
+    key = load_der_public_key(spki)
+    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
+        raise ValueError("the public key must be ECDH P-256")
+    wrapped = data["private_key"]
+    if wrapped.get("kdf") != "pbkdf2-sha256" or not isinstance(wrapped.get("iterations"), int):
+        raise ValueError("the private key must be wrapped with pbkdf2-sha256")
+    if not 600_000 <= wrapped["iterations"] <= 10_000_000:
+        raise ValueError("PBKDF2 iterations must be between 600,000 and 10,000,000")
+    salt, iv = base64.b64decode(wrapped["salt"], validate=True), base64.b64decode(wrapped["iv"], validate=True)
+    sealed = base64.b64decode(wrapped["sealed"], validate=True)
+    if len(salt) < 16 or len(iv) != 12 or not 100 <= len(sealed) <= 400:
+        raise ValueError("the wrapped private key has the wrong shape")
+    clean = {k: wrapped[k] for k in ("kdf", "iterations", "salt", "iv", "sealed")}
+    return base64.b64encode(spki).decode(), json.dumps(clean, sort_keys=True)
 
 
 def _address(value) -> str | None:
