@@ -169,6 +169,7 @@ class PortalService:
             "subject": head.subject,
             "attachment_count": len(head.attachments),
             "expires": datetime.fromtimestamp(expires, UTC).strftime("%Y-%m-%d"),
+            "retention": _days(portal.retention),
             "link": f"{portal.url.rstrip('/')}/m/{msg_id}",
             "portal_url": portal.url,
         }
@@ -204,9 +205,11 @@ class PortalService:
 
     # -- codes -----------------------------------------------------------------------------
 
-    def send_code(self, address: str, scope: str, ip: str) -> str:
+    def send_code(self, address: str, scope: str, ip: str, *, deliver: bool = True) -> str:
         """Mail a one-time code to `address` (web thread). "sent", or "wait" when the rate
-        limit says not yet (the caller answers alike either way where that would leak)."""
+        limit says not yet (the caller answers alike either way where that would leak).
+        With `deliver` false (an address the portal does not know) the code is made and kept
+        all the same, never mailed: a guess at it then answers as a guess at a real one."""
         live = self.wiring.live()
         key = f"code:{address.lower()}"
         count, last = self.store.recent(key, 3600)
@@ -217,6 +220,8 @@ class PortalService:
         code = "".join(secrets.choice("0123456789") for _ in range(CODE_DIGITS))
         portal = self.settings
         self.store.new_code(address, scope, code, portal.code_lifetime)
+        if not deliver:
+            return "sent"
         body = CODE_BODY.format(
             code=code,
             minutes=portal.code_lifetime // 60,
@@ -278,3 +283,12 @@ def _settings(live):
     if portal is None:
         raise RuntimeError("encryption.secure_portal is not configured")
     return portal
+
+
+def _days(seconds: int) -> str:
+    """A retention period as people say it: "90 days", "12 hours"."""
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return f"{seconds} seconds"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.config.diagnostics import Severity
+from engine.config.diagnostics import Severity, render_text
 from engine.config.load import load_config
 
 HEAD = "version: 1\nsystem:\n  fqdn: mail.example.com\n  internal_domains: [example.com]\n  listeners: [{name: mx, address: 127.0.0.1, port: 2525}]\n"
@@ -85,3 +85,36 @@ def test_warning(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert result.ok, [d.message for d in result.diagnostics]
     found = [d for d in result.diagnostics if d.path == path]
     assert found and found[0].severity is Severity.WARNING and fragment in found[0].message, result.diagnostics
+
+
+PORTAL = "encryption:\n  method: secure_portal\n  secure_portal:\n    url: https://s.example.com\n    notification:\n"
+
+
+@pytest.mark.parametrize(
+    ("notification", "field", "message"),
+    [
+        (
+            '      subject: "From {{ sendr }}"\n',
+            "subject",
+            "unknown template variable sendr (known: attachment_count, expires, link, portal_url, recipient, "
+            "retention, sender, subject)",
+        ),
+        (
+            '      body: "line one\\nOpen {% if link %}{{ link }}"\n',
+            "body",
+            "template line 2: Unexpected end of template. Jinja was looking for the following tags: 'elif' or "
+            "'else' or 'endif'. The innermost block that needs to be closed is 'if'.",
+        ),
+    ],
+)
+def test_a_notification_template_that_would_not_render_is_a_located_error(
+    tmp_path: Path, notification: str, field: str, message: str
+) -> None:
+    path = tmp_path / "relay.yaml"
+    path.write_text(HEAD + PORTAL + notification)
+    result = load_config(path)
+    [found] = [d for d in result.diagnostics if d.severity is Severity.ERROR]
+    assert found.path == ("encryption", "secure_portal", "notification", field)
+    assert found.message == message
+    where = f"{path}:11:{16 if field == 'subject' else 13}: encryption.secure_portal.notification.{field}: {message}"
+    assert where in render_text(result.diagnostics)

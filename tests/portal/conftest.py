@@ -117,3 +117,7 @@ def screenshots_dir() -> Path:
     """Where browser tests save screenshots: $SEALRELAY_SCREENSHOTS, or else
     tests/portal/.screenshots/ (git-ignored); made when first asked for."""
     return screenshots_root()
+
+
+# the relay tests' fixtures: an in-process relay from a YAML snippet (test_method.py)
+from tests.relay.conftest import start_relay, write_config  # noqa: E402, F401

@@ -190,3 +190,33 @@ def secure_portal(ctx: Context) -> Iterator[Diagnostic]:
         yield error((*base, "notification"), "set either `template` or `body`, not both")
     if note.template and ctx.check_files and not ctx.file(note.template).is_file():
         yield error((*base, "notification", "template"), f"template file {note.template} does not exist")
+    sources = [("subject", note.subject), ("body", note.body)]
+    if note.template and ctx.check_files and ctx.file(note.template).is_file():
+        sources.append(("template", ctx.file(note.template).read_text(encoding="utf-8", errors="replace")))
+    for field, source in sources:
+        problem = _template_problem(source)
+        if problem:
+            yield error((*base, "notification", field), problem, "see docs/portal.md for the variables")
+
+
+def _template_problem(source: str | None) -> str | None:
+    """Why a notification template would not render (syntax, or a name it does not know)."""
+    if not source:
+        return None
+    from jinja2 import TemplateSyntaxError, meta
+    from jinja2.sandbox import SandboxedEnvironment
+
+    env = SandboxedEnvironment()
+    try:
+        names = meta.find_undeclared_variables(env.parse(source))
+    except TemplateSyntaxError as exc:
+        return f"template line {exc.lineno}: {exc.message}"
+    unknown = sorted(names - NOTIFICATION_VARIABLES)
+    if unknown:
+        return f"unknown template variable {', '.join(unknown)} (known: {', '.join(sorted(NOTIFICATION_VARIABLES))})"
+    return None
+
+
+NOTIFICATION_VARIABLES = frozenset(
+    {"sender", "recipient", "subject", "attachment_count", "expires", "retention", "link", "portal_url"}
+)
