@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import secrets
 from pathlib import Path
 from urllib.parse import quote
@@ -23,6 +24,7 @@ from urllib.parse import quote
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -61,6 +63,27 @@ SECURITY_HEADERS = [
     (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),
     (b"cross-origin-opener-policy", b"same-origin"),
 ]
+
+
+class IdConvertor(Convertor):
+    """A message or key id in a path: URL-safe base64 only (no NUL for PostgreSQL, no
+    surprises in the store); anything else is no route (404)."""
+
+    regex = "[A-Za-z0-9_-]{1,100}"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("portal_id", IdConvertor())
+
+
+def _id(value) -> str:
+    """An id from a query or form field, "" (never stored) when it is not one."""
+    return value if isinstance(value, str) and re.fullmatch(IdConvertor.regex, value) else ""
 
 
 class SecurityHeaders:
@@ -330,9 +353,7 @@ class Portal:
             return self.render(ctx, "code_request.html", 400, problem="Enter your email address.")
         known = await run_in_threadpool(self.store.known, address)
         # the same page, and the same answer to a wrong code, whether or not the portal knows it
-        await run_in_threadpool(
-            lambda: self.service.send_code(address, "login", self.client(request), deliver=known)
-        )
+        await run_in_threadpool(lambda: self.service.send_code(address, "login", self.client(request), deliver=known))
         await run_in_threadpool(
             self.store.set_pending, ctx.session.id, json.dumps({"address": address, "next": "/inbox"})
         )
@@ -375,7 +396,12 @@ class Portal:
         minutes = self.settings.code_lifetime // 60
         if request.method == "GET":
             return self.render(
-                ctx, "code_enter.html", masked=masked, minutes=minutes, wait=request.query_params.get("wait") == "1"
+                ctx,
+                "code_enter.html",
+                masked=masked,
+                minutes=minutes,
+                wait=request.query_params.get("wait") == "1",
+                resent=request.query_params.get("resent") == "1",
             )
         form = await self.form(request, ctx)
         address = pending.get("address")
@@ -397,6 +423,16 @@ class Portal:
             )
             return self.render(ctx, "code_enter.html", 401, masked=masked, minutes=minutes, problem=problem)
         return await self.signed_in(request, ctx, address, "code", pending["next"])
+
+    async def code_resend(self, request: Request) -> Response:
+        """Another code to the address of the login in progress (rate limited like every code)."""
+        ctx = await self.ctx(request)
+        await self.form(request, ctx)
+        pending = json.loads(ctx.session.pending) if ctx.session and ctx.session.pending else {}
+        state = "sent"
+        if pending.get("address"):
+            state = await run_in_threadpool(self.service.send_code, pending["address"], "login", self.client(request))
+        return self.redirect(ctx, "/login/code/enter?" + ("wait=1" if state == "wait" else "resent=1"))
 
     async def logout(self, request: Request) -> Response:
         ctx = await self.ctx(request)
@@ -507,7 +543,7 @@ class Portal:
         if request.method == "POST":
             return await self.send(request, ctx)
         mode = request.query_params.get("mode", "new")
-        source = request.query_params.get("source", "")
+        source = _id(request.query_params.get("source", ""))
         refused = self.refusal(mode)
         if refused:
             return self.error(ctx, 403, refused)
@@ -574,7 +610,7 @@ class Portal:
         if refused:
             return self.error(ctx, 403, refused)
         perms = self.settings.permissions
-        source = str(form.get("source") or "")
+        source = _id(form.get("source"))
         original = None
         if mode != "new":
             found = await run_in_threadpool(self.store.get, ctx.user, source)
@@ -777,7 +813,8 @@ class Portal:
         if held.key is None:
             reason = "revoked" if held.revoked else "expired"
             await self.audit("key_refused", address=ctx.user, message_id=key_id, ip=self.client(request), detail=reason)
-            return JSONResponse({"error": f"this message was {reason}"}, status_code=410)
+            text = "this message was revoked" if held.revoked else "this message has expired"
+            return JSONResponse({"error": text}, status_code=410)
         await run_in_threadpool(self.store.mark_released, key_id)
         await self.audit("key_released", address=ctx.user, message_id=key_id, ip=self.client(request))
         import base64
@@ -845,6 +882,15 @@ class Portal:
         ctx = Ctx(None, None)
         return self.error(ctx, exc.status_code, str(exc.detail))
 
+    async def server_error(self, request: Request, exc: Exception) -> Response:
+        """A page for an unhandled error (the database gone, say). Starlette answers it from
+        outside the middleware, so the security headers are added here (and the error is
+        still raised, for the server's log)."""
+        response = self.error(Ctx(None, None), 500, "Something went wrong on our side. Try again in a moment.")
+        for name, value in SECURITY_HEADERS:
+            response.headers[name.decode()] = value.decode()
+        return response
+
 
 def make_app(service: PortalService) -> Starlette:
     portal = Portal(service)
@@ -855,25 +901,28 @@ def make_app(service: PortalService) -> Starlette:
         Route("/login/totp", portal.login_totp, methods=["GET", "POST"]),
         Route("/login/code", portal.login_code, methods=["GET", "POST"]),
         Route("/login/code/enter", portal.code_enter, methods=["GET", "POST"]),
+        Route("/login/code/resend", portal.code_resend, methods=["POST"]),
         Route("/logout", portal.logout, methods=["POST"]),
-        Route("/m/{msg_id:str}", portal.message_link),
-        Route("/m/{msg_id:str}/code", portal.message_code, methods=["POST"]),
+        Route("/m/{msg_id:portal_id}", portal.message_link),
+        Route("/m/{msg_id:portal_id}/code", portal.message_code, methods=["POST"]),
         *[Route(f"/{name}", portal.folder) for name in FOLDERS],
         Route("/search", portal.search),
-        Route("/message/{msg_id:str}", portal.message),
-        Route("/message/{msg_id:str}/attachment/{index:int}", portal.attachment),
-        Route("/message/{msg_id:str}/{action:str}", portal.move, methods=["POST"]),
+        Route("/message/{msg_id:portal_id}", portal.message),
+        Route("/message/{msg_id:portal_id}/attachment/{index:int}", portal.attachment),
+        Route("/message/{msg_id:portal_id}/{action:str}", portal.move, methods=["POST"]),
         Route("/compose", portal.compose, methods=["GET", "POST"]),
         Route("/account", portal.account, methods=["GET", "POST"]),
         Route("/account/totp", portal.totp, methods=["GET", "POST"]),
         Route("/account/totp/off", portal.totp_off, methods=["POST"]),
         Route("/account/keys", portal.keys, methods=["GET", "POST"]),
-        Route("/k/{key_id:str}", portal.key_link),
-        Route("/k/{key_id:str}/code", portal.key_code, methods=["POST"]),
-        Route("/k/{key_id:str}/key", portal.release),
+        Route("/k/{key_id:portal_id}", portal.key_link),
+        Route("/k/{key_id:portal_id}/code", portal.key_code, methods=["POST"]),
+        Route("/k/{key_id:portal_id}/key", portal.release),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
-    app = Starlette(routes=routes, exception_handlers={HTTPException: portal.http_error})
+    app = Starlette(
+        routes=routes, exception_handlers={HTTPException: portal.http_error, Exception: portal.server_error}
+    )
     app.add_middleware(SecurityHeaders)
     return app
 
@@ -908,7 +957,7 @@ def _address(value) -> str | None:
     if not isinstance(value, str):
         return None
     value = value.strip().lower()
-    if not value or len(value) > 254 or value.count("@") != 1 or any(c.isspace() for c in value):
+    if not value or len(value) > 254 or value.count("@") != 1 or any(c.isspace() or not c.isprintable() for c in value):
         return None
     local, domain = value.split("@")
     return value if local and "." in domain else None
