@@ -699,7 +699,15 @@ class Portal:
             ip=self.client(request),
             detail=f"{mode} to {len(recipients)} recipients: {verdict.text}",
         )
-        return self.redirect(ctx, "/sent?done=sent")
+        # the relay accepted it; DLP may still have held it for review or blocked it
+        outcome = (
+            "held"
+            if "held for review" in verdict.text
+            else "blocked"
+            if "blocked by policy" in verdict.text
+            else "sent"
+        )
+        return self.redirect(ctx, f"/sent?done={outcome}")
 
     def recipients_problem(self, recipients: list[str], rule) -> str | None:
         if not recipients:

@@ -66,7 +66,15 @@ encryption:
 dlp:
   action_plans:
     - {{name: portal, email: encrypt}}
+    - {{name: stop, email: block}}
   policies:
+    - name: forbidden
+      rules:
+        - name: word
+          conditions:
+            any:
+              - phrases: [project-nightshade]
+          action_plan: stop
     - name: confidential
       rules:
         - name: marked
