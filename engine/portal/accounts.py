@@ -83,9 +83,9 @@ def totp_ok(secret: str, code: str, at: float) -> bool:
 
 def totp_qr_svg(secret: str, address: str, issuer: str) -> str:
     uri = pyotp.TOTP(secret).provisioning_uri(name=address, issuer_name=issuer)
-    out = io.StringIO()
+    out = io.BytesIO()  # segno writes bytes
     segno.make(uri, error="m").save(out, kind="svg", xmldecl=False, svgns=True, scale=5, title="TOTP QR code")
-    return out.getvalue()
+    return out.getvalue().decode("utf-8")
 
 
 _WORDS = (

@@ -102,6 +102,10 @@ class PortalKey:
     def open_field(self, sealed: bytes, context: str) -> bytes:
         return open_sealed(self._fields, sealed, context.encode())
 
+    def code_digest(self, code: str) -> str:
+        """What is stored of a one-time code: keyed (8 digits hash in no time without the key)."""
+        return hmac.new(self._index, b"code\0" + code.encode(), hashlib.sha256).hexdigest()
+
     def tokens(self, owner: str, text: str) -> set[str]:
         """The blind index entries of `text` for `owner` (the same word of two owners differs)."""
         return {self.token(owner, word) for word in words(text)}
@@ -111,15 +115,18 @@ class PortalKey:
         return mac.hexdigest()[:32]
 
 
-_WORD = re.compile(r"\w{2,40}", re.UNICODE)
+# word characters and the combining marks case folding can add ("İ" folds to "i" + U+0307)
+_WORD = re.compile(r"[\w\u0300-\u036f]{2,40}", re.UNICODE)
 MAX_WORDS = 5000  # per message: the index of a huge body stays bounded
 
 
 def words(text: str) -> list[str]:
-    """The distinct words of `text`, case-folded, in order of first appearance (bounded)."""
+    """The distinct words of `text`, case-folded, in order of first appearance (bounded).
+    Folded before it is split (folding can lengthen a word: "ß" → "ss"), so that a word of
+    the result, searched for again, is that same word."""
     seen: dict[str, None] = {}
-    for match in _WORD.finditer(text):
-        seen.setdefault(match.group().casefold(), None)
+    for match in _WORD.finditer(text.casefold()):
+        seen.setdefault(match.group(), None)
         if len(seen) >= MAX_WORDS:
             break
     return list(seen)

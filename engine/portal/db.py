@@ -133,7 +133,15 @@ class PostgreSQL(Database):
             raise DatabaseError("PostgreSQL needs the psycopg package: pip install 'psycopg[binary,pool]'") from None
         kwargs = {"password": password} if password else {}
         self.url = url
-        self._pool = ConnectionPool(url, min_size=1, max_size=max_size, kwargs=kwargs, open=False, timeout=30)
+        self._pool = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=max_size,
+            kwargs=kwargs,
+            open=False,
+            timeout=30,
+            check=ConnectionPool.check_connection,  # after a database restart: no dead connection handed out
+        )
         try:
             self._pool.open(wait=True, timeout=15)
         except Exception as exc:  # psycopg's PoolTimeout names no cause; the URL and the cause do

@@ -38,6 +38,7 @@ class Readable:
     attachments: tuple[Attachment, ...]
     message_id: str
     references: str
+    html: str = ""  # the first HTML body, when there is one (the envelope shows it sandboxed)
 
 
 def header(msg, name: str) -> str:
@@ -82,7 +83,9 @@ def read(raw: bytes) -> Readable:
         tuple(f.name for f in files),
         " ".join(text.split())[:SNIPPET],
     )
-    return Readable(head, text, tuple(files), header(msg, "message-id"), header(msg, "references"))
+    return Readable(
+        head, text, tuple(files), header(msg, "message-id"), header(msg, "references"), html[0] if html else ""
+    )
 
 
 def readable_text(raw: bytes) -> str:

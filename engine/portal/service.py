@@ -169,7 +169,7 @@ class PortalService:
             "subject": head.subject,
             "attachment_count": len(head.attachments),
             "expires": datetime.fromtimestamp(expires, UTC).strftime("%Y-%m-%d"),
-            "retention": _days(portal.retention),
+            "retention": days(portal.retention),
             "link": f"{portal.url.rstrip('/')}/m/{msg_id}",
             "portal_url": portal.url,
         }
@@ -285,7 +285,7 @@ def _settings(live):
     return portal
 
 
-def _days(seconds: int) -> str:
+def days(seconds: int) -> str:
     """A retention period as people say it: "90 days", "12 hours"."""
     for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
         if seconds >= size and seconds % size == 0:

@@ -445,7 +445,7 @@ class Store:
             tx.run("UPDATE codes SET used = 1 WHERE address = ? AND scope = ? AND used = 0", (address.lower(), scope))
             tx.run(
                 "INSERT INTO codes (id, address, scope, digest, created, expires) VALUES (?, ?, ?, ?, ?, ?)",
-                (code_id, address.lower(), scope, crypto.digest(code), now, now + lifetime),
+                (code_id, address.lower(), scope, self.key.code_digest(code), now, now + lifetime),
             )
         return code_id
 
@@ -460,7 +460,7 @@ class Store:
             )
             if found is None or found[2] < now or found[3] >= max_attempts:
                 return "expired"
-            if not _same(found[1], crypto.digest(code.strip())):
+            if not _same(found[1], self.key.code_digest(code.strip())):
                 tx.run("UPDATE codes SET attempts = attempts + 1 WHERE id = ?", (found[0],))
                 return "wrong"
             tx.run("UPDATE codes SET used = 1 WHERE id = ?", (found[0],))
@@ -602,19 +602,50 @@ class Store:
         key = self.key.unwrap(bytes(found[2]), "held:" + key_id) if usable else None
         return HeldKey(found[0], found[1], key, found[3], found[4] is not None, found[5])
 
+    def put_data(self, data_id: str, data: bytes) -> None:
+        """An envelope's ciphertext too large to travel in it (advanced.max_envelope_size)."""
+        if self.blob_dir is not None:
+            self._write_blob(data_id, data)
+            return
+        with self.db.transaction() as tx:
+            tx.run("INSERT INTO blobs (id, data) VALUES (?, ?)", (data_id, data))
+
+    def get_data(self, key_id: str) -> bytes | None:
+        """The ciphertext stored for held key `key_id`, while the key is usable."""
+        held = self.held_key(key_id)
+        if held is None or held.key is None or not held.data_id:
+            return None
+        if self.blob_dir is not None:
+            try:
+                return self._read_blob(held.data_id)
+            except FileNotFoundError:
+                return None
+        with self.db.transaction() as tx:
+            found = tx.value("SELECT data FROM blobs WHERE id = ?", (held.data_id,))
+        return bytes(found) if found is not None else None
+
+    def _drop_data_of(self, tx: Tx, where: str, params: tuple) -> list[str]:
+        ids = [r[0] for r in tx.rows(f"SELECT data_id FROM held_keys WHERE data_id IS NOT NULL AND {where}", params)]
+        for chunk in _chunks(ids, 500):
+            if self.blob_dir is None:
+                tx.run(f"DELETE FROM blobs WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+        return ids
+
     def mark_released(self, key_id: str) -> None:
         with self.db.transaction() as tx:
             tx.run("UPDATE held_keys SET released = released + 1 WHERE id = ?", (key_id,))
 
     def revoke(self, key_or_message: str) -> int:
-        """Revoke a held key, or every copy of a portal message (it is deleted): the count."""
+        """Revoke a held key (its key erased, its stored ciphertext deleted), or delete one
+        portal message by id: the count (0: no such key or message, or revoked already)."""
         with self.db.transaction() as tx:
+            data = self._drop_data_of(tx, "id = ? AND revoked IS NULL", (key_or_message,))
             count = tx.run(
                 "UPDATE held_keys SET revoked = ?, wrapped = ? WHERE id = ? AND revoked IS NULL",
                 (self.clock(), b"", key_or_message),
             )
             gone = [] if count else self._delete_rows(tx, "id = ?", (key_or_message,))
-        for msg_id in gone:
+        for msg_id in gone + data:
             self._drop_blob(msg_id)
         return count or len(gone)
 
@@ -628,8 +659,10 @@ class Store:
             gone = self._delete_rows(tx, "expires < ?", (now,))
             codes = tx.run("DELETE FROM codes WHERE expires < ? OR used = 1", (now - 3600,))
             events = tx.run("DELETE FROM events WHERE at < ?", (now - events_window,))
+            data = self._drop_data_of(tx, "expires < ? AND data_id IS NOT NULL", (now,))
+            tx.run("UPDATE held_keys SET data_id = NULL WHERE expires < ?", (now,))
             keys = tx.run("UPDATE held_keys SET wrapped = ? WHERE expires < ? AND wrapped <> ?", (b"", now, b""))
-        for msg_id in gone:
+        for msg_id in gone + data:
             self._drop_blob(msg_id)
         orphans = self._sweep_orphans()
         return {"messages": len(gone), "codes": codes, "events": events, "keys": keys, "orphans": orphans}

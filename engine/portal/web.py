@@ -35,6 +35,7 @@ from starlette.staticfiles import StaticFiles
 from engine.policy.groups import domain_of
 from engine.portal import accounts, mail
 from engine.portal.service import PortalService
+from engine.portal.service import days as _days
 from engine.portal.store import FOLDERS, PAGE, Session
 
 log = logging.getLogger(__name__)
@@ -87,23 +88,35 @@ def _id(value) -> str:
 
 
 class SecurityHeaders:
-    """Adds the security headers to every response (pages, files, errors)."""
+    """Adds the security headers to every response (pages, files, errors), and answers an
+    unhandled error itself: logged with its traceback, our own 500 page to the browser, the
+    connection kept (the framework's handler would re-raise and drop it)."""
 
-    def __init__(self, app) -> None:
+    def __init__(self, app, error_page=None) -> None:
         self.app = app
+        self.error_page = error_page
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        started = False
 
         async def with_headers(message):
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 names = {k.lower() for k, _ in message.get("headers", [])}
                 extra = [(k, v) for k, v in SECURITY_HEADERS if k not in names]
                 message = {**message, "headers": [*message.get("headers", []), *extra]}
             await send(message)
 
-        await self.app(scope, receive, with_headers)
+        try:
+            await self.app(scope, receive, with_headers)
+        except Exception:
+            log.exception("portal: %s %s failed", scope.get("method"), scope.get("path"))
+            if started or self.error_page is None:
+                raise
+            await self.error_page()(scope, receive, with_headers)
 
 
 class Ctx:
@@ -136,6 +149,8 @@ class Portal:
         )
         self.env.filters["datetime"] = _when
         self.env.filters["filesize"] = _size
+        self.env.filters["days"] = _days
+        self.env.filters["isotime"] = _isotime
 
     @property
     def settings(self):
@@ -890,15 +905,6 @@ class Portal:
         ctx = Ctx(None, None)
         return self.error(ctx, exc.status_code, str(exc.detail))
 
-    async def server_error(self, request: Request, exc: Exception) -> Response:
-        """A page for an unhandled error (the database gone, say). Starlette answers it from
-        outside the middleware, so the security headers are added here (and the error is
-        still raised, for the server's log)."""
-        response = self.error(Ctx(None, None), 500, "Something went wrong on our side. Try again in a moment.")
-        for name, value in SECURITY_HEADERS:
-            response.headers[name.decode()] = value.decode()
-        return response
-
 
 def make_app(service: PortalService) -> Starlette:
     portal = Portal(service)
@@ -928,10 +934,13 @@ def make_app(service: PortalService) -> Starlette:
         Route("/k/{key_id:portal_id}/key", portal.release),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
-    app = Starlette(
-        routes=routes, exception_handlers={HTTPException: portal.http_error, Exception: portal.server_error}
+    app = Starlette(routes=routes, exception_handlers={HTTPException: portal.http_error})
+    app.add_middleware(
+        SecurityHeaders,
+        error_page=lambda: portal.error(
+            Ctx(None, None), 500, "Something went wrong on our side. Try again in a moment."
+        ),
     )
-    app.add_middleware(SecurityHeaders)
     return app
 
 
@@ -1009,6 +1018,12 @@ def _when(value: float) -> str:
     from datetime import UTC, datetime
 
     return datetime.fromtimestamp(float(value), UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _isotime(value: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(float(value), UTC).isoformat(timespec="seconds")
 
 
 def _size(value: int) -> str:
