@@ -117,3 +117,35 @@ def test_relay_races_stock_postfix_on_every_leg() -> None:
         line(lines, rf"round 1 {leg} +{NUMBER} msg/s  \( *{NUMBER} s; accepted in {NUMBER} s\)")
         row = line(lines, rf"{leg} +({NUMBER}) +{NUMBER} +{NUMBER} +{NUMBER}x +{NUMBER}x")
         assert number(row[1]) > 0, row[0]
+
+
+def test_portal_serves_mailbox_and_search_pages_that_match_the_store() -> None:
+    lines = run("bench_portal.py")  # every page is checked by the bench itself: rows, hits, subject
+    line(
+        lines,
+        rf"corpus: 50 messages for alice@example\.com \(inbox 35, sent 10, trash 5; \d+ with attachments\), "
+        rf"2 other mailboxes of 50; 150 messages, {NUMBER} MB, made in {NUMBER} s",
+    )
+    queries = line(lines, rf'queries: "\w+" is in (\d+) of 50 messages \({NUMBER}%\); "\w+ \w+" in (\d+) .*')
+    one, two = int(queries[1]), int(queries[2])
+    assert one > 0 and two > 0
+    fill = line(
+        lines,
+        rf"fill sqlite: 150 messages in {NUMBER} s \(({NUMBER}) msg/s\), ({NUMBER}) index terms, {NUMBER} MB on disk",
+    )
+    assert number(fill[1]) > 0 and number(fill[2]) > 150  # every message indexed, many words each
+    line(lines, r"HTTPS, 20 requests of each kind after 3 of warm-up; milliseconds:")
+    labels = (
+        r"GET /inbox \(page 1 of 1\)",
+        r"GET /inbox\?page=0 \(page 1\)",
+        rf"GET /search, 1 word \({one} hits\)",
+        rf"GET /search, 2 words \({two} hits\)",
+        r"GET /message/<id>",
+    )
+    for label in labels:
+        row = line(lines, rf"\| {label} \| ({NUMBER}) \| ({NUMBER}) \| ({NUMBER}) \| {NUMBER}x \|")
+        p50, p95, p99 = (number(value) for value in row.groups())
+        assert 0 < p50 <= p95 <= p99, row[0]
+        stored = line(lines, rf"\| {label} \| ({NUMBER}) \| ({NUMBER}) \|")
+        assert number(stored[1]) <= number(stored[2]), stored[0]
+    line(lines, r"target: inbox and search p95 < 50 ms on SQLite -> (met|NOT met) \(worst: .+, p95 [\d.]+ ms\)")
