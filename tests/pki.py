@@ -2,17 +2,20 @@
 
 `build_pki(root, fqdn)` returns `{case: (cert_file, key_file)}` for the cases good,
 wrong_san, expired, untrusted, cn_only and self_signed, plus "ca" (the trusted CA's file
-twice). Shared by the TLS level tests and the relay's delivery tests.
+twice). Shared by the TLS level tests and the relay's delivery tests. `smime_pair` makes
+an S/MIME recipient (certificate and key) for the inbound decryption tests.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from pathlib import Path
 
 import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from engine.certificates.store import make_self_signed
@@ -70,3 +73,34 @@ def _cn_only_cert(ca: trustme.CA, root: Path, fqdn: str) -> tuple[Path, Path]:
         )
     )
     return cert_file, key_file
+
+
+@dataclass(frozen=True)
+class SMimePair:
+    """An S/MIME recipient: a self-signed certificate for `address` and its RSA key, PEM."""
+
+    address: str
+    cert_pem: bytes
+    key_pem: bytes
+
+
+def smime_pair(address: str) -> SMimePair:
+    """An RSA key and a self-signed S/MIME certificate (email SAN) for `address`."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, address)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName([x509.RFC822Name(address)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return SMimePair(address, cert.public_bytes(serialization.Encoding.PEM), key_pem)

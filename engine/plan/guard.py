@@ -293,6 +293,14 @@ def _portal_window(what: str) -> Rule:
     return judge
 
 
+def _advanced_delivery(change: Change, ctx: Context) -> Judgement:
+    if change.before == "revocable" and change.after == "offline":
+        return LOOSENING, "envelopes open offline with the recipient's key: they can no longer be withdrawn"
+    if change.before == "offline" and change.after == "revocable":
+        return TIGHTENING, "every envelope needs the key the relay holds: revocable, every open audited"
+    return UNKNOWN
+
+
 def _kdf_iterations(change: Change, ctx: Context) -> Judgement:
     if isinstance(change.before, int) and isinstance(change.after, int):
         if change.after < change.before:
@@ -302,11 +310,51 @@ def _kdf_iterations(change: Change, ctx: Context) -> Judgement:
 
 
 def _smime(change: Change, ctx: Context) -> Judgement:
-    if change.action is Action.CREATE:
+    """S/MIME's outbound half (`certificates`) protects mail; its inbound half (`keys`) only
+    lets the relay decrypt, which `decrypt_inbound` judges. A block or a `certificates`
+    setting counts by whether it names a certificate directory."""
+    whole = len(change.path) == 2  # encryption.smime itself, not its certificates
+    before = _certificates(change.before) if whole else change.before
+    after = _certificates(change.after) if whole else change.after
+    if before is None and after is not None:
         return TIGHTENING, "recipients with a known certificate get S/MIME"
-    if change.action is Action.DELETE and ctx.desired.get("encryption", {}).get("method", "tls") == "tls":
+    if before is not None and after is None and ctx.desired.get("encryption", {}).get("method", "tls") == "tls":
         return LOOSENING, "recipients with a known certificate lose S/MIME: their mail is protected in transit only"
+    if before is None and after is None:
+        return NEUTRAL, "S/MIME keys only: they protect no outbound mail (`decrypt_inbound` governs their use)"
     return NEUTRAL, "S/MIME certificates move"
+
+
+def _certificates(block: object) -> object:
+    return block.get("certificates") if isinstance(block, dict) else None
+
+
+DECRYPTING = (
+    LOOSENING,
+    "inbound S/MIME mail is decrypted on the relay: it is queued and delivered to internal servers "
+    "in clear, no longer end to end encrypted",
+)
+
+
+def _decrypt_inbound(change: Change, ctx: Context) -> Judgement:
+    """Turning decryption on loosens: mail its sender encrypted end to end rests in the queue
+    and crosses the internal hop in clear. Off is neutral, not tightening: mail stays as
+    sent, and what is lost is DLP's record of inbound content, which never acted on it."""
+    if change.before is not True and change.after is True:
+        return DECRYPTING
+    if change.before is True and change.after is not True:
+        return (
+            NEUTRAL,
+            "inbound S/MIME mail is no longer decrypted: it reaches mailboxes as sent (DLP no longer sees inside)",
+        )
+    return UNKNOWN
+
+
+def _advanced(change: Change, ctx: Context) -> Judgement | None:
+    """The advanced block added with decryption on is judged as turning it on."""
+    before = isinstance(change.before, dict) and change.before.get("decrypt_inbound") is True
+    after = isinstance(change.after, dict) and change.after.get("decrypt_inbound") is True
+    return DECRYPTING if after and not before else None
 
 
 def _neutral(reason: str) -> Rule:
@@ -347,7 +395,21 @@ def _rules() -> list[tuple[str, Rule]]:
             _neutral("the portal keeps its data in another database (what the old one holds is not moved)"),
         ),
         ("encryption.advanced.kdf.iterations", _kdf_iterations),
+        ("encryption.advanced.delivery", _advanced_delivery),
+        ("encryption.advanced.expire_after", _portal_window("the relay holds message keys (online opening)")),
+        ("encryption.advanced.max_envelope_size", _neutral("where a large message's ciphertext travels")),
         ("encryption.smime", _smime),
+        ("encryption.smime.certificates", _smime),
+        (
+            "encryption.smime.keys",
+            _neutral("the keys held for inbound decryption change (`decrypt_inbound` governs their use)"),
+        ),
+        ("encryption.advanced", _advanced),
+        ("encryption.advanced.decrypt_inbound", _decrypt_inbound),
+        (
+            "encryption.advanced.decryption_header",
+            _neutral("the decryption result header is renamed: mailbox filters that read it must follow"),
+        ),
         *((f"*.{name}", _neutral("a secret reference changes (its value is never shown)")) for name in SECRET_FIELDS),
         ("tls.certificate*", _neutral("the relay presents another certificate")),
         *guard_groups.RULES,

@@ -228,9 +228,9 @@ async def test_every_judged_message_is_scanned_off_the_event_loop(tmp_path, monk
     threads = []
     real = decide.judge
 
-    def recording(*args):
+    def recording(*args, **kwargs):
         threads.append(threading.get_ident())
-        return real(*args)
+        return real(*args, **kwargs)
 
     monkeypatch.setattr(decide, "judge", recording)
     message = Message(ALICE, (BOB,), mail(body="tiny"), PEER, "client.example", "mx")

@@ -24,6 +24,7 @@ EXPECTED: dict[str, tuple[list[str], list[str]]] = {
     "first-config": ([], []),
     "loosen-admin-address": (["~ system.admin.address"], []),
     "loosen-backup-none": (["~ encryption.backup"], []),
+    "loosen-decrypt-inbound": (["~ encryption.advanced.decrypt_inbound"], []),
     "loosen-dlp-block-to-encrypt": (['~ dlp.action_plans["block-it"].email'], []),
     "loosen-dlp-block-to-permit": (['~ dlp.policies["secrets"].rules["marked-secret"].action_plan'], []),
     "loosen-dlp-condition-added-to-all": (
@@ -83,6 +84,10 @@ EXPECTED: dict[str, tuple[list[str], list[str]]] = {
     "loosen-min-protocol": (['~ enforced_tls["banks-inbound"].min_protocol'], []),
     "loosen-portal-allowed": (["~ encryption.secure_portal.permissions.forward.allowed"], []),
     "loosen-portal-recipients": (["~ encryption.secure_portal.permissions.compose.recipients"], []),
+    "loosen-advanced-delivery": (
+        ["~ encryption.advanced.delivery"],
+        ["~ encryption.advanced.expire_after"],
+    ),
     "loosen-portal-mfa": (["~ encryption.secure_portal.mfa"], ["~ encryption.secure_portal.session_idle"]),
     "loosen-portal-code-lifetime": (["~ encryption.secure_portal.code_lifetime"], []),
     "loosen-route-ahead": (['+ routes["cheap"]'], []),
@@ -334,3 +339,58 @@ def test_the_first_config_is_neutral() -> None:
     plan = make_plan(BASE, None, created_at="t")
     assert plan.base_hash is None and plan.changes
     assert {c.effect for c in plan.changes} == {NEUTRAL}
+
+
+def test_inbound_decryption_off_is_neutral_and_its_keys_protect_nothing() -> None:
+    """Decryption on loosens (the golden case); off, the keys and the header are neutral:
+    mail stays as its sender encrypted it, and inbound DLP never acted on it anyway."""
+    base = copy.deepcopy(BASE)
+    base["encryption"]["advanced"]["decrypt_inbound"] = True
+    base["encryption"]["smime"] = {"keys": "keys/smime"}
+    desired = copy.deepcopy(base)
+    desired["encryption"]["advanced"]["decrypt_inbound"] = False
+    desired["encryption"]["advanced"]["decryption_header"] = "X-Decrypted"
+    desired["encryption"]["smime"]["keys"] = "other/keys"
+    verdicts = {label(c): (c.effect, c.reason) for c in make_plan(desired, base, created_at="t").changes}
+    assert verdicts == {
+        "~ encryption.advanced.decrypt_inbound": (
+            NEUTRAL,
+            "inbound S/MIME mail is no longer decrypted: it reaches mailboxes as sent (DLP no longer sees inside)",
+        ),
+        "~ encryption.advanced.decryption_header": (
+            NEUTRAL,
+            "the decryption result header is renamed: mailbox filters that read it must follow",
+        ),
+        "~ encryption.smime.keys": (
+            NEUTRAL,
+            "the keys held for inbound decryption change (`decrypt_inbound` governs their use)",
+        ),
+    }
+
+
+def test_an_advanced_block_added_with_decryption_on_loosens() -> None:
+    base = copy.deepcopy(BASE)
+    del base["encryption"]["advanced"]
+    base["encryption"]["backup"] = "none"
+    base["encryption"]["smime"] = {"keys": "keys/smime"}
+    desired = copy.deepcopy(base)
+    desired["encryption"]["advanced"] = {"portal_url": "https://secure.example.com", "decrypt_inbound": True}
+    (change,) = make_plan(desired, base, created_at="t").changes
+    assert (label(change), change.effect) == ("+ encryption.advanced", LOOSENING)
+    assert change.reason.startswith("inbound S/MIME mail is decrypted on the relay")
+
+
+def test_smime_is_judged_by_its_certificates_not_its_keys() -> None:
+    def plan(before: dict | None, after: dict | None) -> list[tuple[str, str]]:
+        base, desired = copy.deepcopy(BASE), copy.deepcopy(BASE)
+        for config, block in ((base, before), (desired, after)):
+            if block is not None:
+                config["encryption"]["smime"] = block
+        return [(label(c), c.effect) for c in make_plan(desired, base, created_at="t").changes]
+
+    assert plan(None, {"keys": "k"}) == [("+ encryption.smime", NEUTRAL)]
+    assert plan({"keys": "k"}, None) == [("- encryption.smime", NEUTRAL)]
+    assert plan(None, {"certificates": "c"}) == [("+ encryption.smime", TIGHTENING)]
+    assert plan({"certificates": "c"}, None) == [("- encryption.smime", LOOSENING)]
+    assert plan({"keys": "k"}, {"keys": "k", "certificates": "c"}) == [("+ encryption.smime.certificates", TIGHTENING)]
+    assert plan({"keys": "k", "certificates": "c"}, {"keys": "k"}) == [("- encryption.smime.certificates", LOOSENING)]

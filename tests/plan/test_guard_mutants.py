@@ -1858,7 +1858,7 @@ SCENARIOS = [
         "smime_moved",
         _smime_moved,
         lambda c: c["encryption"].__setitem__("smime", {"certificates": "/etc/sealrelay/smime"}),
-        {"~ encryption.smime.certificates": (NEUTRAL, "no effect on protection known to the guard")},
+        {"~ encryption.smime.certificates": (NEUTRAL, "S/MIME certificates move")},
     ),
     (
         "enforced_renamed",

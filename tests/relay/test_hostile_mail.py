@@ -86,10 +86,10 @@ def judged(monkeypatch) -> list[tuple[float, float]]:
     windows: list[tuple[float, float]] = []
     real = decide.judge
 
-    def timed(*args):
+    def timed(*args, **kwargs):
         start = time.monotonic()
         try:
-            return real(*args)
+            return real(*args, **kwargs)
         finally:
             windows.append((start, time.monotonic()))
 

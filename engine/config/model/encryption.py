@@ -38,28 +38,6 @@ class KDF(Model):
     )
 
 
-class Advanced(Model):
-    """Password-protected HTML attachment that decrypts in the browser (AES-GCM, WebCrypto)."""
-
-    portal_url: str = F(
-        ...,
-        "HTTPS address where recipients register their password",
-        "https://secure.example.com",
-        pattern=r"^https?://\S+$",
-    )
-    kdf: KDF = F(KDF(), "Key derivation settings", {"name": "pbkdf2-sha256", "iterations": 600000})
-    decrypt_inbound: bool = F(
-        False,
-        "Decrypt inbound mail in our format when a key is held, and stamp the result header",
-        True,
-    )
-    decryption_header: str = F(
-        "X-Seal-Decryption",
-        "Header stamped on inbound mail: success | failed | not-encrypted",
-        "X-Seal-Decryption",
-    )
-
-
 class EncryptionServer(Model):
     host: HostOrIP = F(..., "IP address or host name of the encryption server", "127.0.0.1", "encrypt.example.com")
     port: int = F(25, "SMTP port of the encryption server", 10025, ge=1, le=65535)
@@ -151,6 +129,53 @@ class Notification(Model):
     )
 
 
+class Advanced(Model):
+    """Password-protected HTML attachment that decrypts in the browser (AES-GCM, WebCrypto)."""
+
+    portal_url: str = F(
+        ...,
+        "HTTPS address where recipients register their password",
+        "https://secure.example.com",
+        pattern=r"^https?://\S+$",
+    )
+    kdf: KDF = F(KDF(), "Key derivation settings", {"name": "pbkdf2-sha256", "iterations": 600000})
+    delivery: Literal["offline", "revocable"] = F(
+        "offline",
+        "`offline`: a recipient who made a key at the portal opens envelopes with their password, "
+        "offline, for good (cannot be revoked); `revocable`: every envelope needs the key the relay "
+        "holds (released at the portal after a code or sign-in; revocable, every open audited)",
+        "offline",
+        "revocable",
+    )
+    expire_after: DurationField = F(
+        "90d", "How long the relay holds a message key (after this, online opening stops)", "90d", validate_default=True
+    )
+    max_envelope_size: SizeField = F(
+        "10MB",
+        "Above this the ciphertext stays at the portal and the envelope fetches it once the key is released",
+        "10MB",
+        validate_default=True,
+    )
+    notification: Notification = F(
+        Notification(subject="Secure message from {{ sender }}: open the attachment"),
+        "The notice the envelope is attached to",
+        {"subject": "Secure message from {{ sender }}: open the attachment"},
+    )
+    decrypt_inbound: bool = F(
+        False,
+        "Decrypt inbound and internal S/MIME mail for internal recipients whose key is in "
+        "`encryption.smime.keys`, whatever the method, and stamp `decryption_header` on that mail "
+        "(DLP then reads the decrypted content)",
+        True,
+    )
+    decryption_header: str = F(
+        "X-Seal-Decryption",
+        "Header stamped on inbound and internal mail while `decrypt_inbound` is on, whatever the "
+        "method: success | failed (the reason) | not-encrypted; a copy the sender wrote is removed",
+        "X-Seal-Decryption",
+    )
+
+
 class SecurePortal(Model):
     """Mail stays on the relay; recipients read it in the web portal."""
 
@@ -202,7 +227,15 @@ class SecurePortal(Model):
 
 
 class SMime(Model):
-    certificates: str = F(..., "Directory of recipient certificates, `<address>.pem` each", "certs/smime")
+    certificates: str | None = F(
+        None, "Directory of external recipients' certificates, `<address>.pem` each: outbound S/MIME", "certs/smime"
+    )
+    keys: str | None = F(
+        None,
+        "Directory of internal recipients' certificate and unencrypted private key, `<address>.pem` each "
+        "(mode 0600): inbound decryption with `encryption.advanced.decrypt_inbound`",
+        "keys/smime",
+    )
 
 
 class Encryption(Model):
@@ -232,4 +265,8 @@ class Encryption(Model):
     secure_portal: SecurePortal | None = F(
         None, "Settings of the secure_portal method", {"url": "https://secure.example.com"}
     )
-    smime: SMime | None = F(None, "S/MIME for recipients whose certificate is known", {"certificates": "certs/smime"})
+    smime: SMime | None = F(
+        None,
+        "S/MIME: outbound for recipients whose certificate is known, inbound for internal ones whose key is held",
+        {"certificates": "certs/smime"},
+    )

@@ -35,8 +35,8 @@ def method_and_backup(ctx: Context) -> Iterator[Diagnostic]:
                 f"backup `{enc.backup}` needs an `encryption.{enc.backup}` block",
                 f"add `encryption.{enc.backup}` with its settings, or set `backup: none`",
             )
-    if enc.method == "secure_portal" and enc.smime is not None:
-        yield error(
+    if enc.method == "secure_portal" and enc.smime is not None and enc.smime.certificates is not None:
+        yield error(  # `keys` alone decrypt inbound mail: no method, so no conflict
             ("encryption", "smime"),
             "`method: secure_portal` excludes every other method, S/MIME included",
             "remove `encryption.smime`, or choose another method",
@@ -165,6 +165,84 @@ def advanced(ctx: Context) -> Iterator[Diagnostic]:
             "recipients would register passwords over plain HTTP",
             "use https://",
         )
+    if adv is not None:
+        yield from _notification_problems(ctx, ("encryption", "advanced"), adv.notification)
+
+
+# Headers a message needs or the relay writes itself: none may be the decryption header.
+MESSAGE_HEADERS = frozenset(
+    {
+        "from", "to", "cc", "bcc", "subject", "date", "message-id", "received", "return-path", "reply-to",
+        "sender", "in-reply-to", "references", "mime-version", "x-sealrelay-dlp",
+    }
+)  # fmt: skip
+
+
+@check
+def smime(ctx: Context) -> Iterator[Diagnostic]:
+    """S/MIME's two directories, and inbound decryption, which needs the second."""
+    enc = ctx.config.encryption
+    decrypting = enc.advanced is not None and enc.advanced.decrypt_inbound
+    keys = enc.smime.keys if enc.smime is not None else None
+    if decrypting and keys is None:
+        yield error(
+            ("encryption", "advanced", "decrypt_inbound"),
+            "inbound decryption needs the internal recipients' keys, and `encryption.smime.keys` is not set",
+            "set `encryption.smime.keys` to a directory of `<address>.pem` files (certificate and private key), "
+            "or turn `decrypt_inbound` off",
+        )
+    header = enc.advanced.decryption_header if enc.advanced is not None else ""
+    if decrypting and (header.lower() in MESSAGE_HEADERS or header.lower().startswith("content-")):
+        yield error(
+            ("encryption", "advanced", "decryption_header"),
+            f"`{header}` is a header mail itself uses, and the relay removes every copy of the decryption "
+            "header a sender wrote",
+            "use a header of its own, like `X-Seal-Decryption`",
+        )
+    if enc.smime is None:
+        return
+    base: Path = ("encryption", "smime")
+    if enc.smime.certificates is None and keys is None:
+        yield error(
+            base,
+            "`encryption.smime` sets neither `certificates` nor `keys`, so it does nothing",
+            "set `certificates` (outbound S/MIME), `keys` (inbound decryption) or both, or remove the block",
+        )
+    if keys is None:
+        return
+    if not decrypting:
+        yield warning(
+            (*base, "keys"),
+            "the relay holds these keys but decrypts nothing: `encryption.advanced.decrypt_inbound` is off",
+            "set `encryption.advanced.decrypt_inbound: true`, or remove `keys`",
+        )
+    if ctx.check_files:
+        yield from _key_files(keys, ctx.file(keys), (*base, "keys"))
+
+
+def _key_files(configured: str, directory, path: Path) -> Iterator[Diagnostic]:
+    """Each key file as the relay will read it: usable, and readable by its owner only."""
+    from engine.certificates.smime_keys import KeyFileError, exposed_mode, parse_key_file
+
+    if not directory.is_dir():
+        yield error(
+            path, f"the key directory `{configured}` does not exist", "create it (mode 0700), or correct the path"
+        )
+        return
+    for file in sorted(directory.glob("*.pem")):
+        mode = exposed_mode(file)
+        if mode is not None:
+            yield warning(
+                path,
+                f"{file.name} holds a private key and other users may read it (mode {mode:04o})",
+                f"chmod 600 {file}",
+            )
+        try:
+            parse_key_file(file.read_bytes(), file.name.removesuffix(".pem"), file.name)
+        except KeyFileError as exc:
+            yield warning(path, f"{exc}: mail to {file.name.removesuffix('.pem')} will not be decrypted")
+        except OSError as exc:
+            yield warning(path, f"{file.name} cannot be read ({exc.strerror})")
 
 
 @check
@@ -185,7 +263,11 @@ def secure_portal(ctx: Context) -> Iterator[Diagnostic]:
                     "and system.internal_domains is empty",
                     "add your domains to system.internal_domains",
                 )
-    note = portal.notification
+    yield from _notification_problems(ctx, base, portal.notification)
+
+
+def _notification_problems(ctx: Context, base: Path, note) -> Iterator[Diagnostic]:
+    """A notification block's template: one source, that exists, and renders."""
     if note.template and note.body:
         yield error((*base, "notification"), "set either `template` or `body`, not both")
     if note.template and ctx.check_files and not ctx.file(note.template).is_file():

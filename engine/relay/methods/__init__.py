@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from engine.relay.methods.advanced import Advanced
 from engine.relay.methods.base import Chain, Method, Unavailable
 from engine.relay.methods.portal import SecurePortal
 from engine.relay.methods.smime import SMIME
@@ -27,13 +28,15 @@ def method_named(name: str, config) -> Method:
         return ThirdPartyGateway()
     if name == "secure_portal":
         return SecurePortal()
+    if name == "advanced":
+        return Advanced()
     return Unavailable(name)
 
 
 def build_chain(config, base_dir: Path) -> Chain:
     enc = config.encryption
     steps: list[Method] = []
-    if enc.smime is not None:
+    if enc.smime is not None and enc.smime.certificates is not None:  # `keys` alone: inbound only
         floor = floor_of(config) if enc.method == "tls" else None
         steps.append(SMIME(base_dir / enc.smime.certificates, floor))
     steps.append(method_named(enc.method, config))

@@ -1,8 +1,10 @@
 """Intake: from a received message to a durable queue entry, and the verdict for the client.
 
-The order is the pipeline's: checks on the content → decision (direction, DLP, action) →
-a Received header → the durable queue (250 only after the commit is on disk) → one
-structured log line → a nudge to the delivery workers.
+The order is the pipeline's: checks on the content → inbound decryption (when on:
+S/MIME for internal recipients whose key is held, engine/relay/decrypt, so DLP reads what
+the recipient will) → decision (direction, DLP, action) → a Received header → the durable
+queue (250 only after the commit is on disk) → one structured log line → a nudge to the
+delivery workers.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from datetime import UTC, datetime
 from email.utils import formatdate
 
 from engine.relay.decision import Decision
+from engine.relay.decrypt.inbound import decrypt_inbound
 from engine.relay.delivery import ndr
 from engine.relay.dlp.decide import decide
 from engine.relay.dlp.notify import notify_targets, owners_report
@@ -41,6 +44,7 @@ class Intake:
         problem = content_problem(message.content)
         if problem:
             return problem
+        message = await decrypt_inbound(live, message)
         decision = await decide(live, message)
         content = received_header(live, message) + dlp_header(decision) + strip_dlp_headers(message.content)
         try:
