@@ -4,7 +4,7 @@
   message id as associated data, so a blob moved to another row does not open.
 - That key is stored wrapped by the portal key (AES-256-GCM again, `wrap`), which lives in
   `data_dir/portal/portal.key` (made on first use, owner-only) or comes from the config
-  (`encryption.secure_portal.key`: relays sharing one database must share it).
+  (`encryption.secure_portal.master_key`: relays sharing one database must share it).
 - Search runs over a blind index: each word of a message becomes HMAC-SHA256 under a key
   derived from the portal key, so the database holds no searchable plaintext.
 - Ids in links are 192 random bits; codes and session tokens are stored only as hashes.
@@ -108,11 +108,12 @@ class PortalKey:
 
     def tokens(self, owner: str, text: str) -> set[str]:
         """The blind index entries of `text` for `owner` (the same word of two owners differs)."""
-        return {self.token(owner, word) for word in words(text)}
+        prefix = owner.lower().encode() + b"\0"
+        key = self._index
+        return {hmac.digest(key, prefix + word.encode(), "sha256").hex()[:32] for word in words(text)}
 
     def token(self, owner: str, word: str) -> str:
-        mac = hmac.new(self._index, owner.lower().encode() + b"\0" + word.encode(), hashlib.sha256)
-        return mac.hexdigest()[:32]
+        return hmac.digest(self._index, owner.lower().encode() + b"\0" + word.encode(), "sha256").hex()[:32]
 
 
 # word characters and the combining marks case folding can add ("İ" folds to "i" + U+0307)

@@ -89,7 +89,11 @@ def read(raw: bytes) -> Readable:
 
 
 def readable_text(raw: bytes) -> str:
-    message = read(raw)
+    return searchable(read(raw))
+
+
+def searchable(message: Readable) -> str:
+    """The words search should find: the text and the attachments' names."""
     return message.text + " " + " ".join(a.name for a in message.attachments)
 
 

@@ -188,7 +188,15 @@ class Store:
     # -- messages --------------------------------------------------------------------------
 
     def put(
-        self, owner: str, folder: str, raw: bytes, head: Head, *, expires: float, origin: str | None = None
+        self,
+        owner: str,
+        folder: str,
+        raw: bytes,
+        head: Head,
+        *,
+        expires: float,
+        origin: str | None = None,
+        text: str | None = None,
     ) -> tuple[str, bool]:
         """Store a copy of `raw` for `owner`; returns (id, created). With an `origin` already
         stored, nothing is written and the stored copy's id is returned."""
@@ -202,7 +210,8 @@ class Store:
         message_key = crypto.new_key()
         sealed = crypto.seal(message_key, raw, msg_id.encode())
         sealed_head = crypto.seal(message_key, head.to_json(), b"head:" + msg_id.encode())
-        tokens = self.key.tokens(owner, " ".join((head.sender, *head.to, *head.cc, head.subject, _text_of(raw))))
+        readable = text if text is not None else _text_of(raw)  # the caller's parse, when it has one
+        tokens = self.key.tokens(owner, " ".join((head.sender, *head.to, *head.cc, head.subject, readable)))
         now = self.clock()
         if self.blob_dir is not None:
             self._write_blob(msg_id, sealed)
@@ -254,13 +263,16 @@ class Store:
         if not tokens:
             return []
         marks = ",".join("?" * len(tokens))
+        # from the terms to the messages (SQLite's CROSS JOIN keeps that order): the cost
+        # follows the hits, not the size of the mailbox
         with self.db.transaction() as tx:
             rows = tx.rows(
-                f"SELECT {_COLUMNS} FROM messages WHERE owner = ? AND id IN ("
+                f"SELECT {_COLUMNS} FROM ("
                 f" SELECT message_id FROM terms WHERE token IN ({marks})"
-                " GROUP BY message_id HAVING COUNT(DISTINCT token) = ?)"
-                " ORDER BY created DESC, id LIMIT ?",
-                (owner.lower(), *tokens, len(tokens), limit),
+                " GROUP BY message_id HAVING COUNT(DISTINCT token) = ?) AS hits"
+                " CROSS JOIN messages WHERE messages.id = hits.message_id AND messages.owner = ?"
+                " ORDER BY messages.created DESC, messages.id LIMIT ?",
+                (*tokens, len(tokens), owner.lower(), limit),
             )
         return [self._row(r) for r in rows]
 
@@ -427,12 +439,13 @@ class Store:
             )
 
     def known(self, address: str) -> bool:
-        """Whether the portal has anything for `address` (an account or a message)."""
+        """Whether the portal has anything for `address` (an account, a message, a held key)."""
         address = address.lower()
         with self.db.transaction() as tx:
             return (
                 tx.value("SELECT 1 FROM accounts WHERE address = ?", (address,)) is not None
                 or tx.value("SELECT 1 FROM messages WHERE owner = ? LIMIT 1", (address,)) is not None
+                or tx.value("SELECT 1 FROM held_keys WHERE owner = ? LIMIT 1", (address,)) is not None
             )
 
     # -- one-time codes --------------------------------------------------------------------
@@ -581,14 +594,43 @@ class Store:
 
     # -- held keys (the advanced method) ---------------------------------------------------
 
-    def hold_key(self, owner: str, key: bytes, expires: float, data_id: str | None = None) -> str:
-        key_id = crypto.random_id()
+    def hold_key(
+        self, owner: str, key: bytes, expires: float, data_id: str | None = None, key_id: str | None = None
+    ) -> str:
+        key_id = key_id or crypto.random_id()
         with self.db.transaction() as tx:
             tx.run(
                 "INSERT INTO held_keys (id, owner, wrapped, created, expires, data_id) VALUES (?, ?, ?, ?, ?, ?)",
                 (key_id, owner.lower(), self.key.wrap(key, "held:" + key_id), self.clock(), expires, data_id),
             )
         return key_id
+
+    def hold_keys(self, keys: list[tuple[str, str, bytes, float, str | None]]) -> None:
+        """Hold several keys in one transaction: (key id, owner, key, expires, data id) each."""
+        now = self.clock()
+        with self.db.transaction() as tx:
+            tx.many(
+                "INSERT INTO held_keys (id, owner, wrapped, created, expires, data_id) VALUES (?, ?, ?, ?, ?, ?)",
+                [(k, o.lower(), self.key.wrap(key, "held:" + k), now, exp, d) for k, o, key, exp, d in keys],
+            )
+
+    def accounts(self, addresses: list[str]) -> dict[str, Account]:
+        """The accounts of those of `addresses` that have one (one query)."""
+        out = {}
+        for address in addresses:  # a handful per message; each is one indexed lookup
+            found = self.account(address)
+            if found is not None:
+                out[address.lower()] = found
+        return out
+
+    def audit_many(self, events: list[tuple[str, str | None, str | None, str]]) -> None:
+        """Several audit events in one transaction: (event, address, message id, detail) each."""
+        now = self.clock()
+        with self.db.transaction() as tx:
+            tx.many(
+                "INSERT INTO audit (at, event, address, message_id, ip, detail) VALUES (?, ?, ?, ?, NULL, ?)",
+                [(now, e, a.lower() if a else None, m, d[:500]) for e, a, m, d in events],
+            )
 
     def held_key(self, key_id: str) -> HeldKey | None:
         with self.db.transaction() as tx:

@@ -101,11 +101,17 @@ class SecurityHeaders:
             return await self.app(scope, receive, send)
         started = False
 
+        # the pages an envelope's "open online" tab goes through keep their opener (COOP
+        # would sever it), so the released key can go back to the envelope
+        keep_opener = scope.get("path", "").startswith(("/k/", "/login"))
+
         async def with_headers(message):
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
                 names = {k.lower() for k, _ in message.get("headers", [])}
+                if keep_opener:
+                    names.add(b"cross-origin-opener-policy")
                 extra = [(k, v) for k, v in SECURITY_HEADERS if k not in names]
                 message = {**message, "headers": [*message.get("headers", []), *extra]}
             await send(message)
@@ -707,7 +713,11 @@ class Portal:
             )
         readable = await run_in_threadpool(mail.read, raw)
         expires = self.store.clock() + self.settings.retention
-        await run_in_threadpool(lambda: self.store.put(ctx.user, "sent", raw, readable.head, expires=expires))
+        await run_in_threadpool(
+            lambda: self.store.put(
+                ctx.user, "sent", raw, readable.head, expires=expires, text=mail.searchable(readable)
+            )
+        )
         await self.audit(
             "sent",
             address=ctx.user,
@@ -848,9 +858,23 @@ class Portal:
         key_id = request.path_params["key_id"]
         ctx = await self.ctx(request, create=True)
         if ctx.user:
-            return self.render(ctx, "key.html", key_id=key_id)
+            held = await run_in_threadpool(self.store.held_key, key_id)
+            if held is None or held.owner != ctx.user:
+                return self.not_found(ctx)
+            response = self.render(ctx, "key.html", key_id=key_id)
+            response.headers["content-security-policy"] = KEYS_CSP
+            return response
         await run_in_threadpool(self.store.set_pending, ctx.session.id, json.dumps({"next": f"/k/{key_id}"}))
         return self.render(ctx, "landing.html", msg_id=None, key_id=key_id)
+
+    async def key_data(self, request: Request) -> Response:
+        """An envelope's ciphertext kept here (too large for the file): to anyone who has the
+        id, from anywhere (the envelope is a local file); useless without the released key."""
+        data = await run_in_threadpool(self.store.get_data, request.path_params["key_id"])
+        headers = {"access-control-allow-origin": "*"}
+        if data is None:
+            return Response(b"", status_code=404, headers=headers)
+        return Response(data, media_type="application/octet-stream", headers=headers)
 
     async def key_code(self, request: Request) -> Response:
         key_id = request.path_params["key_id"]
@@ -932,6 +956,7 @@ def make_app(service: PortalService) -> Starlette:
         Route("/k/{key_id:portal_id}", portal.key_link),
         Route("/k/{key_id:portal_id}/code", portal.key_code, methods=["POST"]),
         Route("/k/{key_id:portal_id}/key", portal.release),
+        Route("/k/{key_id:portal_id}/data", portal.key_data),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: portal.http_error})

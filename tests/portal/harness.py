@@ -53,8 +53,8 @@ delivery:
   max_queue_lifetime: 1h
   delay_warning_after: null
 encryption:
-  method: secure_portal
-  secure_portal:
+  method: {method}
+{advanced}  secure_portal:
     url: https://127.0.0.1:{portal}
     mfa: {mfa}
     retention: {retention}
@@ -99,13 +99,29 @@ class PortalRelay:
         attach: bool = True,
         database: str | None = None,
         directory: Path | None = None,
+        method: str = "secure_portal",
+        delivery: str = "offline",
+        max_envelope: str = "10MB",
     ) -> None:
+        """`method`: secure_portal, advanced, or "tls+advanced" (mandatory TLS, the advanced
+        method as its backup); `delivery` and `max_envelope` are the advanced method's."""
         self.dir = Path(directory or tempfile.mkdtemp(prefix="sealrelay-portal-"))
         self._own_dir = directory is None
         self.ports = {k: free_port() for k in ("smtp", "admin", "metrics", "portal")}
         self.internal = Sink()
         self.outside = Sink()
         db = f"    database: {database}\n" if database else ""
+        advanced = ""
+        if "advanced" in method:
+            advanced = (
+                "  advanced:\n"
+                f"    portal_url: https://127.0.0.1:{self.ports['portal']}\n"
+                f"    delivery: {delivery}\n"
+                f"    max_envelope_size: {max_envelope}\n"
+            )
+        if method == "tls+advanced":
+            advanced = "  backup: advanced\n" + advanced
+            method = "tls"
         self.config = self.dir / "relay.yaml"
         self.config.write_text(
             CONFIG.format(
@@ -113,6 +129,8 @@ class PortalRelay:
                 internal=self.internal.port,
                 outside=self.outside.port,
                 mfa=mfa,
+                method=method,
+                advanced=advanced,
                 retention=retention,
                 database=db,
                 reply_all=str(reply_all).lower(),

@@ -9,8 +9,10 @@ import pytest
 
 from engine.config.load import load_config
 from engine.relay.delivery.failures import Failure
-from engine.relay.methods import build_chain
+from engine.relay.methods import build_chain, method_named
+from engine.relay.methods.advanced import Advanced
 from engine.relay.methods.base import Chain, HandedOff, Protection, Sealed, TLSFloor, Unavailable, run
+from engine.relay.methods.portal import SecurePortal
 from engine.relay.methods.smime import SMIME
 from engine.relay.methods.third_party import ThirdPartyGateway
 from engine.relay.methods.tls import TLSOnly
@@ -56,11 +58,20 @@ def test_smime_first_then_the_method_then_the_backup(tmp_path: Path) -> None:
     assert isinstance(chain.backup, ThirdPartyGateway)
 
 
-@pytest.mark.parametrize("method", ["advanced"])
-def test_a_method_this_relay_lacks_is_unavailable_not_skipped(tmp_path: Path, method: str) -> None:
-    extra = "  advanced: {portal_url: 'https://secure.example.com'}\n"
-    chain = chain_of(tmp_path, f"encryption:\n  method: {method}\n{extra}")
-    assert chain.steps == (Unavailable(method),) and chain.backup is None
+@pytest.mark.parametrize(
+    ("method", "block", "kind"),
+    [
+        ("advanced", "  advanced: {portal_url: 'https://secure.example.com'}\n", Advanced),
+        ("secure_portal", "  secure_portal: {url: 'https://secure.example.com'}\n", SecurePortal),
+    ],
+)
+def test_each_configured_method_is_in_the_chain(tmp_path: Path, method: str, block: str, kind: type) -> None:
+    chain = chain_of(tmp_path, f"encryption:\n  method: {method}\n{block}")
+    assert [type(m) for m in chain.steps] == [kind] and chain.backup is None
+
+
+def test_a_method_this_relay_lacks_is_unavailable_not_skipped(tmp_path: Path) -> None:
+    assert method_named("quantum", None) == Unavailable("quantum")
 
 
 class Fixed:

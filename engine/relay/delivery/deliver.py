@@ -183,7 +183,7 @@ class Deliverer:
             sent = await self._send(live, copy, domain, list(sealed.recipients), floor=sealed.floor, note=sealed.note)
             no_tls = [r for r in sealed.recipients if sent[r].cause == "tls"]
             if no_tls and chain.backup is not None:  # the seed's backup method: the TLS could not be had
-                sent.update(await self._backup(chain.backup, live, entry, no_tls))
+                sent.update(await self._backup(chain.backup, live, entry, domain, no_tls))
             out.update(sent)
         return out
 
@@ -208,15 +208,24 @@ class Deliverer:
             log.info("%s: %s: %s", entry.id, domain, attempt.site_failure.reason)
         return last
 
-    async def _backup(self, method, live: Live, entry: Entry, rcpts: list[str]) -> dict[str, RecipientOutcome]:
-        """Hand what could not get its TLS to the backup method; what it does not take waits."""
+    async def _backup(
+        self, method, live: Live, entry: Entry, domain: str, rcpts: list[str]
+    ) -> dict[str, RecipientOutcome]:
+        """Hand what could not get its TLS to the backup method; what it does not take waits.
+        A copy the backup sealed itself (the advanced envelope: its content is protected,
+        no TLS floor) is sent by the route; one that again demands TLS would loop: it waits."""
         answer = await run(method, live, entry, rcpts)
         why = f"backup method `{method.name}` after TLS failed"
         out = {r: _from_failure(f) for r, f in answer.refused.items()}
         for handed in answer.handed:
             text = f"{why}: {handed.detail}"
             out.update(dict.fromkeys(handed.recipients, delivered(text, f"handed to {method.name}")))
-        unhandled = [r for r in rcpts if r not in out]  # a backup that seals again would loop: it waits
+        for sealed in answer.sealed:
+            if sealed.floor is None and sealed.content is not None:
+                copy = replace(entry, body=sealed.content)
+                note = f"{why}: {sealed.note}"
+                out.update(await self._send(live, copy, domain, list(sealed.recipients), note=note))
+        unhandled = [r for r in rcpts if r not in out]
         out.update(dict.fromkeys(unhandled, _from_failure(because("method", f"{why} did not take the message"))))
         return out
 

@@ -9,7 +9,8 @@ called with the new `Live` (from the thread that switched: keep it to assignment
 The admin API and the metrics endpoint are served by the same HTTP stack (Starlette on
 uvicorn): the metrics endpoint answers `GET /metrics` and nothing else, without a token;
 expose it only to your Prometheus. The secure portal (`Portal`) runs on the same stack, over
-HTTPS with the relay's certificate, when the config at start has `encryption.secure_portal`.
+HTTPS with the relay's certificate, when the config at start uses it (`secure_portal`, or the
+`advanced` method's key release).
 """
 
 from __future__ import annotations
@@ -190,7 +191,7 @@ def metrics_app() -> Starlette:
 
 class Portal(_Http):
     """The secure portal on `system.portal` (HTTPS, the relay's certificate) and its retention
-    sweep, when the config at start has `encryption.secure_portal`. Its `PortalService` is
+    sweep, when the config at start uses it (`service.portal_settings`). Its `PortalService` is
     registered for the `secure_portal` method of this relay; without it that method's
     recipients wait in the queue."""
 
@@ -205,9 +206,11 @@ class Portal(_Http):
     async def start(self, service: Service) -> None:
         relay = service.relay
         live = relay.live
-        if live.config.encryption.secure_portal is None:
+        from engine.portal.service import PortalService, Wiring, open_store, portal_settings
+
+        settings = portal_settings(live.config)
+        if settings is None:
             return
-        from engine.portal.service import PortalService, Wiring, open_store
         from engine.portal.web import make_app
 
         async def enqueue(sender: str, recipients: list[str], content: bytes, meta: dict) -> str:
@@ -216,9 +219,7 @@ class Portal(_Http):
             return ref
 
         try:
-            store = await asyncio.to_thread(
-                open_store, live.config.encryption.secure_portal, live.base_dir, live.data_dir
-            )
+            store = await asyncio.to_thread(open_store, settings, live.base_dir, live.data_dir)
         except Exception as exc:  # the relay runs on; portal mail waits in the queue with the reason
             log.error("the secure portal could not open its store: %s", exc)
             return
