@@ -89,6 +89,7 @@ def make_config(tmp: Path, sink_port: int) -> tuple[Path, int, int]:
         text, "template: templates/notification.txt.j2", f"template: {ROOT / 'examples/templates/notification.txt.j2'}"
     )
     text = swap(text, "message: messages/", f"message: {ROOT / 'examples/messages'}/")
+    text = swap(text, "keys: keys/smime ", f"keys: {ROOT / 'examples/keys/smime'} ")
     path = tmp / "relay.yaml"
     path.write_text(text)
     check_config(path)

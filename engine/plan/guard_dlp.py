@@ -244,11 +244,22 @@ def _unscannable(change: Change, ctx: Context) -> Judgement:
     return compare("action for mail DLP could not fully read", before, after, ACTION_STRENGTH)
 
 
+def _plan_delivery(change: Change, ctx: Context) -> Judgement:
+    """A plan's advanced envelopes: revocable (the relay keeps the key) or offline (for good)."""
+    before, after = change.before or "the default", change.after or "the default"
+    if change.before == "revocable":
+        return LOOSENING, f"envelopes of this plan's mail are no longer forced revocable ({before} -> {after})"
+    if change.after == "revocable":
+        return TIGHTENING, f"envelopes of this plan's mail are revocable ({before} -> {after})"
+    return NEUTRAL, f"envelopes of this plan's mail: {before} -> {after}"
+
+
 RULES = [
     ("dlp.mode", _mode),
     ("dlp.unscannable", _unscannable),
     ("dlp.action_plans.#.email", _plan_action),
     ("dlp.action_plans.#.notify", _neutral("notifications only: what happens to the mail is unchanged")),
+    ("dlp.action_plans.#.advanced_delivery", _plan_delivery),
     ("dlp.action_plans.#", _neutral("action plans act only through the rules that name them")),
     ("dlp.policies.#", _policy),
     ("dlp.policies.#.enabled", _policy_enabled),

@@ -48,6 +48,7 @@ class Decision:
     would: str = "permit"  # what enforcement would have done (monitor mode, inbound mail)
     problems: tuple[str, ...] = ()  # what the scan met: notes, and what it could not read
     unscanned: tuple[str, ...] = ()  # the problems that left content unread (dlp.unscannable)
+    delivery: str = ""  # the matched plans' advanced delivery (offline | revocable); "": the config's
 
     @property
     def encrypt(self) -> bool:
@@ -69,6 +70,7 @@ class Decision:
             "would": self.would,
             "problems": list(self.problems),
             "unscanned": list(self.unscanned),
+            **({"delivery": self.delivery} if self.delivery else {}),
         }
 
     @classmethod
@@ -91,6 +93,7 @@ class Decision:
             str(data.get("would", action)),
             tuple(str(p) for p in data.get("problems", ())),
             tuple(str(p) for p in data.get("unscanned", ())),
+            str(data.get("delivery", "")) if data.get("delivery") in ("offline", "revocable") else "",
         )
 
 

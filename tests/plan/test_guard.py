@@ -394,3 +394,28 @@ def test_smime_is_judged_by_its_certificates_not_its_keys() -> None:
     assert plan({"certificates": "c"}, None) == [("- encryption.smime", LOOSENING)]
     assert plan({"keys": "k"}, {"keys": "k", "certificates": "c"}) == [("+ encryption.smime.certificates", TIGHTENING)]
     assert plan({"keys": "k", "certificates": "c"}, {"keys": "k"}) == [("- encryption.smime.certificates", LOOSENING)]
+
+
+def test_an_action_plans_advanced_delivery() -> None:
+    def plans(value):
+        def mutate(c: dict) -> None:
+            plan = c["dlp"]["action_plans"][0]
+            if value is None:
+                plan.pop("advanced_delivery", None)
+            else:
+                plan["advanced_delivery"] = value
+
+        return mutate
+
+    name = BASE["dlp"]["action_plans"][0]["name"]
+    where = f'dlp.action_plans["{name}"].advanced_delivery'
+    forced = judged(plans("revocable"))
+    assert forced[f"+ {where}"][0] == TIGHTENING
+    forced_config = copy.deepcopy(BASE)
+    plans("revocable")(forced_config)
+    dropped = make_plan(copy.deepcopy(BASE), forced_config, created_at="t")
+    [change] = [c for c in dropped.changes if label(c) == f"- {where}"]
+    assert (change.effect, change.reason) == (
+        LOOSENING,
+        "envelopes of this plan's mail are no longer forced revocable (revocable -> the default)",
+    )

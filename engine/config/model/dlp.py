@@ -162,6 +162,12 @@ class ActionPlan(Model):
         "Who gets a short report: `policy_owners` or addresses",
         ["policy_owners", "dlp@example.com"],
     )
+    advanced_delivery: Literal["offline", "revocable"] | None = F(
+        None,
+        "With `email: encrypt` and the advanced method: `revocable` or `offline` for mail this plan "
+        "encrypts, instead of `encryption.advanced.delivery` (when several plans match, revocable wins)",
+        "revocable",
+    )
 
 
 class Source(Model):

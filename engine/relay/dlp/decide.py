@@ -117,7 +117,14 @@ def judge(
         verdict.would,
         verdict.problems,
         verdict.unscanned,
+        _delivery(verdict.hits) if action == "encrypt" else "",
     )
+
+
+def _delivery(hits) -> str:
+    """The advanced delivery the matched encrypt plans ask for: revocable over offline."""
+    asked = {h.advanced_delivery for h in hits if h.action == "encrypt" and h.advanced_delivery}
+    return "revocable" if "revocable" in asked else "offline" if asked else ""
 
 
 MAX_ENCRYPTED_TYPE = 1024  # an encrypted message's Content-Type is a few hundred characters

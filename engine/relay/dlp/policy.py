@@ -67,6 +67,7 @@ class RuleHit:
     evidence: tuple[str, ...]
     path: Path  # where the rule is written, for `explain`
     builtin: bool = False  # dlp.unscannable, not a policy's rule
+    advanced_delivery: str | None = None  # the plan's override of encryption.advanced.delivery
 
 
 UNSCANNABLE_PATH: Path = ("dlp", "unscannable")
@@ -181,6 +182,7 @@ class Policies:
                         owners,
                         tuple(redact(e) for e in evidence[:5]),
                         path,
+                        advanced_delivery=plan.advanced_delivery,
                     )
                 )
         if extracted.unscanned and in_scope and self.unscannable != "permit":

@@ -77,8 +77,10 @@ def seal_all(service, live, entry: Entry, recipients: list[str]) -> dict[str, by
     from datetime import UTC, datetime
 
     from engine.portal import crypto, envelope, mail
+    from engine.relay.decision import of_meta
 
     adv = live.config.encryption.advanced
+    mode = of_meta(entry.meta).delivery or adv.delivery  # a DLP action plan may ask for revocable
     store = service.store
     readable = mail.read(entry.body)
     body = envelope.payload(readable)
@@ -90,7 +92,7 @@ def seal_all(service, live, entry: Entry, recipients: list[str]) -> dict[str, by
     for rcpt in recipients:
         account = accounts.get(rcpt.lower())
         own_key = None
-        if adv.delivery == "offline" and account is not None and account.public_key and account.private_key:
+        if mode == "offline" and account is not None and account.public_key and account.private_key:
             own_key = envelope.RecipientKey(account.public_key, account.private_key)
         key_id = crypto.random_id()
         sealed = envelope.seal(
