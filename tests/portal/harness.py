@@ -98,6 +98,7 @@ class PortalRelay:
         compose_to: str = "internal",
         attach: bool = True,
         database: str | None = None,
+        master_key: Path | None = None,
         directory: Path | None = None,
         method: str = "secure_portal",
         delivery: str = "offline",
@@ -111,6 +112,8 @@ class PortalRelay:
         self.internal = Sink()
         self.outside = Sink()
         db = f"    database: {database}\n" if database else ""
+        if master_key is not None:  # relays sharing one database share the key
+            db += f"    master_key: {{file: {master_key}}}\n"
         advanced = ""
         if "advanced" in method:
             advanced = (
