@@ -43,6 +43,19 @@ def test_the_wheel_carries_the_default_config_and_the_schema(wheel: Path) -> Non
     assert packaged == json.loads((ROOT / "schemas" / "relay.schema.json").read_text())
 
 
+def test_the_wheel_carries_every_file_the_portal_and_the_envelope_serve(wheel: Path) -> None:
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+    portal = ROOT / "engine" / "portal"
+    needed = {
+        str(path.relative_to(ROOT))
+        for folder in ("templates", "static", "envelope")
+        for path in (portal / folder).iterdir()
+        if path.is_file()
+    }
+    assert needed and needed <= names, sorted(needed - names)
+
+
 def greeting(port: int) -> bytes:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:

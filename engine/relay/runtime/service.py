@@ -164,8 +164,11 @@ class Service:
 
     async def run_forever(self) -> None:
         """Serve until SIGTERM or SIGINT, then stop gracefully (listeners closed first, the
-        deliveries in progress given time to finish, the queue closed, logs flushed)."""
-        await self.start()
+        deliveries in progress given time to finish, the queue closed, logs flushed).
+
+        The handlers are installed before anything starts: the SMTP listener accepts while
+        the other components still start, and a SIGTERM then must stop the relay gracefully
+        once it is up, not kill it."""
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -173,6 +176,7 @@ class Service:
                 loop.add_signal_handler(sig, stopping.set)
             except (NotImplementedError, RuntimeError):  # not the main thread (tests)
                 pass
+        await self.start()
         try:
             await stopping.wait()
         finally:
