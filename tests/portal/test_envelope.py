@@ -95,8 +95,15 @@ def test_first_contact_opens_online_after_a_code_then_a_key_makes_the_next_open_
     expect(page.locator("#subject")).to_have_text("Q3 figures")
     expect(page.locator("#text")).to_have_text("confidential: the body of Q3 figures")
 
-    # a key made in the browser: the next envelope opens offline with its password
-    tab.get_by_role("link", name="Make a key in this browser").click()
+    # a security phrase (shown by envelopes once open), then a key made in the browser: the
+    # next envelope opens offline with its password
+    tab.goto(f"{relay.url}/account")
+    tab.get_by_label("New password", exact=True).fill("plum anchor glacier ferry 42")
+    tab.get_by_label("New password again").fill("plum anchor glacier ferry 42")
+    tab.get_by_label("Security phrase").fill("silver heron at noon")
+    tab.get_by_role("button", name="Save password").click()
+    expect(tab.get_by_role("status")).to_have_text("Your password is saved.")
+    tab.goto(f"{relay.url}/account/keys")
     tab.get_by_label("Password for your key").fill(PASSWORD)
     tab.get_by_label("Password again").fill(PASSWORD)
     tab.get_by_role("button", name="Make my key").click()
@@ -104,7 +111,7 @@ def test_first_contact_opens_online_after_a_code_then_a_key_makes_the_next_open_
     second, notice = envelope_for(relay, tmp_path, address, "Q4 figures", n=2)
     assert "the sender cannot withdraw it" in notice.get_body(("plain",)).get_content()
 
-    fresh = page.context.browser.new_context()
+    fresh = page.context.browser.new_context(viewport={"width": 390, "height": 844})  # a phone
     try:
         reader = fresh.new_page()
         asked = offline(reader)
@@ -113,6 +120,9 @@ def test_first_contact_opens_online_after_a_code_then_a_key_makes_the_next_open_
         reader.get_by_role("button", name="Open", exact=True).click()
         expect(reader.locator("#subject")).to_have_text("Q4 figures", timeout=20_000)
         expect(reader.locator("#text")).to_have_text("confidential: the body of Q4 figures")
+        expect(reader.locator("#phrase")).to_have_text("silver heron at noon")
+        width = reader.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, f"the envelope scrolls sideways on a phone: {width}px"
         with reader.expect_download() as got:
             reader.get_by_role("link", name=re.compile(r"^figures\.bin")).click()
         assert Path(got.value.path()).read_bytes() == ATTACHMENT
