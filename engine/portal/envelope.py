@@ -53,7 +53,15 @@ def _hash(text: str) -> str:
 
 
 SCRIPT_HASH = _hash(SCRIPT)
-_PIECES = re.split(r"\{(csp|css|header|data|js)\}", PAGE)  # literal, name, literal, name, ...
+# The file is written with CRLF line ends, as mail carries it (no conversion per notice). A
+# browser reads CRLF as LF in script and JSON blocks, so the hashes and the header's bytes as
+# associated data are those of the LF text.
+_PIECES = [
+    piece if i % 2 else piece.replace("\n", "\r\n").encode("ascii")
+    for i, piece in enumerate(re.split(r"\{(csp|css|header|data|js)\}", PAGE))
+]  # literal, name, literal, name, ...
+_SCRIPT_CRLF = SCRIPT.replace("\n", "\r\n").encode("ascii")
+_STYLE_CRLF = STYLE.replace("\n", "\r\n").encode("ascii")
 STYLE_HASH = _hash(STYLE)
 
 
@@ -129,10 +137,16 @@ def seal(
     }
     header_text = _json_in_html(header)
     sealed = AESGCM(key).encrypt(iv, body, header_text.encode("ascii"))
-    data_text = _lines(base64.b64encode(sealed).decode("ascii")) if inline else ""
-    fill = {"csp": csp(portal_url), "css": STYLE, "header": header_text, "data": data_text, "js": SCRIPT}
-    html = "".join(fill[piece] if i % 2 else piece for i, piece in enumerate(_PIECES))
-    return Envelope(html.encode("ascii"), None if inline else sealed, key)
+    data = _lines(base64.b64encode(sealed)) if inline else b""
+    fill = {
+        "csp": csp(portal_url).encode("ascii"),
+        "css": _STYLE_CRLF,
+        "header": header_text.replace("\n", "\r\n").encode("ascii"),
+        "data": data,
+        "js": _SCRIPT_CRLF,
+    }
+    html = b"".join(fill[piece] if i % 2 else piece for i, piece in enumerate(_PIECES))
+    return Envelope(html, None if inline else sealed, key)
 
 
 def csp(portal_url: str) -> str:
@@ -170,18 +184,19 @@ def _json_in_html(value: dict) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-def _lines(text: str, width: int = 760) -> str:
-    """Base64 in lines of `width` (SMTP allows 998; 760 keeps the file 7bit-safe and takes a
-    tenth of the slicing 76 columns would on every envelope)."""
-    return "\n".join([text[i : i + width] for i in range(0, len(text), width)])
+def _lines(text: bytes, width: int = 760) -> bytes:
+    """Base64 in CRLF lines of `width` (SMTP allows 998; 760 keeps the file 7bit-safe and
+    takes a tenth of the slicing 76 columns would on every envelope)."""
+    return b"\r\n".join([text[i : i + width] for i in range(0, len(text), width)])
 
 
 # -- reading (what the page's script does, in Python) --------------------------------------
 
 
 def parts(html: bytes) -> tuple[str, dict, bytes | None]:
-    """The header text, the header, and the inline ciphertext (None when at the portal)."""
-    text = html.decode("ascii")
+    """The header text, the header, and the inline ciphertext (None when at the portal); line
+    ends read as a browser reads them (CRLF as LF)."""
+    text = html.decode("ascii").replace("\r\n", "\n")
     header_text = re.search(r'<script type="application/json" id="sealrelay-header">(.*?)</script>', text, re.S).group(
         1
     )

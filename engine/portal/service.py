@@ -254,7 +254,7 @@ class PortalService:
                 f"--{boundary}\r\nContent-Type: text/html; charset=us-ascii\r\n"
                 f'Content-Disposition: attachment; filename="{name}"\r\n'
                 "Content-Transfer-Encoding: 7bit\r\n\r\n".encode(),
-                html.replace(b"\n", b"\r\n") if b"\r" not in html else html,
+                html if b"\r\n" in html else html.replace(b"\n", b"\r\n"),
                 f"\r\n--{boundary}--\r\n".encode(),
             )
         )

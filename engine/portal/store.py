@@ -399,8 +399,10 @@ class Store:
                 "SELECT address, password, totp, phrase, public_key, private_key, key_created FROM accounts WHERE address = ?",
                 (address,),
             )
-        if found is None:
-            return None
+        return None if found is None else self._account(found)
+
+    def _account(self, found: tuple) -> Account:
+        address = found[0]
         totp = self.key.open_field(bytes(found[2]), "totp:" + address).decode() if found[2] else None
         phrase = self.key.open_field(bytes(found[3]), "phrase:" + address).decode() if found[3] else None
         return Account(found[0], found[1], totp, phrase, found[4], found[5], found[6])
@@ -616,12 +618,16 @@ class Store:
 
     def accounts(self, addresses: list[str]) -> dict[str, Account]:
         """The accounts of those of `addresses` that have one (one query)."""
-        out = {}
-        for address in addresses:  # a handful per message; each is one indexed lookup
-            found = self.account(address)
-            if found is not None:
-                out[address.lower()] = found
-        return out
+        wanted = sorted({a.lower() for a in addresses})
+        if not wanted:
+            return {}
+        with self.db.transaction() as tx:
+            rows = tx.rows(
+                "SELECT address, password, totp, phrase, public_key, private_key, key_created FROM accounts"
+                f" WHERE address IN ({','.join('?' * len(wanted))})",
+                wanted,
+            )
+        return {r[0]: self._account(r) for r in rows}
 
     def audit_many(self, events: list[tuple[str, str | None, str | None, str]]) -> None:
         """Several audit events in one transaction: (event, address, message id, detail) each."""

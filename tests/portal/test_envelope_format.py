@@ -76,12 +76,13 @@ def test_the_file_holds_no_plaintext_and_no_markup_from_the_message(key) -> None
     assert b"Merger" not in sealed.html and b"the terms" not in sealed.html and b"JVBERi0" not in sealed.html
     assert sealed.html.count(b"<script") == 3  # two JSON blocks and the one constant script
     assert sealed.html.isascii()
-    assert max(len(line) for line in sealed.html.split(b"\n")) < 998  # travels as 7bit mail
+    assert max(len(line) for line in sealed.html.split(b"\r\n")) < 998  # travels as 7bit mail
+    assert sealed.html.count(b"\n") == sealed.html.count(b"\r\n")  # CRLF, as mail carries it
 
 
 def test_the_csp_pins_the_constant_script_and_style_by_hash() -> None:
     sealed = envelope.seal(envelope.payload(RAW), portal_url="https://p.example:8443/x", held="H", recipient=None)
-    html = sealed.html.decode()
+    html = sealed.html.decode().replace("\r\n", "\n")  # as a browser reads it
     csp = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', html).group(1)
     script = re.search(r"<script>(.*?)</script>", html, re.S).group(1)
     style = re.search(r"<style>(.*?)</style>", html, re.S).group(1)
