@@ -149,3 +149,17 @@ def test_portal_serves_mailbox_and_search_pages_that_match_the_store() -> None:
         stored = line(lines, rf"\| {label} \| ({NUMBER}) \| ({NUMBER}) \|")
         assert number(stored[1]) <= number(stored[2]), stored[0]
     line(lines, r"target: inbox and search p95 < 50 ms on SQLite -> (met|NOT met) \(worst: .+, p95 [\d.]+ ms\)")
+
+
+def test_envelope_seals_one_notice_per_recipient_in_each_case() -> None:
+    lines = run("bench_envelope.py")
+    line(lines, rf"message: {NUMBER} bytes; median of 5 runs; Python [\d.]+")
+    for count in (1, 10):
+        for slot in ("held key only", "recipient key \\+ held key"):
+            plural = "s" if count > 1 else " "
+            row = line(
+                lines,
+                rf" +{count} recipient{plural} \({slot} *\) sealing median +({NUMBER}) ms  p95 +{NUMBER} ms; "
+                rf"through the loop median +({NUMBER}) ms  target < \d+ ms -> (met|NOT met)",
+            )
+            assert number(row[1]) > 0 and number(row[2]) > 0
