@@ -286,10 +286,12 @@ async def test_a_repeated_command_is_bounded(write_config, start_relay) -> None:
     port = relay.ports()["mx"]
     other, baseline = await bystander(port)
     session = await greeted(port)
+    before = limit_hits("max_command_repeats")
     for _ in range(5):
         assert (await session.command(b"NOOP")).startswith(b"250")
     assert await session.command(b"NOOP") == b"421 4.7.0 NOOP sent too many times\r\n"
     assert await session.closed()
+    assert limit_hits("max_command_repeats") == before + 1  # counted for the operator
     await assert_unaffected(other, baseline)
     other.close()
 

@@ -258,6 +258,8 @@ class RelaySMTP(SMTP):
         if self._closing:
             return
         reply = status.encode("ascii", "replace") if isinstance(status, str) else status
+        if reply.startswith(b"421 4.7.0 ") and reply.endswith(b" sent too many times"):  # aiosmtpd's own
+            metrics.LIMIT_HITS.labels("max_command_repeats").inc()
         if self._hold(reply):
             self._close()
             return
