@@ -393,15 +393,21 @@ class Portal:
 
     async def message_code(self, request: Request) -> Response:
         msg_id = request.path_params["msg_id"]
+        return await self.code_to_owner(request, self.store.exists, msg_id, f"/message/{msg_id}")
+
+    async def code_to_owner(self, request: Request, owner_of, ident: str, next_url: str) -> Response:
+        """Mail a code to the owner of a message or a held key (found by `owner_of(ident)`),
+        then the code page. An unknown id answers alike: nothing is mailed, and the page
+        names no address."""
         ctx = await self.ctx(request, create=True)
         await self.form(request, ctx)
-        owner = await run_in_threadpool(self.store.exists, msg_id)
+        owner = await run_in_threadpool(owner_of, ident)
         state = "sent"
         if owner:
             state = await run_in_threadpool(self.service.send_code, owner, "login", self.client(request))
         pending = {
             "address": owner,
-            "next": f"/message/{msg_id}",
+            "next": next_url,
             "masked": _mask(owner) if owner else "the address the message was sent to",
         }
         await run_in_threadpool(self.store.set_pending, ctx.session.id, json.dumps(pending))
@@ -878,19 +884,12 @@ class Portal:
 
     async def key_code(self, request: Request) -> Response:
         key_id = request.path_params["key_id"]
-        ctx = await self.ctx(request, create=True)
-        await self.form(request, ctx)
-        held = await run_in_threadpool(self.store.held_key, key_id)
-        state = "sent"
-        if held is not None:
-            state = await run_in_threadpool(self.service.send_code, held.owner, "login", self.client(request))
-        pending = {
-            "address": held.owner if held else None,
-            "next": f"/k/{key_id}",
-            "masked": _mask(held.owner) if held else "the address the message was sent to",
-        }
-        await run_in_threadpool(self.store.set_pending, ctx.session.id, json.dumps(pending))
-        return self.redirect(ctx, "/login/code/enter" + ("?wait=1" if state == "wait" else ""))
+
+        def owner_of(ident: str) -> str | None:
+            held = self.store.held_key(ident)
+            return held.owner if held else None
+
+        return await self.code_to_owner(request, owner_of, key_id, f"/k/{key_id}")
 
     # -- a key pair made in the browser (the advanced method's offline envelopes) -----------
 
