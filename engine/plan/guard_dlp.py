@@ -5,8 +5,8 @@ permit < encrypt < quarantine < block (`engine/policy/rules.py`'s ACTION_STRENGT
 is *protective* when it and its policy are enabled and its action plan is not permit; only
 protective rules can loosen. A change that makes a protective rule match fewer messages
 is a loosening: the rule or policy removed or disabled, its action weakened, a condition
-removed from an `any` (or added to an `all`), `min_matches` or a size threshold raised, a
-phrase or a scope removed, or its source or destination narrowed (an empty list means
+removed from an `any` (or added to an `all`), `min_matches`, `min_confidence` (low < medium
+< high: a lower one counts more matches) or a size threshold raised, a phrase or a scope removed, or its source or destination narrowed (an empty list means
 "any", so the last entry removed widens). Under `not` the direction of a condition change
 flips. What the guard cannot order (a new regex, another classifier, a rewritten
 condition) is neutral, and says so.
@@ -14,7 +14,7 @@ condition) is neutral, and says so.
 
 from __future__ import annotations
 
-from engine.config.model.dlp import DLP
+from engine.config.model.dlp import CONFIDENCE_ORDER, DLP, ClassifierCondition
 from engine.config.units import parse_size
 from engine.plan.change import LOOSENING, NEUTRAL, TIGHTENING, Action, Change, Key
 from engine.plan.guard import Context, Judgement, compare, judge
@@ -190,6 +190,11 @@ def _condition(change: Change, ctx: Context) -> Judgement:
         elif b is not None and a is not None and a != b:
             narrower = a > b
         what = f"{last} {_value(change.before)} -> {_value(change.after)}"
+    elif last == "min_confidence":
+        default = ClassifierCondition.model_fields["min_confidence"].default
+        before, after = (CONFIDENCE_ORDER.index(v or default) for v in (change.before, change.after))
+        narrower = None if before == after else after > before  # a higher bar counts fewer matches
+        what = f"min_confidence {change.before or default} -> {change.after or default}"
     if narrower is not None and flips % 2:
         narrower = not narrower
         what += " (under not)"

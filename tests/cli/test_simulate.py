@@ -74,6 +74,7 @@ def test_explain_names_the_rule_and_its_place() -> None:
     assert proc.returncode == 0, proc.stderr
     assert "payment-cards/cards (high) -> plan encrypt-sensitive: encrypt  [examples/full.yaml:" in proc.stdout
     assert "4. action: encrypt" in proc.stdout and "6. route: partner-smarthost" in proc.stdout
+    assert "(credit_card: high)" in proc.stdout  # each classifier match says how confident it is
 
 
 def test_validate_runs_the_policy_tests_and_fails_on_a_wrong_expectation(tmp_path: Path) -> None:

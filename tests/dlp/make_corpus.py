@@ -206,7 +206,12 @@ def gzip_stored(data: bytes) -> bytes:
 
 
 FAKE_FILES = {
-    "pdf": b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << >>\n%%EOF\n",
+    "pdf": (  # a minimal valid PDF of one empty page (catalog, pages, page, xref)
+        b"%PDF-1.4\n1 0 obj\n<< /Type /Catalog /Pages 2 0 R >>\nendobj\n2 0 obj\n<< /Type /Pages /Kids [3 0 R] /Count 1 >>\n"
+        b"endobj\n3 0 obj\n<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] >>\nendobj\nxref\n0 4\n"
+        b"0000000000 65535 f \n0000000009 00000 n \n0000000058 00000 n \n0000000115 00000 n \n"
+        b"trailer\n<< /Size 4 /Root 1 0 R >>\nstartxref\n186\n%%EOF\n"
+    ),
     "png": b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(32),
     "jpeg": b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(32),
     "gif": b"GIF89a\x01\x00\x01\x00\x80\x00\x00" + bytes(16),
@@ -215,9 +220,11 @@ FAKE_FILES = {
     "elf": b"\x7fELF\x02\x01\x01\x00" + bytes(56),
     "rtf": b"{\\rtf1\\ansi\\deff0 {\\fonttbl {\\f0 Times;}} hello}",
     "ole2": b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(504),
-    "docx": zip_bytes([("[Content_Types].xml", b"<Types/>"), ("word/document.xml", b"<w:document/>")]),
+    "docx": zip_bytes([("[Content_Types].xml", b"<Types/>"), ("word/document.xml", b'<w:document xmlns:w="urn:w"/>')]),
     "xlsx": zip_bytes([("[Content_Types].xml", b"<Types/>"), ("xl/workbook.xml", b"<workbook/>")]),
-    "pptx": zip_bytes([("[Content_Types].xml", b"<Types/>"), ("ppt/presentation.xml", b"<p:presentation/>")]),
+    "pptx": zip_bytes(
+        [("[Content_Types].xml", b"<Types/>"), ("ppt/presentation.xml", b'<p:presentation xmlns:p="urn:p"/>')]
+    ),
 }
 
 

@@ -89,7 +89,7 @@ def test_luhn_and_mod97_helpers():
     assert not mod97_valid("GB82-WEST")
 
 
-@pytest.mark.parametrize("text", ["123-45-6789", "SSN 123456789.", "ssn:078-05-1120"])
+@pytest.mark.parametrize("text", ["123-45-6789", "SSN 123456789.", "ssn:078-05-1121", "SSN 123 45 6789"])
 def test_us_ssn_finds_dashed_and_bare(text):
     assert len(us_ssn(text)) == 1
 
@@ -113,6 +113,9 @@ def test_us_ssn_finds_dashed_and_bare(text):
         "3.123456789",  # a decimal
         "+123456789",  # a phone number
         "A123456789",
+        "078-05-1120",  # published in advertising (python-stdnum's list)
+        "219-09-9999",
+        "12 123 45 6789",  # part of a longer run of spaced groups
     ],
 )
 def test_us_ssn_refuses_invalid_ranges_and_lookalikes(text):
@@ -194,3 +197,116 @@ def test_custom_classifier_errors_name_the_classifier():
 def test_registry_extends_without_mutation():
     registry = {**CLASSIFIERS, "ticket": make_classifier("ticket", r"TICKET-\d+")}
     assert "ticket" in registry and "ticket" not in CLASSIFIERS
+
+
+# --- confidence ----------------------------------------------------------------------------
+
+
+def graded(find, text: str) -> list[tuple[str, str]]:
+    return [(match.value, match.confidence) for match in find(text)]
+
+
+@pytest.mark.parametrize(
+    ("text", "confidence"),
+    [
+        ("ref 4111111111111111 done", "medium"),  # compact, standing alone
+        ("ref 4111 1111 1111 1111 done", "medium"),  # the issuer's printed grouping
+        ("ref 3782 822463 10005 done", "medium"),  # Amex 4-6-5
+        ("ref 4111 111111 111111 done", "low"),  # grouped otherwise
+        ("ref 4111 1111 1111 1111 0042 done", "low"),  # cut out of a longer run of groups
+        ("Visa 4111 1111 1111 1111 0042", "medium"),  # ... labelled by a keyword before it
+        ("ref 4111 1111 1111 1111 12/25", "medium"),  # ... or an expiry date after it
+        ("card number: 4111111111111111", "high"),
+        ("4111111111111111 exp 04/29", "high"),
+        ("EAN 4650781196025", "low"),  # also a valid EAN-13 barcode
+    ],
+)
+def test_credit_card_confidence(text, confidence):
+    [(_, found)] = graded(credit_card, text)
+    assert found == confidence
+
+
+def test_credit_card_keyword_window_is_80_characters():
+    far = "visa " + "x" * 80 + " 4111111111111111"
+    near = "visa " + "x" * 70 + " 4111111111111111"
+    assert graded(credit_card, far)[0][1] == "medium" and graded(credit_card, near)[0][1] == "high"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "IBAN FR76 3000 6000 0112 3456 7890 189",  # digits inside an IBAN pass Luhn: 3000 6000 0112 3456 ...
+        "DE89 3704 0044 0532 0130 00",
+    ],
+)
+def test_credit_card_never_inside_an_iban(text):
+    assert credit_card(text) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "confidence"),
+    [
+        ("id 123-45-6789 ok", "medium"),
+        ("SSN 123-45-6789", "high"),
+        ("id 123456789 ok", "low"),
+        ("SSN: 123456789", "medium"),
+        ("social security number 123 45 6789", "medium"),
+    ],
+)
+def test_us_ssn_confidence(text, confidence):
+    [(_, found)] = graded(us_ssn, text)
+    assert found == confidence
+
+
+def test_a_keyword_labels_a_weak_match_only_with_no_digit_between():
+    # the ssn's label does not label the routing number after it
+    found = graded(us_ssn, "my ssn is 123-45-6789, routing 026013673")
+    assert found == [("123-45-6789", "high"), ("026013673", "low")]
+    assert graded(us_ssn, "Order #123456789 for the SSN holder") == []  # "#": an order number
+
+
+def test_iban_confidence_and_stdnum_structure():
+    assert graded(iban, "transfer to DE89370400440532013000 now") == [("DE89370400440532013000", "high")]
+    assert graded(iban, "ref GB29 NWBK 6016 1331 9268 19 x") == [("GB29 NWBK 6016 1331 9268 19", "medium")]
+    # mod-97 holds, but a British BBAN starts with four letters (the bank code)
+    assert iban("GB94 1234 6016 1331 9268 19") == []
+
+
+def test_iban_lengths_agree_with_python_stdnum():
+    import re
+
+    from stdnum import iban as stdnum_iban
+
+    from engine.relay.dlp.classifiers import IBAN_LENGTHS
+
+    registry = {
+        low: 4 + sum(int(n) for n in re.findall(r"(\d+)!?[nace]", props["bban"]))
+        for _, low, _, props, _ in stdnum_iban._ibandb.prefixes
+        if props.get("bban")
+    }
+    assert registry == IBAN_LENGTHS
+
+
+@pytest.mark.parametrize(
+    ("text", "confidence"),
+    [
+        ("ping john.doe@example.com today", "medium"),
+        ("email: john.doe@example.com", "high"),
+        ('<img src="logo@2x.png">', "low"),  # an image name
+        ("git clone git@github.com:acme/app.git", "low"),  # an scp-style remote
+    ],
+)
+def test_email_confidence(text, confidence):
+    [(_, found)] = graded(email_address, text)
+    assert found == confidence
+
+
+def test_custom_classifier_matches_are_high():
+    assert graded(make_classifier("t", r"T-\d+"), "T-1") == [("T-1", "high")]
+
+
+def test_confidence_levels_are_the_config_models():
+    from engine.config.model.dlp import CONFIDENCE_ORDER
+    from engine.relay.dlp.classifiers import CONFIDENCE_LEVELS
+
+    assert CONFIDENCE_LEVELS == CONFIDENCE_ORDER

@@ -55,7 +55,26 @@ def test_classifier_with_threshold() -> None:
     two = p.evaluate(extract(mail("cards 4111 1111 1111 1111 and 5500 0000 0000 0004")), OUT)
     assert one.hits == () and one.action == "permit"
     assert [h.rule for h in two.hits] == ["cards"] and two.action == "encrypt"
-    assert two.hits[0].evidence == ("4*****************1", "5*****************4")
+    assert two.hits[0].evidence == (
+        "4*****************1 (credit_card: high)",
+        "5*****************4 (credit_card: high)",
+    )
+
+
+def test_classifier_min_confidence() -> None:
+    """A card cut out of a longer run of groups is low; a keyword nearby raises it."""
+    rule = "- {{name: cards, conditions: {{classifier: credit_card{}}}, action_plan: enc}}"
+    default, low, high = (
+        policies(rule.format(extra)) for extra in ("", ", min_confidence: low", ", min_confidence: high")
+    )
+    cut = mail("ref 4111 1111 1111 1111 0042 done")  # low: the number runs on
+    plain = mail("ref 4111 1111 1111 1111 done")  # medium: the format alone
+    keyed = mail("visa 4111 1111 1111 1111 done")  # high: a keyword nearby
+    assert [bool(p.evaluate(extract(m), OUT).hits) for p in (low, default, high) for m in (cut, plain, keyed)] == [
+        True, True, True, False, True, True, False, False, True,
+    ]  # fmt: skip
+    assert low.evaluate(extract(cut), OUT).hits[0].evidence == ("4*****************1 (credit_card: low)",)
+    assert [m.confidence for m in low.classified(extract(keyed), "credit_card", "low")] == ["high"]
 
 
 def test_pattern_phrases_and_scope() -> None:

@@ -127,7 +127,9 @@ def test_min_matches_and_scope() -> None:
     assert matched(in_headers, content(headers=(("X-Tag", "red"),))) == [("r", ("X********d",))]
     cards = one_rule({"classifier": "credit_card", "min_matches": 2})
     two = content("4111 1111 1111 1111 and 5500 0000 0000 0004")
-    assert matched(cards, two) == [("r", ("4*****************1", "5*****************4"))]
+    assert matched(cards, two) == [
+        ("r", ("4*****************1 (credit_card: medium)", "5*****************4 (credit_card: medium)"))
+    ]
     assert matched(cards, content("4111 1111 1111 1111")) == []
 
 
@@ -226,7 +228,7 @@ def test_custom_classifier() -> None:
         [{"name": "p", "rules": [{"name": "r", "conditions": {"classifier": "emp"}, "action_plan": "blk"}]}],
         classifiers=[{"name": "emp", "pattern": r"\bEMP-\d{6}\b"}],
     )
-    assert matched(policies, content("id EMP-123456")) == [("r", ("E********6",))]
+    assert matched(policies, content("id EMP-123456")) == [("r", ("E********6 (emp: high)",))]
 
 
 @pytest.mark.parametrize(

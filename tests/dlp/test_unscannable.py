@@ -24,6 +24,7 @@ from engine.relay.dlp.extract import extract
 from engine.relay.dlp.notify import owners_report
 from engine.relay.dlp.simulate import policy_view
 from engine.relay.smtp.message import Message
+from tests.dlp.make_corpus import FAKE_FILES
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 UNSCANNABLE_IN_CORPUS = ("nested-zip", "zip-bomb")  # the corpus's only messages DLP cannot fully read
@@ -202,9 +203,9 @@ def test_the_corpus_is_unscannable_only_where_it_really_is(tmp_path, path):
 
 
 def test_ordinary_mail_with_ordinary_attachments_is_not_flagged(tmp_path):
-    ooxml = zipped(("[Content_Types].xml", b"<Types/>"), ("word/document.xml", b"<w:document/>"))
+    ooxml = zipped(("[Content_Types].xml", b"<Types/>"), ("word/document.xml", b'<w:document xmlns:w="urn:w"/>'))
     files = [
-        ("report.pdf", b"%PDF-1.7\n1 0 obj << >> endobj\n%%EOF\n"),
+        ("report.pdf", FAKE_FILES["pdf"]),  # a valid one-page PDF: documents are read, and these hold no secret
         ("letter.docx", ooxml),
         ("photo.png", b"\x89PNG\r\n\x1a\n" + bytes(64)),
         ("photo.jpg", b"\xff\xd8\xff\xe0" + bytes(64)),

@@ -55,11 +55,24 @@ class PhrasesCondition(Model):
     scope: list[Scope] = F(DEFAULT_SCOPE, "Where to look", ["body"])
 
 
+Confidence = Literal["low", "medium", "high"]
+CONFIDENCE_ORDER: tuple[Confidence, ...] = ("low", "medium", "high")
+
+
 class ClassifierCondition(Model):
     classifier: Name = F(
         ...,
         "A built-in classifier (credit_card, us_ssn, iban, email_address) or one from dlp.classifiers",
         "credit_card",
+    )
+    min_confidence: Confidence = F(
+        "medium",
+        "Count only matches this confident or more: low | medium | high. A built-in match is medium from "
+        "its format alone (low when the format is weak: a bare nine-digit SSN, a card cut out of a longer "
+        "run), one level higher with a supporting keyword nearby; custom classifiers' matches are high. "
+        "Lowering it matches more",
+        "medium",
+        "high",
     )
     min_matches: int = F(1, "How many matches trigger the condition", 1, ge=1)
     scope: list[Scope] = F(DEFAULT_SCOPE, "Where to look", ["body", "attachments"])

@@ -1,38 +1,132 @@
-"""Built-in DLP classifiers: find sensitive values in text and prove them with a checksum.
+"""Built-in DLP classifiers: find sensitive values in text, prove them, and grade them.
 
 A classifier is a function ``find(text) -> list[Match]``; matches are returned in text order
-and never overlap. The built-ins are registered in ``CLASSIFIERS`` by name:
+and never overlap. Each match carries a ``confidence`` (``low``, ``medium``, ``high``), in
+the manner of Microsoft Purview's sensitive information types: the value's format sets a
+base level (``low`` or ``medium``), and a supporting keyword within ``KEYWORD_WINDOW``
+characters before or after it raises that by one level (a card's expiry date counts as a
+keyword). A rule's classifier condition counts only matches at or above its
+``min_confidence`` (default ``medium``). The built-ins are registered in ``CLASSIFIERS``:
 
-- ``credit_card``: 13–19 digits, optionally in groups split by one space or one dash, that
-  pass Luhn and carry a known issuer prefix with a length that issuer uses. Digits glued to
-  a longer run of digits or letters are never a card.
-- ``us_ssn``: ``AAA-GG-SSSS`` or nine bare digits, standing alone (no digit, letter or dash
-  touching either side), outside the ranges the SSA never issues (area 000, 666, 900–999;
-  group 00; serial 0000).
+- ``credit_card``: 13–19 digits, compact or in groups split by one space or one dash, that
+  pass Luhn and carry an issuer prefix (IIN range) with a length that issuer uses. Never
+  digits glued to a longer run of digits or letters, nor inside an IBAN-shaped token.
+  ``medium`` when the number stands alone, compact or in its issuer's printed grouping;
+  ``low`` when it is cut out of a longer run of groups or grouped otherwise.
+- ``us_ssn``: ``AAA-GG-SSSS``, ``AAA GG SSSS`` or nine bare digits, standing alone, outside
+  what the SSA never issues (python-stdnum: area 000, 666, 900–999; group 00; serial 0000;
+  the numbers published in advertising). ``medium`` when dashed; ``low`` bare or spaced.
 - ``iban``: country code, two check digits and the BBAN, compact or in groups of four split
-  by single spaces, exactly as long as that country's IBAN, with ISO 7064 mod-97 == 1.
-- ``email_address``: a pragmatic ``local@domain.tld`` address.
+  by single spaces, exactly as long as that country's IBAN, with the BBAN's structure and
+  ISO 7064 mod-97 checked by python-stdnum. ``medium``.
+- ``email_address``: a pragmatic ``local@domain.tld`` address; ``medium``, ``low`` when the
+  top-level domain is a file extension (``logo@2x.png``).
 
 Custom classifiers come from a regex plus a checksum name (``none``, ``luhn``, ``mod97``)
-through ``make_classifier``. Do not mutate ``CLASSIFIERS``; build a registry per config::
+through ``make_classifier``; they have no keywords, so their matches are ``high`` (any
+``min_confidence`` counts them). Do not mutate ``CLASSIFIERS``; build a registry per
+config::
 
     registry = {**CLASSIFIERS, "employee_id": make_classifier("employee_id", r"\\bE\\d{7}\\b", "luhn")}
 """
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
+
+from stdnum import iban as stdnum_iban
+from stdnum.us import ssn as stdnum_ssn
+
+Confidence = Literal["low", "medium", "high"]
+CONFIDENCE_LEVELS: tuple[Confidence, ...] = ("low", "medium", "high")
+RANK = {level: rank for rank, level in enumerate(CONFIDENCE_LEVELS)}
 
 
 @dataclass(frozen=True)
 class Match:
-    """One classifier hit: ``text[start:end] == value``."""
+    """One classifier hit: ``text[start:end] == value``, graded ``confidence``."""
 
     start: int
     end: int
     value: str
+    confidence: Confidence = "medium"
+
+
+def at_least(confidence: str, minimum: str) -> bool:
+    """True when ``confidence`` is ``minimum`` or above (low < medium < high)."""
+    return RANK[confidence] >= RANK[minimum]
+
+
+# --- supporting evidence ----------------------------------------------------------------
+
+# How far (characters, either side of the match) a supporting keyword may be. One line of
+# mail is 60–80 characters: a label on the same line or the one before or after counts; a
+# keyword a paragraph away (about another value, often) does not.
+KEYWORD_WINDOW = 80
+
+
+def _keywords(*words: str) -> re.Pattern[str]:
+    return re.compile(r"(?i)(?<!\w)(?:" + "|".join(words) + r")(?!\w)")
+
+
+KEYWORDS: dict[str, re.Pattern[str]] = {
+    "credit_card": _keywords(
+        r"(?:credit|debit|payment|bank)?\s?cards?", r"card\s?(?:number|no|#)", r"cc(?:num|n)?", "visa",
+        r"master\s?card", "amex", r"american\s+express", "discover", "jcb", r"diners(?:\s+club)?",
+        r"card\s?holder", "expiry", "expiration", "exp", r"valid\s+(?:thru|through)",
+        r"cvv2?", r"cvc2?", r"security\s+code", "kreditkarte", r"carte\s+bancaire", "tarjeta",
+    ),
+    "us_ssn": _keywords(
+        "ssns?", r"ssn\s?#", r"ss\s?#", "ss no", r"social\s+security(?:\s+(?:number|no|#))?", "soc sec",
+        r"taxpayer\s+id(?:entification)?(?:\s+number)?",
+    ),
+    "iban": _keywords(
+        "iban", "bic", "swift", r"(?:bank\s+)?account", "bank", "wire", "transfer", "sepa", "payee",
+        "beneficiary", "remit", "kontonummer", "bankverbindung", "rib", r"n[°o]\s+de\s+compte",
+    ),
+    "email_address": _keywords(
+        r"e-?mails?", "mail", "mailto", "contact", "reply", "sender", "recipient",
+        r"(?:from|to|cc|bcc|reply-to)\s?:",
+    ),
+}  # fmt: skip
+_EXPIRY = re.compile(r"(?<!\d)(?:0[1-9]|1[0-2])\s?/\s?(?:\d\d|20\d\d)(?![\d/])")
+
+
+def supported(name: str, text: str, start: int, end: int) -> bool:
+    """True when a keyword of classifier ``name`` is within KEYWORD_WINDOW of the span."""
+    pattern = KEYWORDS[name]
+    left = text[max(0, start - KEYWORD_WINDOW) : start]
+    right = text[end : end + KEYWORD_WINDOW]
+    return pattern.search(left) is not None or pattern.search(right) is not None or _expiry_after(name, right)
+
+
+def labelled(name: str, text: str, start: int, end: int) -> bool:
+    """True when a keyword of ``name`` labels the span: it comes before, within
+    KEYWORD_WINDOW, with no digit between them ("SSN: 123456789", not "SSN 123-45-6789,
+    routing 021000021"); for a card, an expiry date right after it counts too."""
+    left = text[max(0, start - KEYWORD_WINDOW) : start]
+    last = None
+    for last in KEYWORDS[name].finditer(left):  # noqa: B007 - the last keyword is the label
+        pass
+    if last is not None and not any(char.isdigit() for char in left[last.end() :]):
+        return True
+    return _expiry_after(name, text[end : end + 30])
+
+
+def _expiry_after(name: str, right: str) -> bool:
+    return name == "credit_card" and _EXPIRY.search(right[:30]) is not None
+
+
+def graded(name: str, text: str, start: int, end: int, base: Confidence) -> Match:
+    """A match at its format's ``base`` level, one level higher with supporting evidence:
+    a keyword nearby for a ``medium`` match, a keyword labelling it for a ``low`` one."""
+    if (labelled if base == "low" else supported)(name, text, start, end):
+        base = CONFIDENCE_LEVELS[min(RANK[base] + 1, 2)]
+    return Match(start, end, text[start:end], base)
 
 
 Classifier = Callable[[str], list[Match]]
@@ -54,6 +148,12 @@ def luhn_valid(digits: str) -> bool:
     return total % 10 == 0
 
 
+def ean13_valid(digits: str) -> bool:
+    """True when 13 ASCII digits carry a valid EAN-13 (GTIN) check digit (weights 1, 3)."""
+    total = sum((3 if position % 2 else 1) * (ord(char) - 48) for position, char in enumerate(digits[:12]))
+    return len(digits) == 13 and digits.isdigit() and (10 - total % 10) % 10 == ord(digits[12]) - 48
+
+
 def mod97_valid(code: str) -> bool:
     """True when an IBAN-shaped code passes ISO 7064 mod 97-10 (ISO 13616).
 
@@ -69,8 +169,10 @@ def mod97_valid(code: str) -> bool:
 
 # --- credit cards ----------------------------------------------------------------------
 
-# (first digits range, allowed lengths); a number matches when one of its prefixes falls in
-# a range and its length is one that issuer uses.
+# (first digits range, allowed lengths): the issuer identification number (IIN) ranges of
+# the networks' published tables. A number matches when one of its prefixes falls in a
+# range and its length is one that issuer uses. Not listed: Maestro (50, 56–69, 12–19
+# digits: its ranges and lengths overlap too many account numbers), UnionPay (62), Mir.
 _ISSUERS: tuple[tuple[int, int, frozenset[int]], ...] = (
     (4, 4, frozenset({13, 16, 19})),  # Visa
     (51, 55, frozenset({16})),  # Mastercard
@@ -90,6 +192,38 @@ _ISSUERS: tuple[tuple[int, int, frozenset[int]], ...] = (
 # never cut short by backtracking.
 _DIGIT_RUN = re.compile(r"(?>\d+(?:[ -]\d+)*)", re.ASCII)
 _WORD_CHAR = re.compile(r"\w")
+# An IBAN-shaped token (country code, check digits, groups): the digits inside one are
+# never a card, whatever their checksum says.
+_IBAN_SHAPE = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?:[ -]?[A-Z0-9]{4}){2,8}(?:[ -]?[A-Z0-9]{1,4})?", re.ASCII)
+# How issuers print their numbers: 4-4-4-4(-3), Amex 4-6-5, Diners 4-6-4; Visa 13 4-4-5.
+_PRINTED = frozenset({(4, 4, 4, 4), (4, 4, 4, 4, 3), (4, 6, 5), (4, 6, 4), (4, 4, 5), (4, 4, 4, 1)})
+
+
+class _Spans:
+    """Sorted, non-overlapping spans; ``overlaps`` in O(log n)."""
+
+    def __init__(self, spans: list[tuple[int, int]]) -> None:
+        self._starts = [start for start, _ in spans]
+        self._ends = [end for _, end in spans]
+
+    def overlaps(self, start: int, end: int) -> bool:
+        index = bisect.bisect_right(self._starts, end - 1) - 1  # the last span starting before end
+        return index >= 0 and self._ends[index] > start
+
+
+def _iban_spans(text: str) -> _Spans:
+    """Where IBAN-shaped tokens are: the country's own length where it has one, else any
+    run of groups after a country code and check digits."""
+    spans = []
+    position = 0
+    while (start := _IBAN_START.search(text, position)) is not None:
+        shapes = _IBAN_SHAPES.get(start.group(1), ())
+        hit = next(filter(None, (shape.match(text, start.start()) for shape in shapes)), None)
+        hit = hit or _IBAN_SHAPE.match(text, start.start())
+        end = hit.end() if hit else start.end()
+        spans.append((start.start(), end))
+        position = end
+    return _Spans(spans)
 
 
 def issuer_known(digits: str) -> bool:
@@ -112,9 +246,12 @@ def _card_layout_ok(groups: list[str], separators: list[str]) -> bool:
 
 
 def credit_card(text: str) -> list[Match]:
-    """Find payment card numbers (Luhn-valid, known issuer prefix and length)."""
+    """Find payment card numbers (Luhn-valid, known issuer prefix and length), graded."""
     found: list[Match] = []
+    ibans = _iban_spans(text)
     for run in _DIGIT_RUN.finditer(text):
+        if ibans.overlaps(run.start(), run.end()):
+            continue
         pieces = re.split(r"([ -])", run.group())
         groups, separators = pieces[0::2], pieces[1::2]
         offsets = [run.start()]
@@ -149,60 +286,85 @@ def _card_at(text, groups, separators, offsets, first, last):
         if luhn_valid(digits) and issuer_known(digits):
             start = offsets[first]
             end = offsets[stop - 1] + len(groups[stop - 1])
-            return Match(start, end, text[start:end]), stop
+            return graded("credit_card", text, start, end, _card_base(groups, first, stop)), stop
     return None
+
+
+def _card_base(groups: list[str], first: int, stop: int) -> Confidence:
+    """medium: the number stands alone, compact or in its issuer's printed grouping; low:
+    cut out of a longer run of groups (unless its neighbours are whole numbers themselves,
+    a list of cards) or grouped otherwise."""
+    mine = groups[first:stop]
+    if len(mine) > 1 and tuple(len(group) for group in mine) not in _PRINTED:
+        return "low"
+    if len(mine) == 1 and len(mine[0]) == 13 and ean13_valid(mine[0]):
+        return "low"  # a barcode as much as a (long-retired) 13-digit Visa
+    before = groups[first - 1] if first > 0 else None
+    after = groups[stop] if stop < len(groups) else None
+    if any(neighbour is not None and len(neighbour) < 13 for neighbour in (before, after)):
+        return "low"
+    return "medium"
 
 
 # --- US social security numbers --------------------------------------------------------
 
 _SSN = re.compile(
-    r"(?<![\w-])(?:(\d{3})-(\d{2})-(\d{4})|(\d{3})(\d{2})(\d{4}))(?![\w-])",
+    r"(?<![\w-])(?:(\d{3})-(\d{2})-(\d{4})|(\d{3}) (\d{2}) (\d{4})|(\d{3})(\d{2})(\d{4}))(?![\w-])",
     re.ASCII,
 )
 
 
 def ssn_issuable(area: str, group: str, serial: str) -> bool:
-    """True unless the parts fall in a range the SSA never assigns."""
-    area_number = int(area)
-    return area_number != 0 and area_number != 666 and area_number < 900 and group != "00" and serial != "0000"
+    """True unless the parts fall in a range the SSA never assigns or were published in
+    advertising (python-stdnum's rules: area 000, 666, 900–999; group 00; serial 0000;
+    078-05-1120, 219-09-9999, 457-55-5462)."""
+    return stdnum_ssn.is_valid(f"{area}-{group}-{serial}")
 
 
 def us_ssn(text: str) -> list[Match]:
-    """Find US social security numbers, dashed or as nine standalone digits."""
+    """Find US social security numbers, dashed (medium), spaced or bare (low), graded."""
     found = []
     for match in _SSN.finditer(text):
         parts = match.groups()
-        area, group, serial = parts[0:3] if parts[0] else parts[3:6]
-        if _bare_digits_in_number(text, match) or not ssn_issuable(area, group, serial):
+        kind = 0 if parts[0] else 1 if parts[3] else 2
+        area, group, serial = parts[3 * kind : 3 * kind + 3]
+        if kind and _digits_in_number(text, match):
             continue
-        found.append(Match(match.start(), match.end(), match.group()))
+        if not ssn_issuable(area, group, serial):
+            continue
+        found.append(graded("us_ssn", text, match.start(), match.end(), "medium" if kind == 0 else "low"))
     return found
 
 
-def _bare_digits_in_number(text: str, match: re.Match[str]) -> bool:
-    """Nine bare digits that are part of a decimal or a phone number are not an SSN."""
-    if match.group(1):
-        return False
+def _digits_in_number(text: str, match: re.Match[str]) -> bool:
+    """Nine bare or spaced digits that are part of a decimal, a phone number or a longer
+    spaced run are not an SSN."""
     before = text[match.start() - 1] if match.start() else ""
     after = text[match.end() : match.end() + 2]
-    return before in {"+", ".", "/"} or (len(after) == 2 and after[0] in "./" and after[1].isdigit())
+    if before in {"+", ".", "/", ",", "#"} or (len(after) == 2 and after[0] in "./," and after[1].isdigit()):
+        return True
+    # "12 345 678 901": the nine digits are part of a longer run of spaced groups
+    return (before == " " and text[match.start() - 2 : match.start() - 1].isdigit()) or (
+        after[:1] == " " and after[1:2].isdigit()
+    )
 
 
 # --- IBAN ------------------------------------------------------------------------------
 
-# Total IBAN length per country (SWIFT IBAN registry).
+# Total IBAN length per country (SWIFT IBAN registry; tests check it against python-stdnum's).
 IBAN_LENGTHS: dict[str, int] = {
     "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22,
     "BH": 22, "BI": 27, "BR": 29, "BY": 28, "CH": 21, "CR": 22, "CY": 28, "CZ": 24,
     "DE": 22, "DJ": 27, "DK": 18, "DO": 28, "EE": 20, "EG": 29, "ES": 24, "FI": 18,
     "FK": 18, "FO": 18, "FR": 27, "GB": 22, "GE": 22, "GI": 23, "GL": 18, "GR": 27,
-    "GT": 28, "HR": 21, "HU": 28, "IE": 22, "IL": 23, "IQ": 23, "IS": 26, "IT": 27,
-    "JO": 30, "KW": 30, "KZ": 20, "LB": 28, "LC": 32, "LI": 21, "LT": 20, "LU": 20,
-    "LV": 21, "LY": 25, "MC": 27, "MD": 24, "ME": 22, "MK": 19, "MN": 20, "MR": 27,
-    "MT": 31, "MU": 30, "NI": 28, "NL": 18, "NO": 15, "OM": 23, "PK": 24, "PL": 28,
-    "PS": 29, "PT": 25, "QA": 29, "RO": 24, "RS": 22, "RU": 33, "SA": 24, "SC": 31,
-    "SD": 18, "SE": 24, "SI": 19, "SK": 24, "SM": 27, "SO": 23, "ST": 25, "SV": 28,
-    "TL": 23, "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20, "YE": 30,
+    "GT": 28, "HN": 28, "HR": 21, "HU": 28, "IE": 22, "IL": 23, "IQ": 23, "IS": 26,
+    "IT": 27, "JO": 30, "KW": 30, "KZ": 20, "LB": 28, "LC": 32, "LI": 21, "LT": 20,
+    "LU": 20, "LV": 21, "LY": 25, "MC": 27, "MD": 24, "ME": 22, "MK": 19, "MN": 20,
+    "MR": 27, "MT": 31, "MU": 30, "NI": 28, "NL": 18, "NO": 15, "OM": 23, "PK": 24,
+    "PL": 28, "PS": 29, "PT": 25, "QA": 29, "RO": 24, "RS": 22, "RU": 33, "SA": 24,
+    "SC": 31, "SD": 18, "SE": 24, "SI": 19, "SK": 24, "SM": 27, "SO": 23, "ST": 25,
+    "SV": 28, "TL": 23, "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20,
+    "YE": 30,
 }  # fmt: skip
 
 _IBAN_START = re.compile(r"(?<![A-Za-z0-9])([A-Z]{2})\d{2}(?= ?[A-Z0-9])")
@@ -221,15 +383,21 @@ def _iban_shapes(length: int) -> tuple[re.Pattern[str], re.Pattern[str]]:
 _IBAN_SHAPES = {country: _iban_shapes(length) for country, length in IBAN_LENGTHS.items()}
 
 
+def iban_valid(code: str) -> bool:
+    """Check digits 02–98, the country's BBAN structure and mod-97 (python-stdnum)."""
+    compact = code.replace(" ", "")
+    return 2 <= int(compact[2:4]) <= 98 and stdnum_iban.is_valid(compact, check_country=False)
+
+
 def iban(text: str) -> list[Match]:
-    """Find IBANs of a known country, with the right length and a valid mod-97 check."""
+    """Find IBANs of a known country, with its length, BBAN structure and mod-97, graded."""
     found: list[Match] = []
     position = 0
     while (start := _IBAN_START.search(text, position)) is not None:
         shapes = _IBAN_SHAPES.get(start.group(1), ())
         hit = next(filter(None, (shape.match(text, start.start()) for shape in shapes)), None)
-        if hit is not None and 2 <= int(hit.group()[2:4]) <= 98 and mod97_valid(hit.group()):
-            found.append(Match(hit.start(), hit.end(), hit.group()))
+        if hit is not None and iban_valid(hit.group()):
+            found.append(graded("iban", text, hit.start(), hit.end(), "medium"))
             position = hit.end()
         else:
             position = start.start() + 1
@@ -240,8 +408,13 @@ def iban(text: str) -> list[Match]:
 
 _EMAIL = re.compile(
     r"(?<![\w.%+-])([A-Za-z0-9._%+-]+)@"
-    r"((?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63})(?![\w-]|\.\w)",
+    r"((?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+([A-Za-z]{2,63}))(?![\w-]|\.\w)",
     re.ASCII,
+)
+# Top-level "domains" that are file extensions: `logo@2x.png`, `icon@3x.jpg` are image names.
+_FILE_TLDS = frozenset(
+    "png jpg jpeg gif svg webp bmp ico tif tiff css js ts map json xml yml yaml txt log csv pdf doc docx "
+    "xls xlsx ppt pptx htm html php asp aspx exe dll bin dat tmp bak".split()
 )
 
 
@@ -252,7 +425,10 @@ def email_address(text: str) -> list[Match]:
         local = match.group(1)
         if local.startswith(".") or local.endswith(".") or ".." in local:
             continue
-        found.append(Match(match.start(), match.end(), match.group()))
+        scp = text[match.end() : match.end() + 2]  # git@github.com:org/repo.git is a remote
+        weak = match.group(3).lower() in _FILE_TLDS or (scp[:1] == ":" and scp[1:2] not in ("", " ", "\n"))
+        base: Confidence = "low" if weak else "medium"
+        found.append(graded("email_address", text, match.start(), match.end(), base))
     return found
 
 
@@ -276,7 +452,7 @@ class PatternClassifier:
     def __call__(self, text: str) -> list[Match]:
         valid = CHECKSUMS[self.checksum]
         return [
-            Match(m.start(), m.end(), m.group())
+            Match(m.start(), m.end(), m.group(), "high")
             for m in self.pattern.finditer(text)
             if m.end() > m.start() and valid(m.group())
         ]

@@ -4,7 +4,9 @@
 
 - ``texts``: the subject (origin ``subject``), body parts (``body``; text/plain as is,
   text/html as its visible and then its hidden text, see htmltext.py), text attachments
-  (``attachment:report.txt``), text members of archives (``attachment:a.zip/inner.csv``,
+  (``attachment:report.txt``), the text of documents (PDF, docx, xlsx, pptx, odt, ods,
+  odp, RTF: documents.py, each within its own time and size budget), text members of
+  archives (``attachment:a.zip/inner.csv``,
   ``attachment:logs.tar.gz/logs.tar/app.log``) and the subject, body and attachments of
   attached messages (``attachment:fwd.eml/body``). Of a multipart/alternative, the last
   alternative is kept, and an earlier one only when it has words the last one lacks.
@@ -28,9 +30,11 @@ from __future__ import annotations
 
 import mimetypes
 import re
+import time
 from dataclasses import dataclass, field
 from email.parser import BytesParser
 
+from engine.relay.dlp import documents
 from engine.relay.dlp.archives import KINDS as ARCHIVE_KINDS
 from engine.relay.dlp.archives import Archive, ArchiveError, Member, open_archive
 from engine.relay.dlp.filetypes import UNOPENED_ARCHIVES, sniff
@@ -109,6 +113,14 @@ def extract(raw: bytes, limits: Limits = Limits()) -> Extracted:
     )
 
 
+def _document_kind(true_type: str, data: bytes) -> str | None:
+    """The document kind whose text documents.py reads, or None (an OpenDocument file is
+    typed ``zip``: its first member says what it is)."""
+    if true_type in documents.KINDS:
+        return true_type
+    return documents.opendocument_kind(data) if true_type == "zip" else None
+
+
 def _words(text: str) -> set[str]:
     return set(re.findall(r"\w+", text.casefold()))
 
@@ -145,6 +157,7 @@ class _Walker:
     unnamed: int = 0
     dropped: int = 0
     dropped_unscanned: int = 0
+    document_seconds: float = field(default_factory=lambda: documents.MAX_MESSAGE_DOCUMENT_SECONDS)
 
     def parse(self, raw: bytes) -> Part:
         return BytesParser(policy=POLICY.clone(max_mime_depth=self.limits.max_mime_depth)).parsebytes(raw)
@@ -272,10 +285,40 @@ class _Walker:
             if declared == "text/html" or name.lower().endswith((".html", ".htm")):
                 text = html_text(text)
             self.texts.append(TextPart(origin, text))
+        elif (kind := _document_kind(true_type, data)) is not None:
+            self.document(kind, origin, data)
         elif true_type in ARCHIVE_KINDS:
             self.archive(true_type, path, data, depth)
         elif true_type in UNOPENED_ARCHIVES:
             self.note(f"{origin}: a {true_type} archive, which DLP cannot open", unscanned=True)
+
+    def document(self, kind: str, origin: str, data: bytes) -> None:
+        """Read a document's text within its budgets (documents.py); what is left unread is
+        unscanned, and the text read before a budget ran out is still scanned."""
+        limits = self.limits
+        if self.document_seconds <= 0:
+            self.note(
+                f"{origin}: {kind} not read: the message's documents used their {documents.MAX_MESSAGE_DOCUMENT_SECONDS:g} s",
+                unscanned=True,
+            )
+            return
+        room = max(limits.max_total_bytes - self.expanded_bytes, 0)
+        seconds = min(documents.MAX_DOCUMENT_SECONDS, self.document_seconds)
+        budget = documents.Budget(room, limits.max_ratio, limits.ratio_floor, seconds)
+        started = time.monotonic()
+        try:
+            text = documents.document_text(kind, data, budget)
+        except documents.DocumentError as error:
+            text = error.partial
+            self.note(f"{origin}: {kind} not fully read: {error.reason}", unscanned=True)
+        except Exception as error:  # the PDF library's own failure: unread, never a crash
+            text = ""
+            self.note(f"{origin}: {kind} unreadable: {type(error).__name__}: {error}", unscanned=True)
+        finally:
+            self.expanded_bytes += budget.used
+            self.document_seconds -= time.monotonic() - started
+        if text.strip():
+            self.texts.append(TextPart(origin, text))
 
     def embedded_message(self, path: str, data: bytes, depth: int) -> None:
         """A message sent as a file (an .eml attachment of any type): read as a message."""

@@ -3,7 +3,8 @@
 ``sniff(data)`` is one of TRUE_TYPES (defined with the config model, which names them in
 attachment conditions). Archives DLP opens (zip, tar, gzip, bzip2, xz) are
 told apart from the ones it cannot open (7z, rar: listed as unscannable by extract.py)
-and from documents it types but does not read yet (pdf, docx, xlsx, pptx, rtf, ole2).
+and from documents (pdf, docx, xlsx, pptx, rtf: read by documents.py; OpenDocument files
+are typed ``zip``, which they are; ole2, the old binary Office formats, is typed only).
 """
 
 from __future__ import annotations

@@ -34,8 +34,11 @@ import re
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from re import _constants as sre  # Python's own regex parser: see _translate
 from re import _parser as sre_parse
+
+from engine.relay.dlp import hsdb
 
 try:  # the wheel exists for x86_64 only; elsewhere the Python backend serves
     import hyperscan
@@ -70,7 +73,14 @@ def hyperscan_available() -> bool:
 @dataclass(frozen=True)
 class _Entry:
     id: str
-    regex: re.Pattern[str]
+    kind: str
+    text: str
+
+    @functools.cached_property
+    def regex(self) -> re.Pattern[str]:
+        """Compiled on first use: after a restart that loaded the translations, an entry
+        no candidate ever reaches is never compiled."""
+        return _regex(self.kind, self.text)
 
 
 class Matcher:
@@ -84,22 +94,46 @@ class Matcher:
         self.python_only = self.ids if prefilter is None else prefilter.python_only
 
     @classmethod
-    def compile(cls, entries: Iterable[tuple[str, str, str]], backend: str | None = None) -> Matcher:
+    def compile(
+        cls, entries: Iterable[tuple[str, str, str]], backend: str | None = None, cache_dir: Path | None = None
+    ) -> Matcher:
         """Compile ``(id, kind, text)`` entries; ``kind`` is ``regex`` or ``phrase``.
 
         ``backend``: ``hyperscan``, ``python`` or None (hyperscan if importable, unless the
         ``SEALRELAY_DLP_BACKEND`` environment variable says ``python``). Raises ValueError
         naming the entry for an unknown kind, a duplicate id, an empty phrase or a bad regex.
+        The same entries give the same (immutable) matcher back without compiling again;
+        ``cache_dir`` keeps hyperscan databases on disk for the next process (hsdb.py).
         """
-        compiled = tuple(_compile_entry(*entry) for entry in entries)
+        entries = tuple(tuple(entry) for entry in entries)
+        chosen = _choose_backend(backend)
+        key = (chosen, entries)
+        with _MATCHERS_LOCK:
+            cached = _MATCHERS.get(key)
+        if cached is not None:
+            return cached
+        # translations stored by an earlier process for exactly these entries were made
+        # from patterns that compiled then: they are not compiled or translated again here
+        sources = [(kind, text) for _, kind, text in entries]
+        translations = hsdb.load_translations(cache_dir, sources) if chosen == "hyperscan" else None
+        compiled = tuple(_Entry(*entry) if translations else _compile_entry(*entry) for entry in entries)
         seen: set[str] = set()
         for entry in compiled:
             if entry.id in seen:
                 raise ValueError(f"duplicate pattern id {entry.id!r}")
             seen.add(entry.id)
-        chosen = _choose_backend(backend)
-        prefilter = _Prefilter(compiled) if chosen == "hyperscan" else None
-        return cls(compiled, chosen, prefilter)
+        prefilter = None
+        if chosen == "hyperscan":
+            if translations is None:
+                translations = [_usable(_translate(entry.regex)) for entry in compiled]
+                hsdb.store_translations(cache_dir, sources, translations)
+            prefilter = _Prefilter(compiled, translations, cache_dir)
+        matcher = cls(compiled, chosen, prefilter)
+        with _MATCHERS_LOCK:
+            _MATCHERS[key] = matcher
+            while len(_MATCHERS) > _MATCHERS_KEPT:
+                del _MATCHERS[next(iter(_MATCHERS))]
+        return matcher
 
     def scan(self, text: str) -> dict[str, list[Span]]:
         """Spans of the non-empty, non-overlapping matches of each id that matched."""
@@ -108,14 +142,27 @@ class Matcher:
         return {entry.id: spans for entry in self._entries if (spans := _finditer(entry.regex, text))}
 
 
+# Matchers by (backend, entries): an apply that leaves DLP alone reuses the running one.
+_MATCHERS: dict[tuple, Matcher] = {}
+_MATCHERS_KEPT = 4
+_MATCHERS_LOCK = threading.Lock()
+
+
 def _compile_entry(entry_id: str, kind: str, text: str) -> _Entry:
     if kind not in KINDS:
         raise ValueError(f"pattern {entry_id!r}: unknown kind {kind!r}; use regex or phrase")
     try:
-        source = phrase_regex(text) if kind == "phrase" else text
-        return _Entry(entry_id, re.compile(source))
+        _regex(kind, text)
+        return _Entry(entry_id, kind, text)
     except (re.error, ValueError) as error:
         raise ValueError(f"pattern {entry_id!r}: invalid {kind}: {error}") from error
+
+
+@functools.lru_cache(maxsize=16384)
+def _regex(kind: str, text: str) -> re.Pattern[str]:
+    """Compiled once per text (``re``'s own cache holds 512): one changed rule among 500
+    recompiles one pattern."""
+    return re.compile(phrase_regex(text) if kind == "phrase" else text)
 
 
 def _choose_backend(requested: str | None) -> str:
@@ -139,26 +186,42 @@ _PLACEHOLDER = ord("?")
 
 
 class _Prefilter:
-    """One hyperscan database over the reversed translations, plus the confirmation step."""
+    """Hyperscan databases over the reversed translations (hsdb.py: compiled once per set
+    of expressions, reused across swaps and restarts), plus the confirmation step."""
 
-    def __init__(self, entries: tuple[_Entry, ...]) -> None:
+    def __init__(
+        self, entries: tuple[_Entry, ...], translations: list[str | None], cache_dir: Path | None = None
+    ) -> None:
         self._entries = entries
-        expressions = {}
-        for index, entry in enumerate(entries):
-            expression = _translate(entry.regex)
+        by_key: dict[str, list[int]] = {}
+        for index, expression in enumerate(translations):
             if expression is not None:
-                expressions[index] = expression
-        self._database = _database_of_accepted(expressions)
-        self._fallback = frozenset(range(len(entries))) - set(expressions)
+                by_key.setdefault(expression, []).append(index)
+        self._by_key = {key: tuple(indexes) for key, indexes in by_key.items()}
+        layers, refused = hsdb.layers_for(tuple(sorted(by_key)), cache_dir, self._use_full)
+        accepted = {index for key, indexes in by_key.items() if key not in refused for index in indexes}
+        self._fallback = frozenset(range(len(entries))) - accepted
         self.python_only = tuple(entry.id for index, entry in enumerate(entries) if index in self._fallback)
-        self._local = threading.local()
+        self._layers = self._routed(layers)
+
+    def _routed(self, layers) -> tuple[tuple[hsdb.Layer, tuple[tuple[int, ...], ...]], ...]:
+        """Each database with the entries each of its ids stands for (none: a rule since removed)."""
+        return tuple((layer, tuple(self._by_key.get(key, ()) for key in layer.keys)) for layer in layers)
+
+    def _use_full(self, layer: hsdb.Layer) -> None:
+        """The full database replaces base + delta: one reference, read once per scan."""
+        self._layers = self._routed((layer,))
 
     def scan(self, text: str) -> dict[str, list[Span]]:
         """Exact results for ``text``: candidates from hyperscan, confirmed by ``re``."""
         starts: dict[int, set[int]] = {}
-        if self._database is not None:
+        layers = self._layers
+        if layers:
             data = text.encode("latin-1", errors="replace")[::-1]
-            self._database.scan(data, match_event_handler=_collector(starts, len(text)), scratch=self._scratch())
+            for layer, route in layers:
+                layer.database.scan(
+                    data, match_event_handler=_collector(starts, len(text), route), scratch=layer.scratch()
+                )
         found = {}
         for index in sorted(starts.keys() | self._fallback):
             entry = self._entries[index]
@@ -170,53 +233,44 @@ class _Prefilter:
                 found[entry.id] = spans
         return found
 
-    def _scratch(self):
-        """Hyperscan scratch space is per thread; a shared one fails under concurrency."""
-        scratch = getattr(self._local, "scratch", None)
-        if scratch is None:
-            scratch = self._local.scratch = hyperscan.Scratch(self._database)
-        return scratch
 
+def _collector(starts: dict[int, set[int]], size: int, route: tuple[tuple[int, ...], ...]):
+    """A match handler filing each report under the entries its expression stands for; an
+    end in the reversed text is a start in the text."""
 
-def _collector(starts: dict[int, set[int]], size: int):
-    """A match handler filing each report under its entry; an end in the reversed text
-    is a start in the text."""
-
-    def on_match(index: int, start: int, end: int, flags: int, context: object) -> None:
-        positions = starts.get(index)
-        if positions is None:
-            positions = starts[index] = set()
-        positions.add(size - end)
+    def on_match(key: int, start: int, end: int, flags: int, context: object) -> None:
+        for index in route[key]:
+            positions = starts.get(index)
+            if positions is None:
+                positions = starts[index] = set()
+            positions.add(size - end)
 
     return on_match
 
 
-def _database_of_accepted(expressions: dict[int, str]):
-    """Compile all expressions at once; if hyperscan refuses some, find and drop those.
+def _usable(expression: str | None) -> str | None:
+    """The translation, or None when the entry must run on ``re`` alone."""
+    return None if expression is None or _matches_empty(expression) else expression
 
-    Hyperscan does not say which expression failed, hence the one-by-one retry. Refused
-    expressions are removed from ``expressions``, so the caller sends them to ``re``.
-    """
-    if not expressions:
-        return None
+
+@functools.lru_cache(maxsize=16384)
+def _matches_empty(expression: str) -> bool:
+    """Hyperscan refuses an expression that matches the empty string; ours are in the
+    subset of syntax Python's ``re`` reads the same way, so ``re`` answers without a compile."""
     try:
-        return _database(expressions)
-    except hyperscan.error:
-        for index, expression in list(expressions.items()):
-            try:
-                _database({index: expression})
-            except hyperscan.error:
-                del expressions[index]
-    return _database(expressions) if expressions else None
+        return re.fullmatch(expression.encode(), b"") is not None
+    except re.error:
+        return False  # let the engine judge it (a refusal is found by bisection)
 
 
 def _database(expressions: dict[int, str]):
+    """A database of ``expressions`` reporting their keys as ids (tests probe the engine with it)."""
     database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
     database.compile(
         expressions=[expression.encode() for expression in expressions.values()],
         ids=list(expressions),
         elements=len(expressions),
-        flags=[0] * len(expressions),  # bytes, no start-of-match tracking: see the docstring
+        flags=[0] * len(expressions),
     )
     return database
 
@@ -261,6 +315,7 @@ class _Untranslatable(Exception):
     """The entry has no useful regular superset; it is scanned with ``re`` alone."""
 
 
+@functools.lru_cache(maxsize=16384)
 def _translate(regex: re.Pattern[str], reverse: bool = True) -> str | None:
     """A hyperscan expression for a superset of ``regex``, read backwards, or None.
 

@@ -4,9 +4,11 @@
 condition tree, gives each pattern and phrase an id, and builds ONE multi-pattern matcher
 for all of them (hyperscan where it loads); classifiers (built-in and `dlp.classifiers`)
 run on demand, once per text. `Policies.evaluate(extracted, facts)` then decides which
-rules match, with the evidence redacted to its first and last characters, and the action
-that follows: the strongest of the matched rules' plans (block > quarantine > encrypt >
-permit). In `monitor` mode matches are recorded and the action is always permit.
+rules match, with the evidence redacted to its first and last characters (a classifier's
+match also names the classifier and its confidence; a classifier condition counts only
+matches at or above its `min_confidence`), and the action that follows: the strongest of
+the matched rules' plans (block > quarantine > encrypt > permit). In `monitor` mode
+matches are recorded and the action is always permit.
 
 Content DLP could not fully read (`Extracted.unscanned`: an archive nested too deep, a
 suspected bomb, a part it cannot decode) is judged by `dlp.unscannable`, as if by one more
@@ -19,6 +21,7 @@ action still wins, monitor mode still only records, and everything that reports 
 from __future__ import annotations
 
 import fnmatch
+import pathlib
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -37,7 +40,7 @@ from engine.config.model.dlp import (
     Rule,
 )
 from engine.policy.groups import DomainSet, IPSet, domain_of
-from engine.relay.dlp.classifiers import CLASSIFIERS, Classifier, make_classifier
+from engine.relay.dlp.classifiers import CLASSIFIERS, Classifier, Match, at_least, make_classifier
 from engine.relay.dlp.extract import Extracted
 from engine.relay.dlp.matcher import Matcher
 
@@ -109,17 +112,26 @@ class _Scan:
         text = self.texts[scope]
         return [text[s:e] for s, e in self.spans[scope].get(entry_id, [])]
 
-    def classified(self, name: str, scope: str) -> list[str]:
+    def classified(self, name: str, scope: str, min_confidence: str = "low") -> list[Match]:
+        """The classifier's matches in one scope at ``min_confidence`` or above (cached per
+        scope, filtered per condition)."""
         key = (name, scope)
         if key not in self.found:
-            self.found[key] = [m.value for m in self.classifiers[name](self.texts[scope])] if self.texts[scope] else []
-        return self.found[key]
+            self.found[key] = self.classifiers[name](self.texts[scope]) if self.texts[scope] else []
+        return [m for m in self.found[key] if at_least(m.confidence, min_confidence)]
 
 
 class Policies:
     """A config's DLP policies, compiled. Immutable; safe to share across sessions."""
 
-    def __init__(self, config: RelayConfig, ip_groups: dict[str, IPSet], domain_groups: dict[str, DomainSet]) -> None:
+    def __init__(
+        self,
+        config: RelayConfig,
+        ip_groups: dict[str, IPSet],
+        domain_groups: dict[str, DomainSet],
+        cache_dir: pathlib.Path | None = None,
+    ) -> None:
+        """``cache_dir``: where the compiled pattern database is kept for the next start."""
         dlp = config.dlp
         self.mode = dlp.mode
         self.unscannable = dlp.unscannable
@@ -140,7 +152,7 @@ class Policies:
                 if rule.enabled:
                     self._rules.append((("dlp", "policies", p, "rules", r), policy.name, tuple(policy.owners), rule))
                     entries.extend(self._entries(rule.conditions))
-        self._matcher = Matcher.compile(entries)
+        self._matcher = Matcher.compile(entries, cache_dir=cache_dir)
 
     @property
     def empty(self) -> bool:
@@ -180,7 +192,7 @@ class Policies:
                         plan.email,
                         tuple(plan.notify),
                         owners,
-                        tuple(redact(e) for e in evidence[:5]),
+                        tuple(_shown(e) for e in evidence[:5]),
                         path,
                         advanced_delivery=plan.advanced_delivery,
                     )
@@ -190,6 +202,14 @@ class Policies:
         would = max((h.action for h in hits), key=ACTION_STRENGTH.__getitem__, default="permit")
         action = would if self.mode == "enforce" else "permit"
         return Findings(tuple(hits), action, would, self.mode, tuple(extracted.problems), tuple(extracted.unscanned))
+
+    def classified(self, extracted: Extracted, classifier: str, min_confidence: str = "medium") -> list[Match]:
+        """What a `classifier` condition with `min_confidence` finds in the default scope
+        (subject, body, attachments), through the texts and cache a rule uses: for the
+        evaluation corpus and tools that score classifiers."""
+        scan = _Scan(_texts(extracted), self._matcher, self._classifiers)
+        scopes = ("subject", "body", "attachments")
+        return [m for scope in scopes for m in scan.classified(classifier, scope, min_confidence)]
 
     # -- rules ----------------------------------------------------------------------------
 
@@ -226,7 +246,11 @@ class Policies:
                 m for scope in cond.scope for k in range(len(cond.phrases)) for m in scan.matches(f"{key}.{k}", scope)
             ]
         elif isinstance(cond, ClassifierCondition):
-            found = [m for scope in cond.scope for m in scan.classified(cond.classifier, scope)]
+            found = [
+                (m.value, f"{cond.classifier}: {m.confidence}")
+                for scope in cond.scope
+                for m in scan.classified(cond.classifier, scope, cond.min_confidence)
+            ]
         elif isinstance(cond, AttachmentCondition):
             found = [a.name for a in extracted.attachments if _attachment_matches(cond.attachment, a)]
             if found:
@@ -272,6 +296,13 @@ def _texts(extracted: Extracted) -> dict[str, str]:
             parts["body"].append(part.text)
     parts["headers"] = [f"{n}: {v}" for n, v in extracted.headers]
     return {scope: "\n".join(parts.get(scope, [])) for scope in ("subject", "body", "attachments", "headers")}
+
+
+def _shown(evidence: str | tuple[str, str]) -> str:
+    """Evidence redacted; a classifier's match says which classifier and how confident."""
+    if isinstance(evidence, tuple):
+        return f"{redact(evidence[0])} ({evidence[1]})"
+    return redact(evidence)
 
 
 def redact(text: str) -> str:

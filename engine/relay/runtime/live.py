@@ -149,7 +149,7 @@ def provision(config: RelayConfig, *, base_dir: Path, version: int, tls: bool = 
         trusted=ip_groups.get(TRUSTED_GROUP, IPSet(())),
         gateway=ip_groups.get(gateway_group(config), IPSet(())),
         routes=_routes(config, domain_groups),
-        policies=Policies(config, ip_groups, domain_groups),
+        policies=Policies(config, ip_groups, domain_groups, cache_dir=data_dir / "dlp" if tls else None),
         server_tls=server_context(cert_dir / "cert.pem", cert_dir / "key.pem", ciphers=config.tls.server_ciphers)
         if cert_dir
         else None,
