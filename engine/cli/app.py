@@ -20,7 +20,6 @@ app = typer.Typer(
     name="sealrelay",
     help="An email-encryption SMTP relay whose every setting lives in versioned YAML.",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
 )
 schema_app = typer.Typer(help="The JSON Schemas of the config format.", no_args_is_help=True)
@@ -35,6 +34,38 @@ app.command("simulate")(simulate)
 app.command("explain")(explain)
 
 DEFAULT_CONFIG = Path("relay.yaml")
+
+
+def version_text() -> str:
+    """`sealrelay 0.1.0 (config format 1, Python 3.11.7)`: what a bug report needs first."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    from engine.config.model import LATEST_VERSION
+
+    try:
+        ours = version("sealrelay")
+    except PackageNotFoundError:  # run from a tree that was never installed
+        ours = "unknown"
+    return f"sealrelay {ours} (config format {LATEST_VERSION}, Python {platform.python_version()})"
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(version_text())
+        raise typer.Exit(views.EXIT_OK)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_show_version, is_eager=True, help="Print the version and exit"
+    ),
+) -> None:
+    """An email-encryption SMTP relay whose every setting lives in versioned YAML.
+
+    Shell completion: `sealrelay --install-completion` (bash, zsh, fish, PowerShell).
+    """
 
 
 class Format(str, Enum):
@@ -64,49 +95,108 @@ def validate(
     raise typer.Exit(views.show_diagnostics(result.diagnostics, fmt.value, valid=result.ok, path=str(path)))
 
 
+class LogFormat(str, Enum):
+    text = "text"
+    json = "json"
+
+
 @app.command()
 def serve(
     path: Path = typer.Argument(None, help="Config file or directory (default: relay.yaml, else the embedded default)"),
     watch: bool = typer.Option(False, "--watch", help="Reload when the config files change"),
     log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING or ERROR"),
+    log_format: LogFormat = typer.Option(
+        LogFormat.text, "--log-format", help="text, or json: one JSON object per line for every record"
+    ),
     allow_downgrade: bool = typer.Option(
         False,
         "--allow-downgrade",
         help="Serve config files that loosen protection against the config that ran last (needs --reason)",
     ),
     reason: str | None = typer.Option(None, "--reason", help="Why: recorded in the audit log with the start"),
+    listen: list[str] = typer.Option(
+        None,
+        "--listen",
+        help="Bind NAME=ADDR:PORT instead of the config (an SMTP listener, admin, metrics or portal; "
+        "ADDR:PORT alone: the only SMTP listener; port 0: any free one). Repeatable; also $SEALRELAY_LISTEN",
+    ),
 ) -> None:
     """Run the relay: SMTP listeners, the durable queue and delivery workers.
 
     A restart resumes the config that ran last (kept in data_dir): config files that differ
     from it are a change, planned and guarded like an apply, and recorded in the audit log.
+    `--listen` moves where this process binds without changing the config (shown in
+    /v1/status). A start that cannot bind a port or use data_dir exits 1 with one line.
 
-    Example: sealrelay serve relay.yaml
+    Example: sealrelay serve relay.yaml --listen smtp=127.0.0.1:2625 --listen admin=127.0.0.1:18025
     """
-    if allow_downgrade and not (reason and reason.strip()):
-        typer.echo('--allow-downgrade needs --reason "…" (it goes into the audit log)', err=True)
-        raise typer.Exit(views.EXIT_ERROR)
-
     import os
+
+    from engine.relay.runtime import listen as listening
+    from engine.relay.runtime import logbuffer
+
+    logbuffer.install(log_level.upper(), LogFormat(log_format).value)
+    say = _reporter(LogFormat(log_format).value)
+    if allow_downgrade and not (reason and reason.strip()):
+        say('--allow-downgrade needs --reason "…" (it goes into the audit log)', error=True)
+        raise typer.Exit(views.EXIT_ERROR)
+    try:
+        overrides = listening.parse(listen or [])
+    except ValueError as exc:
+        say(f"error: {exc}", error=True)
+        raise typer.Exit(views.EXIT_ERROR) from None
 
     os.umask(0o077)  # everything the relay creates (queue, keys, state, audit log) is the owner's alone
 
-    from engine.relay.runtime.logbuffer import install
-    from engine.relay.runtime.relay import ConfigError, config_location
+    from engine.relay.runtime.relay import ConfigError, StartupError, config_location
     from engine.relay.runtime.service import Service
 
-    install(log_level.upper())
     path, base_dir = config_location(path)
-    service = Service(path, base_dir=base_dir, watch=watch, allow_downgrade=allow_downgrade, reason=reason)
-    typer.echo(f"sealrelay serving {path}" + (" (watching for changes)" if watch else ""), err=True)
+    service = Service(
+        path, base_dir=base_dir, watch=watch, allow_downgrade=allow_downgrade, reason=reason, overrides=overrides
+    )
+    say(f"sealrelay serving {path}" + (" (watching for changes)" if watch else ""))
+    if overrides:
+        say(f"listening where --listen says, not the config: {' '.join(overrides.given)}")
     try:
         run_loop(service.run_forever())
     except ConfigError as exc:
-        typer.echo(str(exc), err=True)
-        typer.echo(f"{path}: invalid config, not started", err=True)
+        say(f"{path}: invalid config, not started", detail=str(exc), error=True)
+        raise typer.Exit(views.EXIT_ERROR) from None
+    except (StartupError, OSError) as exc:  # a port taken, data_dir unusable: one line, no traceback
+        say(f"error: {_one_line(exc)}; not started", error=True)
         raise typer.Exit(views.EXIT_ERROR) from None
     except KeyboardInterrupt:
         pass
+
+
+def _reporter(fmt: str):
+    """What `serve` itself says (its start line, why it did not start): plain lines on stderr,
+    or with `--log-format json` log records like every other line (one JSON object each)."""
+    import logging
+
+    from engine.relay.runtime import logbuffer
+
+    log = logging.getLogger("sealrelay.serve")
+
+    def say(message: str, *, detail: str | None = None, error: bool = False) -> None:
+        logbuffer.flush()  # what was logged before comes first
+        if fmt == "json":
+            log.log(logging.ERROR if error else logging.INFO, message, extra={"detail": detail} if detail else None)
+            logbuffer.flush()
+            return
+        if detail:
+            typer.echo(detail, err=True)
+        typer.echo(message, err=True)
+
+    return say
+
+
+def _one_line(exc: BaseException) -> str:
+    """A start failure as one line: our own errors say it all; an OSError names its file."""
+    if isinstance(exc, OSError) and exc.filename and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}"
+    return " ".join(str(exc).split())
 
 
 @schema_app.command("export")
@@ -185,7 +275,7 @@ def main() -> None:
     # typer may vendor click: find its exception base through a public class, not an import
     click_error = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
     try:
-        code = app(standalone_mode=False)
+        code = app(prog_name="sealrelay", standalone_mode=False)
     except click_error as exc:
         exc.show()
         sys.exit(views.EXIT_ERROR)

@@ -61,20 +61,24 @@ def plan(
     from engine.plan import planfile
     from engine.plan.build import make_plan
     from engine.plan.inputs import SourceError, load_other
-    from engine.plan.render import render
+    from engine.plan.render import render, render_failure
 
     fmt_value = PlanFormat(fmt).value
+
+    def fail(problem: str, diagnostics=()) -> typer.Exit:
+        """No plan: say so on stderr and, for markdown and json, in the document CI posts."""
+        sys.stdout.write(render_failure(fmt_value, str(path), problem, diagnostics))
+        return typer.Exit(views.EXIT_ERROR)
+
     result = load_config(path)
     if result.diagnostics:
         sys.stderr.write(render_text(result.diagnostics) + "\n")
     if not result.ok or result.config is None:
         typer.echo(f"{path}: invalid config, no plan", err=True)
-        raise typer.Exit(views.EXIT_ERROR)
-    if against is None and relay and len(relay) > 1 and out is not None:
-        typer.echo("error: --out saves the plan of one relay: plan each relay on its own", err=True)
-        raise typer.Exit(views.EXIT_ERROR)
+        raise fail(f"{path} is invalid, so there is no plan: fix what is listed below.", result.diagnostics)
     commit, warning = planfile.git_commit(path)
     changes = False
+    plans = []
     for target in [None] if against is not None or not relay else relay:
         try:
             if against is not None:
@@ -84,10 +88,10 @@ def plan(
                 current, label, base_version, last_applied = _from_relay(target, token_file, result)
         except SourceError as exc:
             typer.echo(exc.render(), err=True)
-            raise typer.Exit(views.EXIT_ERROR) from None
+            raise fail(str(exc), exc.diagnostics) from None
         except PlanError as exc:
             typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(views.EXIT_ERROR) from None
+            raise fail(str(exc)) from None
         the_plan = make_plan(
             result.config,
             current,
@@ -97,24 +101,53 @@ def plan(
             desired_label=str(path),
             base_label=label,
         )
+        if against is None:  # what only the relay knows: queued mail this would send to a dead destination
+            the_plan = _with_warnings(the_plan, _relay_warnings(target, token_file, result))
         sys.stdout.write(render(the_plan, fmt_value))
         changes = changes or the_plan.has_changes
         if probe:
             from engine.relay.delivery import probe as prober
 
             sys.stdout.write(prober.render(prober.run(result.config, list(the_plan.changes), result.base_dir)))
-        if out is not None:
-            if warning:
-                typer.echo(f"warning: {warning}", err=True)
-            try:
-                planfile.save(out, the_plan, result.config)
-            except OSError as exc:
-                typer.echo(f"error: cannot write {out}: {exc.strerror}", err=True)
-                raise typer.Exit(views.EXIT_ERROR) from None
-            typer.echo(f"Saved the plan to {out}: apply it with `sealrelay apply {out}`", err=True)
+        plans.append((target, the_plan))
+    if out is not None:
+        if warning:
+            typer.echo(f"warning: {warning}", err=True)
+        saved = _one_plan(plans)
+        try:
+            planfile.save(out, saved, result.config)
+        except OSError as exc:
+            typer.echo(f"error: cannot write {out}: {exc.strerror}", err=True)
+            raise typer.Exit(views.EXIT_ERROR) from None
+        relays = "".join(f" --relay {url}" for url, _ in plans if url and len(plans) > 1)
+        typer.echo(f"Saved the plan to {out}: apply it with `sealrelay apply {out}{relays}`", err=True)
     if detailed_exitcode and changes:
         raise typer.Exit(views.EXIT_CHANGES)
     raise typer.Exit(views.EXIT_OK)
+
+
+def _one_plan(plans: list) -> Any:
+    """The plan to save: the only one, or, over several relays, one that fits them all.
+
+    Relays that run the same config get the same plan; saved without a base version (their
+    counters differ), it binds the config hash they all run, and `apply` checks each node
+    against it. Relays that run different configs cannot share one: exit 1, nothing saved."""
+    from dataclasses import replace
+
+    if len(plans) == 1:
+        return plans[0][1]
+    hashes = {plan.base_hash for _, plan in plans}
+    if len(hashes) > 1:
+        running = ", ".join(f"{url}: sha256 {(plan.base_hash or '')[:12]}" for url, plan in plans)
+        typer.echo(
+            f"error: --out: these relays run different configs ({running}): one saved plan cannot fit them; "
+            "save a plan per relay (a fleet of node files: one per node file)",
+            err=True,
+        )
+        raise typer.Exit(views.EXIT_ERROR)
+    first = plans[0][1]
+    label = "the relays at " + ", ".join(url for url, _ in plans)
+    return replace(first, base_version=None, base_label=label, drift=())
 
 
 def _from_relay(relay: str | None, token_file: Path | None, result: Any) -> tuple[Any, str, int | None, Any]:
@@ -138,6 +171,28 @@ def _from_relay(relay: str | None, token_file: Path | None, result: Any) -> tupl
     except AdminError as exc:
         raise PlanError(f"{exc} (to plan without a relay: --against OTHER)") from None
     return running.config, f"the relay at {url}", running.version, getattr(running, "last_applied", None)
+
+
+def _with_warnings(plan: Any, warnings: tuple[str, ...]) -> Any:
+    from dataclasses import replace
+
+    return replace(plan, warnings=warnings) if warnings else plan
+
+
+def _relay_warnings(relay: str | None, token_file: Path | None, result: Any) -> tuple[str, ...]:
+    """The relay's own plan's warnings (`POST /v1/plan`); none when it cannot say (best effort:
+    the plan above stands on its own)."""
+    from engine.admin.client import AdminError, RelayClient, token_from
+    from engine.plan.diff import canonical
+
+    config = result.config
+    url = relay or f"http://{config.system.admin.address}:{config.system.admin.port}"
+    try:
+        with RelayClient(url, token_from(token_file, result.base_dir / config.system.data_dir)) as client:
+            answer = client.plan(canonical(config))
+    except AdminError:
+        return ()
+    return tuple((answer.plan or {}).get("warnings", ()))
 
 
 plan_command = plan

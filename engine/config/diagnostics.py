@@ -119,6 +119,11 @@ def render_text(diags: Sequence[Diagnostic]) -> str:
     return "\n".join(lines)
 
 
+def render_one_line(diags: Sequence[Diagnostic]) -> str:
+    """Every diagnostic on one line (`; ` between them, hints in parentheses): for a log."""
+    return "; ".join(render_line(d) + (f" (hint: {d.hint})" if d.hint else "") for d in diags)
+
+
 def to_json(diag: Diagnostic) -> dict:
     mark = diag.mark
     return {

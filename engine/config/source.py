@@ -11,6 +11,9 @@ A directory is read as one config: its `*.yaml`/`*.yml` files, in name order, ar
 Mappings merge key by key, lists concatenate, and a key set twice (in one file or in two)
 is an error that names both places. YAML 1.2 rules apply, so `no` stays the string "no".
 
+A file with a top-level `extends: ../base` is one node of a fleet: its values laid over the
+shared config it names (`overlay.py`).
+
 Reading costs at most what `ReadLimits` allows (bytes, files, depth, values with aliases
 expanded: docs/security.md); crossing a limit is a located error, never a crash. Only
 regular files inside a config directory are read: a symlink out of it is an error.
@@ -26,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path as FsPath
 from typing import Any
 
+from engine.config import overlay
 from engine.config.compose import (
     DEFAULT_LIMITS,
     MERGE,
@@ -125,8 +129,11 @@ def _members(directory: FsPath, limits: ReadLimits) -> tuple[list[tuple[FsPath, 
     return members, diags
 
 
-def load_path(path: str | FsPath, *, limits: ReadLimits = DEFAULT_LIMITS) -> Loaded:
-    """Read a config file or directory. Never raises for bad input: it reports."""
+def load_path(path: str | FsPath, *, limits: ReadLimits = DEFAULT_LIMITS, nodes: bool = True) -> Loaded:
+    """Read a config file or directory. Never raises for bad input: it reports.
+
+    A file with a top-level `extends:` is a node file, laid over the config it names
+    (`overlay.py`); `nodes=False` reads it as it is (a base, which must not be one)."""
     path = FsPath(path)
     source = SourceMap()
     try:
@@ -161,7 +168,10 @@ def load_path(path: str | FsPath, *, limits: ReadLimits = DEFAULT_LIMITS) -> Loa
     for root in roots:
         builder.merge_mapping(data, root, ())
     source.values.setdefault((), Mark(source.files[0], 1, 1))  # empty files: the config starts there
-    return Loaded(data, source, builder.diagnostics, base_dir)
+    loaded = Loaded(data, source, builder.diagnostics, base_dir)
+    if nodes and not is_dir and overlay.KEY in data and not builder.diagnostics:
+        return overlay.extend(loaded, path, limits, load_path)
+    return loaded
 
 
 def _at(node: Node, path: Path, message: str, hint: str | None = None) -> Diagnostic:

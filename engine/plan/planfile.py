@@ -54,7 +54,7 @@ def git_commit(config_path: str | Path) -> tuple[str | None, str | None]:
     head = git(where, "rev-parse", "--verify", "--quiet", "HEAD")
     if head.returncode != 0:
         return None, f"{config_path}: the git repository has no commit yet: the plan records no commit"
-    status = git(where, "status", "--porcelain", "--untracked-files=all", "--", str(path))
+    status = git(where, "status", "--porcelain", "--untracked-files=all", "--", *_paths(path))
     if status.returncode != 0 or status.stdout.strip():
         return None, f"{config_path} has uncommitted changes: the plan records no commit (commit them first)"
     return head.stdout.decode().strip(), None
@@ -69,9 +69,17 @@ def git_provenance(config_path: str | Path) -> tuple[str | None, bool]:
     if not where.is_dir() or git(where, "rev-parse", "--is-inside-work-tree").returncode != 0:
         return None, False
     head = git(where, "rev-parse", "--verify", "--quiet", "HEAD")
-    status = git(where, "status", "--porcelain", "--untracked-files=all", "--", str(path))
+    status = git(where, "status", "--porcelain", "--untracked-files=all", "--", *_paths(path))
     dirty = status.returncode != 0 or bool(status.stdout.strip())
     return (head.stdout.decode().strip() if head.returncode == 0 else None), dirty
+
+
+def _paths(path: Path) -> list[str]:
+    """The config's paths for `git status`: a node file's shared base is part of it."""
+    from engine.config.overlay import extends_of
+
+    base = extends_of(path) if path.is_file() else None
+    return [str(path)] + ([str((path.parent / base).resolve())] if base else [])
 
 
 def _digest(content: dict[str, Any]) -> str:

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from engine.config.diagnostics import Diagnostic, Severity, to_json
 from engine.config.secrets import REDACTED
 from engine.plan.change import LOOSENING, TIGHTENING, Action, Change, Plan
 from engine.plan.diff import ORDERED, SECRET_FIELDS, redact
@@ -178,6 +179,7 @@ def render_text(plan: Plan) -> str:
     else:
         out += ["", "Changes (+ create, ~ update, - delete; ! loosening):", "", _terminal(change_lines(plan.changes))]
     summary = plan.summary
+    out += [f"\nWarning: {warning}" for warning in plan.warnings]
     out += ["", f"Plan: {summary.line()}."]
     if summary.loosening:
         out.append(f"{REFUSAL}.")
@@ -239,6 +241,8 @@ def render_markdown(plan: Plan) -> str:
                 "",
             ]
         out += ["<details open><summary>Plan</summary>", "", *_fence(change_lines(plan.changes)), "", "</details>", ""]
+    for warning in plan.warnings:
+        out += ["> [!WARNING]", f"> {warning}", ""]
     facts = [*_provenance(plan), f"desired sha256 {plan.desired_hash[:12]}"]
     if plan.base_hash:
         facts.append(f"base sha256 {plan.base_hash[:12]}")
@@ -262,6 +266,43 @@ def plan_document(plan: Plan) -> dict[str, Any]:
 
 def render_json(plan: Plan) -> str:
     return json.dumps(plan_document(plan), indent=2, ensure_ascii=False) + "\n"
+
+
+def render_failure(fmt: str, desired: str, problem: str, diagnostics: Sequence[Diagnostic] = ()) -> str:
+    """When there is no plan: the same document a plan would have been, saying why not.
+
+    `markdown` is the pull-request comment (each finding at its file:line:col, with its hint),
+    `json` a document with `ok: false`; `text` is empty (the diagnostics went to stderr)."""
+    if fmt == "json":
+        doc = {"format_version": JSON_FORMAT_VERSION, "ok": False, "error": problem}
+        doc["diagnostics"] = [to_json(d) for d in diagnostics]
+        return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+    if fmt != "markdown":
+        return ""
+    errors = sum(d.severity is Severity.ERROR for d in diagnostics)
+    counts = [
+        f"{n} {word}{'s' if n != 1 else ''}"
+        for n, word in ((errors, "error"), (len(diagnostics) - errors, "warning"))
+        if n
+    ]
+    out = [f"### sealrelay plan: {_code(desired)}: no plan", "", "> [!CAUTION]", f"> {_escape(problem)}", ""]
+    if diagnostics:
+        out += [f"**{', '.join(counts)}:**", ""]
+    for d in diagnostics:
+        where = _code(str(d.mark)) if d.mark else "`<config>`"
+        path = f" {_code(d.dotted)}" if d.path else ""
+        out.append(f"- **{d.severity.value}** {where}{path}: {_escape(d.message)}")
+        out += [f"  - also at {_code(str(mark))}" for mark in d.related]
+        if d.hint:
+            out.append(f"  - hint: {_escape(d.hint)}")
+    return "\n".join(out) + "\n"
+
+
+def _escape(text: str) -> str:
+    """Words for Markdown: one line, no HTML, no accidental emphasis or links (GitHub reads
+    `data_dir` as a word, so underscores stay)."""
+    text = " ".join(text.split())
+    return re.sub(r"([\\*<>|\[\]])", r"\\\1", text)
 
 
 RENDERERS = {"text": render_text, "markdown": render_markdown, "json": render_json}

@@ -8,6 +8,7 @@ with a scrape taken before the change.
 from __future__ import annotations
 
 import asyncio
+import time
 
 import httpx
 import pytest
@@ -63,11 +64,28 @@ async def test_messages_and_deliveries_are_counted(write_config, service_for) ->
         assert value(after, **received) == (value(before, **received) or 0) + 1
         assert value(after, "sealrelay_config_version") == 1.0
 
-        async def certificate_gauge():
-            days = value(await scrape(service), "sealrelay_certificate_days_left")
-            return days if days and days > 824 else None  # the self-signed certificate is valid 825 days
+        # the self-signed certificate is valid 825 days: its notAfter as a unix timestamp, there from the start
+        expiry = value(before, "sealrelay_certificate_expiry_timestamp_seconds")
+        assert expiry and 824 * 86400 < expiry - time.time() <= 825 * 86400
 
-        await eventually(certificate_gauge, 15, "the certificate gauge")
+
+async def test_the_endpoint_follows_prometheus_conventions(write_config, service_for) -> None:  # noqa: F811
+    service = await service_for(write_config(system=admin_line()))
+    port = service.relay.live.config.system.metrics.port
+    async with httpx.AsyncClient(trust_env=False, timeout=10) as http:
+        page = await http.get(f"http://127.0.0.1:{port}/metrics")
+        other = await http.get(f"http://127.0.0.1:{port}/")
+        posted = await http.post(f"http://127.0.0.1:{port}/metrics")
+    assert page.http_version == "HTTP/1.1" and page.headers["content-type"].startswith("text/plain; version=")
+    assert (other.status_code, posted.status_code) == (404, 405)  # only GET /metrics is answered
+    families = {family.name: family for family in text_string_to_metric_families(page.text)}
+    assert not [name for name in families if name.endswith("_created")]
+    assert not [s.name for f in families.values() for s in f.samples if s.name.endswith("_created")]
+    [build] = families["sealrelay_build_info"].samples
+    assert build.value == 1 and build.labels["config_format"] == "1" and build.labels["version"]
+    for name in ("process_cpu_seconds", "process_resident_memory_bytes", "process_start_time_seconds", "python_info"):
+        assert name in families, name
+    assert "sealrelay_certificate_days_left" not in families  # a point in time, not a count of days
 
 
 async def test_queue_gauges_count_the_mail_waiting_in_the_queue(write_config, service_for) -> None:  # noqa: F811

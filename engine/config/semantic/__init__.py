@@ -36,7 +36,16 @@ def check(fn: Check) -> Check:
 
 
 def run_checks(config: RelayConfig, *, base_dir: FsPath, check_files: bool = True) -> list[Diagnostic]:
-    from engine.config.semantic import certificate, dlp, encryption, limits, names, transport, usage  # noqa: F401
+    from engine.config.semantic import (  # noqa: F401
+        certificate,
+        dlp,
+        encryption,
+        limits,
+        names,
+        system,
+        transport,
+        usage,
+    )
 
     ctx = Context(config, base_dir, check_files)
     return [diag for fn in CHECKS for diag in fn(ctx)]

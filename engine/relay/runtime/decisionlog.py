@@ -11,7 +11,8 @@ log = logging.getLogger("sealrelay.decisions")
 def emit(event: str, **fields) -> None:
     """Log `{"event": ..., **fields}` as one JSON line on the `sealrelay.decisions` logger."""
     if log.isEnabledFor(logging.INFO):
-        log.info(json.dumps({"event": event, **fields}, separators=(",", ":"), default=str))
+        payload = {"event": event, **fields}  # `--log-format json` writes these at the top level
+        log.info(json.dumps(payload, separators=(",", ":"), default=str), extra={"fields": payload})
 
 
 def log_decision(event: str, queue_id: str, version: int, message, decision) -> None:

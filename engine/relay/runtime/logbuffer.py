@@ -13,17 +13,20 @@ import logging
 import logging.handlers
 import sys
 
-FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+from engine.relay.runtime.logformat import formatter
+
 FLUSH_INTERVAL = 0.2
 
 _buffer: logging.handlers.MemoryHandler | None = None
 
 
-def install(level: str) -> None:
-    """Root logging for the relay process: buffered stderr at `level`, aiosmtpd quieter."""
+def install(level: str, fmt: str = "text") -> None:
+    """Root logging for the relay process: buffered stderr at `level` in `fmt` (`text` or
+    `json`: logformat.py), Python's warnings through it too, aiosmtpd quieter."""
     global _buffer
     stream = logging.StreamHandler(sys.stderr)
-    stream.setFormatter(logging.Formatter(FORMAT))
+    stream.setFormatter(formatter(fmt))
+    logging.captureWarnings(True)
     _buffer = logging.handlers.MemoryHandler(capacity=500, flushLevel=logging.WARNING, target=stream)
     root = logging.getLogger()
     root.handlers[:] = [_buffer]

@@ -4,13 +4,52 @@ One registry per process (one relay per process). Counters are bumped where the 
 happen (intake, delivery, swaps); gauges are refreshed by the service's components. Served
 by `serve` on `system.metrics` (the `MetricsEndpoint` component, the admin API's HTTP stack;
 loopback by default, no token: expose it only to your Prometheus).
+
+Prometheus' conventions: base units (seconds, bytes), a point in time as a unix timestamp
+(`..._timestamp_seconds`: alert on `x - time()`), `_total` counters without `_created`
+series, `sealrelay_build_info` (always 1, the facts in its labels), and the standard
+`process_*` and `python_*` families of the process.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+import platform
+from importlib.metadata import PackageNotFoundError, version
+
+from prometheus_client import (
+    GC_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+)
+
+from engine.config.model import LATEST_VERSION
+
+disable_created_metrics()  # one `_created` series per counter label set: noise Prometheus does not use
 
 REGISTRY = CollectorRegistry()
+ProcessCollector(registry=REGISTRY)  # process_cpu_seconds_total, process_resident_memory_bytes, open fds, start time
+PlatformCollector(registry=REGISTRY)  # python_info
+REGISTRY.register(GC_COLLECTOR)  # python_gc_*
+
+
+def _version() -> str:
+    try:
+        return version("sealrelay")
+    except PackageNotFoundError:  # a tree that was never installed
+        return "unknown"
+
+
+BUILD_INFO = Gauge(
+    "sealrelay_build_info",
+    "Always 1: the sealrelay version, the config format it reads and the Python it runs on",
+    ["version", "config_format", "python"],
+    registry=REGISTRY,
+)
+BUILD_INFO.labels(_version(), str(LATEST_VERSION), platform.python_version()).set(1)
 
 RECEIVED = Counter(
     "sealrelay_messages_received",
@@ -31,8 +70,10 @@ SWAPS = Counter(
 CONFIG_VERSION = Gauge("sealrelay_config_version", "The running config version", registry=REGISTRY)
 QUEUE_ENTRIES = Gauge("sealrelay_queue_entries", "Messages in the queue", registry=REGISTRY)
 QUEUE_RECIPIENTS = Gauge("sealrelay_queue_recipients", "Recipients in the queue by state", ["state"], registry=REGISTRY)
-CERT_DAYS_LEFT = Gauge(
-    "sealrelay_certificate_days_left", "Days until the relay's certificate expires", registry=REGISTRY
+CERT_EXPIRY = Gauge(
+    "sealrelay_certificate_expiry_timestamp_seconds",
+    "When the relay's certificate expires (its notAfter), as a unix timestamp: alert on `x - time() < 14 * 86400`",
+    registry=REGISTRY,
 )
 
 
@@ -45,5 +86,32 @@ LIMIT_HITS = Counter(
     "sealrelay_smtp_limit_hits",
     "SMTP sessions refused or replies refused by a system.limits limit",
     ["limit"],
+    registry=REGISTRY,
+)
+
+
+# -- delivery scheduling: per-destination state (engine/relay/delivery/destinations.py) ------------
+# One label set per destination the scheduler tracks; removed when it forgets the destination
+# (idle and alive), so mail to many MX domains does not grow these without bound.
+
+DESTINATION_CONCURRENCY = Gauge(
+    "sealrelay_destination_concurrency",
+    "Parallel deliveries a destination may have now (slow start: grows on success, shrinks on connection failures)",
+    ["destination"],
+    registry=REGISTRY,
+)
+DESTINATION_BUSY = Gauge(
+    "sealrelay_destination_busy", "Deliveries to a destination in progress", ["destination"], registry=REGISTRY
+)
+DESTINATION_DEAD = Gauge(
+    "sealrelay_destination_dead",
+    "1 while a destination is dead (its mail waits without attempts until a probe succeeds), else 0",
+    ["destination"],
+    registry=REGISTRY,
+)
+DESTINATION_DEFERRED = Counter(
+    "sealrelay_destination_deferred",
+    "Recipients deferred per destination: after an attempt (attempted=yes) or without one, the destination being dead (no)",
+    ["destination", "attempted"],
     registry=REGISTRY,
 )

@@ -17,6 +17,7 @@ from engine.relay.delivery.deliver import Deliverer
 from engine.relay.methods.base import Method
 from engine.relay.queue import Queue
 from engine.relay.runtime import state as relay_state
+from engine.relay.runtime.listen import Overrides, bind_error
 from engine.relay.runtime.live import Live, provision
 from engine.relay.smtp.edge import session_factory
 from engine.relay.smtp.intake import Intake
@@ -58,6 +59,11 @@ class ConfigError(Exception):
     """The config is invalid; the message is the rendered diagnostics."""
 
 
+class StartupError(Exception):
+    """`serve` cannot start (a port is taken, `data_dir` is not a directory, an override does
+    not fit the config); the message is one line for the operator, and `serve` exits 1."""
+
+
 class Runtime:
     """The live config of a running relay, swapped atomically."""
 
@@ -92,8 +98,15 @@ class Relay:
     """One relay node. `start` binds every listener before accepting anything."""
 
     def __init__(
-        self, live: Live, *, methods: dict[str, Method] | None = None, resolver_for=None, clock=time.time
+        self,
+        live: Live,
+        *,
+        methods: dict[str, Method] | None = None,
+        resolver_for=None,
+        clock=time.time,
+        overrides: Overrides | None = None,
     ) -> None:
+        self.overrides = overrides or Overrides()  # `serve --listen`: where listeners bind instead
         self.runtime = Runtime(live)
         self.queue = Queue.open(live.data_dir / "queue")
         self.deliverer = Deliverer(
@@ -122,25 +135,34 @@ class Relay:
         added = []
         try:
             for listener in live.config.system.listeners:
-                where = (listener.address, listener.port)
+                where = self.overrides.listener(listener)
                 if where in self._servers:
                     continue
                 factory = session_factory(self.runtime.current, listener, self.intake, self.connections)
-                self._servers[where] = await loop.create_server(
-                    factory,
-                    listener.address,
-                    listener.port,
-                    reuse_address=True,
-                    reuse_port=listener.reuse_port,
-                    backlog=LISTEN_BACKLOG,
-                )
+                try:
+                    server = await loop.create_server(
+                        factory,
+                        *where,
+                        reuse_address=True,
+                        reuse_port=listener.reuse_port,
+                        backlog=LISTEN_BACKLOG,
+                    )
+                except OSError as exc:
+                    hint = f"free it, change system.listeners, or serve --listen {listener.name}=ADDR:PORT"
+                    raise bind_error(f"the SMTP listener {listener.name}", *where, exc, hint) from exc
+                self._servers[where] = server
                 added.append(where)
-                log.info("listening on %s:%s (%s)", listener.address, listener.port, listener.name)
+                port = server.sockets[0].getsockname()[1]
+                log.info("listening on %s:%s (%s)", where[0], port, listener.name)
         except OSError:
             for where in added:
                 self._servers.pop(where).close()
             raise
         return added
+
+    def addresses(self, live: Live) -> set[tuple[str, int]]:
+        """Where the listeners of `live` bind in this process (the config's, or an override)."""
+        return {self.overrides.listener(listener) for listener in live.config.system.listeners}
 
     async def switch(self, live: Live) -> None:
         """Make `live` the running config: new listeners bound first (a port that cannot be
@@ -148,7 +170,7 @@ class Relay:
         stop accepting; sessions in progress finish under the config they started with."""
         await self._listen(live)
         old = self.runtime.swap(live)
-        wanted = {(lst.address, lst.port) for lst in live.config.system.listeners}
+        wanted = self.addresses(live)
         for where in [w for w in self._servers if w not in wanted]:
             self._servers.pop(where).close()
             log.info("stopped listening on %s:%s", *where)
@@ -163,7 +185,7 @@ class Relay:
         """The bound port of each listener by name (useful when the config says port 0)."""
         out = {}
         for listener in self.live.config.system.listeners:
-            server = self._servers.get((listener.address, listener.port))
+            server = self._servers.get(self.overrides.listener(listener))
             if server is not None:
                 out[listener.name] = server.sockets[0].getsockname()[1]
         return out

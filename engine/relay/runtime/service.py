@@ -19,19 +19,20 @@ from pathlib import Path
 
 from engine.admin.audit import Audit, AuditRecord
 from engine.admin.contract import ChangeCounts
-from engine.config.diagnostics import render_text
+from engine.config.diagnostics import render_one_line, render_text
 from engine.config.load import load_config
-from engine.config.source import config_files
 from engine.plan.diff import config_hash
 from engine.plan.planfile import git_provenance
-from engine.relay.runtime import metrics, startup
+from engine.relay.runtime import metrics, startup, watch
 from engine.relay.runtime.components import Component, components_for
 from engine.relay.runtime.control import RelayControl
-from engine.relay.runtime.relay import Relay
+from engine.relay.runtime.listen import Overrides
+from engine.relay.runtime.relay import Relay, StartupError
 
 log = logging.getLogger(__name__)
 
 WATCH_DEBOUNCE_MS = 50
+WATCH_POLL_MS = 1000
 CONTROL_SWITCH_INTERVAL = 0.0005
 
 
@@ -45,8 +46,10 @@ class Service:
         admin: bool = True,
         allow_downgrade: bool = False,
         reason: str | None = None,
+        overrides: Overrides | None = None,
     ) -> None:
         self.path = path
+        self.overrides = overrides or Overrides()
         self.allow_downgrade = allow_downgrade
         self.reason = reason
         self.base_dir = base_dir
@@ -58,8 +61,11 @@ class Service:
         self.admin_port: int | None = None
         self.portal_port: int | None = None
         self.components = components_for(admin=admin, watch=watch)
+        self._watched: watch.Watched | None = None
 
     async def start(self) -> None:
+        # what the files hold before they are read: a change from here on is seen by the watcher
+        self._watched = await asyncio.to_thread(watch.follow, self.path) if self.watch else None
         start = await asyncio.to_thread(
             startup.choose,
             self.path,
@@ -69,7 +75,11 @@ class Service:
             provenance=git_provenance,
         )
         live = start.live
-        self.relay = Relay(live)
+        try:
+            self.overrides = self.overrides.fit(live.config)
+        except ValueError as exc:
+            raise StartupError(str(exc)) from None
+        self.relay = Relay(live, overrides=self.overrides)
         self.control = RelayControl(
             self.relay,
             source="start",
@@ -78,20 +88,10 @@ class Service:
             reason=start.reason,
             held=start.held,
             relay_loop=asyncio.get_running_loop(),
+            overrides=self.overrides.to_json(),
         )
         self.audit = Audit.in_dir(live.data_dir)
         self._audit_start(start)
-        log.info(
-            "config version %d serving (start: %s%s%s)",
-            live.version,
-            {
-                "applied": "the config files",
-                "unchanged": "the config that ran last",
-                "refused": "the config that ran last",
-            }[start.result],
-            f", files at {start.commit[:12]}" if start.commit else "",
-            ", dirty tree" if start.dirty else "",
-        )
         self.control.on_swap = self._on_swap
         await self.relay.start()
         metrics.CONFIG_VERSION.set(live.version)
@@ -111,6 +111,17 @@ class Service:
             )
             self._control_thread.start()
             await ready
+        log.info(  # once everything listens: a start that fails before this never said "serving"
+            "config version %d serving (start: %s%s%s)",
+            live.version,
+            {
+                "applied": "the config files",
+                "unchanged": "the config that ran last",
+                "refused": "the config that ran last",
+            }[start.result],
+            f", files at {start.commit[:12]}" if start.commit else "",
+            ", dirty tree" if start.dirty else "",
+        )
 
     def _on(self, plane: str) -> list[Component]:
         return [c for c in self.components if c.plane == plane]
@@ -176,8 +187,8 @@ class Service:
                 loop.add_signal_handler(sig, stopping.set)
             except (NotImplementedError, RuntimeError):  # not the main thread (tests)
                 pass
-        await self.start()
         try:
+            await self.start()  # a start that fails half-way is stopped like a running one
             await stopping.wait()
         finally:
             await self.stop()
@@ -190,7 +201,7 @@ class Service:
         result = await asyncio.to_thread(load_config, self.path)
         if not result.ok:
             error = render_text(result.diagnostics)
-            log.error("config reload refused, the running config stays:\n%s", error)
+            log.error("config reload refused, the running config stays: %s", render_one_line(result.diagnostics))
             self.control.note_failure(source, error)
             self._audit(source, "refused", error=error)
             return error
@@ -203,25 +214,34 @@ class Service:
         return error
 
     async def watch_files(self) -> None:
+        """Reload when what the config's files hold changes (`watch.py`: links followed, a node
+        file's base too). Editors that save by renaming a temporary file are seen (directories
+        are watched, not files); saves are debounced, and one that changes nothing is ignored."""
         from watchfiles import awatch
 
-        target = self.path.resolve()
-        directory = target if target.is_dir() else target.parent
-        names = {p.name for p in config_files(target)} if target.is_file() else None
-
-        def relevant(change, changed_path: str) -> bool:
-            changed = Path(changed_path)
-            if target.is_dir():
-                return changed.suffix in (".yaml", ".yml")
-            return changed.name in (names or {target.name})
-
-        # Editors save by writing a temporary file and renaming it over the original: watch
-        # the directory, not the file, and debounce so one save is one reload.
-        async for _ in awatch(directory, watch_filter=relevant, debounce=WATCH_DEBOUNCE_MS, step=10, recursive=False):
-            try:
-                await self.reload()
-            except Exception:  # a reload must never take the relay down
-                log.exception("config reload failed")
+        watched = self._watched or await asyncio.to_thread(watch.follow, self.path)
+        while True:
+            stop = asyncio.Event()
+            directories = sorted(watched.directories)
+            async for _ in awatch(
+                *directories,
+                debounce=WATCH_DEBOUNCE_MS,
+                step=10,
+                recursive=False,
+                stop_event=stop,
+                rust_timeout=WATCH_POLL_MS,
+                yield_on_timeout=True,  # a quiet second: look anyway (a change the events missed)
+            ):
+                now = await asyncio.to_thread(watch.follow, self.path)
+                if now.snapshot != watched.snapshot:
+                    try:
+                        await self.reload()
+                    except Exception:  # a reload must never take the relay down
+                        log.exception("config reload failed")
+                moved, watched = now.directories != watched.directories, now
+                if moved:
+                    stop.set()  # start over on the new directories
+                    break
 
     def _audit(
         self,

@@ -12,17 +12,19 @@ A restart can therefore never serve, unseen, a config that an apply would have r
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from engine.admin.contract import ChangeCounts
 from engine.config.diagnostics import has_errors, render_text
 from engine.config.load import load_config, validate_data
+from engine.fsutil import private_dir
 from engine.plan.build import make_plan
 from engine.plan.diff import config_hash
 from engine.relay.runtime import state as relay_state
 from engine.relay.runtime.live import Live, provision
-from engine.relay.runtime.relay import ConfigError
+from engine.relay.runtime.relay import ConfigError, StartupError
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +58,7 @@ def choose(
     if not result.ok:
         raise ConfigError(render_text(result.diagnostics))
     base = (base_dir or result.base_dir).resolve()
-    data_dir = (base / result.config.system.data_dir).resolve()
+    data_dir = usable_data_dir((base / result.config.system.data_dir).resolve())
     known = relay_state.load(data_dir)
     version = known.version + 1
     commit, dirty = provenance(path) if provenance else (None, False)
@@ -81,6 +83,19 @@ def choose(
     if plan.loosenings:
         log.warning("config files loosen protection, started with --allow-downgrade: %s", reason)
     return Start(live, "applied", known.version, commit, dirty, summary, bool(plan.loosenings), reason)
+
+
+def usable_data_dir(data_dir: Path) -> Path:
+    """`data_dir`, made (owner-only) when missing; StartupError when it cannot serve as one."""
+    if data_dir.exists() and not data_dir.is_dir():
+        raise StartupError(f"data_dir {data_dir} exists and is not a directory (system.data_dir): move it away")
+    try:
+        private_dir(data_dir)
+    except OSError as exc:
+        raise StartupError(f"data_dir {data_dir} cannot be created: {exc.strerror} (system.data_dir)") from None
+    if not os.access(data_dir, os.R_OK | os.W_OK | os.X_OK):
+        raise StartupError(f"data_dir {data_dir} is not writable by this user (uid {os.getuid()}): run as its owner")
+    return data_dir
 
 
 def _resume(config: dict, known: relay_state.State, base: Path, version: int) -> Live:

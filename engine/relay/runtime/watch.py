@@ -1,0 +1,59 @@
+"""What `serve --watch` follows: the config's files wherever they really are, and when they changed.
+
+A config's files are its directory's YAML files (or the one file), a node file's shared base
+(`extends:`), and, through symbolic links, the files they point at. A Kubernetes ConfigMap
+mounts each key as `relay.yaml -> ..data/relay.yaml` and `..data -> ..2024_01_01_12_00_00.1`
+and updates by renaming a new `..data` link over the old one: no `*.yaml` name changes,
+only a link. So the watcher does not judge events by name. Any change in a watched
+directory, and a quiet second too (events can be missed: a change before the watch was set
+up, a network filesystem), makes it take the config's `Snapshot` again (each file's path,
+where it really is, its inode, size and modification time); only a snapshot that differs
+reloads, and a reload whose config hash is the running one changes nothing. A README edited
+beside the config costs a few `stat`s.
+
+Watched directories: each config directory, the directory of each file as named, and the
+directory each file really lives in when that is not inside one already watched (a single
+`relay.yaml` linked to a shared checkout). Watches are not recursive; when the set changes
+(a node file now extends another base) the watcher starts over on the new set.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.config.overlay import files_of, real
+
+Snapshot = tuple[tuple[str, str, int, int, int], ...]  # (as named, really, inode, size, mtime_ns)
+
+
+@dataclass(frozen=True)
+class Watched:
+    directories: frozenset[Path]
+    snapshot: Snapshot
+
+
+def follow(path: Path) -> Watched:
+    """The directories to watch for the config at `path`, and what its files hold now."""
+    path = Path(path).absolute()
+    files = files_of(path)
+    configs = {path} if path.is_dir() else set()
+    configs |= {f.parent for f in files}
+    directories = set(configs)
+    for file in files:
+        where = real(file).parent
+        if not any(where == d or d in where.parents for d in configs):
+            directories.add(where)
+    return Watched(frozenset(d for d in directories if d.is_dir()), _snapshot(files))
+
+
+def _snapshot(files: list[Path]) -> Snapshot:
+    out = []
+    for file in files:
+        try:
+            st = os.stat(file)
+            out.append((str(file), os.path.realpath(file), st.st_ino, st.st_size, st.st_mtime_ns))
+        except OSError:
+            out.append((str(file), "", 0, -1, 0))  # gone or unreadable: the reload says why
+    return tuple(out)
