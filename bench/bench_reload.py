@@ -1,9 +1,13 @@
 """Config changes under load: 100 applies and 100 file reloads while 20 sessions send.
 
-Issue 4's benchmark. One `sealrelay serve --watch` process runs the full example config
-(examples/full.yaml, with its next hops pointed at a local sink and its ports made free);
-20 SMTP sessions send continuously; meanwhile the admin API receives 100 applies and the
-config file is rewritten 100 times (each a real change: `delivery.retry_interval` toggled).
+Issue 4's benchmark, with issue 13's DLP policy. One `sealrelay serve --watch` process runs
+the full example config (examples/full.yaml, with its next hops pointed at a local sink and
+its ports made free) plus `--dlp-rules` generated DLP rules (500 by default: 500 patterns
+and 1,000 phrases; `--dlp-rules 0` is issue 4's setup); 20 SMTP sessions send
+continuously; meanwhile the admin API receives 100 applies and the config file is
+rewritten 100 times (each a real change: `delivery.retry_interval` toggled, DLP left alone).
+Then, the load over, `--rule-changes` pairs of applies: one leaving DLP alone, one adding a
+phrase to one DLP rule; and the relay is stopped and started again on the same data_dir.
 Measured:
 
 - apply latency: from sending `POST /v1/apply` to its 200 (the new config serves when the
@@ -12,14 +16,17 @@ Measured:
   (includes the watcher's 50 ms debounce), and the relay's own provision+swap time from its
   log lines;
 - messages: every one sent got 250, every one arrived at the sink, and each appears in the
-  decision log once, with one config version.
+  decision log once, with one config version;
+- after the load: apply latency with DLP unchanged and with one DLP rule changed, p50/p99/max;
+- start to serving (the SMTP greeting) of the first start (nothing compiled yet) and of a
+  restart on the same data_dir (the compiled pattern database is loaded from it).
 
 The load's mail comes from 127.0.0.1, an internal server: the config must let it relay and
 must not take it for the encryption gateway's (that mail would be held, not delivered); the
 run refuses to start otherwise.
 
-Run: python bench/bench_reload.py [--seconds 30] [--applies 100] [--reloads 100]
-     python bench/bench_reload.py --smoke   # a few seconds: 3 applies, 3 reloads; correctness only
+Run: python bench/bench_reload.py [--seconds 30] [--applies 100] [--reloads 100] [--dlp-rules 500] [--rule-changes 20]
+     python bench/bench_reload.py --smoke   # a few seconds: 3 applies, 3 reloads, 20 rules, 2 rule changes; correctness only
 """
 
 from __future__ import annotations
@@ -60,9 +67,33 @@ def swap(text: str, old: str, new: str) -> str:
     return text.replace(old, new)
 
 
-def make_config(tmp: Path, sink_port: int) -> tuple[Path, int, int]:
-    """examples/full.yaml made local: free ports, next hops at the sink, no DNS."""
+def dlp_rules(count: int) -> str:
+    """`count` DLP rules in policies of 10 (a pattern and two phrases each, as
+    bench_config_load.py's), in YAML for dlp.policies; none of them matches the load."""
+    lines = []
+    for p in range(-(-count // 10)):
+        lines += [f"    - name: bench-{p}", "      owners: [security@example.com]", "      rules:"]
+        for r in range(min(10, count - p * 10)):
+            lines += [
+                f"        - name: rule-{r}",
+                "          conditions:",
+                "            any:",
+                f"              - pattern: '\\bREF-{p:03d}{r}\\d{{6}}\\b'",
+                f"              - phrases: ['project {p}-{r}', 'codename {p} {r}']",
+                "          action_plan: encrypt-sensitive",
+                "          destination: {direction: outbound}",
+            ]
+    return "".join(line + "\n" for line in lines)
+
+
+def make_config(tmp: Path, sink_port: int, rules: int = 0) -> tuple[Path, int, int]:
+    """examples/full.yaml made local: free ports, next hops at the sink, no DNS; plus `rules` DLP rules."""
     text = (ROOT / "examples" / "full.yaml").read_text()
+    text = swap(
+        text,
+        "  policies:\n    - name: payment-cards\n",
+        "  policies:\n" + dlp_rules(rules) + "    - name: payment-cards\n",
+    )
     smtp, admin = free_port(), free_port()
     text = swap(text, "port: 2525", f"port: {smtp}")
     text = swap(text, "port: 2587", f"port: {free_port()}")
@@ -162,6 +193,32 @@ async def load_child(port: int, seconds: float, sessions: int, out: Path) -> Non
     out.write_text(json.dumps({"sent": sent, "refused": refused}))
 
 
+async def change_rules(api, count: int) -> tuple[list[float], list[float]]:
+    """After the load: `count` pairs of applies a second apart, one leaving DLP alone
+    (`delivery.retry_interval` toggled) and one adding a phrase to one generated DLP rule
+    (tighter, so the downgrade guard allows it); their latencies (ms)."""
+    from engine.admin.contract import ApplyRequest
+
+    unchanged, changed = [], []
+    for n in range(count):
+        for kind, latencies in (("same", unchanged), ("rule", changed)):
+            running = await asyncio.to_thread(api.fetch_running)
+            desired = json.loads(json.dumps(running.config))
+            if kind == "same":
+                interval = desired["delivery"]["retry_interval"]
+                desired["delivery"]["retry_interval"] = "16m" if interval == "15m" else "15m"
+            else:
+                policy = next(p for p in desired["dlp"]["policies"] if p["name"] == f"bench-{n % 10}")
+                condition = next(c for c in policy["rules"][n % 10 // 5]["conditions"]["any"] if "phrases" in c)
+                condition["phrases"].append(f"added phrase {n}")
+            t0 = time.perf_counter()
+            result = await asyncio.to_thread(api.apply, ApplyRequest(desired, base_version=running.version))
+            latencies.append((time.perf_counter() - t0) * 1000)
+            assert result.ok and result.changed, result
+            await asyncio.sleep(0.5)
+    return unchanged, changed
+
+
 async def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--load-child":
         _, _, port, seconds, sessions, out = sys.argv
@@ -172,12 +229,19 @@ async def main() -> int:
     parser.add_argument("--applies", type=int, default=100)
     parser.add_argument("--reloads", type=int, default=100)
     parser.add_argument("--sessions", type=int, default=20)
+    parser.add_argument("--dlp-rules", type=int, default=500, help="generated DLP rules besides the example's")
+    parser.add_argument("--rule-changes", type=int, default=20, help="applies that change one DLP rule each")
     parser.add_argument(
-        "--smoke", action="store_true", help="a few seconds (3 applies, 3 reloads, 4 sessions); latency not judged"
+        "--smoke",
+        action="store_true",
+        help="a few seconds (3 applies, 3 reloads, 4 sessions, 20 rules, 2 rule changes); latency not judged",
     )
     args = parser.parse_args()
     if args.smoke:
         args.seconds, args.applies, args.reloads, args.sessions = 3.0, 3, 3, 4
+        args.dlp_rules, args.rule_changes = 20, 2
+    if args.rule_changes and not args.dlp_rules:
+        parser.error("--rule-changes needs --dlp-rules")
 
     from engine.admin.client import RelayClient
     from engine.admin.contract import ApplyRequest
@@ -191,7 +255,7 @@ async def main() -> int:
             stdout=open(sink_out, "w"),
         )
         try:
-            config, smtp, admin = make_config(tmp, sink_port)
+            config, smtp, admin = make_config(tmp, sink_port, args.dlp_rules)
         except BenchSetupError as exc:
             sink.terminate()
             sink.wait(10)
@@ -199,23 +263,33 @@ async def main() -> int:
             return 1
         log_file = tmp / "relay.log"
         env = {**os.environ, "SEAL_GATEWAY_PASSWORD": "bench-only"}
-        relay = subprocess.Popen(
-            [sys.executable, "-m", "engine.cli.app", "serve", str(config), "--watch", "--log-level", "INFO"],
-            cwd=ROOT,
-            stderr=open(log_file, "w"),
-            env=env,
-        )
-        try:
-            deadline = time.monotonic() + 30
-            while True:
+
+        def start_relay(log_path: Path) -> tuple[subprocess.Popen, float]:
+            """`serve --watch`, and the seconds from its start to the SMTP greeting (None: it died)."""
+            t0 = time.perf_counter()
+            process = subprocess.Popen(
+                [sys.executable, "-m", "engine.cli.app", "serve", str(config), "--watch", "--log-level", "INFO"],
+                cwd=ROOT,
+                stderr=open(log_path, "w"),
+                env=env,
+            )
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and process.poll() is None:
                 try:
-                    with socket.create_connection(("127.0.0.1", admin), timeout=0.2):
-                        break
+                    with socket.create_connection(("127.0.0.1", smtp), timeout=1) as conn:
+                        conn.settimeout(5)
+                        if conn.recv(3) == b"220":
+                            with socket.create_connection(("127.0.0.1", admin), timeout=1):
+                                return process, time.perf_counter() - t0
                 except OSError:
-                    if relay.poll() is not None or time.monotonic() > deadline:
-                        print(log_file.read_text()[-2000:])
-                        return 1
-                    await asyncio.sleep(0.05)
+                    time.sleep(0.02)
+            return process, None
+
+        relay, first_start = start_relay(log_file)
+        try:
+            if first_start is None:
+                print(log_file.read_text()[-2000:])
+                return 1
             token = (tmp / "var" / "admin.token").read_text().strip()
             api = RelayClient(f"http://127.0.0.1:{admin}", token, timeout=30)
 
@@ -284,6 +358,19 @@ async def main() -> int:
                 if status.queue.get("entries") == 0 and status.queue.get("at", 0) > time.time() - 3:
                     break
                 await asyncio.sleep(0.5)
+            quiet_ms, rule_ms = await change_rules(api, args.rule_changes)
+            # the restart should find what the last change compiled: wait for the background compile
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                text = log_file.read_text()
+                if text.count("compiling the DLP database in the background") == text.count(
+                    "compiled in the background"
+                ):
+                    break
+                await asyncio.sleep(0.2)
+            relay.terminate()
+            relay.wait(10)
+            relay, restart = start_relay(tmp / "relay-restart.log")
             relay.terminate()
             relay.wait(10)
         finally:
@@ -329,6 +416,18 @@ async def main() -> int:
     print(
         f"swaps:    {len(swaps)}, provision + switch inside the relay p50 {pct(swaps, 50):.1f} ms, p99 {pct(swaps, 99):.1f} ms"
     )
+    print(
+        f"after the load, DLP unchanged: {len(quiet_ms)} applies, latency p50 {pct(quiet_ms, 50):.1f} ms, "
+        f"p99 {pct(quiet_ms, 99):.1f} ms, max {max(quiet_ms, default=0):.1f} ms"
+    )
+    print(
+        f"after the load, one DLP rule changed: {len(rule_ms)} applies ({args.dlp_rules} generated rules), latency p50 {pct(rule_ms, 50):.1f} ms, "
+        f"p99 {pct(rule_ms, 99):.1f} ms, max {max(rule_ms, default=0):.1f} ms"
+    )
+    print(
+        f"start to serving: first start {first_start:.2f} s, restart on the same data_dir "
+        + (f"{restart:.2f} s" if restart is not None else "FAILED")
+    )
     correct = (
         bool(sent)
         and not refused
@@ -337,20 +436,28 @@ async def main() -> int:
         and len(versions) >= len(sent)
         and all(len(v) == 1 for v in versions.values())
         and set(actions) == {"permit"}  # the load is plain mail: nothing held, blocked or encrypted
-        and (len(apply_ms), len(reload_ms), len(swaps)) == (args.applies, args.reloads, args.applies + args.reloads)
+        and (len(apply_ms), len(reload_ms), len(swaps))
+        == (args.applies, args.reloads, args.applies + args.reloads + 2 * args.rule_changes)
     )
-    fast = pct(apply_ms, 99) < 100
+    correct = correct and restart is not None and len(rule_ms) == args.rule_changes
+    fast = (
+        pct(apply_ms, 99) < 100
+        and (not rule_ms or (pct(quiet_ms, 99) < 100 and pct(rule_ms, 99) < 1000))
+        and restart is not None
+        and restart < 2
+    )
     print(
         "correctness (messages sent, none refused, held or lost, one version per message, every change swapped):",
         "met" if correct else "NOT met",
     )
     if args.smoke:
-        print("latency target (apply p99 < 100 ms): not judged in a smoke run")
+        print("latency targets (apply p99 < 100 ms, < 1 s for a rule change; restart < 2 s): not judged in a smoke run")
         ok = correct
     else:
         ok = correct and fast
         print(
-            "targets (none refused or lost, one version per message, apply p99 < 100 ms):", "met" if ok else "NOT met"
+            "targets (none refused or lost, one version per message, apply p99 < 100 ms, < 1 s for a rule change, restart < 2 s):",
+            "met" if ok else "NOT met",
         )
     if refused:
         print("first refusals:", refused[:3])

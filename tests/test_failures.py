@@ -15,6 +15,7 @@ from aiosmtpd.controller import Controller
 from engine.relay.delivery.failures import (
     Failure,
     NoMailHost,
+    StageTimeout,
     TLSRequiredError,
     because,
     classify,
@@ -101,6 +102,52 @@ def test_mandatory_tls_not_met_defers_the_site_never_bounces(exc):
     failure = classify(None, exc)
     assert (failure.kind, failure.status) == ("defer_site", "4.7.5")
     assert classify(554, exc).kind == "defer_site"  # even if the peer said 5xx to STARTTLS
+
+
+@pytest.mark.parametrize(
+    ("exc", "connection_level"),
+    [
+        (aiosmtplib.SMTPConnectError("Error connecting to h on port 25: refused"), True),
+        (aiosmtplib.SMTPConnectResponseError(421, "4.3.2 busy"), True),  # the greeting says no
+        (aiosmtplib.SMTPConnectResponseError(554, "5.7.1 go away"), True),
+        (aiosmtplib.SMTPHeloError(451, "4.3.0 later"), True),
+        (TLSRequiredError("handshake failure; mandatory required", handshake=True), True),
+        (ssl.SSLError("handshake failure"), True),
+        (dns.resolver.LifetimeTimeout(timeout=5.0, errors=[]), True),
+        # the peer is there: our policy, its reply to a command, a connection lost mid-session
+        (TLSRequiredError("peer does not offer STARTTLS"), False),
+        (ssl.SSLCertVerificationError("certificate verify failed"), False),
+        (aiosmtplib.SMTPResponseException(421, "4.3.2 closing"), False),
+        (aiosmtplib.SMTPResponseException(450, "4.2.1 busy"), False),
+        (aiosmtplib.SMTPServerDisconnected("lost"), False),
+        (aiosmtplib.SMTPAuthenticationError(535, "5.7.8 bad credentials"), False),
+    ],
+)
+def test_connection_level_failures_are_the_ones_that_say_the_destination_is_not_there(exc, connection_level):
+    assert classify(None, exc).connection_level is connection_level
+
+
+@pytest.mark.parametrize(
+    ("stage", "reason", "status", "cause", "connection_level"),
+    [
+        ("connect", "timed out connecting (30 s)", "4.4.1", "connect", True),
+        ("greeting", "timed out waiting for the greeting (30 s)", "4.4.2", "connect", True),
+        ("helo", "timed out waiting for the reply to EHLO (30 s)", "4.4.2", "connect", True),
+        ("starttls", "timed out during STARTTLS (30 s)", "4.4.2", "connect", True),
+        ("mail", "timed out waiting for the reply to MAIL FROM (30 s)", "4.4.2", "smtp", False),
+        ("rcpt", "timed out waiting for the reply to RCPT TO (30 s)", "4.4.2", "smtp", False),
+        ("data", "timed out waiting for the reply to DATA (30 s)", "4.4.2", "smtp", False),
+        (
+            "data_done",
+            "timed out sending the content or waiting for the reply to its end (the message may arrive twice) (30 s)",
+            "4.4.2",
+            "smtp",
+            False,
+        ),
+    ],
+)
+def test_a_stage_timeout_says_where_the_peer_stopped_answering(stage, reason, status, cause, connection_level):
+    assert classify(None, StageTimeout(stage, 30)) == Failure("defer_site", reason, status, cause, connection_level)
 
 
 def test_dns():

@@ -105,12 +105,12 @@ SOFT = aiosmtplib.SMTPRecipientRefused(450, "4.2.1 later", "c@x.net")
         (
             None,
             TemporaryDNSError("x.example", "SERVFAIL"),
-            Failure("defer_site", "DNS lookup failed: x.example: SERVFAIL", "4.4.3", "dns"),
+            Failure("defer_site", "DNS lookup failed: x.example: SERVFAIL", "4.4.3", "dns", True),
         ),
         (
             None,
             TemporaryDNSError("x.example", "timeout", status=""),
-            Failure("defer_site", "DNS lookup failed: x.example: timeout", "4.4.3", "dns"),
+            Failure("defer_site", "DNS lookup failed: x.example: timeout", "4.4.3", "dns", True),
         ),
         (
             None,
@@ -140,12 +140,13 @@ SOFT = aiosmtplib.SMTPRecipientRefused(450, "4.2.1 later", "c@x.net")
                 "DNS lookup failed: NoNameservers: All nameservers failed to answer the query.",
                 "4.4.3",
                 "dns",
+                True,
             ),
         ),
         (
             None,
             dns.exception.DNSException("odd"),
-            Failure("defer_site", "DNS lookup failed: DNSException: odd", "4.4.3", "dns"),
+            Failure("defer_site", "DNS lookup failed: DNSException: odd", "4.4.3", "dns", True),
         ),
     ],
 )
@@ -204,13 +205,17 @@ REFUSED = ConnectionRefusedError("refused")
     [
         (
             _caused(aiosmtplib.SMTPConnectError("Error connecting to h"), REFUSED),
-            Failure("defer_site", "connection refused: SMTPConnectError: Error connecting to h", "4.4.1", "connect"),
+            Failure(
+                "defer_site", "connection refused: SMTPConnectError: Error connecting to h", "4.4.1", "connect", True
+            ),
         ),
         (
             _caused(aiosmtplib.SMTPConnectError("Error connecting to h"), REFUSED, implicit=True),
-            Failure("defer_site", "connection refused: SMTPConnectError: Error connecting to h", "4.4.1", "connect"),
+            Failure(
+                "defer_site", "connection refused: SMTPConnectError: Error connecting to h", "4.4.1", "connect", True
+            ),
         ),
-        (  # only a connect error's cause counts
+        (  # only a connect error's cause counts; a connection lost during the session is not connection-level
             _caused(aiosmtplib.SMTPServerDisconnected("lost"), REFUSED),
             Failure("defer_site", "connection failed: SMTPServerDisconnected: lost", "4.4.2", "connect"),
         ),
@@ -221,13 +226,17 @@ REFUSED = ConnectionRefusedError("refused")
                 "connection refused: OSError: [Errno 111] Connect call failed ('127.0.0.1', 25)",
                 "4.4.1",
                 "connect",
+                True,
             ),
         ),
-        (TimeoutError(), Failure("defer_site", "timed out: TimeoutError", "4.4.1", "connect")),
-        (REFUSED, Failure("defer_site", "connection refused: ConnectionRefusedError: refused", "4.4.1", "connect")),
+        (TimeoutError(), Failure("defer_site", "timed out: TimeoutError", "4.4.1", "connect", True)),
+        (
+            REFUSED,
+            Failure("defer_site", "connection refused: ConnectionRefusedError: refused", "4.4.1", "connect", True),
+        ),
         (
             OSError(113, "No route to host"),
-            Failure("defer_site", "connection failed: OSError: [Errno 113] No route to host", "4.4.2", "connect"),
+            Failure("defer_site", "connection failed: OSError: [Errno 113] No route to host", "4.4.2", "connect", True),
         ),
         (None, Failure("defer", "delivery failed for an unknown reason", "4.0.0", "internal")),
         (RuntimeError(), Failure("defer", "unclassified failure: RuntimeError", "4.0.0", "internal")),

@@ -483,17 +483,24 @@ async def test_enqueue_refusals(q: Queue) -> None:
 def test_insert_gives_up_after_eight_taken_ids(monkeypatch: pytest.MonkeyPatch) -> None:
     conn = sqlite3.connect(":memory:", isolation_level=None)
     store.create_schema(conn)
-    monkeypatch.setattr(store.secrets, "token_hex", lambda n: "a" * (2 * n))
+    monkeypatch.setattr(store, "new_id", lambda now: "a" * 12)
     assert store.insert(conn, "", ["b@x.net"], b"x", b"d", "{}", T0) == "aaaaaaaaaaaa"
     draws = []
-    monkeypatch.setattr(store.secrets, "token_hex", lambda n: draws.append(n) or "a" * (2 * n))
+    monkeypatch.setattr(store, "new_id", lambda now: draws.append(now) or "a" * 12)
     with pytest.raises(QueueWriteError) as caught:
         store.insert(conn, "", ["b@x.net"], b"x", b"d", "{}", T0)
     assert (caught.value.transient, caught.value.reason) == (True, "could not allocate a queue id")
-    assert draws == [6] * 8
+    assert draws == [T0] * 8
     taken = iter(["a" * 12, "b" * 12])
-    monkeypatch.setattr(store.secrets, "token_hex", lambda n: next(taken))
+    monkeypatch.setattr(store, "new_id", lambda now: next(taken))
     assert store.insert(conn, "", ["b@x.net"], b"x", b"d", "{}", T0) == "b" * 12  # drawn again
+
+
+def test_ids_follow_arrival_so_inserts_stay_at_the_end_of_the_tables() -> None:
+    ids = [store.new_id(T0) for _ in range(3)] + [store.new_id(T0 + 1)]
+    assert all(len(i) == 12 and int(i, 16) >= 0 for i in ids)
+    assert ids[0][:8] == ids[2][:8] == f"{int(T0):08x}" and ids[3][:8] == f"{int(T0) + 1:08x}"
+    assert len(set(ids)) == 4 and ids[3] > ids[2]  # a later second sorts after
 
 
 # -- settle: mark and settle -------------------------------------------------------------------
@@ -534,7 +541,7 @@ def test_mark_records_the_outcome_and_keeps_what_it_does_not_say() -> None:
         ("b@x.net", "delivered", 1, T0, 0, None, None, "250 ok", T0 + 3),
         ("c@x.net", "pending", 0, T0, 1, None, None, None, None),
     ]
-    assert _message_row(conn, msg_id) == (T0, T0 + 300)  # c is still leased and due
+    assert _message_row(conn, msg_id) == (T0 + 300, T0 + 300)  # c is still leased: not due before the lease ends
     # a final recipient is never changed again, and nothing is settled for it
     assert store.mark(conn, msg_id, ["b@x.net"], "bounced", T0 + 4, error="late") == 0
     assert _recipient_rows(conn, msg_id)[1][1:3] == ("delivered", 1)
@@ -544,7 +551,7 @@ def test_settle_moves_next_due_ends_the_lease_and_removes_the_entry() -> None:
     conn, msg_id = _conn_with(["a@x.net", "b@x.net"])
     store.lease_due(conn, T0, 10, 300)
     store.mark(conn, msg_id, ["a@x.net"], "deferred", T0, next_attempt_at=T0 + 900)
-    assert _message_row(conn, msg_id) == (T0, T0 + 300)  # b is still leased
+    assert _message_row(conn, msg_id) == (T0 + 300, T0 + 300)  # b is still leased
     store.mark(conn, msg_id, ["b@x.net"], "deferred", T0, next_attempt_at=T0 + 600)
     assert _message_row(conn, msg_id) == (T0 + 600, None)  # the earliest retry; no lease left
     store.mark(conn, msg_id, ["a@x.net", "b@x.net"], "bounced", T0, error="550")

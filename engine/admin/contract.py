@@ -203,9 +203,12 @@ class Status:
     queue: dict = field(default_factory=dict)  # e.g. {"active": 3, "deferred": 1}
     listeners: tuple[dict, ...] = ()  # e.g. [{"name": "mx", "address": "127.0.0.1", "port": 2525}]
     held: dict | None = None  # a config change refused at start: {"source", "reason", "hint"}
+    overrides: dict = field(default_factory=dict)  # `serve --listen`: {"smtp": "127.0.0.1:2625", "admin": ":18025"}
+    destinations: tuple[dict, ...] = ()  # the delivery scheduler's destinations (engine.relay.delivery.destinations)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "listeners", tuple(self.listeners))
+        object.__setattr__(self, "destinations", tuple(self.destinations))
 
     def to_json(self) -> dict:
         return {
@@ -215,6 +218,8 @@ class Status:
             "queue": dict(self.queue),
             "listeners": [dict(item) for item in self.listeners],
             "held": self.held,
+            "overrides": dict(self.overrides),
+            "destinations": [dict(item) for item in self.destinations],
         }
 
     @classmethod
@@ -228,6 +233,8 @@ class Status:
             queue=_get(data, "queue", dict, {}, where=w),
             listeners=_dicts(_get(data, "listeners", list, [], where=w), f"{w}.listeners"),
             held=_get(data, "held", (dict, type(None)), None, where=w),
+            overrides=_get(data, "overrides", dict, {}, where=w),
+            destinations=_dicts(_get(data, "destinations", list, [], where=w), f"{w}.destinations"),
         )
 
 

@@ -120,6 +120,42 @@ _SCHEMAS: dict[str, dict] = {
                 "description": "A config change refused at start (source, reason, hint); the last applied "
                 "config serves meanwhile",
             },
+            "overrides": {
+                "type": "object",
+                "additionalProperties": {"type": "string"},
+                "description": "Where this process binds instead of the config (`serve --listen`), by listener "
+                "or endpoint name: `listeners` shows the config's addresses",
+            },
+            "destinations": {
+                "type": "array",
+                "items": _ref("Destination"),
+                "description": "The destinations the delivery scheduler tracks (in memory): dead ones first, then "
+                "the busiest",
+            },
+        },
+    },
+    "Destination": {
+        "type": "object",
+        "required": ["name", "state", "concurrency", "limit", "busy", "waiting", "failures_in_a_row", "dead_until"],
+        "properties": {
+            "name": {"type": "string", "description": "`[host]:port` of a route's next hop, or a recipient domain"},
+            "state": {
+                "enum": ["alive", "dead", "retry", "probing"],
+                "description": "dead: no delivery starts before `dead_until`; retry: the next delivery probes it",
+            },
+            "concurrency": {"type": "integer", "description": "Parallel deliveries it may have now"},
+            "limit": {"type": "integer"},
+            "busy": {"type": "integer", "description": "Deliveries in progress"},
+            "waiting": {"type": "integer", "description": "Jobs waiting in memory for a slot"},
+            "failures_in_a_row": {"type": "integer", "description": "Connection-level failures in a row"},
+            "dead_until": {"type": ["number", "null"]},
+            "dead_since": {"type": ["number", "null"]},
+            "last_failure": _NULLABLE_STR,
+            "last_failure_at": {"type": ["number", "null"]},
+            "sessions": {"type": "integer"},
+            "connection_failures": {"type": "integer"},
+            "deferred": {"type": "integer", "description": "Recipients deferred after an attempt"},
+            "postponed": {"type": "integer", "description": "Recipients deferred without one (dead)"},
         },
     },
     "PlanRequest": {

@@ -177,7 +177,9 @@ class Plan:
     `base_version` is the relay's config version (None without a relay), `base_hash` the
     `config_hash` of the base (None when there was none), `desired_hash` that of the desired
     config, `commit` the git commit the desired config came from (None when unknown),
-    `drift` the changes between what the last apply set and what is running.
+    `drift` the changes between what the last apply set and what is running, `warnings`
+    what the relay says about the change beyond the config (queued mail it would send to a
+    dead destination); they inform, they never refuse.
     """
 
     base_version: int | None
@@ -189,6 +191,7 @@ class Plan:
     created_at: str = ""
     desired_label: str = ""
     base_label: str = ""
+    warnings: tuple[str, ...] = ()
 
     @property
     def has_changes(self) -> bool:
@@ -217,6 +220,7 @@ class Plan:
             "base_label": self.base_label,
             "changes": [c.to_dict() for c in self.changes],
             "drift": [c.to_dict() for c in self.drift],
+            **({"warnings": list(self.warnings)} if self.warnings else {}),
         }
 
     @classmethod
@@ -231,4 +235,5 @@ class Plan:
             created_at=data.get("created_at", ""),
             desired_label=data.get("desired_label", ""),
             base_label=data.get("base_label", ""),
+            warnings=tuple(data.get("warnings", ())),
         )

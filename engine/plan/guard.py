@@ -380,6 +380,19 @@ def _rules() -> list[tuple[str, Rule]]:
         ("enforced_tls.#.match*", _enforced_match),
         ("system.listeners.#.starttls", _starttls),
         ("system.message_size_limit", _neutral("the size limit does not change protection")),
+        (
+            "delivery.destination_concurrency*",
+            _neutral("how many deliveries go to one destination at once; protection is unchanged"),
+        ),
+        (
+            "delivery.dead_after",
+            _neutral("when a destination that keeps failing is declared dead; protection is unchanged"),
+        ),
+        ("delivery.timeouts*", _neutral("how long delivery waits on a next hop; protection is unchanged")),
+        (
+            "delivery.c*_timeout",
+            _neutral("connect_timeout and command_timeout are now delivery.timeouts; protection is unchanged"),
+        ),
         ("system.admin", _admin_address),
         ("system.admin.address", _admin_address),
         ("encryption.method", _method),

@@ -33,7 +33,7 @@ EXPECTED: dict[str, tuple[list[str], list[str]]] = {
     ),
     "loosen-dlp-condition-removed": (
         [
-            '- dlp.policies["cards"].rules["card-numbers"].conditions.any {"classifier": "credit_card", "min_matches": 1, "scope": ["subject", "body", "attachments"]}'
+            '- dlp.policies["cards"].rules["card-numbers"].conditions.any {"classifier": "credit_card", "min_confidence": "medium", "min_matches": 1, "scope": ["subject", "body", "attachments"]}'
         ],
         [],
     ),
@@ -45,6 +45,10 @@ EXPECTED: dict[str, tuple[list[str], list[str]]] = {
     "loosen-dlp-encrypt-to-permit": (['~ dlp.action_plans["encrypt-it"].email'], []),
     "loosen-dlp-min-matches": (
         ['~ dlp.policies["cards"].rules["card-numbers"].conditions.any["classifier:credit_card"].min_matches'],
+        [],
+    ),
+    "loosen-dlp-min-confidence": (
+        ['~ dlp.policies["cards"].rules["card-numbers"].conditions.any["classifier:credit_card"].min_confidence'],
         [],
     ),
     "loosen-dlp-mode": (["~ dlp.mode"], []),
@@ -98,6 +102,7 @@ EXPECTED: dict[str, tuple[list[str], list[str]]] = {
     "loosen-tls-outbound-default": (["~ tls.outbound_default"], []),
     "named-list": ([], []),
     "nested": ([], ["~ encryption.advanced.kdf.iterations"]),
+    "neutral-delivery-scheduling": ([], []),
     "neutral-gateway-shrunk": ([], []),
     "no-change": ([], []),
     "rename": ([], []),
@@ -125,6 +130,10 @@ EXPECTED: dict[str, tuple[list[str], list[str]]] = {
             '~ dlp.action_plans["hold-it"].email',
             '~ dlp.policies["cards"].rules["card-numbers"].action_plan',
         ],
+    ),
+    "tighten-dlp-min-confidence": (
+        [],
+        ['~ dlp.policies["cards"].rules["card-numbers"].conditions.any["classifier:credit_card"].min_confidence'],
     ),
     "tighten-tls": (
         [],
@@ -419,3 +428,22 @@ def test_an_action_plans_advanced_delivery() -> None:
         LOOSENING,
         "envelopes of this plan's mail are no longer forced revocable (revocable -> the default)",
     )
+
+
+def test_min_confidence_under_not_flips() -> None:
+    """A higher bar under `not` lets the `not` hold more often: the rule matches more."""
+
+    def mutate(c: dict) -> None:
+        rule = _rule(c, "secrets", "marked-secret")
+        rule["conditions"]["all"][1]["not"] = {"classifier": "email_address", "min_confidence": "high"}
+
+    base = copy.deepcopy(BASE)
+    _rule(base, "secrets", "marked-secret")["conditions"]["all"][1]["not"] = {
+        "classifier": "email_address",
+        "min_confidence": "medium",
+    }
+    desired = copy.deepcopy(base)
+    mutate(desired)
+    plan = make_plan(desired, base, created_at="t")
+    [change] = plan.changes
+    assert change.effect == TIGHTENING and "min_confidence medium -> high (under not)" in change.reason

@@ -1601,9 +1601,9 @@ SCENARIOS = [
         _condition_added_to_any,
         None,
         {
-            '+ dlp.policies["cards"].rules["card-numbers"].conditions.any {"classifier": "iban", "min_matches": 1, "scope": ["subject", "body", "attachments"]}': (
+            '+ dlp.policies["cards"].rules["card-numbers"].conditions.any {"classifier": "iban", "min_confidence": "medium", "min_matches": 1, "scope": ["subject", "body", "attachments"]}': (
                 TIGHTENING,
-                'the rule (encrypt) matches more messages: {"classifier": "iban", "min_matches": 1, "scope": ["subject", "body", "attachments"]} added to any',
+                'the rule (encrypt) matches more messages: {"classifier": "iban", "min_confidence": "medium", "min_matches": 1, "scope": ["subject", "body", "attachments"]} added to any',
             )
         },
     ),

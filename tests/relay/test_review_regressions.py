@@ -38,15 +38,15 @@ async def test_pooled_sessions_keep_each_routes_login(write_config, start_relay,
 async def test_delivery_survives_a_failing_lease(write_config, start_relay) -> None:
     with Sink() as sink:
         relay = await start_relay(write_config(route_to(sink.port)))
-        real_due, calls = relay.queue.due, []
+        real_lease, calls = relay.queue.lease, []
 
-        async def flaky_due(*args, **kwargs):
+        async def flaky_lease(*args, **kwargs):
             calls.append(1)
             if len(calls) == 1:
                 raise RuntimeError("database is locked")
-            return await real_due(*args, **kwargs)
+            return await real_lease(*args, **kwargs)
 
-        relay.queue.due = flaky_due
+        relay.queue.lease = flaky_lease
         relay.deliverer.kick()
         await send(relay, message())
         await sink.received(1, timeout=15)

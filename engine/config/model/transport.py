@@ -196,8 +196,41 @@ class NDR(Model):
     )
 
 
+class DestinationConcurrency(Model):
+    """Parallel deliveries to one destination (a route's next hop, or a recipient domain's MX):
+    Postfix's slow start. A destination starts at `initial`; each run of successful deliveries
+    as long as the current concurrency adds one, each run of connection-level failures takes
+    one away, never above `limit` (nor `delivery.workers`) or below one."""
+
+    initial: int = F(5, "Concurrency a destination starts with (Postfix: initial_destination_concurrency)", 5, ge=1)
+    limit: int = F(
+        20, "Most parallel deliveries to one destination (Postfix: default_destination_concurrency_limit)", 20, ge=1
+    )
+
+
+class Timeouts(Model):
+    """Per-stage SMTP client timeouts, with Postfix's defaults (smtp_*_timeout)."""
+
+    connect: DurationField = F("30s", "TCP connection to a next hop", "30s", validate_default=True)
+    greeting: DurationField = F("5m", "The server's greeting (220) after the connection", "5m", validate_default=True)
+    helo: DurationField = F(
+        "5m", "The reply to EHLO (and to AUTH and QUIT, the session's other commands)", "5m", validate_default=True
+    )
+    starttls: DurationField = F("5m", "STARTTLS and the TLS handshake", "5m", validate_default=True)
+    mail: DurationField = F("5m", "The reply to MAIL FROM", "5m", validate_default=True)
+    rcpt: DurationField = F("5m", "The reply to each RCPT TO", "5m", validate_default=True)
+    data: DurationField = F("2m", "The reply to DATA (354)", "2m", validate_default=True)
+    data_done: DurationField = F(
+        "10m",
+        "Sending the content and the reply to its final dot (a timeout here may deliver the message twice)",
+        "10m",
+        validate_default=True,
+    )
+
+
 class Delivery(Model):
-    """The non-delivery options: retries, lifetime, warnings, bounces."""
+    """How queued mail goes out: parallelism per destination, dead destinations, timeouts,
+    and the non-delivery options (retries, lifetime, warnings, bounces)."""
 
     retry_interval: DurationField = F("15m", "Delay before the first retry", "15m", validate_default=True)
     max_retry_interval: DurationField = F(
@@ -214,6 +247,25 @@ class Delivery(Model):
         validate_default=True,
     )
     ndr: NDR = F(NDR(), "Bounce (NDR) behaviour", {"enabled": True, "include": "headers"})
-    workers: int = F(20, "Parallel delivery workers", 20, ge=1, le=1000)
-    connect_timeout: DurationField = F("30s", "TCP connect timeout to a next hop", "30s", validate_default=True)
-    command_timeout: DurationField = F("5m", "Timeout of one SMTP command to a next hop", "5m", validate_default=True)
+    workers: int = F(
+        20, "Parallel deliveries in all (the total over every destination; Postfix's process limit)", 20, ge=1, le=1000
+    )
+    destination_concurrency: DestinationConcurrency = F(
+        DestinationConcurrency(),
+        "Parallel deliveries per destination: where they start and how far they may grow",
+        {"initial": 5, "limit": 20},
+    )
+    dead_after: int = F(
+        5,
+        "Consecutive connection-level failures (refused, timed out, no greeting, TLS handshake failed) after "
+        "which a destination is dead: its mail waits without attempts until the destination's retry time, "
+        "when one delivery probes it",
+        5,
+        ge=1,
+        le=1000,
+    )
+    timeouts: Timeouts = F(
+        Timeouts(),
+        "How long delivery waits on a next hop at each stage of the SMTP conversation",
+        {"connect": "30s", "greeting": "5m"},
+    )

@@ -27,9 +27,10 @@ def system(ctx: Context) -> Iterator[Diagnostic]:
         endpoint = getattr(s, name)
         clash = ports.get((endpoint.address, endpoint.port))
         if clash:
+            whose = "an SMTP listener" if clash[1] == "listeners" else f"system.{clash[1]}"
             yield error(
                 ("system", name, "port"),
-                f"port {endpoint.port} is already used by an SMTP listener",
+                f"port {endpoint.port} is already used by {whose}",
                 see=(clash,),
             )
         ports[(endpoint.address, endpoint.port)] = ("system", name, "port")
@@ -109,3 +110,13 @@ def delivery(ctx: Context) -> Iterator[Diagnostic]:
             f"no delay warning is ever sent: messages expire after {d.max_queue_lifetime}",
             "make it shorter than max_queue_lifetime, or set it to null",
         )
+    concurrency = d.destination_concurrency
+    if concurrency.initial > concurrency.limit:
+        yield error(
+            ("delivery", "destination_concurrency", "initial"),
+            f"initial ({concurrency.initial}) is above limit ({concurrency.limit})",
+            "a destination starts at `initial` and grows up to `limit`",
+        )
+    for stage, seconds in d.timeouts:
+        if seconds == 0:
+            yield error(("delivery", "timeouts", stage), "a timeout of 0s fails every delivery", "give at least 1s")

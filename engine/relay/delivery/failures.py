@@ -31,6 +31,14 @@ defer, 4.3.0). Every `Failure` carries its `cause` (connect, smtp, tls, dns, aut
 expired, internal), so callers decide by cause (the backup method takes what failed on TLS),
 never by matching status strings.
 
+**Connection-level failures** (`Failure.connection_level`) are the ones that say the next hop
+is not there for us at all: the connection refused, reset or timed out, no greeting (or a 4xx/5xx
+one), EHLO refused or unanswered, the TLS handshake broken (not refused by our policy: a peer
+without STARTTLS or with a certificate we reject is there, it just does not meet the level), DNS
+failing for now. They are what the scheduler counts to declare a destination dead (Postfix's
+"connection or handshake failure"); a failure after the session is up (a reply to MAIL, RCPT or
+DATA, a timeout there) says nothing about whether the destination is alive.
+
 `next_retry` is the backoff schedule and `expired` the maximum-lifetime test.
 """
 
@@ -38,7 +46,7 @@ from __future__ import annotations
 
 import re
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import aiosmtplib
@@ -64,6 +72,7 @@ class Failure:
     reason: str
     status: str
     cause: Cause = "smtp"
+    connection_level: bool = False  # the next hop is not there for us (see the module docstring)
 
     @property
     def permanent(self) -> bool:
@@ -71,7 +80,7 @@ class Failure:
 
     def located(self, where: object) -> Failure:
         """The same failure, its reason prefixed with where it happened (a next hop)."""
-        return Failure(self.kind, f"{where}: {self.reason}", self.status, self.cause)
+        return replace(self, reason=f"{where}: {self.reason}")
 
 
 # Failures of our own making: kind and status by cause (peer failures come from `classify`).
@@ -105,7 +114,39 @@ def expire(last: Failure | str) -> Failure:
 
 
 class TLSRequiredError(Exception):
-    """The TLS level required for this peer was not achieved; nothing was sent in clear."""
+    """The TLS level required for this peer was not achieved; nothing was sent in clear.
+
+    `handshake` is True when the TLS handshake itself broke (or timed out), False when the
+    peer refused or fell short of our policy (no STARTTLS, a weak cipher, a certificate we
+    do not accept): only a broken handshake is a connection-level failure."""
+
+    def __init__(self, reason: str, *, handshake: bool = False) -> None:
+        super().__init__(reason)
+        self.handshake = handshake
+
+
+# The SMTP client's stages, in order; a timeout in the first four is connection-level.
+STAGES = ("connect", "greeting", "helo", "starttls", "mail", "rcpt", "data", "data_done")
+SESSION_STAGES = frozenset(STAGES[:4])
+_WAITING_FOR = {
+    "connect": "connecting",
+    "greeting": "waiting for the greeting",
+    "helo": "waiting for the reply to EHLO",
+    "starttls": "during STARTTLS",
+    "mail": "waiting for the reply to MAIL FROM",
+    "rcpt": "waiting for the reply to RCPT TO",
+    "data": "waiting for the reply to DATA",
+    "data_done": "sending the content or waiting for the reply to its end (the message may arrive twice)",
+}
+
+
+class StageTimeout(TimeoutError):
+    """A next hop did not answer within the timeout of one stage (`delivery.timeouts.<stage>`)."""
+
+    def __init__(self, stage: str, seconds: float) -> None:
+        super().__init__(f"timed out {_WAITING_FOR[stage]} ({seconds:g} s)")
+        self.stage = stage
+        self.seconds = seconds
 
 
 class NoMailHost(Exception):
@@ -132,21 +173,28 @@ def classify(code: int | None, exc: BaseException | None) -> Failure:
             return Failure("bounce", reason, parts[0].status)
         soft = next((part for part in parts if not part.permanent), _unknown(exc))
         return Failure("defer", reason, soft.status, soft.cause)
+    if isinstance(exc, StageTimeout):
+        session = exc.stage in SESSION_STAGES
+        status = "4.4.1" if exc.stage == "connect" else "4.4.2"
+        return Failure("defer_site", str(exc), status, "connect" if session else "smtp", session)
     if isinstance(exc, TLSRequiredError | ssl.SSLError):
-        return Failure("defer_site", f"TLS required but not achieved: {_text(exc)}", "4.7.5", "tls")
+        broken = (
+            exc.handshake if isinstance(exc, TLSRequiredError) else not isinstance(exc, ssl.SSLCertVerificationError)
+        )
+        return Failure("defer_site", f"TLS required but not achieved: {_text(exc)}", "4.7.5", "tls", broken)
     if isinstance(exc, aiosmtplib.SMTPAuthenticationError | SecretError):
         # wrong or missing credentials are ours to fix: the mail waits, it does not bounce
         return Failure("defer_site", f"SMTP AUTH to the next hop failed: {_text(exc)}", "4.7.8", "auth")
     if isinstance(exc, PermanentDNSError):
         return Failure("bounce", f"no mail host: {exc}", exc.status or "5.4.4", "dns")
     if isinstance(exc, TemporaryDNSError):
-        return Failure("defer_site", f"DNS lookup failed: {exc}", exc.status or "4.4.3", "dns")
+        return Failure("defer_site", f"DNS lookup failed: {exc}", exc.status or "4.4.3", "dns", True)
     if isinstance(exc, NoMailHost):
         return Failure("bounce", f"no mail host: {exc}", exc.status, "dns")
     if isinstance(exc, dns.resolver.NXDOMAIN | dns.resolver.NoAnswer):
         return Failure("bounce", f"domain not found: {_text(exc)}", "5.4.4", "dns")
     if isinstance(exc, dns.exception.DNSException):
-        return Failure("defer_site", f"DNS lookup failed: {_text(exc)}", "4.4.3", "dns")
+        return Failure("defer_site", f"DNS lookup failed: {_text(exc)}", "4.4.3", "dns", True)
 
     message = ""
     if isinstance(exc, aiosmtplib.SMTPResponseException):
@@ -155,13 +203,14 @@ def classify(code: int | None, exc: BaseException | None) -> Failure:
     if code is None:
         return _without_code(exc)
     said = f"host said: {code} {message}".rstrip()
-    if isinstance(exc, aiosmtplib.SMTPConnectResponseError) or code == 421:
-        return Failure("defer_site", said, _status(message, "4", "4.4.2"))
+    greeting = isinstance(exc, aiosmtplib.SMTPConnectResponseError)
+    if greeting or code == 421:
+        return Failure("defer_site", said, _status(message, "4", "4.4.2"), connection_level=greeting)
     if code == 530 and _STARTTLS.search(message):
         return Failure("defer_site", f"peer requires STARTTLS: {said}", "4.7.0", "tls")
     site = isinstance(exc, aiosmtplib.SMTPHeloError)
     if 400 <= code < 500:
-        return Failure("defer_site" if site else "defer", said, _status(message, "4", "4.0.0"))
+        return Failure("defer_site" if site else "defer", said, _status(message, "4", "4.0.0"), connection_level=site)
     if 500 <= code < 600:
         return Failure("bounce", said, _status(message, "5", "5.0.0"))
     return Failure("defer", f"unexpected reply: {said}", "4.5.0")
@@ -188,15 +237,17 @@ def expired(created_at: float, now: float, max_lifetime_s: float) -> bool:
 
 
 def _without_code(exc: BaseException | None) -> Failure:
-    cause = exc.__cause__ or exc.__context__ if isinstance(exc, aiosmtplib.SMTPConnectError) else None
+    connecting = isinstance(exc, aiosmtplib.SMTPConnectError)  # no session yet: aiosmtplib's connect
+    cause = exc.__cause__ or exc.__context__ if connecting else None
     if isinstance(cause, ConnectionRefusedError) or "Errno 111" in str(exc or ""):
-        return Failure("defer_site", f"connection refused: {_text(exc)}", "4.4.1", "connect")
+        return Failure("defer_site", f"connection refused: {_text(exc)}", "4.4.1", "connect", True)
     if isinstance(exc, TimeoutError):  # includes asyncio's and aiosmtplib's timeouts
-        return Failure("defer_site", f"timed out: {_text(exc)}", "4.4.1", "connect")
+        return Failure("defer_site", f"timed out: {_text(exc)}", "4.4.1", "connect", True)
     if isinstance(exc, ConnectionRefusedError):
-        return Failure("defer_site", f"connection refused: {_text(exc)}", "4.4.1", "connect")
+        return Failure("defer_site", f"connection refused: {_text(exc)}", "4.4.1", "connect", True)
     if isinstance(exc, ConnectionError | OSError):  # resets, unreachable, lost connection
-        return Failure("defer_site", f"connection failed: {_text(exc)}", "4.4.2", "connect")
+        lost = isinstance(exc, aiosmtplib.SMTPServerDisconnected) and not connecting  # during the session
+        return Failure("defer_site", f"connection failed: {_text(exc)}", "4.4.2", "connect", not lost)
     return _unknown(exc)
 
 

@@ -6,16 +6,30 @@ floor. Under `opportunistic`, a failed handshake is retried in plain text (as Po
 `may` level does) and the result says so. Every error becomes a `Failure` through
 `failures.classify`; a failure of the whole hop (`site_failure`) lets the caller try the
 next hop, per-recipient failures stay per recipient.
+
+Every stage has its own timeout (`delivery.timeouts`, Postfix's `smtp_*_timeout`): the TCP
+connection, the greeting, EHLO, STARTTLS, MAIL, each RCPT, DATA, and the content with the
+reply to its final dot. A stage that times out raises `StageTimeout`, so the reason says where
+the peer stopped answering, and the scheduler can tell a tarpit (no greeting) from a slow
+transaction. Once the content's final dot is sent the message may already be accepted:
+the task's `Progress` (a context variable the scheduler sets per delivery task) says so, and
+a relay that stops lets such a delivery finish rather than cancel it (a duplicate), while
+the others are cancelled at once.
 """
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
+import socket
+import ssl
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import aiosmtplib
 
 from engine.config.secrets import resolve
-from engine.relay.delivery.failures import Failure, TLSRequiredError, classify
+from engine.relay.delivery.failures import Failure, StageTimeout, TLSRequiredError, classify
 from engine.relay.delivery.pool import ConnectionPool
 from engine.relay.delivery.resolve import Hop
 from engine.relay.queue import Entry
@@ -29,6 +43,17 @@ class Attempt:
     results: dict[str, str | Failure] = field(default_factory=dict)  # rcpt -> reply text or Failure
     tls: str | None = None
     stale: bool = False  # a reused session was found closed before anything was sent
+
+
+@dataclass
+class Progress:
+    """What a delivery task has done that cancelling it could not undo: `committed` once some
+    content's final dot went out (the peer may have the message, whatever we hear next)."""
+
+    committed: bool = False
+
+
+PROGRESS: ContextVar[Progress | None] = ContextVar("delivery_progress", default=None)
 
 
 async def transfer(
@@ -68,9 +93,9 @@ async def _transaction(live, hop, policy, entry, rcpts, pool, key, cached, auth)
             client, attempt.tls = await _open(live, hop, policy)
             if auth is not None:
                 await _login(live, client, auth)
-        timeout = float(live.config.delivery.command_timeout)
+        timeouts = live.config.delivery.timeouts
         try:
-            accepted = await _envelope_and_data(client, entry, rcpts, attempt, timeout, hop)
+            accepted = await _envelope_and_data(client, entry, rcpts, attempt, timeouts, hop)
         except (aiosmtplib.SMTPServerDisconnected, ConnectionError):
             if cached is not None:  # the peer closed the idle session: not a delivery failure
                 client.close()
@@ -78,7 +103,7 @@ async def _transaction(live, hop, policy, entry, rcpts, pool, key, cached, auth)
                 return attempt
             raise
         if not (accepted and pool and pool.give(key, client, attempt.tls, uses + 1)):
-            await _quit(client)
+            await _quit(client, float(timeouts.helo))
     except Exception as exc:  # noqa: BLE001 - every failure is classified, none escapes
         failure = classify(None, exc)
         if isinstance(exc, TLSRequiredError):
@@ -94,25 +119,46 @@ async def _transaction(live, hop, policy, entry, rcpts, pool, key, cached, auth)
     return attempt
 
 
-async def _envelope_and_data(client, entry: Entry, rcpts: list[str], attempt: Attempt, timeout: float, hop: Hop):
+async def _envelope_and_data(client, entry: Entry, rcpts: list[str], attempt: Attempt, timeouts, hop: Hop):
     """MAIL, RCPTs, DATA and the content; per-recipient refusals go into `attempt.results`.
 
     Returns the accepted recipients. A MAIL or DATA refusal raises. (No client-side PIPELINING: aiosmtplib's protocol reads one reply per
     command and drops replies that arrive ahead of their command.)
     """
-    await client.mail(entry.sender)
+    with stage("mail", timeouts.mail) as seconds:
+        await client.mail(entry.sender, timeout=seconds)
     accepted = []
     for rcpt in rcpts:
         try:
-            await client.rcpt(rcpt)
+            with stage("rcpt", timeouts.rcpt) as seconds:
+                await client.rcpt(rcpt, timeout=seconds)
             accepted.append(rcpt)
         except aiosmtplib.SMTPRecipientRefused as exc:
             attempt.results[rcpt] = classify(exc.code, exc)
     if accepted:
-        response = await send_data(client, entry.body, timeout)
+        response = await send_data(client, entry.body, float(timeouts.data_done), float(timeouts.data))
         for rcpt in accepted:
             attempt.results[rcpt] = f"{hop}: {response.code} {response.message}"
     return accepted
+
+
+class stage:  # lower case: used as `with stage(...)`, like a function
+    """One stage of the conversation: gives the timeout to pass to aiosmtplib's call, and
+    turns its timeout into `StageTimeout(name)`. (aiosmtplib's own per-call timeout, not
+    `asyncio.wait_for`: a call wrapped in a task starts a loop turn late, and aiosmtplib drops
+    a reply that arrives before its read has begun as unsolicited.)"""
+
+    __slots__ = ("name", "seconds")
+
+    def __init__(self, name: str, seconds: float) -> None:
+        self.name, self.seconds = name, float(seconds)
+
+    def __enter__(self) -> float:
+        return self.seconds
+
+    def __exit__(self, kind, exc, tb) -> None:
+        if exc is not None and isinstance(exc, TimeoutError | aiosmtplib.SMTPTimeoutError):
+            raise StageTimeout(self.name, self.seconds) from exc
 
 
 def wire_form(body: bytes) -> bytes | None:
@@ -125,22 +171,31 @@ def wire_form(body: bytes) -> bytes | None:
     return wire if wire.endswith(b"\r\n") else wire + b"\r\n"
 
 
-async def send_data(client: aiosmtplib.SMTP, body: bytes, timeout: float):
+async def send_data(client: aiosmtplib.SMTP, body: bytes, timeout: float, data_timeout: float | None = None):
     """DATA with the content as it is on the wire: CRLF line endings, dots doubled.
 
+    `data_timeout` bounds the reply to DATA, `timeout` the content and the reply to its end.
     Queued content already has CRLF line endings only (intake refuses bare CR and LF), so
     only the dots need work, and `bytes.replace` does that twenty times faster than the
     regular expressions aiosmtplib's `data()` runs for arbitrary input; that path remains
     for content that is not in wire form.
     """
+    progress = PROGRESS.get()
     wire = wire_form(body)
     if wire is None:
-        return await client.data(body)
-    response = await client.execute_command(b"DATA")
+        if progress is not None:
+            progress.committed = True
+        with stage("data_done", timeout) as seconds:
+            return await client.data(body, timeout=seconds)
+    with stage("data", data_timeout or timeout) as seconds:
+        response = await client.execute_command(b"DATA", timeout=seconds)
     if response.code != 354:
         raise aiosmtplib.SMTPDataError(response.code, response.message)
+    if progress is not None:
+        progress.committed = True
     client.protocol.write(wire + b".\r\n")
-    response = await client.protocol.read_response(timeout=timeout)
+    with stage("data_done", timeout) as seconds:  # read at once: the reply may already be here
+        response = await client.protocol.read_response(timeout=seconds)
     if response.code != 250:
         raise aiosmtplib.SMTPDataError(response.code, response.message)
     return response
@@ -157,19 +212,24 @@ async def _open(live: Live, hop: Hop, policy: TLSPolicy) -> tuple[aiosmtplib.SMT
             client.close()
             raise TLSRequiredError(f"{NoStartTLS().reason}; {policy} required by {', '.join(policy.sources)}")
         return client, "none (peer offered no STARTTLS)"
+    timeouts = live.config.delivery.timeouts
     try:
-        await client.starttls(server_hostname=hop.host, tls_context=live.client_context(policy))
+        with stage("starttls", timeouts.starttls) as seconds:
+            await client.starttls(server_hostname=hop.host, tls_context=live.client_context(policy), timeout=seconds)
     except Exception as exc:  # noqa: BLE001 - any handshake failure
         reason = describe_failure(exc)
         client.close()
         if level.requires_tls:
-            raise TLSRequiredError(f"{reason}; {policy} required by {', '.join(policy.sources)}") from exc
+            raise TLSRequiredError(
+                f"{reason}; {policy} required by {', '.join(policy.sources)}", handshake=_broken_handshake(exc)
+            ) from exc
         client = await _connect(live, hop)  # opportunistic: try again in plain text
         return client, f"none (STARTTLS failed: {reason}; sent in plain text as opportunistic allows)"
     ssl_object = client.get_transport_info("ssl_object")
     weak = check_negotiated(ssl_object, policy.min_bits, policy.min_protocol)
     if not weak or not level.requires_tls:
-        await client.ehlo()  # RFC 3207: forget what was said in clear, ask again
+        with stage("helo", timeouts.helo) as seconds:
+            await client.ehlo(timeout=seconds)  # RFC 3207: forget what was said in clear, ask again
     if weak and level.requires_tls:
         client.close()
         raise TLSRequiredError(f"{weak}; {policy} required by {', '.join(policy.sources)}")
@@ -187,26 +247,66 @@ async def _login(live: Live, client: aiosmtplib.SMTP, auth) -> None:
             "the route's SMTP AUTH needs TLS, and the session has none: the password is not sent in clear"
         )
     password = resolve(auth.password, live.base_dir)
-    await client.login(auth.username, password)
+    with stage("helo", live.config.delivery.timeouts.helo) as seconds:
+        await client.login(auth.username, password, timeout=seconds)
+
+
+def _broken_handshake(exc: BaseException) -> bool:
+    """Whether a failed STARTTLS means the peer's TLS is broken (connection-level), rather than
+    a refusal (a reply to STARTTLS) or a certificate our policy does not accept."""
+    if isinstance(exc, aiosmtplib.SMTPResponseException | ssl.SSLCertVerificationError):
+        return False
+    return isinstance(exc, ssl.SSLError | OSError | TimeoutError | aiosmtplib.SMTPServerDisconnected)
 
 
 async def _connect(live: Live, hop: Hop) -> aiosmtplib.SMTP:
-    delivery = live.config.delivery
+    """A TCP connection within `timeouts.connect`, the greeting within `timeouts.greeting`,
+    then EHLO within `timeouts.helo` (aiosmtplib would give connect and greeting one timeout)."""
+    timeouts = live.config.delivery.timeouts
+    sock = await _tcp(hop, float(timeouts.connect))
     client = aiosmtplib.SMTP(
-        hostname=hop.address,
-        port=hop.port,
         local_hostname=live.config.system.fqdn,
-        timeout=float(delivery.command_timeout),
+        timeout=float(timeouts.helo),  # what aiosmtplib's own calls default to; ours pass a stage
         start_tls=False,
         use_tls=False,
     )
-    await client.connect(timeout=float(delivery.connect_timeout))
-    await client.ehlo()
+    try:
+        with stage("greeting", timeouts.greeting) as seconds:
+            await client.connect(sock=sock, timeout=seconds)
+    except BaseException:
+        sock.close()
+        raise
+    with stage("helo", timeouts.helo) as seconds:
+        await client.ehlo(timeout=seconds)
     return client
 
 
-async def _quit(client: aiosmtplib.SMTP) -> None:
+async def _tcp(hop: Hop, seconds: float) -> socket.socket:
+    """A connected, non-blocking socket to the hop. A refusal raises aiosmtplib's
+    `SMTPConnectError` (as its own connect would), a timeout `StageTimeout("connect")`."""
     try:
-        await client.quit()
-    except aiosmtplib.SMTPException:
+        family = socket.AF_INET6 if ipaddress.ip_address(hop.address).version == 6 else socket.AF_INET
+    except ValueError:  # not an address: let the resolver pick
+        infos = await asyncio.get_running_loop().getaddrinfo(hop.address, hop.port, type=socket.SOCK_STREAM)
+        family = infos[0][0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, (hop.address, hop.port)), seconds)
+    except TimeoutError as exc:
+        sock.close()
+        raise StageTimeout("connect", seconds) from exc
+    except OSError as exc:
+        sock.close()
+        raise aiosmtplib.SMTPConnectError(f"Error connecting to {hop.address} on port {hop.port}: {exc}") from exc
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def _quit(client: aiosmtplib.SMTP, seconds: float) -> None:
+    try:
+        await client.quit(timeout=seconds)
+    except (aiosmtplib.SMTPException, TimeoutError):
         client.close()

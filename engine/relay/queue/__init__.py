@@ -55,6 +55,7 @@ from engine.relay.queue.types import (
     Entry,
     EntryDetail,
     EntrySummary,
+    Leased,
     NotQueued,
     QueueClosed,
     QueueError,
@@ -71,6 +72,7 @@ __all__ = [
     "Entry",
     "EntryDetail",
     "EntrySummary",
+    "Leased",
     "NotQueued",
     "Queue",
     "QueueClosed",
@@ -85,6 +87,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DB_NAME = "queue.db"
+STATS_DUTY = 0.002  # the most of the writer's time `stats` spends counting a big queue
 _HASH_OFF_LOOP = 1 << 20  # bodies larger than this are hashed off the event loop
 
 
@@ -97,6 +100,8 @@ class Queue:
         self._committer = committer
         self._lock_fd: int | None = lock_fd
         self._enqueued = 0
+        self._totals: tuple | None = None  # the last count of entries, bytes, states, set aside
+        self._recount_at = 0.0
 
     @classmethod
     def open(
@@ -205,6 +210,28 @@ class Queue:
         """
         return await self._run(lambda conn: store.lease_due(conn, now, limit, lease_s))
 
+    async def lease(self, now: float, limit: int, *, lease_s: float = 300.0, bodies: int = 0) -> list[Leased]:
+        """Like `due`, without the bodies: for a scheduler that holds leased entries while they
+        wait for a delivery slot, and reads a body (`load`) only when it is needed. The first
+        `bodies` entries bring theirs along (those it starts at once: one trip, not two)."""
+        return await self._run(lambda conn: store.lease(conn, now, limit, lease_s, bodies))
+
+    async def load(self, leased: Leased) -> Entry:
+        """The leased entry with its body, checked against its SHA-256. Raises `NotQueued` when
+        the entry is gone, or its body failed the check (it is then set aside, see `corrupt`)."""
+        if leased.body is not None:
+            return leased.with_body(leased.body)
+        body = await self._run(lambda conn: store.load_body(conn, leased.id, time.time()))
+        if body is None:
+            raise NotQueued(leased.id)
+        return leased.with_body(body)
+
+    async def postpone(self, items: list[tuple[str, list[str]]], reason: str, until: float) -> int:
+        """Defer recipients to `until` without counting an attempt: none was made (their
+        destination is dead). `items` are (entry id, recipients), in one transaction."""
+        now = time.time()
+        return await self._run(lambda conn: store.postpone(conn, items, reason, until, now))
+
     async def mark_delivered(self, msg_id: str, rcpts: list[str], detail: str, *, tls: str | None = None) -> int:
         """Record delivery to `rcpts` (`detail`: the peer's reply). Returns recipients changed."""
         return await self._mark(msg_id, rcpts, "delivered", detail=detail, tls=tls)
@@ -239,6 +266,14 @@ class Queue:
         """Everything about one entry. Raises `NotQueued`."""
         return await self._run(lambda conn: store.show(conn, msg_id))
 
+    async def body(self, msg_id: str) -> bytes:
+        """The entry's message as queued (`queue show --body`), checked against its SHA-256.
+        Raises `NotQueued` when it is gone or its body failed the check (then set aside)."""
+        body = await self._run(lambda conn: store.load_body(conn, msg_id, time.time()))
+        if body is None:
+            raise NotQueued(msg_id)
+        return body
+
     async def retry(self, msg_id: str, *, now: float | None = None) -> int:
         """Make the entry's open recipients due now; return how many. Raises `NotQueued`."""
         when = time.time() if now is None else now
@@ -257,8 +292,19 @@ class Queue:
         return await self._run(lambda conn: store.corrupt_entries(conn, limit))
 
     async def stats(self) -> QueueStats:
-        """Queue sizes and the writer's counters (transactions vs enqueues: group commit)."""
-        entries, size, per_state, corrupt = await self._run(store.totals)
+        """Queue sizes and the writer's counters (transactions vs enqueues: group commit).
+
+        Counting reads every entry, so on a big queue the sizes are recounted only after a
+        pause of `1 / STATS_DUTY` times what the last count took (at 100,000 entries, about
+        90 ms: every 45 s): the count may be that old, and the one writer thread, which intake
+        waits on, never spends more than `STATS_DUTY` of its time counting. A quick count
+        (a small queue) is redone every time."""
+        now = time.monotonic()
+        if self._totals is None or now >= self._recount_at:
+            self._totals = await self._run(store.totals)
+            took = time.monotonic() - now
+            self._recount_at = now + (took / STATS_DUTY if took > 0.005 else 0.0)
+        entries, size, per_state, corrupt = self._totals
         writer = self._committer
         return QueueStats(
             entries=entries,
@@ -271,9 +317,21 @@ class Queue:
             failed_writes=writer.failed_writes,
         )
 
-    async def list(self, limit: int = 100, state: str | None = None) -> list[EntrySummary]:
-        """The oldest `limit` entries, optionally only those with a recipient in `state`."""
-        return await self._run(lambda conn: store.list_entries(conn, limit, state))
+    async def list(self, limit: int = 100, state: str | None = None, after: str | None = None) -> list[EntrySummary]:
+        """The oldest `limit` entries, optionally only those with a recipient in `state`; a page
+        at a time: `after` is the id the previous page ended with (it may have left since)."""
+        return await self._run(lambda conn: store.list_entries(conn, limit, state, after))
+
+    async def open_by_domain(self) -> dict[str, int]:
+        """Open recipients per recipient domain (reads every recipient: for rare questions)."""
+        from engine.policy.groups import domain_of
+
+        rcpts = await self._run(store.open_recipients)
+        counts: dict[str, int] = {}
+        for rcpt in rcpts:
+            domain = domain_of(rcpt)
+            counts[domain] = counts.get(domain, 0) + 1
+        return counts
 
     # -- internals -----------------------------------------------------------------------
 

@@ -92,6 +92,28 @@ class Entry:
 
 
 @dataclass(frozen=True, slots=True)
+class Leased:
+    """An entry leased by `Queue.lease`, as a scheduler holds it while it waits for a free
+    delivery slot: without its body, which `Queue.load` reads and checks, unless the lease
+    brought it along (`body`: for the entries that start at once, saving a trip)."""
+
+    id: str
+    sender: str
+    recipients: tuple[Recipient, ...]
+    meta: dict[str, Any]
+    created_at: float
+    warned: bool
+    lease_until: float
+    size: int
+    body: bytes | None = None
+
+    def with_body(self, body: bytes) -> Entry:
+        return Entry(
+            self.id, self.sender, self.recipients, body, self.meta, self.created_at, self.warned, self.lease_until
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class EntrySummary:
     """One line of `Queue.list`: counts of recipients per state."""
 
@@ -100,7 +122,7 @@ class EntrySummary:
     created_at: float
     size: int
     states: dict[str, int]
-    next_due: float
+    next_due: float  # the earliest retry of its open recipients
     last_error: str | None
 
 

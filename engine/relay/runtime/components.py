@@ -8,7 +8,10 @@ called with the new `Live` (from the thread that switched: keep it to assignment
 
 The admin API and the metrics endpoint are served by the same HTTP stack (Starlette on
 uvicorn): the metrics endpoint answers `GET /metrics` and nothing else, without a token;
-expose it only to your Prometheus. The secure portal (`Portal`) runs on the same stack, over
+expose it only to your Prometheus. Each binds where its `system.<name>` says, or where
+`serve --listen <name>=ADDR:PORT` moves it; an address that cannot be bound stops the start
+with a one-line `BindError` (a relay that silently lacks its admin API or its metrics is
+found out only when an apply or an alert needs them). The secure portal (`Portal`) runs on the same stack, over
 HTTPS with the relay's certificate, when the config at start uses it (`secure_portal`, or the
 `advanced` method's key release).
 """
@@ -30,6 +33,7 @@ from starlette.routing import Route
 from engine.admin.api import make_app, serve_admin, stop_admin
 from engine.admin.token import ensure_token
 from engine.relay.runtime import logbuffer, metrics
+from engine.relay.runtime.listen import BindError, bind_error
 
 if TYPE_CHECKING:
     from engine.relay.runtime.live import Live
@@ -94,6 +98,17 @@ class QueueStats(_Task):
         self._cert_seen: Path | None = None
         self._not_after = 0.0
 
+    async def start(self, service: Service) -> None:
+        # the expiry is known before /metrics answers: a 0 there would read as "expired in 1970"
+        cert_dir = service.relay.live.certificate_dir
+        if cert_dir is not None:
+            try:
+                self._not_after, self._cert_seen = await asyncio.to_thread(_not_after, cert_dir), cert_dir
+                metrics.CERT_EXPIRY.set(self._not_after)
+            except Exception:  # best effort, as every refresh
+                log.debug("certificate expiry unreadable", exc_info=True)
+        await super().start(service)
+
     async def run(self, service: Service) -> None:
         relay = service.relay
         while True:
@@ -112,7 +127,7 @@ class QueueStats(_Task):
                 if cert_dir is not None:  # read once per certificate, not every pass
                     if cert_dir != self._cert_seen:
                         self._not_after, self._cert_seen = await asyncio.to_thread(_not_after, cert_dir), cert_dir
-                    metrics.CERT_DAYS_LEFT.set((self._not_after - time.time()) / 86400)
+                    metrics.CERT_EXPIRY.set(self._not_after)
             except Exception:  # stats are best effort
                 log.debug("queue stats refresh failed", exc_info=True)
             await asyncio.sleep(self.INTERVAL)
@@ -142,8 +157,16 @@ class _Http:
         self._server = None
         self.port: int | None = None
 
-    async def serve(self, app, endpoint, what: str, tls: tuple[Path, Path] | None = None) -> int:
-        self._server = await serve_admin(app, endpoint.address, endpoint.port, name=what, tls=tls)
+    async def serve(
+        self, service: Service, app, key: str, endpoint, what: str, tls: tuple[Path, Path] | None = None
+    ) -> int:
+        """Serve `app` where `system.<key>` says, or `serve --listen <key>=…`; BindError if it cannot."""
+        address, port = service.overrides.endpoint(key, endpoint)
+        try:
+            self._server = await serve_admin(app, address, port, name=what, tls=tls)
+        except OSError as exc:
+            hint = f"free it, change system.{key}, or serve --listen {key}=ADDR:PORT"
+            raise bind_error(f"the {what}", address, port, exc, hint) from exc
         self.port = self._server[0].config.port
         return self.port
 
@@ -163,7 +186,7 @@ class AdminApi(_Http):
     async def start(self, service: Service) -> None:
         live = service.relay.live
         app = make_app(service.control, ensure_token(live.data_dir), service.audit)
-        service.admin_port = await self.serve(app, live.config.system.admin, "admin API")
+        service.admin_port = await self.serve(service, app, "admin", live.config.system.admin, "admin API")
 
 
 class MetricsEndpoint(_Http):
@@ -173,10 +196,7 @@ class MetricsEndpoint(_Http):
 
     async def start(self, service: Service) -> None:
         endpoint = service.relay.live.config.system.metrics
-        try:
-            await self.serve(metrics_app(), endpoint, "metrics endpoint")
-        except OSError as exc:  # observability must not keep mail from flowing
-            log.error("metrics endpoint %s:%s could not start: %s", endpoint.address, endpoint.port, exc)
+        await self.serve(service, metrics_app(), "metrics", endpoint, "metrics endpoint")
 
     def on_swap(self, live: Live) -> None:
         metrics.CONFIG_VERSION.set(live.version)
@@ -229,12 +249,18 @@ class Portal(_Http):
         endpoint = live.config.system.portal
         try:
             self.port = await self.serve(
+                service,
                 make_app(self.service),
+                "portal",
                 endpoint,
                 "secure portal",
                 (cert / "cert.pem", cert / "key.pem") if cert else None,
             )
-        except (OSError, RuntimeError) as exc:
+        except BindError:  # a start that cannot serve what its config asks for stops, and says why
+            store.close()
+            self.service = None
+            raise
+        except RuntimeError as exc:
             log.error("the secure portal on %s:%s could not start: %s", endpoint.address, endpoint.port, exc)
             store.close()
             self.service = None
@@ -242,7 +268,7 @@ class Portal(_Http):
         self.service.register()
         service.portal_port = self.port
         self._sweeper = asyncio.create_task(self._sweep(), name="portal-retention")
-        log.info("secure portal on https://%s:%s", endpoint.address, self.port)
+        log.info("secure portal on https://%s:%s", service.overrides.endpoint("portal", endpoint)[0], self.port)
 
     async def _sweep(self) -> None:
         while True:

@@ -58,8 +58,10 @@ class RelayControl:
         reason: str | None = None,
         held: dict | None = None,
         relay_loop: asyncio.AbstractEventLoop | None = None,
+        overrides: dict[str, str] | None = None,
     ) -> None:
         self.relay = relay
+        self.overrides = overrides or {}  # `serve --listen`: where this process binds instead of the config
         self.relay_loop = relay_loop  # the loop the SMTP side runs in, when this control runs in another
         self.started = time.time()
         self.last_reload: Reload | None = None
@@ -115,7 +117,14 @@ class RelayControl:
             for lst in live.config.system.listeners
         )
         return Status(
-            live.version, self.last_reload, time.time() - self.started, self.relay.queue_counts(), listeners, self.held
+            live.version,
+            self.last_reload,
+            time.time() - self.started,
+            self.relay.queue_counts(),
+            listeners,
+            self.held,
+            dict(self.overrides),
+            destinations=tuple(self.relay.deliverer.snapshot()),
         )
 
     @property
@@ -156,7 +165,21 @@ class RelayControl:
                 False, version, error=ErrorCode.INVALID, detail="the desired config is invalid", diagnostics=diagnostics
             )
         plan = self._plan(config)
+        warnings = await self._dead_route_warnings(config)
+        if warnings:
+            plan = replace(plan, warnings=tuple(warnings))
         return PlanResult(True, version, plan.to_dict(), _summary(plan))
+
+    async def _dead_route_warnings(self, config: RelayConfig) -> list[str]:
+        """Queued mail the change would route to a destination that is dead now (the
+        scheduler's state); reading the queue's recipients happens only if one is dead."""
+        from engine.relay.delivery.destinations import moved_to_dead
+
+        table = self.relay.deliverer.destinations
+        if not any(d.dead_until is not None for d in table):
+            return []
+        queued = await self.relay.queue.open_by_domain()
+        return moved_to_dead(config, self.relay.live.config, queued, table)
 
     async def apply(self, request: ApplyRequest, who: str) -> ApplyResult:
         async with self._lock:
@@ -293,9 +316,7 @@ class RelayControl:
         if loop is None or loop is asyncio.get_running_loop():
             await self.relay.switch(live)
             return
-        same = {(x.address, x.port) for x in live.config.system.listeners} == {
-            (x.address, x.port) for x in self.relay.live.config.system.listeners
-        }
+        same = self.relay.addresses(live) == self.relay.addresses(self.relay.live)
         if same:
             self.relay.runtime.swap(live)
             loop.call_soon_threadsafe(self.relay.deliverer.kick)
