@@ -118,3 +118,21 @@ def test_a_notification_template_that_would_not_render_is_a_located_error(
     assert found.message == message
     where = f"{path}:11:{16 if field == 'subject' else 13}: encryption.secure_portal.notification.{field}: {message}"
     assert where in render_text(result.diagnostics)
+
+
+def test_configs_written_before_delivery_timeouts_keep_their_meaning_with_a_warning(tmp_path: Path) -> None:
+    path = tmp_path / "relay.yaml"
+    path.write_text(HEAD + "delivery:\n  connect_timeout: 10s\n  command_timeout: 1m\n  timeouts: {mail: 2m}\n")
+    result = load_config(path)
+    assert result.ok, render_text(result.diagnostics)
+    timeouts = result.config.delivery.timeouts
+    assert (timeouts.connect, timeouts.greeting, timeouts.data_done, timeouts.mail) == (10, 60, 60, 120)
+    text = render_text(result.diagnostics)
+    assert (
+        f"{path}:7:20: delivery.connect_timeout: warning: deprecated: `connect_timeout` is `timeouts.connect` now (it still works)"
+        in text
+    )
+    assert (
+        f"{path}:8:20: delivery.command_timeout: warning: deprecated: `command_timeout` sets every command stage"
+        in text
+    )

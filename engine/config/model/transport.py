@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
+from pydantic import model_validator
+
 from engine.config.model.base import F, HostOrIP, Model, Name, Secret, Tag, by_key
 from engine.config.units import DurationField
 
@@ -269,3 +271,33 @@ class Delivery(Model):
         "How long delivery waits on a next hop at each stage of the SMTP conversation",
         {"connect": "30s", "greeting": "5m"},
     )
+    connect_timeout: DurationField | None = F(
+        None,
+        "Deprecated (configs written before `timeouts`): the same as `timeouts.connect`, which wins when both are set",
+        "30s",
+        validate_default=True,
+    )
+    command_timeout: DurationField | None = F(
+        None,
+        "Deprecated (configs written before `timeouts`): every command stage of `timeouts` "
+        "(greeting, helo, starttls, mail, rcpt, data, data_done) not set there",
+        "5m",
+        validate_default=True,
+    )
+
+    @model_validator(mode="after")
+    def _deprecated_timeouts(self) -> Delivery:
+        """A config written before `timeouts` keeps its meaning (validate warns about it)."""
+        if self.connect_timeout is None and self.command_timeout is None:
+            return self
+        given = self.timeouts.model_fields_set
+        update = {}
+        if self.connect_timeout is not None and "connect" not in given:
+            update["connect"] = self.connect_timeout
+        if self.command_timeout is not None:
+            for stage in ("greeting", "helo", "starttls", "mail", "rcpt", "data", "data_done"):
+                if stage not in given:
+                    update[stage] = self.command_timeout
+        if update:  # the model is frozen once built; this is its building
+            object.__setattr__(self, "timeouts", self.timeouts.model_copy(update=update))
+        return self

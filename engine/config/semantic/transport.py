@@ -120,3 +120,15 @@ def delivery(ctx: Context) -> Iterator[Diagnostic]:
     for stage, seconds in d.timeouts:
         if seconds == 0:
             yield error(("delivery", "timeouts", stage), "a timeout of 0s fails every delivery", "give at least 1s")
+    if d.connect_timeout is not None:
+        yield warning(
+            ("delivery", "connect_timeout"),
+            "deprecated: `connect_timeout` is `timeouts.connect` now (it still works)",
+            f"write `timeouts: {{connect: {d.connect_timeout}}}` instead",
+        )
+    if d.command_timeout is not None:
+        yield warning(
+            ("delivery", "command_timeout"),
+            "deprecated: `command_timeout` sets every command stage of `timeouts` not set there (it still works)",
+            "write `timeouts:` with the stages you mean (greeting, helo, starttls, mail, rcpt, data, data_done)",
+        )
