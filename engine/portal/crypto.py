@@ -35,8 +35,12 @@ class PortalKeyError(Exception):
 
 
 def random_id() -> str:
-    """An id for a link: 192 random bits, URL-safe, no padding."""
-    return secrets.token_urlsafe(24)
+    """An id for a link: 192 random bits, URL-safe, no padding, never starting with `-` (a
+    command line would read it as an option: `sealrelay portal revoke -8AJ...`)."""
+    while True:
+        ident = secrets.token_urlsafe(24)
+        if ident[0] != "-":
+            return ident
 
 
 def digest(token: str) -> str:

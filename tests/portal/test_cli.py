@@ -94,3 +94,10 @@ def test_a_config_without_a_portal_is_a_clear_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["portal", "audit", "-c", str(path)])
     assert result.exit_code == 1
     assert result.output == f"{path}: no encryption.secure_portal: this relay has no portal\n"
+
+
+def test_ids_never_look_like_an_option() -> None:
+    from engine.portal.crypto import random_id
+
+    ids = [random_id() for _ in range(2000)]  # one in 64 would start with "-" otherwise
+    assert all(i[0] != "-" and len(i) == 32 for i in ids) and len(set(ids)) == len(ids)
