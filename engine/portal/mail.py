@@ -65,7 +65,7 @@ def read(raw: bytes) -> Readable:
         name = part.get_param("filename", None, "content-disposition") or part.get_param("name")
         data = part.get_payload(decode=True) or b""
         if name or part.is_attachment() or not ctype.startswith("text/"):
-            files.append(Attachment(_clean_name(decode_header(name or "attachment", 255)[0]), ctype, data))
+            files.append(Attachment(clean_name(decode_header(name or "attachment", 255)[0]), ctype, data))
         elif ctype == "text/html":
             html.append(decode_text(data, part.get_param("charset"))[0])
         else:
@@ -138,7 +138,7 @@ def _date(value: str) -> float:
         return time.time()
 
 
-def _clean_name(name: str) -> str:
+def clean_name(name: str) -> str:
     """A file name safe to offer: no path, no control characters, bounded."""
     name = name.replace("\\", "/").rsplit("/", 1)[-1]
     name = "".join(ch for ch in name if ch.isprintable() and ch not in '"<>|:*?')

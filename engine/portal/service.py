@@ -331,12 +331,6 @@ class PortalService:
 
     def call(self, coro):
         """Run `coro` on the relay's loop from another thread and wait for its result."""
-        try:
-            if asyncio.get_running_loop() is self.wiring.loop:
-                raise RuntimeError("PortalService.call from the relay loop itself")
-        except RuntimeError as exc:
-            if "relay loop" in str(exc):
-                raise
         return asyncio.run_coroutine_threadsafe(coro, self.wiring.loop).result(SUBMIT_TIMEOUT)
 
     # -- retention -------------------------------------------------------------------------

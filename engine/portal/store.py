@@ -279,18 +279,15 @@ class Store:
     def get(self, owner: str, msg_id: str) -> tuple[Row, bytes] | None:
         """The owner's message and its raw content; None for another owner's or no message."""
         with self.db.transaction() as tx:
-            found = tx.row(
-                f"SELECT {_COLUMNS}, wrapped FROM messages WHERE id = ? AND owner = ?", (msg_id, owner.lower())
-            )
+            found = tx.row(f"SELECT {_COLUMNS} FROM messages WHERE id = ? AND owner = ?", (msg_id, owner.lower()))
             blob = None
             if found is not None and self.blob_dir is None:
                 blob = tx.value("SELECT data FROM blobs WHERE id = ?", (msg_id,))
         if found is None:
             return None
-        row = self._row(found[:-1])
+        row, key = self._opened(found)  # one unwrap for the head and the body
         if self.blob_dir is not None:
             blob = self._read_blob(msg_id)
-        key = self.key.unwrap(bytes(found[-1]), msg_id)
         return row, crypto.open_sealed(key, bytes(blob), msg_id.encode())
 
     def exists(self, msg_id: str) -> str | None:
@@ -350,20 +347,14 @@ class Store:
         return ids
 
     def _row(self, r: tuple) -> Row:
-        msg_id, owner, folder, created, expires, seen, size, wrapped_head = (
-            r[0],
-            r[1],
-            r[2],
-            r[3],
-            r[4],
-            r[5],
-            r[6],
-            r[7],
-        )
-        wrapped = r[8]
+        return self._opened(r)[0]
+
+    def _opened(self, r: tuple) -> tuple[Row, bytes]:
+        """A row of `_COLUMNS` with its head opened, and the message key that opened it."""
+        msg_id, owner, folder, created, expires, seen, size, sealed_head, wrapped = r
         key = self.key.unwrap(bytes(wrapped), msg_id)
-        head = Head.from_json(crypto.open_sealed(key, bytes(wrapped_head), b"head:" + msg_id.encode()))
-        return Row(msg_id, owner, folder, created, expires, bool(seen), size, head)
+        head = Head.from_json(crypto.open_sealed(key, bytes(sealed_head), b"head:" + msg_id.encode()))
+        return Row(msg_id, owner, folder, created, expires, bool(seen), size, head), key
 
     # -- blobs -----------------------------------------------------------------------------
 

@@ -582,14 +582,20 @@ class Portal:
                 return self.not_found(ctx)
             original = await run_in_threadpool(mail.read, found[1])
             draft = self.draft(ctx.user, mode, original)
+        return self.compose_page(ctx, 200, mode, source, draft, original)
+
+    def compose_page(self, ctx: Ctx, status: int, mode, source, draft, original, problem: str | None = None):
+        """The compose form, with what the user wrote kept and `problem` said when refused."""
         return self.render(
             ctx,
             "compose.html",
+            status,
             mode=mode,
             source=source,
             draft=draft,
             original=original,
             permissions=self.settings.permissions,
+            problem=problem,
         )
 
     def refusal(self, mode: str) -> str | None:
@@ -657,38 +663,26 @@ class Portal:
         problem = self.recipients_problem(recipients, rule)
         draft = {k: str(form.get(k) or "") for k in ("to", "cc", "subject", "body")}
         if problem:
-            return self.render(
-                ctx,
-                "compose.html",
-                403,
-                mode=mode,
-                source=source,
-                draft=draft,
-                original=original,
-                permissions=perms,
-                problem=problem,
-            )
+            return self.compose_page(ctx, 403, mode, source, draft, original, problem)
         files = []
         for item in form.getlist("files"):
             if isinstance(item, UploadFile) and item.filename:
                 files.append(
-                    mail.Attachment(mail._clean_name(item.filename), item.content_type or "", await item.read())
+                    mail.Attachment(mail.clean_name(item.filename), item.content_type or "", await item.read())
                 )
         if files and not perms.attach_file.allowed:
             return self.error(ctx, 403, "Your organisation does not allow attaching files in the secure portal.")
         if mode == "forward" and original is not None:
             files = list(original.attachments) + files
         if sum(len(f.data) for f in files) > self.settings.max_upload:
-            return self.render(
+            return self.compose_page(
                 ctx,
-                "compose.html",
                 413,
-                mode=mode,
-                source=source,
-                draft=draft,
-                original=original,
-                permissions=perms,
-                problem=f"Attachments may total at most {self.settings.max_upload:,} bytes.",
+                mode,
+                source,
+                draft,
+                original,
+                f"Attachments may total at most {self.settings.max_upload:,} bytes.",
             )
         subject = " ".join(draft["subject"].split())[:300] or "(no subject)"
         live = self.service.wiring.live()
@@ -706,16 +700,8 @@ class Portal:
         verdict = await run_in_threadpool(self.service.submit, ctx.user, recipients, raw, self.client(request))
         if verdict.kind.value != "accept":
             log.info("portal message from %s refused: %s", ctx.user, verdict.text)
-            return self.render(
-                ctx,
-                "compose.html",
-                422,
-                mode=mode,
-                source=source,
-                draft=draft,
-                original=original,
-                permissions=perms,
-                problem=f"The message was not sent: {verdict.text}.",
+            return self.compose_page(
+                ctx, 422, mode, source, draft, original, f"The message was not sent: {verdict.text}."
             )
         readable = await run_in_threadpool(mail.read, raw)
         expires = self.store.clock() + self.settings.retention
