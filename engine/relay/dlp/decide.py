@@ -23,12 +23,10 @@ import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from email.parser import BytesHeaderParser, BytesParser
 
 from engine.policy.groups import domain_of
 from engine.relay.decision import Decision
 from engine.relay.dlp.extract import extract
-from engine.relay.dlp.mime import POLICY
 from engine.relay.dlp.policy import Facts
 from engine.relay.methods.smime import already_encrypted
 from engine.relay.methods.third_party import gateway_result
@@ -127,32 +125,10 @@ def _delivery(hits) -> str:
     return "revocable" if "revocable" in asked else "offline" if asked else ""
 
 
-MAX_ENCRYPTED_TYPE = 1024  # an encrypted message's Content-Type is a few hundred characters
-
-
 def _already_encrypted(content: bytes) -> bool:
-    """`already_encrypted` (methods/smime.py), asked only about messages shaped like one.
-
-    That function parses with the stdlib's compat32 parser, which recurses once per MIME
-    nesting level (a message nested 1,000 deep raises RecursionError after a second of CPU)
-    and splits parameters in quadratic time. Our own parse (linear, depth-capped, mime.py)
-    first rules out every message that cannot be an encrypted one: a multipart other than
-    multipart/encrypted, an attached message at the top, an absurd Content-Type, a
-    multipart/encrypted that is not two flat parts. Ruling out answers "not encrypted", the
-    safe answer (DLP still acts); so does any failure.
-    """
+    """`already_encrypted` (methods/smime.py: a linear parse, no recursion); any failure
+    answers "not encrypted", the safe answer (DLP still acts)."""
     try:
-        top = BytesHeaderParser(policy=POLICY).parsebytes(content)
-        ctype = top.get_content_type()
-        if len(top.get("content-type", "")) > MAX_ENCRYPTED_TYPE or ctype.startswith("message/"):
-            return False
-        if ctype == "multipart/encrypted":
-            parts = BytesParser(policy=POLICY).parsebytes(content).get_payload()
-            flat = isinstance(parts, list) and len(parts) == 2 and not any(p.is_multipart() for p in parts)
-            if not flat or any(len(p.get("content-type", "")) > MAX_ENCRYPTED_TYPE for p in parts):
-                return False
-        elif ctype.startswith("multipart/"):
-            return False
         return bool(already_encrypted(content))
     except Exception:
         return False

@@ -32,14 +32,14 @@ import mimetypes
 import re
 import time
 from dataclasses import dataclass, field
-from email.parser import BytesParser
 
-from engine.relay.dlp import documents
+from engine.relay.dlp import documents, mimetree
 from engine.relay.dlp.archives import KINDS as ARCHIVE_KINDS
 from engine.relay.dlp.archives import Archive, ArchiveError, Member, open_archive
 from engine.relay.dlp.filetypes import UNOPENED_ARCHIVES, sniff
 from engine.relay.dlp.htmltext import html_text
-from engine.relay.dlp.mime import POLICY, Part, decode_header, decode_text
+from engine.relay.dlp.mime import decode_header, decode_text
+from engine.relay.dlp.mimetree import Part
 
 __all__ = ["Attachment", "Extracted", "Limits", "TextPart", "extract", "sniff"]
 
@@ -129,6 +129,10 @@ def _subject(headers: list[tuple[str, str]]) -> str:
     return next((value for name, value in headers if name.lower() == "subject"), "")
 
 
+SNIFF_BYTES = 64 * 1024  # what sniff() reads of a file: magic bytes, a tar header, a text sample
+# Types from magic bytes whose content DLP does not read: such a file is only typed and
+# sized (a file starting with MZ is decoded whole: its PE header may lie further in)
+OPAQUE = frozenset({"png", "jpeg", "gif", "elf", "ole2", "exe", "unknown"})
 _KNOWN_ENCODINGS = frozenset({"", "7bit", "8bit", "binary", "quoted-printable", "base64"})
 _UUENCODE = frozenset({"x-uuencode", "uuencode", "uue", "x-uue"})
 _ENCODED = frozenset({"base64", "quoted-printable"})  # not allowed on message/*: the parser reads it as is
@@ -160,7 +164,7 @@ class _Walker:
     document_seconds: float = field(default_factory=lambda: documents.MAX_MESSAGE_DOCUMENT_SECONDS)
 
     def parse(self, raw: bytes) -> Part:
-        return BytesParser(policy=POLICY.clone(max_mime_depth=self.limits.max_mime_depth)).parsebytes(raw)
+        return mimetree.parse(raw, self.limits.max_mime_depth)
 
     def note(self, problem: str, *, unscanned: bool = False) -> None:
         """Record a problem; ``unscanned`` when content was left unread because of it."""
@@ -238,8 +242,9 @@ class _Walker:
         name = part.get_filename()
         name = decode_header(name, 255)[0] if name else None
         is_body = part.get_content_maintype() in ("text", "multipart") and not name and not part.is_attachment()
-        data = self._payload(part, prefix + (name or "body"))
+        self._check_encoding(part, prefix + (name or "body"))
         if is_body:
+            data = part.payload()
             text, problem = decode_text(data, part.get_content_charset())
             if problem:
                 self.note(f"{prefix}body: {problem}; decoded as UTF-8 or cp1252")
@@ -248,23 +253,28 @@ class _Walker:
             self.texts.append(TextPart(prefix + "body", text))
             return
         name = name or self._unnamed(content_type)
-        self.file(name, content_type, data, prefix, depth, part.get_content_charset())
+        head = part.head(SNIFF_BYTES)
+        true_type = sniff(head)
+        if true_type in OPAQUE and not head.startswith(b"MZ"):
+            # nothing in it is read: typed from its first bytes, sized without decoding it whole
+            path = prefix.removeprefix("attachment:") + name
+            self.attachments.append(Attachment(path, content_type, true_type, part.decoded_size(), depth))
+            return
+        self.file(name, content_type, part.payload(), prefix, depth, part.get_content_charset())
 
-    def _payload(self, part: Part, origin: str) -> bytes:
-        encoding = part.get("content-transfer-encoding", "")
+    def _check_encoding(self, part: Part, origin: str) -> None:
+        encoding = part.encoding()
         if encoding not in _KNOWN_ENCODINGS and encoding not in _UUENCODE:
             self.note(f"{origin}: unknown Content-Transfer-Encoding {encoding[:40]!r}; read undecoded", unscanned=True)
-        return part.get_payload(decode=True) or b""
 
     def attached_message(self, part: Part, prefix: str, depth: int) -> None:
         name = part.get_filename() or self._unnamed("message/rfc822")
         path = prefix.removeprefix("attachment:") + name
         inner = part.get_payload(0)
-        try:
-            data = inner.as_bytes()
-        except Exception:
-            data = b""
-        self.attachments.append(Attachment(path, part.get_content_type(), sniff(data), len(data), depth))
+        span = inner.span()
+        self.attachments.append(
+            Attachment(path, part.get_content_type(), sniff(bytes(span[:SNIFF_BYTES])), len(span), depth)
+        )
         if depth + 1 > self.limits.max_depth:
             self.note(f"nesting too deep at {path}: depth {depth + 1} > {self.limits.max_depth}", unscanned=True)
             return

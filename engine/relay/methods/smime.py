@@ -11,9 +11,7 @@ S/MIME, PGP and our own format apart from plain mail, so nothing is encrypted tw
 from __future__ import annotations
 
 import asyncio
-import base64
 import binascii
-import email
 import logging
 import re
 from dataclasses import dataclass
@@ -26,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import pkcs7
 
 from engine.relay.delivery.failures import because
+from engine.relay.dlp import mimetree
 from engine.relay.methods.base import Protection, Sealed, TLSFloor
 from engine.relay.queue import Entry
 
@@ -81,59 +80,81 @@ def encrypt(content: bytes, certificates: list[x509.Certificate]) -> bytes:
 _ENVELOPED_DATA = bytes.fromhex("06092a864886f70d010703")  # OID 1.2.840.113549.1.7.3
 _BASE64_LINE = re.compile(rb"[A-Za-z0-9+/]*={0,2}")
 _ARMOR_HEADER = re.compile(rb"[\x21-\x39\x3b-\x7e]+: [^\r\n]*")
-MAX_CHECKED = 32 * 1024 * 1024
 
 
 def already_encrypted(content: bytes) -> str | None:
     """ "smime", "pgp" or None: mail that is encrypted already is never encrypted again.
 
     The structure must really be an encrypted message, not only say so: the top-level
-    Content-Type (parsed, not searched for) is application/pkcs7-mime with a body that
-    decodes to PKCS#7 envelopedData, or multipart/encrypted (RFC 3156) with exactly the
-    control part and one ASCII-armoured message, or a body that is one armoured message and
-    nothing else. `decide` adds a backstop: if DLP matched readable body text, the message
-    is not encrypted, whatever its structure says.
+    Content-Type (parsed, not searched for) is application/pkcs7-mime with a body that is
+    base64 throughout and decodes to PKCS#7 envelopedData, or multipart/encrypted (RFC
+    3156) with exactly the control part and one ASCII-armoured message, or a body that is
+    one armoured message and nothing else. `decide` adds a backstop: if DLP matched
+    readable body text, the message is not encrypted, whatever its structure says.
+
+    Parsed by the DLP's linear MIME parser (dlp/mimetree.py): no copy of the message, no
+    recursion, parameters in one pass; an absurd Content-Type (over MAX_ENCRYPTED_TYPE
+    characters: a real one has a few hundred) rules a part out.
     """
-    if len(content) > MAX_CHECKED:
+    message = mimetree.parse(content)
+    if _absurd(message):
         return None
-    message = email.message_from_bytes(content)
     ctype = message.get_content_type()
     if ctype in ("application/pkcs7-mime", "application/x-pkcs7-mime"):
         smime_type = (message.get_param("smime-type") or "enveloped-data").lower()
-        if smime_type in ("enveloped-data", "authenveloped-data") and _enveloped(message.get_payload(decode=False)):
+        if smime_type in ("enveloped-data", "authenveloped-data") and _enveloped(message.body()):
             return "smime"
         return None
     if ctype == "multipart/encrypted":
-        parts = message.get_payload()
+        parts = message.children or []
         if (
-            isinstance(parts, list)
-            and len(parts) == 2
+            len(parts) == 2
+            and not any(_absurd(part) for part in parts)
             and parts[0].get_content_type() == "application/pgp-encrypted"
-            and parts[0].get_payload(decode=False).strip().lower() == "version: 1"
+            and bytes(parts[0].body()[:256]).strip().lower() == b"version: 1"
             and parts[1].get_content_type() == "application/octet-stream"
             and not parts[1].is_multipart()
-            and _armoured(parts[1].get_payload(decode=False).encode("latin-1", "replace"))
+            and _armoured(parts[1].body())
         ):
             return "pgp"
         return None
-    if not message.is_multipart() and _armoured(content.partition(b"\r\n\r\n")[2]):
+    if not message.is_multipart() and _armoured(message.body()):
         return "pgp"
     return None
 
 
-def _enveloped(body) -> bool:
-    if not isinstance(body, str):
-        return False
+MAX_ENCRYPTED_TYPE = 1024  # an encrypted message's Content-Type is a few hundred characters
+
+
+def _absurd(part: mimetree.Part) -> bool:
+    return len(part.get("content-type", "")) > MAX_ENCRYPTED_TYPE
+
+
+def _enveloped(body: memoryview) -> bool:
+    """Base64 from end to end (checked a MiB at a time) whose first bytes are the DER of
+    PKCS#7 envelopedData."""
+    for at in range(0, len(body), mimetree.CHUNK):
+        chunk = bytes(body[at : at + mimetree.CHUNK]).translate(None, b" \t\r\n")
+        if chunk.translate(None, _BASE64_CHARS):
+            return False
+    head = bytes(body[:128]).translate(None, b" \t\r\n")
     try:
-        der = base64.b64decode("".join(body.split()), validate=True)
+        der = binascii.a2b_base64(head[: len(head) // 4 * 4], strict_mode=True)
     except (ValueError, binascii.Error):
         return False
     return der[:1] == b"\x30" and _ENVELOPED_DATA in der[:24]
 
 
-def _armoured(body: bytes) -> bool:
-    """One ASCII-armoured PGP message and nothing else, checked line by line (linear time)."""
-    lines = body.strip().split(b"\n")
+_BASE64_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
+_ARMOUR_START = b"-----BEGIN PGP MESSAGE-----"
+
+
+def _armoured(body) -> bool:
+    """One ASCII-armoured PGP message and nothing else, checked line by line (linear time);
+    anything else is ruled out by its first bytes, without a copy."""
+    if not bytes(body[:4096]).lstrip().startswith(_ARMOUR_START):
+        return False
+    lines = bytes(body).strip().split(b"\n")
     lines = [line.rstrip(b"\r") for line in lines]
     if len(lines) < 3 or lines[0] != b"-----BEGIN PGP MESSAGE-----" or lines[-1] != b"-----END PGP MESSAGE-----":
         return False
