@@ -293,7 +293,9 @@ class Deliverer:
         PROGRESS.set(progress)
         try:
             entry = await self._entry(job.active)
+            started = time.monotonic()
             outcomes = await self._deliver_job(live, entry, job.domain, job.addresses, job.protect)
+            metrics.observe_attempt(outcomes.values(), time.monotonic() - started)
             progress.committed = True  # outcomes known: recording them must not be cut short
             await self._record(live, entry, outcomes, job.active)
         except NotQueued:
@@ -463,6 +465,7 @@ class Deliverer:
                 self.destinations.deferred(destination, 1, attempted=attempted)
             if attempted:
                 metrics.DELIVERIES.labels(outcome.kind, metrics.tls_used(outcome.tls)).inc()
+                metrics.QUEUE_AGE.labels(outcome.kind).observe(max(0.0, now - entry.created_at))
             emit(
                 "delivery",
                 id=entry.id,

@@ -1,7 +1,9 @@
 """Prometheus metrics: what an operator graphs and alerts on.
 
 One registry per process (one relay per process). Counters are bumped where the events
-happen (intake, delivery, swaps); gauges are refreshed by the service's components. Served
+happen (intake, delivery, swaps); gauges are refreshed by the service's components; the
+histograms of mail time are observed where delivery outcomes are recorded
+(`engine/relay/delivery/deliver.py`). Served
 by `serve` on `system.metrics` (the `MetricsEndpoint` component, the admin API's HTTP stack;
 loopback by default, no token: expose it only to your Prometheus).
 
@@ -21,12 +23,14 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    Histogram,
     PlatformCollector,
     ProcessCollector,
     disable_created_metrics,
 )
 
 from engine.config.model import LATEST_VERSION
+from engine.relay.decision import ACTIONS, DIRECTIONS
 
 disable_created_metrics()  # one `_created` series per counter label set: noise Prometheus does not use
 
@@ -77,6 +81,39 @@ CERT_EXPIRY = Gauge(
 )
 
 
+# Mail time, in seconds: from a message relayed at once (0.1 s) through the retries of minutes
+# and hours to the 5 days past which no sane `max_queue_lifetime` keeps mail.
+QUEUE_AGE_BUCKETS = (
+    *(0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+    *(60.0, 300.0, 900.0, 1800.0),  # minutes: the first retries
+    *(3600.0, 3 * 3600.0, 6 * 3600.0, 12 * 3600.0),  # hours: delay warnings (4 h by default)
+    *(86400.0, 2 * 86400.0, 3 * 86400.0, 5 * 86400.0),  # days: max_queue_lifetime
+)
+QUEUE_AGE = Histogram(
+    "sealrelay_queue_age_seconds",
+    "Age of a message (seconds since it was queued) at each attempted delivery outcome, per recipient, by result: "
+    "delivered and bounce are the time mail took to leave the queue, defer how old the mail still waiting is",
+    ["result"],
+    buckets=QUEUE_AGE_BUCKETS,
+    registry=REGISTRY,
+)
+ATTEMPT_DURATION = Histogram(
+    "sealrelay_delivery_attempt_duration_seconds",
+    "Seconds one delivery attempt took (resolving, connecting, TLS, the transfer; per recipient attempted), by result",
+    ["result"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0),
+    registry=REGISTRY,
+)
+
+
+def observe_attempt(outcomes, seconds: float) -> None:
+    """One job's attempt took `seconds`: observed once per recipient it attempted (not those
+    deferred without an attempt, their destination being dead), by its outcome."""
+    for outcome in outcomes:
+        if outcome.retry_at is None:
+            ATTEMPT_DURATION.labels(outcome.kind).observe(seconds)
+
+
 def tls_used(note: str | None) -> str:
     """'yes' when the delivery note says a TLS session carried it, else 'no'."""
     return "yes" if note and note.startswith("TLS") else "no"
@@ -115,3 +152,28 @@ DESTINATION_DEFERRED = Counter(
     ["destination", "attempted"],
     registry=REGISTRY,
 )
+
+
+# Every series an alert or a dashboard reads exists, at 0, from the first scrape: a series that
+# appears only at its first event has no earlier sample, so `increase()` and `rate()` miss that
+# event (the first refused reload, the first bounce) and `absent()` cannot tell "none yet"
+# from "renamed". The label values are the closed sets the code emits.
+for _result in ("delivered", "defer", "bounce"):
+    QUEUE_AGE.labels(_result)
+    ATTEMPT_DURATION.labels(_result)
+    for _tls in ("yes", "no"):
+        DELIVERIES.labels(_result, _tls)
+for _direction in DIRECTIONS:
+    for _action in ACTIONS:
+        RECEIVED.labels(_direction, _action)
+for _source, _outcome in (("api", "applied"), ("file-watch", "applied"), ("file-watch", "refused")):
+    SWAPS.labels(_source, _outcome)
+for _limit in (
+    "max_connections",
+    "max_connections_per_client",
+    "idle_timeout",
+    "max_errors",
+    "max_command_repeats",
+    "max_recipients",
+):
+    LIMIT_HITS.labels(_limit)
