@@ -23,6 +23,7 @@ import asyncio
 import ipaddress
 import socket
 import ssl
+from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
@@ -161,14 +162,34 @@ class stage:  # lower case: used as `with stage(...)`, like a function
             raise StageTimeout(self.name, self.seconds) from exc
 
 
-def wire_form(body: bytes) -> bytes | None:
-    """The content as DATA sends it (dots doubled, CRLF at the end), or None when it has
-    bare CR or LF and must go through aiosmtplib's normalisation instead."""
+WRITE_CHUNK = 256 * 1024
+
+
+def in_wire_form(body: bytes) -> bool:
+    """CRLF line endings only (what intake queues): no bare CR or LF to normalise."""
     crlf = body.count(b"\r\n")
-    if body.count(b"\n") != crlf or body.count(b"\r") != crlf:
-        return None
-    wire = (b"." + body if body.startswith(b".") else body).replace(b"\r\n.", b"\r\n..")
-    return wire if wire.endswith(b"\r\n") else wire + b"\r\n"
+    return body.count(b"\n") == crlf and body.count(b"\r") == crlf
+
+
+def wire_pieces(body: bytes) -> Iterator[bytes | memoryview]:
+    """The content as DATA sends it (dots doubled, CRLF at the end), in pieces of about
+    WRITE_CHUNK cut after line breaks: a piece with no line to stuff is a view of the body,
+    so a large message is not copied to be sent."""
+    view, size, at = memoryview(body), len(body), 0
+    while at < size:
+        stop = size
+        if size - at > WRITE_CHUNK:
+            cut = body.rfind(b"\r\n", at, at + WRITE_CHUNK)
+            cut = cut if cut >= 0 else body.find(b"\r\n", at + WRITE_CHUNK)  # a line longer than a piece
+            stop = size if cut < 0 else cut + 2
+        dot = body.startswith(b".", at)  # every piece starts a line
+        if dot or body.find(b"\r\n.", at, stop) >= 0:
+            yield (b"." if dot else b"") + body[at:stop].replace(b"\r\n.", b"\r\n..")
+        else:
+            yield view[at:stop]
+        at = stop
+    if not body.endswith(b"\r\n"):
+        yield b"\r\n"
 
 
 async def send_data(client: aiosmtplib.SMTP, body: bytes, timeout: float, data_timeout: float | None = None):
@@ -176,13 +197,13 @@ async def send_data(client: aiosmtplib.SMTP, body: bytes, timeout: float, data_t
 
     `data_timeout` bounds the reply to DATA, `timeout` the content and the reply to its end.
     Queued content already has CRLF line endings only (intake refuses bare CR and LF), so
-    only the dots need work, and `bytes.replace` does that twenty times faster than the
-    regular expressions aiosmtplib's `data()` runs for arbitrary input; that path remains
-    for content that is not in wire form.
+    only the dots need work, done piece by piece (`wire_pieces`) with the transport's flow
+    control between pieces: what waits in memory to be sent is a piece, not the message
+    (aiosmtplib's `data()` runs regular expressions over a copy of the whole; that path
+    remains for content that is not in wire form).
     """
     progress = PROGRESS.get()
-    wire = wire_form(body)
-    if wire is None:
+    if not in_wire_form(body):
         if progress is not None:
             progress.committed = True
         with stage("data_done", timeout) as seconds:
@@ -193,9 +214,17 @@ async def send_data(client: aiosmtplib.SMTP, body: bytes, timeout: float, data_t
         raise aiosmtplib.SMTPDataError(response.code, response.message)
     if progress is not None:
         progress.committed = True
-    client.protocol.write(wire + b".\r\n")
-    with stage("data_done", timeout) as seconds:  # read at once: the reply may already be here
-        response = await client.protocol.read_response(timeout=seconds)
+    protocol = client.protocol
+    with stage("data_done", timeout) as seconds:
+        try:
+            async with asyncio.timeout(seconds):
+                for piece in wire_pieces(body):
+                    protocol.write(piece)
+                    await protocol._drain_helper()  # noqa: SLF001 - the transport's flow control
+        except ConnectionError as exc:
+            raise aiosmtplib.SMTPServerDisconnected(f"connection lost while sending the message: {exc}") from exc
+        protocol.write(b".\r\n")
+        response = await protocol.read_response(timeout=seconds)  # at once: the reply may already be here
     if response.code != 250:
         raise aiosmtplib.SMTPDataError(response.code, response.message)
     return response

@@ -174,8 +174,12 @@ class Queue:
         *,
         meta: dict[str, Any],
         now: float | None = None,
+        prefix: bytes = b"",
     ) -> str:
         """Queue a message for `recipients`; return its id once it is durable on disk.
+
+        The stored content is `prefix + body`, written without joining them (intake puts its
+        Received and DLP header lines before what the client sent: no copy of a large body).
 
         `sender` may be "" (the null sender of bounces). Duplicate recipients are queued
         once. `meta` must be JSON-serialisable. Raises `QueueWriteError` if the message
@@ -187,13 +191,18 @@ class Queue:
             raise ValueError("a queued message needs at least one recipient")
         data = bytes(body)
         meta_json = json.dumps(meta, sort_keys=True, separators=(",", ":"))
-        if len(data) > _HASH_OFF_LOOP:
-            digest = await asyncio.to_thread(lambda: hashlib.sha256(data).digest())
-        else:
-            digest = hashlib.sha256(data).digest()
+
+        def digest_of() -> bytes:
+            sha = hashlib.sha256(prefix)
+            sha.update(data)
+            return sha.digest()
+
+        digest = await asyncio.to_thread(digest_of) if len(data) > _HASH_OFF_LOOP else digest_of()
         when = time.time() if now is None else now
         try:
-            msg_id = await self._run(lambda conn: store.insert(conn, sender, rcpts, data, digest, meta_json, when))
+            msg_id = await self._run(
+                lambda conn: store.insert(conn, sender, rcpts, data, digest, meta_json, when, prefix)
+            )
         except QueueClosed:
             raise QueueWriteError(True, "the queue is closed") from None
         self._enqueued += 1

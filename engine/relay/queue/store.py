@@ -131,21 +131,35 @@ def insert(
     digest: bytes,
     meta_json: str,
     now: float,
+    prefix: bytes = b"",
 ) -> str:
-    """Add one entry with every recipient pending and due at `now`; return its new id."""
+    """Add one entry with every recipient pending and due at `now`; return its new id.
+
+    The stored body is `prefix + body` (the relay's own header lines before what the
+    client sent). A large one is written into its BLOB a MiB at a time (SQLite's incremental
+    BLOB I/O): neither the joined body nor SQLite's private copy of a bound value is made."""
+    size = len(prefix) + len(body)
     for _ in range(8):
         msg_id = new_id(now)
         try:
             conn.execute(
                 f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, 0, ?, NULL)",
-                (msg_id, sender, meta_json, now, len(body), digest, now),
+                (msg_id, sender, meta_json, now, size, digest, now),
             )
         except sqlite3.IntegrityError:  # 48-bit id already taken: draw again
             continue
         break
     else:
         raise QueueWriteError(True, "could not allocate a queue id")
-    conn.execute("INSERT INTO bodies (msg_id, data) VALUES (?, ?)", (msg_id, body))
+    if size <= BLOB_CHUNK:
+        conn.execute("INSERT INTO bodies (msg_id, data) VALUES (?, ?)", (msg_id, prefix + body if prefix else body))
+    else:
+        row = conn.execute("INSERT INTO bodies (msg_id, data) VALUES (?, zeroblob(?))", (msg_id, size)).lastrowid
+        with conn.blobopen("bodies", "data", row, readonly=False) as blob:
+            blob.write(prefix)
+            view = memoryview(body)
+            for at in range(0, len(view), BLOB_CHUNK):
+                blob.write(view[at : at + BLOB_CHUNK])
     conn.executemany(
         "INSERT INTO recipients (msg_id, rcpt, position, state, next_attempt_at) VALUES (?, ?, ?, 'pending', ?)",
         [(msg_id, rcpt, position, now) for position, rcpt in enumerate(recipients)],
@@ -212,13 +226,14 @@ def load_body(conn: sqlite3.Connection, msg_id: str, now: float) -> bytes | None
     """The entry's body once checked against its size and SHA-256; None when the entry is gone
     or its body failed the check (the entry is then set aside with the reason)."""
     row = conn.execute(
-        "SELECT m.size, m.sha256, b.data FROM messages m LEFT JOIN bodies b ON b.msg_id = m.id WHERE m.id = ?",
-        (msg_id,),
+        "SELECT m.size, m.sha256, b.rowid, CASE WHEN length(b.data) <= ? THEN b.data END"
+        " FROM messages m LEFT JOIN bodies b ON b.msg_id = m.id WHERE m.id = ?",
+        (BLOB_CHUNK, msg_id),
     ).fetchone()
     if row is None:
         return None
-    size, digest, data = row
-    body = None if data is None else bytes(data)
+    size, digest, body_row, data = row
+    body = bytes(data) if data is not None else None if body_row is None else read_blob(conn, body_row)
     problem = body_problem(body, size, digest)
     if problem:
         set_aside(conn, msg_id, problem, now)
@@ -455,6 +470,17 @@ def totals(conn: sqlite3.Connection) -> tuple[int, int, dict[str, int], int]:
     per_state.update(conn.execute("SELECT state, count(*) FROM recipients GROUP BY state"))
     corrupt = conn.execute("SELECT count(*) FROM corrupt").fetchone()[0]
     return entries, size, per_state, corrupt
+
+
+BLOB_CHUNK = 1 << 20
+
+
+def read_blob(conn: sqlite3.Connection, row: int) -> bytes:
+    """A large body by its row, through incremental BLOB I/O straight into one bytes object
+    (a SELECT of a BLOB spanning overflow pages assembles it in a buffer of SQLite's
+    first, then copies it)."""
+    with conn.blobopen("bodies", "data", row) as blob:
+        return blob.read()
 
 
 def _body(conn: sqlite3.Connection, msg_id: str) -> bytes | None:

@@ -162,6 +162,7 @@ def session_factory(
             limits=live.config.system.limits,
             connections=connections,
             loop=asyncio.get_running_loop(),
+            spool_dir=live.data_dir / "spool",
         )
 
     return make

@@ -46,17 +46,23 @@ class Intake:
             return problem
         message = await decrypt_inbound(live, message)
         decision = await decide(live, message)
-        content = received_header(live, message) + dlp_header(decision) + strip_dlp_headers(message.content)
+        # the relay's header lines go before what the client sent; a large body is not copied to join them
+        prefix = received_header(live, message) + dlp_header(decision)
+        content = strip_dlp_headers(message.content)
         try:
             if decision.action == "quarantine":
-                ref = await self._hold(live, message, content, decision)
+                ref = await self._hold(live, message, prefix + content, decision)
                 reply = f"accepted, held for review as {ref}"
             elif decision.action == "block":
-                ref = await self._block(live, message, content, decision)
+                ref = await self._block(live, message, prefix + content, decision)
                 reply = f"accepted, not delivered: blocked by policy ({ref})"
             else:
                 ref = await self.queue.enqueue(
-                    message.sender, list(message.recipients), content, meta=_meta(live, message, decision)
+                    message.sender,
+                    list(message.recipients),
+                    content,
+                    meta=_meta(live, message, decision),
+                    prefix=prefix,
                 )
                 reply = f"queued as {ref}"
             if decision.verdict and decision.verdict.hits:
@@ -144,7 +150,7 @@ def content_problem(content: bytes) -> Verdict | None:
     crlf = content.count(b"\r\n")
     if content.count(b"\n") != crlf or content.count(b"\r") != crlf:
         return Verdict.reject("message contains a bare CR or LF: only CRLF line endings are allowed", "5.5.2")
-    head = content.split(b"\r\n\r\n", 1)[0].lower()
+    head = _head(content).lower()
     hops = head.count(b"\r\nreceived:") + head.startswith(b"received:")
     if hops > MAX_RECEIVED_HEADERS:
         return Verdict.reject(f"mail loop: {hops} Received headers", "5.4.6", code=554)
@@ -169,9 +175,10 @@ _FORGED = re.compile(rb"^" + re.escape(DLP_HEADER.lower()) + rb"[ \t]*:")
 def strip_dlp_headers(content: bytes) -> bytes:
     """Remove DLP headers a sender put in (only the relay's own may reach the next hop),
     including the obsolete `Name :` spelling that other parsers still accept."""
-    head, sep, body = content.partition(b"\r\n\r\n")
+    head = _head(content)
     if DLP_HEADER.lower() not in head.lower():
         return content
+    sep, body = content[len(head) : len(head) + 4], content[len(head) + 4 :]
     kept, skipping = [], False
     for line in head.split(b"\r\n"):
         if line[:1] in (b" ", b"\t") and skipping:
@@ -182,8 +189,15 @@ def strip_dlp_headers(content: bytes) -> bytes:
     return b"\r\n".join(kept) + sep + body
 
 
+def _head(content: bytes) -> bytes:
+    """The header section (to the first empty line; all of it when there is none), without
+    copying the body as `split`/`partition` would."""
+    end = content.find(b"\r\n\r\n")
+    return content if end < 0 else content[:end]
+
+
 def _subject(content: bytes) -> str:
-    head = content.split(b"\r\n\r\n", 1)[0]
+    head = _head(content)
     for line in head.split(b"\r\n"):
         if line.lower().startswith(b"subject:"):
             return line[8:].strip().decode("utf-8", "replace")[:200]

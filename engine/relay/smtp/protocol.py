@@ -28,14 +28,17 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import errno
 import logging
 import re
 import sys
+import tempfile
 from typing import Any
 
 from aiosmtpd.smtp import MISSING, SMTP, syntax
 
 from engine.config.model.system import Limits
+from engine.fsutil import private_dir
 from engine.relay.runtime import metrics
 
 log = logging.getLogger(__name__)
@@ -110,6 +113,7 @@ class RelaySMTP(SMTP):
         limits: Limits = DEFAULT_LIMITS,
         connections: Connections | None = None,
         loop: asyncio.AbstractEventLoop,
+        spool_dir=None,
     ) -> None:
         # Mirrors aiosmtpd 1.4 SMTP.__init__ for the options we use, without reflection.
         self.__ident__ = "sealrelay"
@@ -122,6 +126,7 @@ class RelaySMTP(SMTP):
         )
         self.event_handler = handler
         self.data_size_limit = data_size_limit
+        self.spool_dir = spool_dir  # where a large message is kept while it arrives (None: in memory)
         self.enable_SMTPUTF8 = False
         self._decode_data = False
         self.hostname = hostname
@@ -326,34 +331,130 @@ class RelaySMTP(SMTP):
     async def _read_data(self) -> tuple[bytes, str | None]:
         """The message up to the lone dot, un-dot-stuffed; or the reply for a refusal.
 
-        The client's DATA line already ended with CRLF, so the terminator is searched for
-        as CRLF.CRLF with that CRLF put back in front of the data.
+        Read as it arrives, in whole lines: each piece is un-dot-stuffed and checked for
+        over-long lines on its own, kept in memory up to SPOOL_AFTER bytes and past that
+        spooled to an unlinked file under `spool_dir`, read back at the end into one bytes
+        object. A large message is held once, not as the reader's buffer and its copies.
+        Over the size limit, or after a line too long, the rest is only drained to the dot.
         """
         reader = self._reader
-        reader._buffer[0:0] = b"\r\n"  # noqa: SLF001 - StreamReader exposes no unread()
-        limit = (self.data_size_limit or 0) + 5
-        reader._limit = max(limit, self.line_length_limit)  # noqa: SLF001
-        too_much = False
+        limit = (self.data_size_limit or 0) + 5  # the size limit, and the terminator
+        spool = _Spool(self.spool_dir)
+        problem: str | None = None
+        draining = False
+        received = 0
+        text = b""  # input not yet taken; while reading (not draining) it starts at a line start
         self._in_data = True
         try:
             while True:
-                try:
-                    raw = await reader.readuntil(b"\r\n.\r\n")
-                    break
-                except asyncio.LimitOverrunError as exc:  # over the size limit: drain, then refuse
-                    too_much = True
+                if problem is not None and not draining:
+                    draining = True
                     self._in_data = False  # draining: the idle timer no longer waits for more
-                    await reader.readexactly(exc.consumed)
+                    spool.drop()
+                    text = b"\r\n" + text  # at a line start: a dot line right here ends it
+                if draining:  # only the terminator matters now
+                    end = text.find(b"\r\n.\r\n")
+                    if end >= 0:
+                        text = text[end + 5 :]
+                        break
+                    text = text[-4:]
+                else:
+                    dot = text.find(b"\r\n.\r\n")
+                    cut = 0 if text.startswith(b".\r\n") else dot + 2 if dot >= 0 else -1
+                    if cut >= 0:
+                        problem = spool.add(text[:cut]) or problem
+                        text = text[cut + 3 :]
+                        break
+                    last = text.rfind(b"\r\n")
+                    if last >= 0:
+                        problem = spool.add(text[: last + 2])
+                        text = text[last + 2 :]
+                    if problem is None and len(text) > MAX_LINE:
+                        problem = _LINE_TOO_LONG
+                    if problem is not None:
+                        continue
+                chunk = await reader.read(_READ)
+                if not chunk:
+                    raise asyncio.IncompleteReadError(text, None)
+                received += len(chunk)
+                if received > limit and problem is None:
+                    problem = "552 5.3.4 Error: Too much mail data"
+                text += chunk
         finally:
             self._in_data = False
-            reader._limit = self.line_length_limit  # noqa: SLF001
-        if too_much:
-            return b"", "552 5.3.4 Error: Too much mail data"
-        data = raw[2:-3]  # drop the CRLF we put back and the ".\r\n"
-        if len(data) > MAX_LINE and max(map(len, data.split(b"\n"))) > MAX_LINE:
-            return b"", "500 5.5.2 Line too long (see RFC 5321 4.5.3.1.6)"
-        # RFC 5321 4.5.2: the first character of every line, if it is a dot, is deleted
-        return (data[1:] if data.startswith(b".") else data).replace(b"\r\n.", b"\r\n"), None
+            if text:  # pipelined input after the dot: back to the reader for the next command
+                reader._buffer[0:0] = text  # noqa: SLF001 - StreamReader exposes no unread()
+        if problem is not None:
+            spool.drop()
+            return b"", problem
+        return spool.content(), None
+
+
+_READ = 256 * 1024
+SPOOL_AFTER = 1 << 20  # a message larger than this goes to a file while it arrives
+_LINE_TOO_LONG = "500 5.5.2 Line too long (see RFC 5321 4.5.3.1.6)"
+_LONG_LINE = re.compile(rb"\n[^\n]{%d}" % (MAX_LINE + 1))  # tried only after a line break: linear
+
+
+def _spool_file(directory):
+    try:
+        return tempfile.TemporaryFile(dir=directory, buffering=0)
+    except FileNotFoundError:  # the first large message since data_dir was made
+        return tempfile.TemporaryFile(dir=private_dir(directory), buffering=0)
+
+
+class _Spool:
+    """A message's lines as they arrive: un-dot-stuffed, in memory while small, then in an
+    unlinked temporary file (gone with the process, whatever happens to it)."""
+
+    def __init__(self, directory) -> None:
+        self.directory = directory
+        self.pieces: list[bytes] = []
+        self.size = 0
+        self.file = None
+
+    def add(self, lines: bytes) -> str | None:
+        """Take whole lines; the reply that refuses the message when they cannot be kept."""
+        if not lines:
+            return None
+        if lines.startswith(b"."):  # RFC 5321 4.5.2: the dot that starts a line goes (each piece starts one)
+            lines = lines[1:]
+        lines = lines.replace(b"\r\n.", b"\r\n")
+        if len(lines) > MAX_LINE and (lines.find(b"\n", 0, MAX_LINE + 1) < 0 or _LONG_LINE.search(lines)):
+            return _LINE_TOO_LONG
+        self.size += len(lines)
+        try:
+            if self.file is None and self.directory is not None and self.size > SPOOL_AFTER:
+                self.file = _spool_file(self.directory)
+                for piece in self.pieces:
+                    self.file.write(piece)
+                self.pieces = []
+            if self.file is not None:
+                self.file.write(lines)
+            else:
+                self.pieces.append(lines)
+        except OSError as exc:
+            log.error("spooling a message failed: %s", exc)
+            self.drop()
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                return "452 4.3.1 Insufficient system storage"
+            return "451 4.3.0 Local error in processing"
+        return None
+
+    def content(self) -> bytes:
+        if self.file is None:
+            return b"".join(self.pieces)
+        try:
+            self.file.seek(0)
+            return self.file.readall()
+        finally:
+            self.drop()
+
+    def drop(self) -> None:
+        self.pieces = []
+        if self.file is not None:
+            self.file.close()
+            self.file = None
 
 
 class _Bound:

@@ -1,0 +1,159 @@
+"""Large messages cross the relay held once: spooled as they arrive, queued and sent in pieces.
+
+Byte-exact delivery of messages whose dot-stuffed lines straddle the pieces the relay reads
+and writes in; the refusals (size, line length) still drained to the dot with the session
+going on; and the memory each stage may take for a 20 MB body (tracemalloc, deterministic).
+The whole relay's peak RSS with ten 40 MB messages in flight is bench/bench_large.py's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import tracemalloc
+
+import aiosmtplib
+import pytest
+
+from engine.relay.delivery.transfer import wire_pieces
+from engine.relay.queue import Queue
+from engine.relay.smtp.protocol import SPOOL_AFTER
+from tests.relay.peers import Sink
+from tests.relay.test_edge import raw_session, route_to
+
+MB = 1_000_000
+
+
+def dotted_body(size: int) -> bytes:
+    """CRLF lines of varying length, many starting with a dot (stuffed on the wire), one a lone dot."""
+    lines, total, n = [], 0, 0
+    while total < size:
+        n += 1
+        line = (b"." * (n % 3) + os.urandom(20).hex().encode() * (1 + n % 7))[: 1 + n % 990]
+        lines.append(line)
+        total += len(line) + 2
+    lines[len(lines) // 2] = b"."
+    return b"\r\n".join(lines) + b"\r\n"
+
+
+def message(body: bytes) -> bytes:
+    return b"From: a@example.com\r\nTo: b@example.com\r\nSubject: large\r\n\r\n" + body
+
+
+@pytest.mark.parametrize("size", [SPOOL_AFTER // 2, 3 * SPOOL_AFTER])
+async def test_a_large_message_arrives_byte_exact(write_config, start_relay, size: int) -> None:
+    content = message(dotted_body(size))
+    with Sink() as sink:
+        relay = await start_relay(write_config(route_to(sink.port)))
+        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=relay.ports()["mx"], start_tls=False)
+        async with client:
+            await client.sendmail("a@example.com", ["b@example.com"], content)
+        (received,) = await sink.received(1, timeout=30)
+    delivered = received.content
+    assert delivered.startswith(b"Received: from ")  # the relay's own header line, then what was sent
+    assert delivered[delivered.index(b"From: a@example.com") :] == content
+    spool = relay.live.data_dir / "spool"
+    if size > SPOOL_AFTER:  # spooled while it arrived: an unlinked file in an owner-only directory
+        assert (spool.stat().st_mode & 0o777, list(spool.iterdir())) == (0o700, [])
+    else:
+        assert not spool.exists()
+
+
+async def test_a_message_sent_a_few_bytes_at_a_time(write_config, start_relay) -> None:
+    """The terminator and stuffed dots split across reads: `.` then `\\r\\n` in separate segments."""
+    content = message(b".one\r\n..two\r\nthree\r\n")
+    wire = content.replace(b"\r\n.", b"\r\n..") + b".\r\n"
+    with Sink() as sink:
+        relay = await start_relay(write_config(route_to(sink.port)))
+        reader, writer = await asyncio.open_connection("127.0.0.1", relay.ports()["mx"])
+        await reader.readline()
+        for command in (b"EHLO c\r\n", b"MAIL FROM:<a@example.com>\r\n", b"RCPT TO:<b@example.com>\r\n", b"DATA\r\n"):
+            writer.write(command)
+            while (await reader.readline())[3:4] == b"-":  # a multi-line reply: read to its last line
+                pass
+        for at in range(0, len(wire), 3):
+            writer.write(wire[at : at + 3])
+            await writer.drain()
+        reply = await asyncio.wait_for(reader.readline(), 10)
+        writer.write(b"QUIT\r\n")
+        writer.close()
+        (received,) = await sink.received(1)
+    assert reply.startswith(b"250 "), reply
+    assert received.content.endswith(b"\r\n\r\n.one\r\n..two\r\nthree\r\n")
+
+
+async def test_refusals_drain_to_the_dot_and_the_session_goes_on(write_config, start_relay) -> None:
+    too_long = message(b"x" * 100 + b"\r\n" + b"y" * 1001 + b"\r\n" + b"z\r\n" * 400_000)
+    with Sink() as sink:
+        relay = await start_relay(write_config(route_to(sink.port), system="  message_size_limit: 2MB\n"))
+        port = relay.ports()["mx"]
+        envelope = [b"EHLO c\r\n", b"MAIL FROM:<a@example.com>\r\n", b"RCPT TO:<b@example.com>\r\n", b"DATA\r\n"]
+        replies = await raw_session(
+            port,
+            [
+                *envelope,
+                too_long + b".\r\n",
+                b"RSET\r\n",
+                *envelope[1:],
+                message(b"w" * 998 + b"\r\n") * 3000 + b".\r\n",  # 3 MB of good lines: over the limit
+                b"RSET\r\n",
+                *envelope[1:],
+                message(b"fine\r\n") + b".\r\n",
+            ],
+        )
+        await sink.received(1)
+    assert replies[5].startswith(b"500 5.5.2 Line too long"), replies[5]
+    assert replies[10].startswith(b"552 5.3.4"), replies[10]
+    assert replies[-1].startswith(b"250 "), replies[-1]
+    assert await relay.queue.count() == 0  # delivered: only the last one was queued
+
+
+def _peak(step) -> tuple[object, int]:
+    tracemalloc.start()
+    try:
+        result = step()
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+async def test_queue_writes_and_reads_a_large_body_without_extra_copies(tmp_path) -> None:
+    """What Python allocates (tracemalloc does not see SQLite's own buffers: bench_large's
+    RSS does): the body is written from the caller's bytes and read into one object."""
+    body = os.urandom(20 * MB)
+    queue = Queue.open(tmp_path / "queue")
+    try:
+        tracemalloc.start()
+        try:
+            msg_id = await queue.enqueue("a@example.com", ["b@example.com"], body, meta={}, prefix=b"Received: x\r\n")
+            written = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        tracemalloc.start()
+        try:
+            stored = await queue.body(msg_id)
+            read = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    finally:
+        queue.close()
+    assert stored == b"Received: x\r\n" + body
+    assert written < 4 * MB  # no joined prefix + body
+    assert read < 21 * MB  # the body itself, once
+
+
+def test_sending_pieces_are_views_of_the_body() -> None:
+    body = dotted_body(5 * MB)
+    expected = (b"." + body if body.startswith(b".") else body).replace(b"\r\n.", b"\r\n..")
+
+    def send() -> bytes:  # as the transport takes them: one piece at a time
+        sha = hashlib.sha256()
+        for piece in wire_pieces(body):
+            sha.update(piece)
+        return sha.digest()
+
+    digest, peak = _peak(send)
+    assert digest == hashlib.sha256(expected).digest()
+    assert peak < 2 * MB  # one stuffed piece at a time, not a stuffed copy of the whole
+    assert b"".join(bytes(p) for p in wire_pieces(b"no final break")) == b"no final break\r\n"
