@@ -54,15 +54,25 @@ POLICY = """dlp:
 """
 
 
-def message(size_mb: float) -> bytes:
-    """A message of about `size_mb` MB: a text body and one random attachment in base64."""
+def message(size_mb: float, kind: str = "binary") -> bytes:
+    """A message of about `size_mb` MB: a text body and one attachment in base64, random
+    bytes (`binary`: typed, not read) or a CSV export (`text`: every line scanned)."""
     mail = EmailMessage()
     mail["From"] = "sender@example.com"
     mail["To"] = "reader@partner.test"
     mail["Subject"] = "the quarterly archive"
     mail.set_content("Hello,\n\nthe archive is attached.\n" * 20)
-    attachment = os.urandom(int(size_mb * 1_000_000 * 0.74))
-    mail.add_attachment(attachment, maintype="application", subtype="octet-stream", filename="archive.bin")
+    size = int(size_mb * 1_000_000 * 0.74)
+    if kind == "text":
+        rows, total, n = [], 0, 0
+        while total < size:
+            n += 1
+            row = f"{n},order {n * 7919 % 100000:05d},customer {n % 977},{n * 31 % 10000 / 100:.2f},shipped\n"
+            rows.append(row)
+            total += len(row)
+        mail.add_attachment("".join(rows).encode(), maintype="text", subtype="csv", filename="orders.csv", cte="base64")
+    else:
+        mail.add_attachment(os.urandom(size), maintype="application", subtype="octet-stream", filename="archive.bin")
     return mail.as_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
@@ -175,17 +185,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=float, default=40.0, help="message size in MB (default 40)")
     parser.add_argument("--runs", default="1,10", help="messages in flight per run, comma-separated")
+    parser.add_argument("--kind", choices=["binary", "text"], default="binary", help="the attachment (default binary)")
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
-    content = message(args.size)
+    content = message(args.size, args.kind)
     rows = [run(int(n), content) for n in args.runs.split(",")]
     size = len(content) / 2**20
     if args.markdown:
-        print("| in flight | message | baseline RSS | peak RSS | growth | growth / (in flight x size) | time |")
-        print("|---|---|---|---|---|---|---|")
+        print(
+            "| attachment | in flight | message | baseline RSS | peak RSS | growth | growth / (in flight x size) | time |"
+        )
+        print("|---|---|---|---|---|---|---|---|")
         for r in rows:
             print(
-                f"| {r['concurrent']} | {size:.1f} MiB | {r['baseline_mb']:.0f} MiB | {r['peak_mb']:.0f} MiB "
+                f"| {args.kind} | {r['concurrent']} | {size:.1f} MiB | {r['baseline_mb']:.0f} MiB | {r['peak_mb']:.0f} MiB "
                 f"| {r['growth_mb']:.0f} MiB | {r['per_message']:.2f} | {r['seconds']:.1f} s |"
             )
     else:

@@ -288,11 +288,40 @@ def sealrelay_available() -> tuple[bool, str]:
     return run.returncode == 0, " ".join(line.strip(" │╭╮╰╯─") for line in lines if line.strip(" │╭╮╰╯─"))[-200:]
 
 
+def dlp_policy(patterns: int = 46, phrases: int = 200) -> str:
+    """The DLP section the issue measures with: `patterns` custom patterns, `phrases` phrases
+    and the 4 built-in classifiers, every rule encrypting; smtp-source's messages match none
+    of it, so every message is scanned in full and goes out as it came."""
+    shapes = [
+        r"PRJ{i}-[0-9]{{6}}-[A-Z]{{3}}",
+        r"[a-z]+{i}[.]corp[.]internal",
+        r"ACC{i}[0-9]{{8}}",
+        r"TKT-{i}-[0-9]{{4,6}}",
+    ]
+    lines = ["dlp:", "  action_plans:", "    - {name: encrypt, email: encrypt}", "  classifiers:"]
+    for i in range(patterns):
+        lines.append(f"    - {{name: custom_{i}, pattern: '{shapes[i % len(shapes)].format(i=i)}'}}")
+    lines += ["  policies:", "    - name: builtin", "      rules:"]
+    for name in ("credit_card", "us_ssn", "iban", "email_address"):
+        lines.append(
+            f"        - {{name: {name.replace('_', '-')}, conditions: {{classifier: {name}}}, action_plan: encrypt}}"
+        )
+    lines += ["    - name: custom", "      rules:"]
+    for i in range(patterns):
+        lines.append(f"        - {{name: c{i}, conditions: {{classifier: custom_{i}}}, action_plan: encrypt}}")
+    lines += ["    - name: phrases", "      rules:"]
+    for group in range(0, phrases, 20):
+        words = ", ".join(f"codeword {n} project sierra" for n in range(group, min(group + 20, phrases)))
+        lines.append(f"        - {{name: p{group}, conditions: {{phrases: [{words}]}}, action_plan: encrypt}}")
+    return "\n".join(lines) + "\n"
+
+
 class SealRelay:
     """`sealrelay serve CONFIG` with a generated config: one loopback listener, one route to the sink.
-    `internal_servers` (who may relay out, as Postfix's mynetworks) is loopback, as for Postfix."""
+    `internal_servers` (who may relay out, as Postfix's mynetworks) is loopback, as for Postfix;
+    `dlp` appends a DLP section (dlp_policy())."""
 
-    def __init__(self, root: Path, port: int, sink_port: int, profile: str | None) -> None:
+    def __init__(self, root: Path, port: int, sink_port: int, profile: str | None, dlp: str = "") -> None:
         self.root, self.port, self.profile = root, port, profile
         self.config = root / "relay.yaml"
         self.log = root / "sealrelay.log"
@@ -315,7 +344,7 @@ routes:
     recipients: any
     next_hop: {{host: 127.0.0.1, port: {sink_port}}}
     tls: none
-"""
+{dlp}"""
         )
         self.proc: subprocess.Popen | None = None
         self.pstats = root / "sealrelay.pstats"
@@ -513,7 +542,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=10240, help="message body bytes (smtp-source -l)")
     parser.add_argument("--sink", choices=["smtp-sink", "aiosmtpd"], default="smtp-sink")
     parser.add_argument("--leg-timeout", type=float, default=60.0, help="seconds one leg may take before it fails")
-    parser.add_argument("--legs", default="direct,postfix,sealrelay", help="comma-separated legs to run")
+    parser.add_argument(
+        "--legs",
+        default="direct,postfix,sealrelay,sealrelay-dlp",
+        help="comma-separated legs to run (sealrelay-dlp: with dlp_policy(): 46 patterns, 200 phrases, 4 classifiers)",
+    )
     parser.add_argument("--profile", nargs="?", const="auto", choices=["auto", "py-spy", "cprofile"])
     parser.add_argument("--profile-out", type=Path, default=REPO / "bench" / "out" / "sealrelay-profile.txt")
     parser.add_argument("--markdown", action="store_true", help="print the summary as a Markdown table")
@@ -545,22 +578,27 @@ def start_legs(
         postfix.start()
         legs.append(Leg("postfix", postfix_port, sink, postfix.log_tail))
     relay = None
-    if "sealrelay" in wanted:
-        leg = Leg("sealrelay", relay_port, Sink(args.sink, relay_sink, cleanup))
+    for name in ("sealrelay", "sealrelay-dlp"):
+        if name not in wanted:
+            continue
+        port, sink_port = (relay_port, relay_sink) if name == "sealrelay" else free_ports(2)
+        leg = Leg(name, port, Sink(args.sink, sink_port, cleanup))
         legs.append(leg)
         ok, why = sealrelay_available()
         if not ok:
             leg.failed = "pending: `sealrelay serve` not yet available"
-            print(f"sealrelay: skipped, `sealrelay serve --help` failed: {why}")
-            return legs, None
-        relay = SealRelay(tmp / "sealrelay", relay_port, relay_sink, args.profile)
-        leg.log_tail = relay.log_tail
+            print(f"{name}: skipped, `sealrelay serve --help` failed: {why}")
+            continue
+        dlp = dlp_policy() if name == "sealrelay-dlp" else ""
+        started = SealRelay(tmp / name, port, sink_port, args.profile if relay is None else None, dlp)
+        leg.log_tail = started.log_tail
         try:
-            relay.start(cleanup)
+            started.start(cleanup)
         except BenchError as exc:
             leg.failed = "did not start"
-            print(f"sealrelay: skipped, {exc}")
-            return legs, None
+            print(f"{name}: skipped, {exc}")
+            continue
+        relay = relay or started  # the profiled one: the first sealrelay leg
     return legs, relay
 
 

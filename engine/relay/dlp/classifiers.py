@@ -190,7 +190,10 @@ _ISSUERS: tuple[tuple[int, int, frozenset[int]], ...] = (
 
 # A maximal run of digit groups joined by single spaces or dashes; atomic so the run is
 # never cut short by backtracking.
-_DIGIT_RUN = re.compile(r"(?>\d+(?:[ -]\d+)*)", re.ASCII)
+# A maximal run of digit groups (single spaces or hyphens between them) long enough to
+# hold a card (13 digits or more: 13 characters at least): the regex engine skips the
+# short runs (prices, dates, order numbers) without a Python step for each.
+_DIGIT_RUN = re.compile(r"(?<!\d)(?<!\d[ -])(?=[\d -]{13})(?>\d+(?:[ -]\d+)*)", re.ASCII)
 _WORD_CHAR = re.compile(r"\w")
 # An IBAN-shaped token (country code, check digits, groups): the digits inside one are
 # never a card, whatever their checksum says.

@@ -244,8 +244,7 @@ class _Walker:
         is_body = part.get_content_maintype() in ("text", "multipart") and not name and not part.is_attachment()
         self._check_encoding(part, prefix + (name or "body"))
         if is_body:
-            data = part.payload()
-            text, problem = decode_text(data, part.get_content_charset())
+            text, problem = decode_text(part.payload(), part.get_content_charset())  # the bytes go at once
             if problem:
                 self.note(f"{prefix}body: {problem}; decoded as UTF-8 or cp1252")
             if content_type == "text/html":
@@ -260,7 +259,7 @@ class _Walker:
             path = prefix.removeprefix("attachment:") + name
             self.attachments.append(Attachment(path, content_type, true_type, part.decoded_size(), depth))
             return
-        self.file(name, content_type, part.payload(), prefix, depth, part.get_content_charset())
+        self.file(name, content_type, [part.payload()], prefix, depth, part.get_content_charset())
 
     def _check_encoding(self, part: Part, origin: str) -> None:
         encoding = part.encoding()
@@ -280,8 +279,12 @@ class _Walker:
             return
         self.message(inner, f"attachment:{path}/", depth + 1)
 
-    def file(self, name: str, declared: str, data: bytes, prefix: str, depth: int, charset=None):
-        """Record a file, then read it: text is decoded, an archive expanded within limits."""
+    def file(self, name: str, declared: str, handed: list[bytes], prefix: str, depth: int, charset=None):
+        """Record a file, then read it: text is decoded, an archive expanded within limits.
+
+        The bytes come handed over in a one-item list that no one else holds, so that a large
+        text file's bytes are let go once decoded, not kept beside its text while it is scanned."""
+        data = handed.pop()
         true_type = sniff(data)
         path = prefix.removeprefix("attachment:") + name
         self.attachments.append(Attachment(path, declared, true_type, len(data), depth))
@@ -290,6 +293,7 @@ class _Walker:
             self.embedded_message(path, data, depth)
         elif true_type == "text":
             text, problem = decode_text(data, charset)
+            del data
             if problem:
                 self.note(f"{origin}: {problem}; decoded as UTF-8 or cp1252")
             if declared == "text/html" or name.lower().endswith((".html", ".htm")):
@@ -380,7 +384,9 @@ class _Walker:
             )
             return
         self.expanded_bytes += len(data)
-        self.file(member.name, declared, data, f"attachment:{path}/", depth)
+        handed = [data]
+        del data
+        self.file(member.name, declared, handed, f"attachment:{path}/", depth)
 
     def _refusal(self, kind: str, member: Member, path: str) -> str | None:
         """Why a member must not be read, or None. Declared sizes come from its header,

@@ -217,7 +217,7 @@ class _Prefilter:
         starts: dict[int, set[int]] = {}
         layers = self._layers
         if layers:
-            data = text.encode("latin-1", errors="replace")[::-1]
+            data = _reversed_latin1(text)
             for layer, route in layers:
                 layer.database.scan(
                     data, match_event_handler=_collector(starts, len(text), route), scratch=layer.scratch()
@@ -232,6 +232,20 @@ class _Prefilter:
             if spans:
                 found[entry.id] = spans
         return found
+
+
+_ENCODE_STEP = 1 << 20
+
+
+def _reversed_latin1(text: str) -> bytearray:
+    """The text as hyperscan reads it, reversed: one byte per character (Latin-1, "?" for
+    the others), encoded a MiB at a time into one buffer and reversed in place, so a large
+    text costs one copy (encoding it whole, then copying to reverse it, cost two)."""
+    data = bytearray(len(text))
+    for at in range(0, len(text), _ENCODE_STEP):
+        data[at : at + _ENCODE_STEP] = text[at : at + _ENCODE_STEP].encode("latin-1", errors="replace")
+    data.reverse()
+    return data
 
 
 def _collector(starts: dict[int, set[int]], size: int, route: tuple[tuple[int, ...], ...]):
