@@ -8,13 +8,14 @@ from pathlib import Path
 
 import typer
 
-from engine.cli import views
+from engine.cli import exits, views
 from engine.cli.apply import apply_command
 from engine.cli.cert import cert_app
 from engine.cli.dlp import explain, quarantine_app, simulate
 from engine.cli.plan import plan_command
 from engine.cli.portal import portal_app
 from engine.cli.queue import queue_app
+from engine.cli.status import status_command
 
 app = typer.Typer(
     name="sealrelay",
@@ -30,6 +31,7 @@ app.add_typer(quarantine_app, name="quarantine")
 app.add_typer(portal_app, name="portal")
 app.command("plan")(plan_command)
 app.command("apply")(apply_command)
+app.command("status")(status_command)
 app.command("simulate")(simulate)
 app.command("explain")(explain)
 
@@ -53,7 +55,7 @@ def version_text() -> str:
 def _show_version(value: bool) -> None:
     if value:
         typer.echo(version_text())
-        raise typer.Exit(views.EXIT_OK)
+        raise typer.Exit(exits.Exit.OK)
 
 
 @app.callback()
@@ -78,7 +80,8 @@ def validate(
     path: Path = typer.Argument(DEFAULT_CONFIG, help="A config file, or a directory of YAML files merged into one"),
     fmt: Format = typer.Option(Format.text, "--format", help="text for people, json for machines"),
 ) -> None:
-    """Parse, schema-check and cross-check a config; exit 1 if it has errors.
+    """Parse, schema-check and cross-check a config, reporting every stage's findings in one
+    run; exit 65 if it has errors (66 if PATH does not exist).
 
     Example: sealrelay validate examples/full.yaml --format json
     """
@@ -126,7 +129,9 @@ def serve(
     A restart resumes the config that ran last (kept in data_dir): config files that differ
     from it are a change, planned and guarded like an apply, and recorded in the audit log.
     `--listen` moves where this process binds without changing the config (shown in
-    /v1/status). A start that cannot bind a port or use data_dir exits 1 with one line.
+    /v1/status). A start that cannot happen says why in one line, with an exit code per
+    cause (docs/cli.md): 71 a port in use, 73 data_dir not a directory, 77 not writable,
+    65 an invalid config.
 
     Example: sealrelay serve relay.yaml --listen smtp=127.0.0.1:2625 --listen admin=127.0.0.1:18025
     """
@@ -139,12 +144,12 @@ def serve(
     say = _reporter(LogFormat(log_format).value)
     if allow_downgrade and not (reason and reason.strip()):
         say('--allow-downgrade needs --reason "…" (it goes into the audit log)', error=True)
-        raise typer.Exit(views.EXIT_ERROR)
+        raise typer.Exit(exits.Exit.USAGE)
     try:
         overrides = listening.parse(listen or [])
     except ValueError as exc:
         say(f"error: {exc}", error=True)
-        raise typer.Exit(views.EXIT_ERROR) from None
+        raise typer.Exit(exits.Exit.USAGE) from None
 
     os.umask(0o077)  # everything the relay creates (queue, keys, state, audit log) is the owner's alone
 
@@ -162,10 +167,10 @@ def serve(
         run_loop(service.run_forever())
     except ConfigError as exc:
         say(f"{path}: invalid config, not started", detail=str(exc), error=True)
-        raise typer.Exit(views.EXIT_ERROR) from None
+        raise typer.Exit(_invalid_at_start(path)) from None
     except (StartupError, OSError) as exc:  # a port taken, data_dir unusable: one line, no traceback
         say(f"error: {_one_line(exc)}; not started", error=True)
-        raise typer.Exit(views.EXIT_ERROR) from None
+        raise typer.Exit(exits.for_start(exc)) from None
     except KeyboardInterrupt:
         pass
 
@@ -192,6 +197,22 @@ def _reporter(fmt: str):
     return say
 
 
+def _invalid_at_start(path: Path) -> exits.Exit:
+    """The exit code of a config `serve` refused: NOINPUT when it is not there, CANTCREAT when
+    its only errors are at system.data_dir (not a directory: the same cause, and code, as when
+    the start itself finds it), else DATAERR. Read again from the diagnostics, as values: this
+    runs only on the way out."""
+    from engine.config.diagnostics import Severity
+    from engine.config.load import load_config
+
+    if not path.exists():
+        return exits.Exit.NOINPUT
+    errors = [d for d in load_config(path).diagnostics if d.severity is Severity.ERROR]
+    if errors and all(d.path == ("system", "data_dir") for d in errors):
+        return exits.Exit.CANTCREAT
+    return exits.Exit.DATAERR
+
+
 def _one_line(exc: BaseException) -> str:
     """A start failure as one line: our own errors say it all; an OSError names its file."""
     if isinstance(exc, OSError) and exc.filename and exc.strerror:
@@ -215,7 +236,7 @@ def schema_export(
         current = target.read_text(encoding="utf-8") if target.exists() else ""
         if current != schema.dumps(schema.generate()):
             typer.echo(f"{target} is out of date: run `sealrelay schema export`", err=True)
-            raise typer.Exit(views.EXIT_ERROR)
+            raise typer.Exit(exits.Exit.FAILED)
         typer.echo(f"{target} is up to date")
         return
     for written in schema.export(out):
@@ -248,9 +269,9 @@ def migrate(
     for line in report.lines:
         typer.echo(line)
     if report.failed:
-        raise typer.Exit(views.EXIT_ERROR)
+        raise typer.Exit(exits.for_config(path))
     if check and report.changed:
-        raise typer.Exit(views.EXIT_CHANGES)
+        raise typer.Exit(exits.Exit.CHANGES)
 
 
 def run_loop(coro) -> None:
@@ -269,19 +290,27 @@ def run_loop(coro) -> None:
 
 
 def main() -> None:
-    """Run the CLI. A usage mistake (an unknown flag, a missing argument) exits 1, not click's
+    """Run the CLI. A usage mistake (an unknown flag, a missing argument) exits 64, not click's
     2: exit 2 means "changes" to `plan` and `simulate --detailed-exitcode`, and a typo in CI
-    must not read as a plan with changes."""
+    must not read as a plan with changes (with `--detailed-exitcode` it is 1, as every error).
+    An unexpected exception is a bug: its traceback, then 70."""
+    import traceback
+
     # typer may vendor click: find its exception base through a public class, not an import
     click_error = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+    detailed = "--detailed-exitcode" in sys.argv[1:]
     try:
         code = app(prog_name="sealrelay", standalone_mode=False)
     except click_error as exc:
         exc.show()
-        sys.exit(views.EXIT_ERROR)
+        sys.exit(exits.detailed(exits.Exit.USAGE, detailed))
     except (KeyboardInterrupt, typer.Abort):
         sys.exit(130)
-    sys.exit(code if isinstance(code, int) else views.EXIT_OK)
+    except Exception:
+        traceback.print_exc()
+        sys.stderr.write("sealrelay: internal error (a bug): please report it with the lines above\n")
+        sys.exit(exits.detailed(exits.Exit.SOFTWARE, detailed))
+    sys.exit(code if isinstance(code, int) else exits.Exit.OK)
 
 
 if __name__ == "__main__":

@@ -13,8 +13,8 @@ import typer
 
 from engine.certificates.ops import CertOpsError, CertReport, CsrResult, CsrSubject, Replaced
 from engine.certificates.store import KEY_TYPES
-from engine.cli import views
-from engine.config.diagnostics import render_text
+from engine.cli.exits import Exit
+from engine.config.diagnostics import has_errors, render_text
 
 cert_app = typer.Typer(
     help="The relay's TLS certificate: show it, generate a self-signed one, request one from a CA, import it.",
@@ -50,7 +50,7 @@ def show(
         sys.stdout.write(json.dumps(_report_json(report), indent=2) + "\n")
     else:
         _show_report(report)
-    raise typer.Exit(views.EXIT_OK if report.ok else views.EXIT_ERROR)
+    raise typer.Exit(Exit.OK if report.ok else Exit.FAILED)
 
 
 @cert_app.command("self-signed")
@@ -144,14 +144,15 @@ def import_pfx(
 
 
 def _run(call: Callable[[], T]) -> T:
-    """Run a core call; a refusal is printed (with any config diagnostics) and exits 1."""
+    """Run a core call; a refusal is printed (with any config diagnostics) and exits 1, or 65
+    when the config is invalid."""
     try:
         return call()
     except CertOpsError as exc:
         if exc.diagnostics:
             sys.stderr.write(render_text(exc.diagnostics) + "\n")
         typer.echo(f"error: {exc.message}", err=True)
-        raise typer.Exit(views.EXIT_ERROR) from None
+        raise typer.Exit(Exit.DATAERR if has_errors(exc.diagnostics) else Exit.FAILED) from None
 
 
 def _show_replaced(done: Replaced) -> None:

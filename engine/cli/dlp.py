@@ -10,7 +10,8 @@ from typing import NoReturn
 
 import typer
 
-from engine.cli import views
+from engine.cli import exits
+from engine.cli.exits import Exit
 
 quarantine_app = typer.Typer(help="Messages held by a DLP `quarantine` action.", no_args_is_help=True)
 
@@ -23,7 +24,7 @@ def _load(path: Path):
     if not result.ok:
         sys.stderr.write(render_text(result.diagnostics) + "\n")
         typer.echo(f"{path}: invalid config", err=True)
-        raise typer.Exit(views.EXIT_ERROR)
+        raise typer.Exit(exits.for_config(path))
     return result
 
 
@@ -42,32 +43,39 @@ def simulate(
     detailed_exitcode: bool = typer.Option(
         False,
         "--detailed-exitcode",
-        help="With --against: exit 0 when no decision changes, 2 when some do, 1 on error",
+        help="With --against: exit 0 when no decision changes, 2 when some do, 1 on any error",
     ),
 ) -> None:
     """Run sample messages through the policy pipeline without sending anything.
 
     Example: sealrelay simulate relay.yaml --messages tests/messages --against git:main --detailed-exitcode
     """
+    try:
+        _simulate(path, messages, against, peer, fmt, detailed_exitcode)
+    except typer.Exit as exc:
+        raise typer.Exit(exits.detailed(exc.exit_code, detailed_exitcode)) from None
+
+
+def _simulate(path: Path, messages: Path, against, peer, fmt: str, detailed_exitcode: bool) -> None:
     from engine.plan.inputs import SourceError, load_other
     from engine.relay.dlp.simulate import changed, policy_view, sample_files, simulate_dir
 
     if detailed_exitcode and against is None:
-        _fail("--detailed-exitcode compares two configs: give the other one with --against")
+        _fail("--detailed-exitcode compares two configs: give the other one with --against", Exit.USAGE)
     result = _load(path)
     if not messages.is_dir():
-        _fail(f"{messages}: no such directory (--messages names a directory of .eml files)")
+        _fail(f"{messages}: no such directory (--messages names a directory of .eml files)", Exit.NOINPUT)
     if not sample_files(messages):
-        _fail(f"{messages} holds no .eml messages: nothing to simulate")
+        _fail(f"{messages} holds no .eml messages: nothing to simulate", Exit.NOINPUT)
     after = simulate_dir(policy_view(result.config, result.base_dir), messages, peer=peer, source=result.source)
     if against is None:
         _show(after, fmt)
-        raise typer.Exit(views.EXIT_OK)
+        raise typer.Exit(Exit.OK)
     try:
         base, label = load_other(against, path, purpose="simulate")
     except SourceError as exc:
         typer.echo(exc.render(), err=True)
-        raise typer.Exit(views.EXIT_ERROR) from None
+        raise typer.Exit(Exit.DATAERR if exc.diagnostics else Exit.NOINPUT) from None
     before = simulate_dir(policy_view(base, result.base_dir), messages, peer=peer)
     diffs = changed(before, after)
     if fmt == "json":
@@ -86,12 +94,12 @@ def simulate(
             for name in ("direction", "action", "method", "policies", "route", "tls"):
                 if getattr(b, name) != getattr(a, name):
                     typer.echo(f"    {name}: {_fmt(getattr(b, name))} -> {_fmt(getattr(a, name))}")
-    raise typer.Exit(views.EXIT_CHANGES if detailed_exitcode and diffs else views.EXIT_OK)
+    raise typer.Exit(Exit.CHANGES if detailed_exitcode and diffs else Exit.OK)
 
 
-def _fail(message: str) -> NoReturn:
+def _fail(message: str, code: Exit) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(views.EXIT_ERROR)
+    raise typer.Exit(code)
 
 
 def _fmt(value) -> str:
@@ -128,8 +136,12 @@ def explain(
     from engine.relay.dlp.simulate import policy_view, simulate_one
 
     result = _load(path)
+    try:
+        content = message.read_bytes()
+    except OSError as exc:
+        _fail(f"{message}: {exc.strerror}", exits.for_oserror(exc))
     o = simulate_one(
-        policy_view(result.config, result.base_dir), message.read_bytes(), message.name, peer=peer, source=result.source
+        policy_view(result.config, result.base_dir), content, message.name, peer=peer, source=result.source
     )
     if fmt == "json":
         typer.echo(json.dumps(o.to_json(), indent=2))
@@ -196,7 +208,7 @@ def quarantine_release(held_id: str, config: Path = typer.Option(None, "--config
         held, content = quarantine.get(held_id)
     except NotHeld as exc:
         typer.echo(str(exc), err=True)
-        raise typer.Exit(views.EXIT_ERROR) from None
+        raise typer.Exit(Exit.FAILED) from None
     with _open(config) as queue:
         meta = {"kind": "released", "released_from": held_id, "policies": list(held.policies), "config_version": 0}
         queue_id = asyncio.run(queue.enqueue(held.sender, list(held.recipients), content, meta=meta))
@@ -216,7 +228,7 @@ def quarantine_delete(held_id: str, config: Path = typer.Option(None, "--config"
         _quarantine(config).delete(held_id)
     except NotHeld as exc:
         typer.echo(str(exc), err=True)
-        raise typer.Exit(views.EXIT_ERROR) from None
+        raise typer.Exit(Exit.FAILED) from None
     typer.echo(f"{held_id}: deleted")
 
 
@@ -228,4 +240,4 @@ def _quarantine(config: Path | None):
         return Quarantine(data_dir_of(config))
     except ConfigError as exc:
         typer.echo(str(exc), err=True)
-        raise typer.Exit(views.EXIT_ERROR) from None
+        raise typer.Exit(exits.for_config(config or "relay.yaml")) from None

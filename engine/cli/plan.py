@@ -1,9 +1,12 @@
 """`sealrelay plan`: arguments -> load both configs -> make_plan -> a renderer -> exit code.
 
 Relay-less with `--against OTHER` (a file, a directory, or `git:REF`): what CI runs on a
-pull request. Otherwise the current config comes from a relay's admin API: that client is
-`engine.admin.client.fetch_running(url, token)`, imported only when needed, so this
-command works (and says so clearly) before relay mode exists.
+pull request. Otherwise the current config comes from a relay's admin API
+(`engine.admin.client.fetch_running(url, token)`, imported only when needed); over a fleet
+each relay takes its own token from the token map (`--tokens`, engine/cli/tokens.py).
+
+Every failure has its exit code (engine/cli/exits.py); with `--detailed-exitcode` they are
+all 1, Terraform's contract.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from typing import Any
 
 import typer
 
-from engine.cli import views
+from engine.cli import exits, tokens
+from engine.cli.exits import Exit
 
 
 class PlanFormat(str, Enum):
@@ -25,7 +29,11 @@ class PlanFormat(str, Enum):
 
 
 class PlanError(Exception):
-    """A plan that cannot be made; the message says why (exit 1)."""
+    """A plan that cannot be made; the message says why, `code` is the exit code."""
+
+    def __init__(self, message: str, code: int = Exit.FAILED) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def plan(
@@ -38,15 +46,21 @@ def plan(
     fmt: PlanFormat = typer.Option(PlanFormat.text, "--format", help="text, markdown (a PR comment) or json"),
     out: Path | None = typer.Option(None, "--out", help="Save the plan (tamper-evident) for `sealrelay apply`"),
     detailed_exitcode: bool = typer.Option(
-        False, "--detailed-exitcode", help="Exit 0 when there are no changes, 2 when there are, 1 on error"
+        False,
+        "--detailed-exitcode",
+        help="Exit 0 when there are no changes, 2 when there are, 1 on any error (without it: docs/cli.md)",
     ),
     relay: list[str] = typer.Option(
         None,
         "--relay",
-        help="Admin API of a relay to plan against; repeat for several (default: http:// + system.admin)",
+        help="Admin API of a relay to plan against, or its name in the token map; repeat for several "
+        "(default: http:// + system.admin)",
     ),
     token_file: Path | None = typer.Option(
         None, "--token-file", help="Admin token file (default: <data_dir>/admin.token; or SEALRELAY_TOKEN)"
+    ),
+    tokens_file: Path | None = typer.Option(
+        None, "--tokens", help="Fleet token map: each relay's token by reference (or SEALRELAY_TOKENS)"
     ),
     probe: bool = typer.Option(
         False, "--probe", help="Connect to the next hops a TLS change affects, as the relay would after it"
@@ -56,6 +70,13 @@ def plan(
 
     Example: sealrelay plan relay.yaml --against git:main --format markdown --detailed-exitcode
     """
+    try:
+        _plan(path, against, fmt, out, detailed_exitcode, relay, token_file, tokens_file, probe)
+    except typer.Exit as exc:
+        raise typer.Exit(exits.detailed(exc.exit_code, detailed_exitcode)) from None
+
+
+def _plan(path, against, fmt, out, detailed_exitcode, relay, token_file, tokens_file, probe) -> None:
     from engine.config.diagnostics import render_text
     from engine.config.load import load_config
     from engine.plan import planfile
@@ -65,21 +86,32 @@ def plan(
 
     fmt_value = PlanFormat(fmt).value
 
-    def fail(problem: str, diagnostics=()) -> typer.Exit:
+    def fail(problem: str, diagnostics=(), code: int = Exit.FAILED) -> typer.Exit:
         """No plan: say so on stderr and, for markdown and json, in the document CI posts."""
         sys.stdout.write(render_failure(fmt_value, str(path), problem, diagnostics))
-        return typer.Exit(views.EXIT_ERROR)
+        return typer.Exit(code)
 
     result = load_config(path)
     if result.diagnostics:
         sys.stderr.write(render_text(result.diagnostics) + "\n")
     if not result.ok or result.config is None:
         typer.echo(f"{path}: invalid config, no plan", err=True)
-        raise fail(f"{path} is invalid, so there is no plan: fix what is listed below.", result.diagnostics)
+        problem = f"{path} is invalid, so there is no plan: fix what is listed below."
+        raise fail(problem, result.diagnostics, exits.for_config(path))
     commit, warning = planfile.git_commit(path)
     changes = False
     plans = []
-    for target in [None] if against is not None or not relay else relay:
+    targets: list = [None]
+    if against is None:
+        try:
+            targets = _targets(relay, tokens_file, result)
+        except tokens.TokenMapError as exc:
+            typer.echo(exc.render(), err=True)
+            raise fail(str(exc), exc.diagnostics, Exit.CONFIG) from None
+        except PlanError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise fail(str(exc), code=exc.code) from None
+    for target in targets:
         try:
             if against is not None:
                 current, label = load_other(against, path)
@@ -88,10 +120,10 @@ def plan(
                 current, label, base_version, last_applied = _from_relay(target, token_file, result)
         except SourceError as exc:
             typer.echo(exc.render(), err=True)
-            raise fail(str(exc), exc.diagnostics) from None
+            raise fail(str(exc), exc.diagnostics, Exit.DATAERR if exc.diagnostics else Exit.NOINPUT) from None
         except PlanError as exc:
             typer.echo(f"error: {exc}", err=True)
-            raise fail(str(exc)) from None
+            raise fail(str(exc), code=exc.code) from None
         the_plan = make_plan(
             result.config,
             current,
@@ -109,7 +141,7 @@ def plan(
             from engine.relay.delivery import probe as prober
 
             sys.stdout.write(prober.render(prober.run(result.config, list(the_plan.changes), result.base_dir)))
-        plans.append((target, the_plan))
+        plans.append((target.url if target else None, the_plan))
     if out is not None:
         if warning:
             typer.echo(f"warning: {warning}", err=True)
@@ -118,12 +150,13 @@ def plan(
             planfile.save(out, saved, result.config)
         except OSError as exc:
             typer.echo(f"error: cannot write {out}: {exc.strerror}", err=True)
-            raise typer.Exit(views.EXIT_ERROR) from None
-        relays = "".join(f" --relay {url}" for url, _ in plans if url and len(plans) > 1)
+            raise typer.Exit(Exit.IOERR if exits.for_oserror(exc) is Exit.IOERR else Exit.CANTCREAT) from None
+        relays = "".join(f" --relay {spec}" for spec in (relay or []) if len(plans) > 1)
+        relays += f" --tokens {tokens_file}" if tokens_file is not None and len(plans) > 1 else ""
         typer.echo(f"Saved the plan to {out}: apply it with `sealrelay apply {out}{relays}`", err=True)
     if detailed_exitcode and changes:
-        raise typer.Exit(views.EXIT_CHANGES)
-    raise typer.Exit(views.EXIT_OK)
+        raise typer.Exit(Exit.CHANGES)
+    raise typer.Exit(Exit.OK)
 
 
 def _one_plan(plans: list) -> Any:
@@ -144,33 +177,44 @@ def _one_plan(plans: list) -> Any:
             "save a plan per relay (a fleet of node files: one per node file)",
             err=True,
         )
-        raise typer.Exit(views.EXIT_ERROR)
+        raise typer.Exit(Exit.FAILED)
     first = plans[0][1]
     label = "the relays at " + ", ".join(url for url, _ in plans)
     return replace(first, base_version=None, base_label=label, drift=())
 
 
-def _from_relay(relay: str | None, token_file: Path | None, result: Any) -> tuple[Any, str, int | None, Any]:
+def _targets(relay: list[str] | None, tokens_file: Path | None, result: Any) -> list[tokens.Relay]:
+    """The relays to plan against (each `--relay`, a URL or a name in the token map; else the
+    config's admin API), each with where its token comes from."""
+    admin = result.config.system.admin
+    host = f"[{admin.address}]" if ":" in admin.address else admin.address
+    try:
+        token_map = tokens.load(tokens.given(tokens_file))  # TokenMapError: the caller shows where
+        return tokens.relays(relay, f"http://{host}:{admin.port}", token_map)
+    except tokens.UnknownRelay as exc:
+        raise PlanError(str(exc), Exit.USAGE) from None
+
+
+def _from_relay(relay: tokens.Relay, token_file: Path | None, result: Any) -> tuple[Any, str, int | None, Any]:
     """The running config, its label, its version, and what the last apply set (for drift).
 
     `fetch_running(url, token)` returns the admin API's `GET /v1/config`: `config`
     (canonical JSON), `version`, and, when the relay keeps it, `last_applied`.
     """
-    config = result.config
-    url = relay or f"http://{config.system.admin.address}:{config.system.admin.port}"
+    from engine.admin.client import AdminError, Unauthorized, fetch_running
+
     try:
-        from engine.admin.client import AdminError, fetch_running, token_from
-    except ImportError:
+        token = relay.token(token_file, result.base_dir / result.config.system.data_dir)
+        running = fetch_running(relay.url, token)
+    except Unauthorized as exc:
         raise PlanError(
-            "relay mode not available yet: plan against a file, a directory or a git revision "
-            "with --against OTHER (e.g. --against git:main)"
+            f"{relay.label}: the admin token was refused ({exc}; {relay.token_source})", Exit.NOPERM
         ) from None
-    try:
-        token = token_from(token_file, result.base_dir / config.system.data_dir)
-        running = fetch_running(url, token)
     except AdminError as exc:
-        raise PlanError(f"{exc} (to plan without a relay: --against OTHER)") from None
-    return running.config, f"the relay at {url}", running.version, getattr(running, "last_applied", None)
+        message = relay.says(f"{exc} (to plan without a relay: --against OTHER)")
+        raise PlanError(message, exits.for_admin_error(exc)) from None
+    label = f"the relay {relay.label}" if relay.name else f"the relay at {relay.url}"
+    return running.config, label, running.version, getattr(running, "last_applied", None)
 
 
 def _with_warnings(plan: Any, warnings: tuple[str, ...]) -> Any:
@@ -179,16 +223,15 @@ def _with_warnings(plan: Any, warnings: tuple[str, ...]) -> Any:
     return replace(plan, warnings=warnings) if warnings else plan
 
 
-def _relay_warnings(relay: str | None, token_file: Path | None, result: Any) -> tuple[str, ...]:
+def _relay_warnings(relay: tokens.Relay, token_file: Path | None, result: Any) -> tuple[str, ...]:
     """The relay's own plan's warnings (`POST /v1/plan`); none when it cannot say (best effort:
     the plan above stands on its own)."""
-    from engine.admin.client import AdminError, RelayClient, token_from
+    from engine.admin.client import AdminError, RelayClient
     from engine.plan.diff import canonical
 
     config = result.config
-    url = relay or f"http://{config.system.admin.address}:{config.system.admin.port}"
     try:
-        with RelayClient(url, token_from(token_file, result.base_dir / config.system.data_dir)) as client:
+        with RelayClient(relay.url, relay.token(token_file, result.base_dir / config.system.data_dir)) as client:
             answer = client.plan(canonical(config))
     except AdminError:
         return ()

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import typer
 
-from engine.cli import views
+from engine.cli import exits
+from engine.cli.exits import Exit
 
 portal_app = typer.Typer(help="The secure portal: its audit trail, revocation, retention.", no_args_is_help=True)
 CONFIG = typer.Option(None, "--config", "-c", help="The relay's config (default: ./relay.yaml, else the embedded one)")
@@ -31,17 +32,17 @@ def _store(config: Path | None):
     result = load_config(path, check_files=False)
     if result.config is None:
         typer.echo(f"{path}: invalid config: run `sealrelay validate {path}`", err=True)
-        raise typer.Exit(views.EXIT_ERROR)
+        raise typer.Exit(exits.for_config(path))
     portal = result.config.encryption.secure_portal
     if portal is None:
         typer.echo(f"{path}: no encryption.secure_portal: this relay has no portal", err=True)
-        raise typer.Exit(views.EXIT_ERROR)
+        raise typer.Exit(Exit.FAILED)
     base = (base_dir or result.base_dir).resolve()
     try:
         store = open_store(portal, base, (base / result.config.system.data_dir).resolve())
     except (DatabaseError, PortalKeyError, OSError) as exc:
         typer.echo(f"cannot open the portal store: {exc}", err=True)
-        raise typer.Exit(views.EXIT_ERROR) from None
+        raise typer.Exit(Exit.FAILED) from None
     try:
         yield store
     finally:
@@ -64,7 +65,7 @@ def audit(
         start = 0.0 if since == "all" else time.time() - parse_duration(since)
     except ValueError:
         typer.echo(f"--since {since!r}: give a duration like 30m, 12h, 7d, or 'all'", err=True)
-        raise typer.Exit(views.EXIT_ERROR) from None
+        raise typer.Exit(Exit.USAGE) from None
     with _store(config) as store:
         events = store.audit_events(since=start, address=address, event=event, limit=limit)
     if format == "json":
@@ -72,7 +73,7 @@ def audit(
         return
     if format != "text":
         typer.echo("--format: text or json", err=True)
-        raise typer.Exit(views.EXIT_ERROR)
+        raise typer.Exit(Exit.USAGE)
     for e in events:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e["at"]))
         parts = [when, e["event"], e["address"] or "-", e["message_id"] or "-", e["ip"] or "-", e["detail"] or ""]
@@ -93,7 +94,7 @@ def revoke(
             store.audit("revoked", message_id=ident, detail="sealrelay portal revoke")
     if not count:
         typer.echo(f"{ident}: no such key or message (or already revoked)", err=True)
-        raise typer.Exit(views.EXIT_ERROR)
+        raise typer.Exit(Exit.FAILED)
     typer.echo(f"revoked {ident}")
 
 

@@ -14,6 +14,11 @@ is an error that names both places. YAML 1.2 rules apply, so `no` stays the stri
 A file with a top-level `extends: ../base` is one node of a fleet: its values laid over the
 shared config it names (`overlay.py`).
 
+A file that cannot be read (a YAML syntax error, not a mapping, a link out of the directory)
+is reported and left out; the other files of a directory are still merged and checked, and
+`Loaded.left_out` names what is missing, so later stages know which of their findings may
+be echoes of it (load.py). Crossing a read limit stops the reading: nothing is checked.
+
 Reading costs at most what `ReadLimits` allows (bytes, files, depth, values with aliases
 expanded: docs/security.md); crossing a limit is a located error, never a crash. Only
 regular files inside a config directory are read: a symlink out of it is an error.
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -78,12 +84,16 @@ class SourceMap:
 
 @dataclass
 class Loaded:
-    """The outcome of reading the YAML: data (None if unreadable) and what went wrong."""
+    """The outcome of reading the YAML: data (None if nothing could be read) and what went
+    wrong; `left_out` are the files whose content is missing from `data`, `unread_words` the
+    words of those that were opened (a finding naming one may be an echo of their absence)."""
 
     data: dict[str, Any] | None
     source: SourceMap
     diagnostics: list[Diagnostic]
     base_dir: FsPath
+    left_out: tuple[str, ...] = ()
+    unread_words: frozenset[str] = frozenset()
 
 
 def config_files(path: FsPath, limits: ReadLimits = DEFAULT_LIMITS) -> list[FsPath]:
@@ -148,30 +158,45 @@ def load_path(path: str | FsPath, *, limits: ReadLimits = DEFAULT_LIMITS, nodes:
         return Loaded(None, source, [file_error(str(path), "no *.yaml files in this directory")], base_dir)
     budget = Budget(limits)
     roots: list[Map] = []
+    left_out = [str(d.mark.file) for d in diags if d.mark]  # links out of the directory
+    words: set[str] = set()
     for shown, real in members:
         source.files.append(str(shown))
         node, problem = compose_file(shown, budget, opened=real if is_dir else None)
-        if problem:
-            diags.append(problem)
+        if problem or (node is not None and not isinstance(node, Map)):
+            diags.append(problem or _at(node, (), "the top level of a config file must be a mapping of sections"))
+            left_out.append(str(shown))
+            words |= _words_of(real if is_dir else str(shown), limits.file_bytes)
         elif node is None:
             pass  # an empty file adds nothing
-        elif not isinstance(node, Map):
-            diags.append(_at(node, (), "the top level of a config file must be a mapping of sections"))
         else:
             roots.append(node)
         if budget.spent:
-            break
-    if diags:
+            return Loaded(None, source, diags, base_dir)  # a limit crossed: nothing more is read
+    if not roots and diags:
         return Loaded(None, source, diags, base_dir)
     builder = _Builder(source)
     data: dict[str, Any] = {}
     for root in roots:
         builder.merge_mapping(data, root, ())
     source.values.setdefault((), Mark(source.files[0], 1, 1))  # empty files: the config starts there
-    loaded = Loaded(data, source, builder.diagnostics, base_dir)
-    if nodes and not is_dir and overlay.KEY in data and not builder.diagnostics:
+    loaded = Loaded(data, source, diags + builder.diagnostics, base_dir, tuple(left_out), frozenset(words))
+    if nodes and not is_dir and overlay.KEY in data and not loaded.diagnostics:
         return overlay.extend(loaded, path, limits, load_path)
     return loaded
+
+
+def _words_of(file: str, limit: int) -> set[str]:
+    """The words of a file that could not be parsed (names it may define), read within `limit`."""
+    try:
+        with open(file, "rb") as f:
+            text = f.read(limit).decode("utf-8", "replace")
+    except OSError:
+        return set()
+    return set(_WORD.findall(text))
+
+
+_WORD = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@*+-]*")
 
 
 def _at(node: Node, path: Path, message: str, hint: str | None = None) -> Diagnostic:

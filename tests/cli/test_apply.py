@@ -101,7 +101,7 @@ async def test_rollout_stops_at_the_first_failing_node(relays, tmp_path: Path) -
     down = f"http://127.0.0.1:{free_port()}"
     want = desired(tmp_path, ("retry_interval: 15m", "retry_interval: 20m"))
     proc = await cli("apply", str(want), "--relay", url(a), "--relay", down, "--relay", url(c), "--auto-approve")
-    assert proc.returncode == 1
+    assert proc.returncode == 69  # EX_UNAVAILABLE: the node where it stopped could not be reached
     assert f"{url(a)}: applied (version 1 -> 2)" in proc.stdout
     assert f"{down}: failed" in proc.stdout and f"{url(c)}: not reached (version None)" in proc.stdout
     assert c.relay.live.version == 1
@@ -114,7 +114,7 @@ async def test_loosening_needs_the_flag_and_a_reason(relays, tmp_path: Path) -> 
     assert refused.returncode == 1 and "loosens protection" in refused.stdout and a.relay.live.version == 1
     assert "tls lowered" in refused.stdout or "lowered" in refused.stdout
     no_reason = await cli("apply", str(weaker), "--relay", url(a), "--auto-approve", "--allow-downgrade")
-    assert no_reason.returncode == 1 and "needs --reason" in no_reason.stderr
+    assert no_reason.returncode == 64 and "needs --reason" in no_reason.stderr  # EX_USAGE
     done = await cli(
         "apply",
         str(weaker),
@@ -144,11 +144,11 @@ async def test_saved_plan_is_refused_when_stale_or_edited(relays, tmp_path: Path
     edited = tmp_path / "edited.json"
     edited.write_text(plan_file.read_text().replace('"20m"', '"25m"'))
     tampered = await cli("apply", str(edited), "--relay", url(a), "--auto-approve")
-    assert tampered.returncode == 1 and "hash" in tampered.stderr
+    assert tampered.returncode == 65 and "hash" in tampered.stderr  # EX_DATAERR
     other = desired(tmp_path / "x", ("retry_interval: 15m", "retry_interval: 30m"))
     assert (await cli("apply", str(other), "--relay", url(a), "--auto-approve")).returncode == 0  # the relay moves on
     stale = await cli("apply", str(plan_file), "--relay", url(a), "--auto-approve")
-    assert stale.returncode == 1 and "stale plan" in stale.stdout
+    assert stale.returncode == 75 and "stale plan" in stale.stdout  # EX_TEMPFAIL: plan again
     fresh = await cli("plan", str(want), "--relay", url(a), "--out", str(plan_file))
     assert fresh.returncode == 0
     ok = await cli("apply", str(plan_file), "--relay", url(a), "--auto-approve")

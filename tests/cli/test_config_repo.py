@@ -222,5 +222,5 @@ def test_a_plan_that_cannot_be_made_still_writes_its_document(config_repo: Path,
         text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
-    assert done.returncode == 1 and expected in done.stdout, done.stdout + done.stderr
+    assert done.returncode == 66 and expected in done.stdout, done.stdout + done.stderr  # EX_NOINPUT
     assert "git:nosuch: no such revision" in done.stderr  # and the terminal says so too

@@ -88,7 +88,7 @@ def test_validate_runs_the_policy_tests_and_fails_on_a_wrong_expectation(tmp_pat
         )
     )
     proc = run("validate", str(config))
-    assert proc.returncode == 1
+    assert proc.returncode == 65  # EX_DATAERR, as for any invalid config
     assert "tests[1].expect.action: test `newsletter passes`: expected action encrypt, got permit" in proc.stderr
     assert "full.yaml:" in proc.stderr
 

@@ -24,17 +24,17 @@ def test_validate_valid_example_exits_0() -> None:
     assert proc.stdout.strip() == "examples/minimal.yaml: valid"
 
 
-def test_validate_broken_config_exits_1_with_positions() -> None:
+def test_validate_broken_config_exits_65_with_positions() -> None:
     case = GOLDEN / "many-errors-at-once"
     proc = run("validate", "relay.yaml", cwd=case)
-    assert proc.returncode == 1
+    assert proc.returncode == 65
     assert proc.stderr == (case / "expected.txt").read_text(encoding="utf-8")
     assert proc.stdout.strip() == "relay.yaml: invalid (4 errors)"
 
 
 def test_validate_json_format_for_machines() -> None:
     proc = run("validate", "relay.yaml", "--format", "json", cwd=GOLDEN / "typo-enum-method")
-    assert proc.returncode == 1
+    assert proc.returncode == 65
     doc = json.loads(proc.stdout)
     assert doc["valid"] is False and doc["errors"] == 1
     [diag] = doc["diagnostics"]

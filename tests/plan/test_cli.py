@@ -124,14 +124,14 @@ def _closed_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_relay_mode_errors_are_clear_and_exit_1() -> None:
+def test_relay_mode_errors_are_clear_and_have_their_exit_codes() -> None:
     desired = case("no-change", "after.yaml")
     done = plan(desired, "--relay", f"http://127.0.0.1:{_closed_port()}", env={"SEALRELAY_TOKEN": "t"})
-    assert done.returncode == 1
+    assert done.returncode == 69  # EX_UNAVAILABLE
     error = done.stderr.splitlines()[-1]
     assert error.startswith("error: cannot connect to http://127.0.0.1:") and error.endswith("--against OTHER)")
     no_token = plan(desired, "--token-file", "/nonexistent/admin.token")
-    assert no_token.returncode == 1 and no_token.stdout == ""
+    assert no_token.returncode == 78 and no_token.stdout == ""  # EX_CONFIG: no token set up
     assert no_token.stderr.splitlines()[-1] == (
         "error: no admin token: no token file at /nonexistent/admin.token "
         "(given by --token-file; $SEALRELAY_TOKEN is not set) (to plan without a relay: --against OTHER)"

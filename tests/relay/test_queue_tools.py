@@ -49,7 +49,7 @@ async def test_yaml_output_and_the_body_as_queued(write_config, start_relay) -> 
     assert body.returncode == 0 and body.stdout.startswith("Received: ")  # the relay's own trace header first
     assert "To: dan@other.example" in body.stdout and "for dan@other.example" in body.stdout
     bad = await cli("list", "--config", str(config), "--format", "xml")
-    assert bad.returncode == 1 and "Invalid value for '--format'" in bad.stderr
+    assert bad.returncode == 64 and "Invalid value for '--format'" in bad.stderr  # EX_USAGE
 
 
 async def test_purge_deletes_what_matches_and_only_with_yes(write_config, start_relay) -> None:

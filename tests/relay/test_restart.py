@@ -145,5 +145,5 @@ def test_serve_refuses_allow_downgrade_without_a_reason(repo: Repo) -> None:
         text=True,
         timeout=60,
     )
-    assert done.returncode == 1
+    assert done.returncode == 64  # EX_USAGE
     assert done.stderr.strip().splitlines()[-1] == '--allow-downgrade needs --reason "…" (it goes into the audit log)'
