@@ -15,6 +15,7 @@ from engine.cli.dlp import explain, quarantine_app, simulate
 from engine.cli.plan import plan_command
 from engine.cli.portal import portal_app
 from engine.cli.queue import queue_app
+from engine.cli.state import state_app
 from engine.cli.status import status_command
 
 app = typer.Typer(
@@ -29,6 +30,7 @@ app.add_typer(queue_app, name="queue")
 app.add_typer(cert_app, name="cert")
 app.add_typer(quarantine_app, name="quarantine")
 app.add_typer(portal_app, name="portal")
+app.add_typer(state_app, name="state")
 app.command("plan")(plan_command)
 app.command("apply")(apply_command)
 app.command("status")(status_command)

@@ -292,6 +292,21 @@ class Queue:
         """Remove an entry without notice to the sender. Raises `NotQueued`."""
         await self._run(lambda conn: store.delete(conn, msg_id))
 
+    async def hold(self, msg_id: str, *, now: float | None = None) -> bool:
+        """Put an entry on hold (`queue hold`, Postfix: postsuper -h): no delivery leases it
+        until `unhold`, across restarts. A delivery already under way finishes and records
+        its outcome. Nothing expires while held: `max_queue_lifetime` is applied when a
+        delivery attempt fails, and a held entry has none. False if it was held already.
+        Raises `NotQueued`."""
+        when = time.time() if now is None else now
+        return await self._run(lambda conn: store.hold(conn, msg_id, when))
+
+    async def unhold(self, msg_id: str) -> bool:
+        """Take an entry off hold (`queue release`, Postfix: postsuper -H): its recipients keep
+        their retry times, those already past are due at once. False if it was not held.
+        Raises `NotQueued`."""
+        return await self._run(lambda conn: store.unhold(conn, msg_id))
+
     async def count(self) -> int:
         """Number of entries in the queue."""
         return await self._run(lambda conn: conn.execute("SELECT count(*) FROM messages").fetchone()[0])
@@ -326,10 +341,13 @@ class Queue:
             failed_writes=writer.failed_writes,
         )
 
-    async def list(self, limit: int = 100, state: str | None = None, after: str | None = None) -> list[EntrySummary]:
-        """The oldest `limit` entries, optionally only those with a recipient in `state`; a page
-        at a time: `after` is the id the previous page ended with (it may have left since)."""
-        return await self._run(lambda conn: store.list_entries(conn, limit, state, after))
+    async def list(
+        self, limit: int = 100, state: str | None = None, after: str | None = None, *, held: bool | None = None
+    ) -> list[EntrySummary]:
+        """The oldest `limit` entries, optionally only those with a recipient in `state`, and
+        only the held (`held=True`) or those not held (`held=False`); a page at a time:
+        `after` is the id the previous page ended with (it may have left since)."""
+        return await self._run(lambda conn: store.list_entries(conn, limit, state, after, held))
 
     async def open_by_domain(self) -> dict[str, int]:
         """Open recipients per recipient domain (reads every recipient: for rare questions)."""

@@ -213,9 +213,22 @@ def _copy_entry(old: sqlite3.Connection, conn: sqlite3.Connection, msg_id: str, 
             f"INSERT INTO recipients ({store.RECIPIENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)",
             [r[:6] + r[7:] for r in recipients],
         )
+        held_at = _held_at(old, msg_id)
+        if held_at is not None:  # held mail stays held through a salvage
+            conn.execute("UPDATE messages SET held_at = ? WHERE id = ?", (held_at, msg_id))
         return None
     reason = f"database damaged ({problem}); {reason}"
     pairs = [(r[1], r[3]) for r in recipients]
     sender, meta, created = (message[1], message[2], message[3]) if message else (None,) * 3
     store.record_corrupt(conn, msg_id, reason, now, sender, pairs, meta, created, body)
     return reason
+
+
+def _held_at(old: sqlite3.Connection, msg_id: str) -> float | None:
+    """When the entry was put on hold in the damaged database (None: not held, not readable,
+    or a version-1 database without the column)."""
+    try:
+        row = old.execute("SELECT held_at FROM messages WHERE id = ?", (msg_id,)).fetchone()
+    except sqlite3.Error:
+        return None
+    return row and row[0]

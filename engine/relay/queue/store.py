@@ -7,14 +7,23 @@ own, so a job can be rolled back alone.
 Tables:
 
 - `messages`: one row per entry (sender, meta as JSON, creation time, body size and
-  SHA-256, delay-warning flag, `next_due` = earliest retry time of its open recipients, and
-  the lease).
+  SHA-256, delay-warning flag, `next_due` = earliest retry time of its open recipients, the
+  lease, and `held_at`: when an operator put it on hold, NULL when not held).
 - `bodies`: the message bytes as one BLOB per entry, apart from `messages` so that scans of
   the metadata never page through message content.
 - `recipients`: one row per recipient with its state, attempts, retry time, last error, last
   TLS result and whether the current lease covers it.
 - `corrupt`: entries set aside because they could not be trusted, with the reason and
   whatever could still be read. Nothing there is ever delivered.
+
+A held entry (`queue hold`, Postfix's `postsuper -h`) is never leased; everything else about
+it (its recipients' retry times, `next_due`) is kept as it was, so `unhold` gives it back to
+the schedule it had. The lease scan reads the partial index `messages_due_unheld`, which has
+no held entry in it: a thousand entries on hold cost the scheduler's question nothing.
+
+Schema versions (`PRAGMA user_version`): 1 the tables above without `held_at`; 2 adds
+`held_at` and its index (`MIGRATIONS`). A database of an older version is brought up to date
+when opened, additively (old rows read as not held); one of a newer version is refused.
 
 Invariants: `bodies` and `recipients` rows exist only with their `messages` row (foreign
 keys, ON DELETE CASCADE); an entry with no open recipient does not exist (it is removed,
@@ -44,7 +53,7 @@ from engine.relay.queue.types import (
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS messages (
@@ -90,6 +99,15 @@ SCHEMA = (
     )""",
 )
 
+# What each version adds to the one before; the tables of SCHEMA are version 1's. Additive only:
+# a relay of the older version keeps working beside the new columns (it names its columns).
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    2: (
+        "ALTER TABLE messages ADD COLUMN held_at REAL DEFAULT NULL",
+        "CREATE INDEX IF NOT EXISTS messages_due_unheld ON messages (next_due) WHERE held_at IS NULL",
+    ),
+}
+
 MESSAGE_COLUMNS = "id, sender, meta, created_at, size, sha256, warned, next_due, lease_until"
 RECIPIENT_COLUMNS = (
     "msg_id, rcpt, position, state, attempts, next_attempt_at, leased, last_error, last_tls, detail, updated_at"
@@ -99,14 +117,19 @@ _RCPT_FIELDS = "rcpt, state, attempts, next_attempt_at, last_error, last_tls, de
 
 
 def create_schema(conn: sqlite3.Connection) -> None:
-    """Create the tables if missing; refuse a queue written by a newer schema."""
+    """Create the tables if missing, or bring an older schema up to date (`MIGRATIONS`, in
+    the caller's transaction); refuse a queue written by a newer schema."""
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version > SCHEMA_VERSION:
         raise RuntimeError(f"queue schema {version} is newer than this program ({SCHEMA_VERSION})")
     if version == SCHEMA_VERSION:
         return  # nothing to write: opening a full disk must not need free space
-    for statement in SCHEMA:
-        conn.execute(statement)
+    if version == 0:
+        for statement in SCHEMA:
+            conn.execute(statement)
+    for target in range(max(version, 1) + 1, SCHEMA_VERSION + 1):
+        for statement in MIGRATIONS[target]:
+            conn.execute(statement)
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
@@ -180,12 +203,13 @@ def lease(conn: sqlite3.Connection, now: float, limit: int, lease_s: float, bodi
     """Lease up to `limit` entries that have open recipients due at `now`; the first `bodies`
     of them come with their body (checked: a damaged one is set aside and its entry not
     leased), the others without (`load_body` reads one when it is needed). The scan walks
-    only entries that are due and not leased: a lease moves `next_due` to its end, so mail
-    that waits in a scheduler's memory costs nothing here.
+    only entries that are due, not leased and not held: a lease moves `next_due` to its end,
+    so mail that waits in a scheduler's memory costs nothing here, and held mail is not in
+    the index the scan reads (`messages_due_unheld`).
     """
     rows = conn.execute(
         "SELECT id, sender, meta, created_at, size, warned FROM messages "
-        "WHERE next_due <= ? AND (lease_until IS NULL OR lease_until <= ?) "
+        "WHERE held_at IS NULL AND next_due <= ? AND (lease_until IS NULL OR lease_until <= ?) "
         "ORDER BY next_due LIMIT ?",
         (now, now, limit),
     ).fetchall()
@@ -339,6 +363,22 @@ def delete(conn: sqlite3.Connection, msg_id: str) -> None:
     _require(conn.execute("DELETE FROM messages WHERE id = ?", (msg_id,)), msg_id)
 
 
+def hold(conn: sqlite3.Connection, msg_id: str, now: float) -> bool:
+    """Put an entry on hold (no lease until `unhold`); False if it already was. A lease that
+    runs now is left to end: a delivery already started records its outcome as usual."""
+    _require(conn.execute("SELECT 1 FROM messages WHERE id = ?", (msg_id,)), msg_id)
+    return conn.execute("UPDATE messages SET held_at = ? WHERE id = ? AND held_at IS NULL", (now, msg_id)).rowcount > 0
+
+
+def unhold(conn: sqlite3.Connection, msg_id: str) -> bool:
+    """Take an entry off hold; its recipients keep their retry times (those past are due at
+    once). False if it was not held."""
+    _require(conn.execute("SELECT 1 FROM messages WHERE id = ?", (msg_id,)), msg_id)
+    return (
+        conn.execute("UPDATE messages SET held_at = NULL WHERE id = ? AND held_at IS NOT NULL", (msg_id,)).rowcount > 0
+    )
+
+
 def set_aside(conn: sqlite3.Connection, msg_id: str, reason: str, now: float) -> None:
     """Move an entry into `corrupt` with `reason` and whatever of it can be read."""
     row = conn.execute("SELECT sender, meta, created_at FROM messages WHERE id = ?", (msg_id,)).fetchone()
@@ -387,31 +427,34 @@ def body_problem(body: bytes | None, size: int, digest: bytes) -> str | None:
 def show(conn: sqlite3.Connection, msg_id: str) -> EntryDetail:
     """Everything about one entry."""
     row = conn.execute(
-        "SELECT sender, created_at, size, sha256, warned, meta, next_due, lease_until FROM messages WHERE id = ?",
+        "SELECT sender, created_at, size, sha256, warned, meta, next_due, lease_until, held_at "
+        "FROM messages WHERE id = ?",
         (msg_id,),
     ).fetchone()
     if row is None:
         raise NotQueued(msg_id)
-    sender, created_at, size, digest, warned, meta, next_due, lease_until = row
+    sender, created_at, size, digest, warned, meta, next_due, lease_until, held_at = row
     recipients = tuple(
         _recipient(r)
         for r in conn.execute(f"SELECT {_RCPT_FIELDS} FROM recipients WHERE msg_id = ? ORDER BY position", (msg_id,))
     )
     return EntryDetail(
         msg_id, sender, created_at, size, digest.hex(), bool(warned), json.loads(meta),
-        recipients, next_due, lease_until,
+        recipients, next_due, lease_until, held_at,
     )  # fmt: skip
 
 
 def list_entries(
-    conn: sqlite3.Connection, limit: int, state: str | None, after: str | None = None
+    conn: sqlite3.Connection, limit: int, state: str | None, after: str | None = None, held: bool | None = None
 ) -> list[EntrySummary]:
     """The oldest `limit` entries after the entry id `after` (the last of the previous page; it
-    may have left the queue since), optionally only those with a recipient in `state`.
+    may have left the queue since), optionally only those with a recipient in `state`, and
+    only the held (`held=True`) or only those not held (`held=False`). Each comes with its
+    open recipients (state, attempts, last error, next attempt: `postqueue -p`'s lines).
 
     Ids follow arrival (`new_id`), so the table's own key is the order: a page walks it from
     the cursor and stops when it is full, and costs what it shows whatever the queue holds
-    (with `state`, entries without such a recipient are skipped on the way).
+    (with a filter, entries that do not match are skipped on the way).
     """
     if state is not None and state not in STATES:
         raise ValueError(f"unknown recipient state {state!r}; expected one of {STATES}")
@@ -422,12 +465,14 @@ def list_entries(
     if state is not None:
         where.append("EXISTS (SELECT 1 FROM recipients r WHERE r.msg_id = messages.id AND r.state = ?)")
         params.append(state)
+    if held is not None:
+        where.append("held_at IS NOT NULL" if held else "held_at IS NULL")
     clause = f"WHERE {' AND '.join(where)}" if where else ""
     rows = conn.execute(
-        f"SELECT id, sender, created_at, size FROM messages {clause} ORDER BY id LIMIT ?", (*params, limit)
+        f"SELECT id, sender, created_at, size, held_at FROM messages {clause} ORDER BY id LIMIT ?", (*params, limit)
     ).fetchall()
     summaries = []
-    for msg_id, sender, created_at, size in rows:
+    for msg_id, sender, created_at, size, held_at in rows:
         counts = conn.execute(
             f"SELECT state, count(*), min(CASE WHEN state IN {_OPEN} THEN next_attempt_at END) "
             "FROM recipients WHERE msg_id = ? GROUP BY state",
@@ -439,9 +484,18 @@ def list_entries(
             "ORDER BY updated_at DESC LIMIT 1",
             (msg_id,),
         ).fetchone()
+        waiting = tuple(
+            _recipient(r)
+            for r in conn.execute(
+                f"SELECT {_RCPT_FIELDS} FROM recipients WHERE msg_id = ? AND state IN {_OPEN} ORDER BY position",
+                (msg_id,),
+            )
+        )
         states = {row[0]: row[1] for row in counts}
         summaries.append(
-            EntrySummary(msg_id, sender, created_at, size, states, min(due, default=0.0), last and last[0])
+            EntrySummary(
+                msg_id, sender, created_at, size, states, min(due, default=0.0), last and last[0], held_at, waiting
+            )
         )
     return summaries
 

@@ -115,7 +115,7 @@ class Leased:
 
 @dataclass(frozen=True, slots=True)
 class EntrySummary:
-    """One line of `Queue.list`: counts of recipients per state."""
+    """One entry of `Queue.list`: counts of recipients per state, its open recipients, held or not."""
 
     id: str
     sender: str
@@ -124,6 +124,8 @@ class EntrySummary:
     states: dict[str, int]
     next_due: float  # the earliest retry of its open recipients
     last_error: str | None
+    held_at: float | None = None  # put on hold then (`queue hold`): never leased until released
+    recipients: tuple[Recipient, ...] = ()  # its open recipients, in envelope order
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +142,7 @@ class EntryDetail:
     recipients: tuple[Recipient, ...]
     next_due: float
     lease_until: float | None
+    held_at: float | None = None  # put on hold then (`queue hold`): never leased until released
 
 
 @dataclass(frozen=True, slots=True)
