@@ -5,10 +5,13 @@ from __future__ import annotations
 import textwrap
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
 from engine.config.load import validate_data
 from engine.policy.groups import DomainSet, IPSet
+from engine.relay.dlp.classifiers import make_classifier
 from engine.relay.dlp.extract import extract
 from engine.relay.dlp.policy import Facts, Policies, redact
 
@@ -164,3 +167,51 @@ def test_disabled_rules_and_policies_are_skipped() -> None:
 )
 def test_redaction_keeps_first_and_last(text: str, shown: str) -> None:
     assert redact(text) == shown
+
+
+CUSTOM = [
+    ("employee_id", r"\bE\d{7}\b", "luhn"),
+    ("ticket", r"TKT-[0-9]{4,6}", "none"),
+    ("iban_like", r"[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){3,7}", "mod97"),
+    ("greedy", r"a+b*", "none"),
+]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                "E1234567",
+                "E0000000",
+                "TKT-1234",
+                "TKT-123456789",
+                "GB82 WEST 1234 5698 7654 32",
+                "aaabbb ab",
+                " ",
+                "\n",
+                "x",
+            ]
+        )
+        | st.text(alphabet="aETK-0123456789 GBWS", max_size=12),
+        max_size=12,
+    )
+)
+def test_custom_classifiers_through_the_matcher_find_what_their_regex_finds(pieces: list[str]) -> None:
+    """A custom classifier's candidates come from the matcher's one scan; its matches must be
+    exactly the regex's own (finditer, non-empty, checksum-valid), wherever they are."""
+    text = "".join(pieces)
+    rules = "\n".join(
+        f"- {{name: r{i}, conditions: {{classifier: {name}, min_confidence: low}}, action_plan: enc}}"
+        for i, (name, _, _) in enumerate(CUSTOM)
+    )
+    custom = [{"name": n, "pattern": p, "checksum": c} for n, p, c in CUSTOM]
+    p = policies(rules, extra={"classifiers": custom})
+    extracted = extract(mail(text.replace("\n", "\r\n")))
+    body = next(t.text for t in extracted.texts if t.origin == "body")
+    for name, pattern, checksum in CUSTOM:
+        expected = [(m.start, m.end, m.value) for m in make_classifier(name, pattern, checksum)(body)]
+        got = [
+            (m.start, m.end, m.value) for m in p.classified(extracted, name, "low") if body[m.start : m.end] == m.value
+        ]
+        assert [v for _, _, v in got] == [v for _, _, v in expected], name

@@ -485,3 +485,15 @@ CLASSIFIERS: dict[str, Classifier] = {
     "iban": iban,
     "email_address": email_address,
 }
+
+# What every match of a built-in must contain, as a pattern the hyperscan matcher runs in
+# the same scan as the rules' patterns and phrases: where it finds none in a scope, the
+# classifier's Python is not run there (most mail has no 13-digit run, no 9 digits in SSN
+# form, no IBAN start, no "@"). A necessary condition, so skipping loses nothing; the
+# patterns read ASCII digits, so text with other characters is always classified.
+CANDIDATES: dict[str, str] = {
+    "credit_card": r"[0-9](?:[ -]?[0-9]){12}",  # 13 digits, single separators: _DIGIT_RUN's least
+    "us_ssn": r"[0-9]{3}[ -]?[0-9]{2}[ -]?[0-9]{4}",  # _SSN's three forms
+    "iban": r"[A-Z]{2}[0-9]{2} ?[A-Z0-9]",  # _IBAN_START
+    "email_address": r"[A-Za-z0-9._%+-]@[A-Za-z0-9]",  # _EMAIL: a local part, @, a domain's first character
+}

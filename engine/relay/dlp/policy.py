@@ -23,7 +23,7 @@ from __future__ import annotations
 import fnmatch
 import pathlib
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from engine.config.model import RelayConfig
@@ -40,7 +40,15 @@ from engine.config.model.dlp import (
     Rule,
 )
 from engine.policy.groups import DomainSet, IPSet, domain_of
-from engine.relay.dlp.classifiers import CLASSIFIERS, Classifier, Match, at_least, make_classifier
+from engine.relay.dlp.classifiers import (
+    CANDIDATES,
+    CHECKSUMS,
+    CLASSIFIERS,
+    Classifier,
+    Match,
+    at_least,
+    make_classifier,
+)
 from engine.relay.dlp.extract import Extracted
 from engine.relay.dlp.matcher import Matcher
 
@@ -103,22 +111,43 @@ class _Scan:
     texts: dict[str, str]
     matcher: Matcher
     classifiers: dict[str, Classifier]
+    custom: dict[str, tuple[str, Callable[[str], bool]]] = field(default_factory=dict)
     spans: dict[str, dict[str, list[tuple[int, int]]]] = field(default_factory=dict)
     found: dict[tuple[str, str], list] = field(default_factory=dict)
 
-    def matches(self, entry_id: str, scope: str) -> list[str]:
+    def _spans(self, scope: str) -> dict[str, list[tuple[int, int]]]:
         if scope not in self.spans:
             self.spans[scope] = self.matcher.scan(self.texts[scope]) if self.texts[scope] else {}
+        return self.spans[scope]
+
+    def matches(self, entry_ids: tuple[str, ...], scope: str) -> list[str]:
+        """What the matcher found in one scope for any of `entry_ids`, in their order."""
+        spans = self._spans(scope)
+        if not spans:  # nothing at all matched in this scope: the usual case
+            return []
         text = self.texts[scope]
-        return [text[s:e] for s, e in self.spans[scope].get(entry_id, [])]
+        return [text[s:e] for entry in entry_ids for s, e in spans.get(entry, ())]
 
     def classified(self, name: str, scope: str, min_confidence: str = "low") -> list[Match]:
         """The classifier's matches in one scope at ``min_confidence`` or above (cached per
-        scope, filtered per condition)."""
+        scope, filtered per condition). A custom classifier's regex is in the matcher's
+        database: its candidates come from the one scan of the scope, and only they are
+        checked (the checksum), as a built-in's would be."""
         key = (name, scope)
         if key not in self.found:
-            self.found[key] = self.classifiers[name](self.texts[scope]) if self.texts[scope] else []
-        return [m for m in self.found[key] if at_least(m.confidence, min_confidence)]
+            text = self.texts[scope]
+            if name in self.custom:
+                entry, valid = self.custom[name]
+                spans = self._spans(scope).get(entry, [])
+                self.found[key] = [Match(s, e, text[s:e], "high") for s, e in spans if valid(text[s:e])]
+            elif not text or (name in CANDIDATES and text.isascii() and f"b.{name}" not in self._spans(scope)):
+                self.found[key] = []  # not even a candidate (CANDIDATES): nothing for its Python to find
+            else:
+                self.found[key] = self.classifiers[name](text)
+        found = self.found[key]
+        if min_confidence == "low" or not found:
+            return found
+        return [m for m in found if at_least(m.confidence, min_confidence)]
 
 
 class Policies:
@@ -143,8 +172,12 @@ class Policies:
             **{c.name: make_classifier(c.name, c.pattern, c.checksum) for c in dlp.classifiers},
         }
         self._rules: list[tuple[Path, str, tuple[str, ...], Rule]] = []
-        self._ids: dict[int, str] = {}  # id(condition) -> matcher entry id
-        entries: list[tuple[str, str, str]] = []
+        self._ids: dict[int, tuple[str, ...]] = {}  # id(condition) -> its matcher entry ids
+        # custom classifiers: their regexes join the matcher's database (entry "k.NAME")
+        self._custom = {c.name: (f"k.{c.name}", CHECKSUMS[c.checksum]) for c in dlp.classifiers}
+        entries: list[tuple[str, str, str]] = [(f"k.{c.name}", "regex", c.pattern) for c in dlp.classifiers]
+        # the built-ins' candidates (classifiers.CANDIDATES): entry "b.NAME"
+        entries += [(f"b.{name}", "regex", pattern) for name, pattern in CANDIDATES.items()]
         for p, policy in enumerate(dlp.policies):
             if not policy.enabled:
                 continue
@@ -165,15 +198,17 @@ class Policies:
         elif isinstance(cond, NotCondition):
             yield from self._entries(cond.not_)
         elif isinstance(cond, PatternCondition):
-            self._ids[id(cond)] = key = f"c{len(self._ids)}"
+            key = f"c{len(self._ids)}"
+            self._ids[id(cond)] = (key,)
             yield key, "regex", cond.pattern
         elif isinstance(cond, PhrasesCondition):
-            self._ids[id(cond)] = key = f"c{len(self._ids)}"
+            key = f"c{len(self._ids)}"
+            self._ids[id(cond)] = tuple(f"{key}.{k}" for k in range(len(cond.phrases)))
             for k, phrase in enumerate(cond.phrases):
                 yield f"{key}.{k}", "phrase", phrase
 
     def evaluate(self, extracted: Extracted, facts: Facts) -> Findings:
-        scan = _Scan(_texts(extracted), self._matcher, self._classifiers)
+        scan = _Scan(_texts(extracted), self._matcher, self._classifiers, self._custom)
         hits = []
         in_scope = False
         for path, policy, owners, rule in self._rules:
@@ -207,7 +242,7 @@ class Policies:
         """What a `classifier` condition with `min_confidence` finds in the default scope
         (subject, body, attachments), through the texts and cache a rule uses: for the
         evaluation corpus and tools that score classifiers."""
-        scan = _Scan(_texts(extracted), self._matcher, self._classifiers)
+        scan = _Scan(_texts(extracted), self._matcher, self._classifiers, self._custom)
         scopes = ("subject", "body", "attachments")
         return [m for scope in scopes for m in scan.classified(classifier, scope, min_confidence)]
 
@@ -238,13 +273,9 @@ class Policies:
             return any([self._holds(c, scan, extracted, evidence) for c in cond.any])  # evidence from each
         if isinstance(cond, NotCondition):
             return not self._holds(cond.not_, scan, extracted, [])
-        if isinstance(cond, PatternCondition):
-            found = [m for scope in cond.scope for m in scan.matches(self._ids[id(cond)], scope)]
-        elif isinstance(cond, PhrasesCondition):
-            key = self._ids[id(cond)]
-            found = [
-                m for scope in cond.scope for k in range(len(cond.phrases)) for m in scan.matches(f"{key}.{k}", scope)
-            ]
+        if isinstance(cond, PatternCondition | PhrasesCondition):
+            entries = self._ids[id(cond)]
+            found = [m for scope in cond.scope for m in scan.matches(entries, scope)]
         elif isinstance(cond, ClassifierCondition):
             found = [
                 (m.value, f"{cond.classifier}: {m.confidence}")
