@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 from engine.config.model import RelayConfig
 from engine.plan.change import Plan
-from engine.plan.diff import canonical, diff_canonical, hash_canonical
+from engine.plan.diff import canonical, diff_canonical, document, hash_canonical
 from engine.plan.guard import classify
 
 
@@ -32,17 +32,17 @@ def make_plan(
     base_label: str = "",
 ) -> Plan:
     """The plan from `current` (None: nothing yet) to `desired`."""
-    want = canonical(desired)
-    have = canonical(current) if current is not None else None
+    want, want_hash = _document(desired)
+    have, have_hash = _document(current) if current is not None else (None, None)
     changes = classify(diff_canonical(want, have), want, have)
     drift = ()
     if last_applied is not None and have is not None:
-        applied = canonical(last_applied)
+        applied, _ = _document(last_applied)
         drift = tuple(classify(diff_canonical(have, applied), have, applied))
     return Plan(
         base_version=base_version,
-        base_hash=hash_canonical(have) if have is not None else None,
-        desired_hash=hash_canonical(want),
+        base_hash=have_hash,
+        desired_hash=want_hash,
         changes=tuple(changes),
         drift=drift,
         commit=commit,
@@ -50,3 +50,12 @@ def make_plan(
         desired_label=desired_label,
         base_label=base_label,
     )
+
+
+def _document(config: RelayConfig | dict) -> tuple[dict, str]:
+    """Canonical JSON and its hash; a model's are computed once (`document`), and only read here."""
+    if isinstance(config, RelayConfig):
+        found = document(config)
+        return found.data, found.hash
+    data = canonical(config)
+    return data, hash_canonical(data)

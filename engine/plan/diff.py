@@ -27,9 +27,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import typing
+import weakref
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
@@ -108,13 +111,77 @@ def canonical(config: RelayConfig | dict | None) -> dict:
 
 def config_hash(config: RelayConfig | dict) -> str:
     """SHA-256 (hex) of the config's canonical JSON with sorted keys: equal configs, equal hash."""
+    if isinstance(config, RelayConfig):
+        return document(config).hash
     return hash_canonical(canonical(config))
 
 
 def hash_canonical(data: dict) -> str:
     """`config_hash` of data that is already canonical JSON (not read back through the models)."""
-    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return hashlib.sha256(canonical_bytes(data)).hexdigest()
+
+
+def canonical_bytes(data: Any) -> bytes:
+    """Canonical JSON as hashed: sorted keys, no spaces, UTF-8."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+@dataclass(frozen=True, eq=False)
+class Document:
+    """A config's canonical JSON (`data`), that JSON as hashed (`text`) and its hash."""
+
+    data: dict  # shared by every user of the same config object: read it, never change it
+    text: bytes
+    hash: str
+
+
+_MEMO: dict[int, Any] = {}
+_MEMO_LOCK = threading.Lock()
+
+
+def _memo(model: BaseModel, make: typing.Callable[[], Any]) -> Any:
+    """`make()`, once per model object (models are frozen); forgotten with the object."""
+    key = id(model)
+    found = _MEMO.get(key)
+    if found is not None:
+        return found
+    made = make()
+    with _MEMO_LOCK:  # provisioning and planning run in worker threads
+        if key not in _MEMO:
+            _MEMO[key] = made
+            # runs while the object is freed, before its id can be given to another one
+            weakref.finalize(model, _MEMO.pop, key, None)
+        return _MEMO[key]
+
+
+def document(config: RelayConfig) -> Document:
+    """The `Document` of `config`, computed once per config object.
+
+    A 500-rule config is 250 KB of canonical JSON: dumping and hashing it took ~15 ms, and
+    one apply did it five times (plan, hash, switch, state, the API's snapshot). The `dlp`
+    section, nearly all of it, is dumped once per section object, and configs validated
+    from the same `dlp` data share that object (`engine.config.model.dlp.DLP`): a change
+    elsewhere dumps only the rest. Callers that change the data must use `canonical`,
+    which returns a fresh copy.
+    """
+    return _memo(config, lambda: _document(config))
+
+
+def _document(config: RelayConfig) -> Document:
+    rest = config.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"dlp"})
+    dlp_data, dlp_text = _memo(config.dlp, lambda: _dlp_document(config.dlp))
+    data = {key: dlp_data if key == "dlp" else rest[key] for key in SECTIONS if key == "dlp" or key in rest}
+    # canonical_bytes(data), with the dlp section's bytes as they are: sorted keys, no spaces
+    text = b"{%s}" % b",".join(
+        canonical_bytes(key) + b":" + (dlp_text if key == "dlp" else canonical_bytes(value))
+        for key, value in sorted(data.items())
+    )
+    return Document(data, text, hashlib.sha256(text).hexdigest())
+
+
+def _dlp_document(dlp: BaseModel) -> tuple[dict, bytes]:
+    data = dlp.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return data, canonical_bytes(data)
 
 
 def redact(value: Any) -> Any:

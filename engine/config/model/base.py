@@ -147,12 +147,17 @@ Secret = Annotated[
 def by_key(*kinds: str):
     """A discriminator for unions whose variants differ by which key they hold."""
 
+    by_model: dict[type, str | None] = {}  # a model's variant is its class's: asked once per class
+
     def pick(value: Any) -> str | None:
         if isinstance(value, dict):
             return next((k for k in kinds if k in value), None)
         if isinstance(value, BaseModel):
-            fields = type(value).model_fields
-            return next((k for k in kinds if k in fields or k.rstrip("_") + "_" in fields), None)
+            cls = type(value)
+            if cls not in by_model:  # every dump asks for each value: thousands per large config
+                fields = cls.model_fields
+                by_model[cls] = next((k for k in kinds if k in fields or k.rstrip("_") + "_" in fields), None)
+            return by_model[cls]
         return None
 
     return Discriminator(pick)

@@ -31,7 +31,7 @@ from engine.config.model import RelayConfig
 from engine.config.semantic import run_checks
 from engine.plan.build import make_plan
 from engine.plan.change import Plan
-from engine.plan.diff import canonical, config_hash
+from engine.plan.diff import document
 from engine.relay.runtime import metrics
 from engine.relay.runtime import state as relay_state
 from engine.relay.runtime.live import Live, provision
@@ -70,8 +70,8 @@ class RelayControl:
         self._lock = asyncio.Lock()
         live = relay.live
         known = relay_state.load(live.data_dir)
-        config = canonical(live.config)
-        digest = config_hash(live.config)
+        start = document(live.config)
+        digest = start.hash
         if known.running is not None and known.running.hash == digest:
             # the same config as before the restart: no change, only the version moves on
             self.state = replace(known, version=live.version, base_dir=str(live.base_dir))
@@ -80,9 +80,10 @@ class RelayControl:
             change = relay_state.Change(live.version, digest, source, commit, dirty, who, time.time(), reason)
             first = known.applied is None  # a first start: the config it starts with is the baseline
             self.state = relay_state.record(
-                live.data_dir, known, change, config, reviewed=first, base_dir=live.base_dir
+                live.data_dir, known, change, start.text, reviewed=first, base_dir=live.base_dir
             )
         self._applied_config = relay_state.load_applied(live.data_dir)
+        self._applied_model: RelayConfig | None = None  # `_applied_config` validated, when drift needs it
 
     # -- snapshots ---------------------------------------------------------------------
 
@@ -91,7 +92,7 @@ class RelayControl:
         run = self.state.running
         return RunningConfig(
             live.version,
-            canonical(live.config),
+            document(live.config).data,  # computed once per config; the API only serialises it
             run.hash,
             run.commit,
             run.at,
@@ -148,7 +149,7 @@ class RelayControl:
 
     def _plan(self, config: RelayConfig) -> Plan:
         live = self.relay.live
-        applied = self._applied_config if self.drift() else None
+        applied = self._last_applied() if self.drift() else None
         return make_plan(
             config,
             live.config,
@@ -156,6 +157,13 @@ class RelayControl:
             last_applied=applied,
             base_label=f"relay version {live.version}",
         )
+
+    def _last_applied(self) -> RelayConfig | dict | None:
+        """The last reviewed config, read back through the models once (not at every plan)."""
+        if self._applied_model is None and self._applied_config is not None:
+            model, _ = validate_data(self._applied_config)
+            self._applied_model = model
+        return self._applied_model if self._applied_model is not None else self._applied_config
 
     async def plan(self, desired: dict) -> PlanResult:
         version = self.relay.live.version
@@ -231,7 +239,7 @@ class RelayControl:
             return ApplyResult.refused(ErrorCode.APPLY_FAILED, moved, version=version, summary=summary)
         old = self.relay.live
         try:
-            live = provision(config, base_dir=old.base_dir, version=old.version + 1)
+            live = provision(config, base_dir=old.base_dir, version=old.version + 1, previous=old)
         except Exception as exc:  # the old config keeps serving
             self.last_reload = Reload(time.time(), False, "api", f"{type(exc).__name__}: {exc}")
             return ApplyResult.refused(ErrorCode.APPLY_FAILED, str(exc), version=version, summary=summary)
@@ -252,7 +260,9 @@ class RelayControl:
                 return error
             old = self.relay.live
             try:
-                live: Live = await asyncio.to_thread(provision, config, base_dir=old.base_dir, version=old.version + 1)
+                live: Live = await asyncio.to_thread(
+                    provision, config, base_dir=old.base_dir, version=old.version + 1, previous=old
+                )
             except Exception as exc:  # the old config keeps serving
                 log.error("config %s not applied: %s", source, exc)
                 self.last_reload = Reload(time.time(), False, source, f"{type(exc).__name__}: {exc}")
@@ -286,12 +296,12 @@ class RelayControl:
             self.last_reload = Reload(time.time(), False, source, f"{type(exc).__name__}: {exc}")
             return str(exc)
         now = time.time()
-        change = relay_state.Change(live.version, config_hash(config), source, commit, dirty, who, now, reason)
+        made = document(config)  # planned already: its canonical JSON, bytes and hash are known
+        change = relay_state.Change(live.version, made.hash, source, commit, dirty, who, now, reason)
         reviewed = source == "api"  # what an apply sets; a file reload that differs from it is drift
-        document = canonical(config)
-        self.state = relay_state.record(live.data_dir, self.state, change, document, reviewed=reviewed)
+        self.state = relay_state.record(live.data_dir, self.state, change, made.text, reviewed=reviewed)
         if reviewed:
-            self._applied_config = document
+            self._applied_config, self._applied_model = made.data, config
         self.held = None  # a change refused at start is superseded by any change that went through
         self.last_reload = Reload(now, True, source)
         metrics.SWAPS.labels(source, "applied").inc()

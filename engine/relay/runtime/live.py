@@ -19,6 +19,7 @@ from engine.config.model import EnforcedTLSRule, RelayConfig
 from engine.config.model.transport import NextHopHost, PfxSource, Route
 from engine.config.secrets import resolve
 from engine.fsutil import private_dir
+from engine.plan.diff import document
 from engine.policy import rules
 from engine.policy.groups import DomainSet, IPSet
 from engine.policy.rules import TRUSTED_GROUP, gateway_group
@@ -124,16 +125,24 @@ class Live:
         return rules.route_for(self.routes, domain)
 
 
-def provision(config: RelayConfig, *, base_dir: Path, version: int, tls: bool = True) -> Live:
+def provision(
+    config: RelayConfig, *, base_dir: Path, version: int, tls: bool = True, previous: Live | None = None
+) -> Live:
     """Build everything the relay derives from `config`. Raises on what cannot be built
     (an unreadable certificate, a missing secret): then the old config stays in force.
 
     `tls=False` builds only the policy side (groups, routes, DLP) and touches no file: what
-    `simulate` and `explain` need.
+    `simulate` and `explain` need. `previous`, the version running now: what is derived
+    from sections that did not change (the groups; the DLP policies, given the same groups)
+    is taken from it rather than built again (`_unchanged`).
     """
     data_dir = (base_dir / config.system.data_dir).resolve()
-    ip_groups = {name: IPSet.of(entries) for name, entries in config.ip_groups.items()}
-    domain_groups = {name: DomainSet.of(entries) for name, entries in config.domain_groups.items()}
+    same = _unchanged(config, previous, data_dir) if tls else frozenset()
+    if "groups" in same:
+        ip_groups, domain_groups = previous.ip_groups, previous.domain_groups
+    else:
+        ip_groups = {name: IPSet.of(entries) for name, entries in config.ip_groups.items()}
+        domain_groups = {name: DomainSet.of(entries) for name, entries in config.domain_groups.items()}
     cert_dir = None
     if tls:
         private_dir(data_dir)
@@ -149,7 +158,9 @@ def provision(config: RelayConfig, *, base_dir: Path, version: int, tls: bool = 
         trusted=ip_groups.get(TRUSTED_GROUP, IPSet(())),
         gateway=ip_groups.get(gateway_group(config), IPSet(())),
         routes=_routes(config, domain_groups),
-        policies=Policies(config, ip_groups, domain_groups, cache_dir=data_dir / "dlp" if tls else None),
+        policies=previous.policies
+        if "dlp" in same
+        else Policies(config, ip_groups, domain_groups, cache_dir=data_dir / "dlp" if tls else None),
         server_tls=server_context(cert_dir / "cert.pem", cert_dir / "key.pem", ciphers=config.tls.server_ciphers)
         if cert_dir
         else None,
@@ -157,6 +168,20 @@ def provision(config: RelayConfig, *, base_dir: Path, version: int, tls: bool = 
         methods=_methods(config, base_dir),
         _client_contexts=_client_contexts(config, base_dir) if tls else {},
     )
+
+
+def _unchanged(config: RelayConfig, previous: Live | None, data_dir: Path) -> frozenset[str]:
+    """What `previous` derived that `config` would derive alike: `groups` when ip_groups and
+    domain_groups are equal, and `dlp` when the dlp section is equal too (the policies read
+    the groups). Compared on the canonical JSON both configs have already (`document`).
+    Only a version provisioned with its files (`tls`) on the same data directory qualifies:
+    its DLP database lives there."""
+    if previous is None or previous.data_dir != data_dir or previous.certificate_dir is None:
+        return frozenset()
+    new, old = document(config).data, document(previous.config).data
+    if any(new.get(key) != old.get(key) for key in ("ip_groups", "domain_groups")):
+        return frozenset()
+    return frozenset({"groups", "dlp"} if new.get("dlp") == old.get("dlp") else {"groups"})
 
 
 def _certificate(config: RelayConfig, base_dir: Path, data_dir: Path) -> Path:

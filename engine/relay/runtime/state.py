@@ -13,12 +13,16 @@ at and whether the work tree was dirty, who made it (a token id) and when. Drift
 running config differing from the last reviewed one: a file reload, or a start on other files.
 
 Each file is written atomically (temporary file, fsync, rename); state.json last, so a crash
-between the writes leaves a state that names a config no newer than the files hold.
+between the writes leaves a state that names a config no newer than the files hold. The
+configs are written as `engine.plan.diff.Document` holds them (the bytes the hash is taken
+of), not serialised again; applied.json, when an apply makes it running.json's twin, is a
+hard link to that file (a later running.json replaces its own name, not the link).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -98,19 +102,42 @@ def save(data_dir: Path, state: State) -> None:
 
 
 def record(
-    data_dir: Path, state: State, change: Change, config: dict, *, reviewed: bool, base_dir: Path | None = None
+    data_dir: Path,
+    state: State,
+    change: Change,
+    config: dict | bytes,
+    *,
+    reviewed: bool,
+    base_dir: Path | None = None,
 ) -> State:
-    """Remember that `config` now runs because of `change` (and, when `reviewed`, that it is
-    the new drift base); returns the new state, already on disk."""
-    _save_config(data_dir / RUNNING_FILE, config)
+    """Remember that `config` (canonical JSON, or its bytes as `engine.plan.diff.Document`
+    holds them: then it is written as it is, not serialised again) now runs because of
+    `change` (and, when `reviewed`, that it is the new drift base); returns the new state,
+    already on disk."""
+    text = config if isinstance(config, bytes) else json.dumps(config, sort_keys=True).encode()
+    write_atomic(data_dir / RUNNING_FILE, text)
     new = replace(state, version=max(state.version, change.version), running=change)
     if base_dir is not None:
         new = replace(new, base_dir=str(base_dir))
     if reviewed:
-        _save_config(data_dir / APPLIED_FILE, config)
+        _same_file(data_dir / RUNNING_FILE, data_dir / APPLIED_FILE, text)
         new = replace(new, applied=change)
     save(data_dir, new)
     return new
+
+
+def _same_file(source: Path, target: Path, text: bytes) -> None:
+    """`target` with the content of `source`, just written and synced: a hard link renamed
+    over it, so the bytes are neither written nor synced twice. The rename is made durable
+    by the directory sync of state.json's write, which comes next, in the same directory."""
+    link = target.with_name(f".{target.name}.{os.getpid()}.link")
+    try:
+        link.unlink(missing_ok=True)
+        os.link(source, link)
+        os.replace(link, target)
+    except OSError:  # no hard links here: write it
+        link.unlink(missing_ok=True)
+        write_atomic(target, text)
 
 
 def load_running(data_dir: Path) -> dict | None:
@@ -121,10 +148,6 @@ def load_running(data_dir: Path) -> dict | None:
 def load_applied(data_dir: Path) -> dict | None:
     """The canonical config the last reviewed change set (what drift is measured against)."""
     return _load_config(data_dir / APPLIED_FILE)
-
-
-def _save_config(path: Path, config: dict) -> None:
-    write_atomic(path, json.dumps(config, sort_keys=True).encode())
 
 
 def _load_config(path: Path) -> dict | None:
