@@ -6,7 +6,9 @@ addresses, phone numbers, ISBN-13, EAN-13, ABA routing numbers, UUIDs) or schwif
 ``IBAN.random`` (30 countries, with real bank codes), and the labels are what the
 generator planted. Each message has a realistic layout (invoice, bank letter, order
 confirmation, HR record, chat log, source code, CSV export, log file) and travels as a
-plain body, HTML, quoted-printable, multipart/alternative, a base64 attachment or a zip.
+plain body, HTML, quoted-printable, multipart/alternative, a base64 attachment, a zip, or
+inside a document written by its own library (PDF by fpdf2, docx by python-docx, xlsx by
+openpyxl, odt and ods by odfpy: never by the extractor under test).
 Hard negatives (IBANs for the card classifier, account, routing and tracking numbers,
 phone numbers, ISBN-13, EAN-13, timestamps, UUIDs, hashes, Luhn-valid numbers with prefixes
 no issuer uses, mistyped cards, image names like ``logo@2x.png``, ``git@host:repo`` remotes,
@@ -55,7 +57,15 @@ SCHWIFTY_COUNTRIES = [
     "LU", "LT", "LV", "EE", "IE", "PT", "HU", "RO", "BG", "SA", "AE", "IS",
 ]  # fmt: skip
 CARD_TYPES = ["visa16", "visa16", "visa13", "visa19", "mastercard", "mastercard", "amex", "discover", "diners", "jcb16"]
-TRANSPORTS = ["plain", "qp", "html", "alternative", "attachment", "zip"]
+DOCUMENTS = {  # transport: the attached file's extension and media type
+    "pdf": ("pdf", "application/pdf"),
+    "docx": ("docx", "application/vnd.openxmlformats-officedocument.wordprocessingml.document"),
+    "xlsx": ("xlsx", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"),
+    "odt": ("odt", "application/vnd.oasis.opendocument.text"),
+    "ods": ("ods", "application/vnd.oasis.opendocument.spreadsheet"),
+}
+TRANSPORTS = ["plain", "qp", "html", "alternative", "attachment", "zip", *DOCUMENTS]
+FIXED = datetime(2026, 11, 30, 9, 30, tzinfo=UTC)  # every document's dates (the corpus is reproducible)
 
 
 @dataclass(frozen=True)
@@ -359,6 +369,133 @@ def _multipart(subtype: str, boundary: str, parts: list[bytes]) -> bytes:
     return head + body + b"--" + boundary.encode() + b"--\r\n"
 
 
+# --- documents: written by fpdf2, python-docx, openpyxl and odfpy (never by the extractor) --
+
+
+def _rows(stem: str, text: str) -> list[list[str]]:
+    """The text as a spreadsheet would hold it: a CSV's fields in cells, other lines in one."""
+    return [line.split(",") if stem.endswith(".csv") else [line] for line in text.splitlines()]
+
+
+def _number(cell: str) -> int | None:
+    """What a spreadsheet keeps as a number: digits alone, no leading zero, at most 15 (a
+    16-digit card typed into Excel loses its last digit; people type those as text)."""
+    return int(cell) if re.fullmatch(r"[1-9]\d{0,14}", cell) else None
+
+
+def _pdf(m: _Message, stem: str, text: str) -> bytes:
+    from fpdf import FPDF
+
+    document = FPDF(orientation="landscape")
+    document.set_creation_date(FIXED)
+    document.set_auto_page_break(True, margin=10)
+    document.add_page()
+    width = document.w - document.l_margin - document.r_margin
+    for line in text.splitlines():
+        line = line.encode("latin-1", "replace").decode("latin-1")  # the core fonts' alphabet
+        if not line.strip():
+            document.ln(5)
+            continue
+        size = 10.0
+        document.set_font("Helvetica", size=size)
+        while size > 4 and document.get_string_width(line) > width:  # one line, as a reader sees it
+            size -= 0.5
+            document.set_font("Helvetica", size=size)
+        document.cell(text=line, new_x="LMARGIN", new_y="NEXT")
+    return bytes(document.output())
+
+
+def _docx(m: _Message, stem: str, text: str) -> bytes:
+    import docx
+
+    document = docx.Document()
+    document.core_properties.created = document.core_properties.modified = FIXED.replace(tzinfo=None)
+    if stem.endswith(".csv"):  # an export pasted into Word: a table
+        rows = _rows(stem, text)
+        table = document.add_table(rows=len(rows), cols=max(len(r) for r in rows))
+        for row, cells in zip(table.rows, rows, strict=True):
+            for cell, value in zip(row.cells, cells, strict=False):
+                cell.text = value
+    else:
+        for line in text.splitlines():
+            paragraph = document.add_paragraph()
+            # Word splits a paragraph into runs where it was edited: anywhere, inside numbers too
+            cuts = sorted(m.r.sample(range(1, len(line)), min(len(line) - 1, m.r.randint(0, 2)))) if line else []
+            for start, end in zip([0, *cuts], [*cuts, len(line)], strict=True):
+                paragraph.add_run(line[start:end]).bold = m.r.random() < 0.1
+    return _fixed_zip(document, "save")
+
+
+def _xlsx(m: _Message, stem: str, text: str) -> bytes:
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    book.properties.created = book.properties.modified = FIXED.replace(tzinfo=None)
+    sheet = book.active
+    for cells in _rows(stem, text):
+        sheet.append([n if (n := _number(cell)) is not None else cell for cell in cells])
+    return _fixed_zip(book, "save")
+
+
+def _odt(m: _Message, stem: str, text: str) -> bytes:
+    from odf import teletype
+    from odf.opendocument import OpenDocumentText
+    from odf.text import P
+
+    document = OpenDocumentText()
+    for line in text.splitlines():
+        paragraph = P()
+        teletype.addTextToElement(paragraph, line)  # runs of spaces as <text:s>, as ODF writes them
+        document.text.addElement(paragraph)
+    return _fixed_zip(document, "save")
+
+
+def _ods(m: _Message, stem: str, text: str) -> bytes:
+    from odf.opendocument import OpenDocumentSpreadsheet
+    from odf.table import Table, TableCell, TableRow
+    from odf.text import P
+
+    document = OpenDocumentSpreadsheet()
+    table = Table(name=stem.split(".")[0])
+    for cells in _rows(stem, text):
+        row = TableRow()
+        for value in cells:
+            number = _number(value)
+            cell = TableCell(valuetype="float", value=number) if number is not None else TableCell()
+            cell.addElement(P(text=value))
+            row.addElement(cell)
+        table.addElement(row)
+    document.spreadsheet.addElement(table)
+    return _fixed_zip(document, "save")
+
+
+def _fixed_zip(document, save: str) -> bytes:
+    """A zipped document saved, then made reproducible: member times and the time of saving
+    fixed, and the attributes of the root elements (odfpy writes its namespace
+    declarations in set order, which changes from run to run) sorted."""
+    out = io.BytesIO()
+    getattr(document, save)(out)
+    source = zipfile.ZipFile(io.BytesIO(out.getvalue()))
+    fixed = io.BytesIO()
+    with zipfile.ZipFile(fixed, "w") as target:
+        for info in source.infolist():
+            data = source.read(info)
+            if info.filename.endswith(".xml"):
+                data = re.sub(rb"<[\w:-]+(?: [\w:-]+=\"[^\"]*\")+", _sorted_attributes, data, count=1)
+            if info.filename == "docProps/core.xml":  # openpyxl stamps the time of saving
+                data = re.sub(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", b"2026-11-30T09:30:00Z", data)
+            target.writestr(zipfile.ZipInfo(info.filename, (2026, 11, 30, 9, 30, 0)), data, info.compress_type)
+    return fixed.getvalue()
+
+
+def _sorted_attributes(match: re.Match) -> bytes:
+    name, *attributes = re.split(rb" (?=[\w:-]+=\")", match.group(0))
+    return b" ".join([name, *sorted(attributes)])
+
+
+BUILDERS = {"pdf": _pdf, "docx": _docx, "xlsx": _xlsx, "odt": _odt, "ods": _ods}
+
+
 def _wrap(m: _Message, stem: str, text: str, transport: str, index: int) -> bytes:
     headers = (
         "From: sender@corp.example\r\nTo: recipient@partner.example\r\n"
@@ -382,6 +519,11 @@ def _wrap(m: _Message, stem: str, text: str, transport: str, index: int) -> byte
     elif transport == "attachment":
         kind = "text/csv" if filename.endswith(".csv") else "text/plain"
         body = _multipart("mixed", boundary, [note, _part(f"{kind}; charset=utf-8", utf8, "base64", attached)])
+    elif transport in DOCUMENTS:
+        extension, kind = DOCUMENTS[transport]
+        document = BUILDERS[transport](m, stem, text)
+        named = f'Content-Disposition: attachment; filename="{stem.split(".")[0]}.{extension}"\r\n'
+        body = _multipart("mixed", boundary, [note, _part(kind, document, "base64", named)])
     else:
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
@@ -400,6 +542,8 @@ def generate(seed: int = SEED, count: int = COUNT) -> list[Sample]:
     banks.seed_instance(seed + 1)
     # schwifty draws real bank codes per country (slow: a pool, drawn from again)
     pool = [str(IBAN.random(country_code=cc, random=r).compact) for cc in SCHWIFTY_COUNTRIES for _ in range(10)]
+    for build in (_odt, _ods):  # odfpy declares more namespaces once it has written a document
+        build(_Message(random.Random(0), fake, banks, pool), "warm-up", "")
     samples = []
     for index in range(count):
         m = _Message(r, fake, banks, pool)

@@ -19,6 +19,7 @@ from engine.config.load import load_config
 from engine.relay.dlp import documents
 from engine.relay.dlp.decide import judge
 from engine.relay.dlp.extract import extract
+from engine.relay.dlp.filetypes import sniff
 from engine.relay.dlp.simulate import policy_view
 
 CARD = "4111 1111 1111 1111"
@@ -188,7 +189,95 @@ def test_document_text_is_scanned_as_attachment_text():
     extracted = extract(mail("letter.odt", odt()))
     texts = {part.origin: part.text for part in extracted.texts}
     assert "4111 1111 1111 1111" in texts["attachment:letter.odt"]
-    assert [a.true_type for a in extracted.attachments] == ["zip"]  # an ODT is typed as the zip it is
+    assert [a.true_type for a in extracted.attachments] == ["odt"]
+
+
+def opendocument(kind: str) -> bytes:
+    from odf import opendocument as odf
+
+    make = {
+        "odt": odf.OpenDocumentText,
+        "ods": odf.OpenDocumentSpreadsheet,
+        "odp": odf.OpenDocumentPresentation,
+        "odg": odf.OpenDocumentDrawing,
+    }[kind]
+    out = io.BytesIO()
+    make().save(out)
+    return out.getvalue()
+
+
+def mimetype_last(data: bytes) -> bytes:
+    """The same OpenDocument with its `mimetype` member moved last (and deflated), as a
+    careless zip tool leaves it: LibreOffice still opens it."""
+    source = zipfile.ZipFile(io.BytesIO(data))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as target:
+        names = [n for n in source.namelist() if n != "mimetype"] + ["mimetype"]
+        for name in names:
+            target.writestr(name, source.read(name))
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("kind", ["odt", "ods", "odp"])
+def test_opendocument_files_are_typed_as_themselves(kind):
+    assert sniff(opendocument(kind)) == kind
+    assert sniff(mimetype_last(opendocument(kind))) == kind
+
+
+def test_what_is_not_a_known_opendocument_stays_zip():
+    assert sniff(opendocument("odg")) == "zip"  # a drawing: no text DLP reads
+    lying = io.BytesIO()
+    with zipfile.ZipFile(lying, "w") as z:
+        z.writestr("mimetype", "application/vnd.oasis.opendocument.text" + " " * 100)  # past 100 bytes
+        z.writestr("content.xml", "<x/>")
+    assert sniff(lying.getvalue()) == "zip"
+    encrypted = bytearray(opendocument("odt"))
+    central = encrypted.index(b"PK\x01\x02")  # the first member, mimetype, in the central directory
+    encrypted[6] |= 1  # flagged encrypted, in its local header and there: it cannot be read
+    encrypted[central + 8] |= 1
+    assert sniff(bytes(encrypted)) == "zip"
+
+
+ZIP_RULE = """version: 1
+system:
+  fqdn: relay.example.com
+  internal_domains: [example.com]
+  listeners: [{name: mx, address: 127.0.0.1, port: 2525}]
+ip_groups:
+  internal_servers: [10.0.0.0/8]
+dlp:
+  action_plans:
+    - {name: stop, email: block}
+  policies:
+    - name: files
+      rules:
+        - {name: archives, conditions: {attachment: {type: [zip]}}, action_plan: stop}
+        - {name: documents, conditions: {attachment: {type: [%s]}}, action_plan: stop}
+"""
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "types"),
+    [
+        ("letter.odt", lambda: odt(), "odt"),
+        ("sheet.ods", lambda: ods(), "ods, odp"),
+        ("customer.docx", lambda: docx(), "docx"),
+    ],
+)
+def test_a_zip_rule_does_not_match_an_office_document_its_own_type_does(tmp_path, name, data, types):
+    """OOXML and OpenDocument alike: `type: [zip]` means archives; a document matches its own type."""
+    config = tmp_path / "relay.yaml"
+    config.write_text(ZIP_RULE % types)
+    result = load_config(config)
+    assert result.ok, result.diagnostics
+    relay = policy_view(result.config, result.base_dir)
+    decision = judge(relay, mail(name, data()), ALICE, [BOB], PEER)
+    assert [hit.rule for hit in decision.verdict.hits] == ["documents"]
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as out:
+        out.writestr(name, data())
+    decision = judge(relay, mail("files.zip", archive.getvalue()), ALICE, [BOB], PEER)
+    assert [hit.rule for hit in decision.verdict.hits] == ["archives", "documents"]  # the zip, and the file in it
 
 
 def test_a_document_inside_an_archive_is_read():

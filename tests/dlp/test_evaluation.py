@@ -24,7 +24,7 @@ from engine.relay.dlp.decide import judge
 from engine.relay.dlp.extract import extract
 from engine.relay.dlp.simulate import policy_view
 
-from .eval_corpus import CLASSIFIERS, COUNT, Sample, generate, normalize
+from .eval_corpus import CLASSIFIERS, COUNT, DOCUMENTS, Sample, generate, normalize
 
 MIN_PRECISION = MIN_RECALL = 0.99
 CONFIG = {
@@ -106,7 +106,26 @@ def test_corpus_is_large_labelled_and_reproducible():
 def test_every_transport_and_layout_is_present():
     kinds = {tuple(s.name.split("-")[1:]) for s in corpus()}
     assert {layout for layout, _ in kinds} == {"invoice", "bank_letter", "order", "chat", "code", "csv", "log"}
-    assert {transport for _, transport in kinds} == {"plain", "qp", "html", "alternative", "attachment", "zip"}
+    assert {transport for _, transport in kinds} == {
+        *("plain", "qp", "html", "alternative", "attachment", "zip"),
+        *("pdf", "docx", "xlsx", "odt", "ods"),
+    }
+    assert len(kinds) == 7 * 11  # every layout in every transport
+
+
+@pytest.mark.parametrize("transport", list(DOCUMENTS))
+def test_documents_are_real_documents_read_whole(transport):
+    """Each document transport attaches a file the relay types as that document and reads
+    to the end; positives and negatives both travel that way."""
+    samples = [s for s in corpus() if s.name.endswith(f"-{transport}")]
+    assert len(samples) >= 200
+    for name in CLASSIFIERS:
+        assert sum(len(s.planted[name]) for s in samples) >= 30, name
+    for sample in samples:
+        extracted = extract(sample.raw)
+        assert [a.true_type for a in extracted.attachments] == [transport], sample.name
+        assert extracted.unscanned == (), sample.name
+        assert any(part.origin.startswith("attachment:") and part.text.strip() for part in extracted.texts)
 
 
 @pytest.mark.parametrize("level", ["values", "messages"])

@@ -3,8 +3,14 @@
 ``sniff(data)`` is one of TRUE_TYPES (defined with the config model, which names them in
 attachment conditions). Archives DLP opens (zip, tar, gzip, bzip2, xz) are
 told apart from the ones it cannot open (7z, rar: listed as unscannable by extract.py)
-and from documents (pdf, docx, xlsx, pptx, rtf: read by documents.py; OpenDocument files
-are typed ``zip``, which they are; ole2, the old binary Office formats, is typed only).
+and from documents (pdf, docx, xlsx, pptx, odt, ods, odp, rtf: read by documents.py;
+ole2, the old binary Office formats, is typed only).
+
+A document that is a zip inside (OOXML, OpenDocument) is typed as the document, not as
+``zip``: an attachment condition's ``type: [zip]`` means archives, and does not match a
+docx or an odt (list them beside it to match them too). OOXML is told by its
+``[Content_Types].xml`` and its folder, OpenDocument by its ``mimetype`` member (text,
+spreadsheet or presentation; other OpenDocument kinds, such as drawings, stay ``zip``).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import zipfile
 
 from engine.config.model.dlp import TRUE_TYPES
 from engine.relay.dlp.archives import is_tar
+from engine.relay.dlp.documents import OPENDOCUMENT
 
 __all__ = ["TRUE_TYPES", "UNOPENED_ARCHIVES", "sniff"]
 
@@ -36,6 +43,7 @@ _MAGIC: tuple[tuple[bytes, str], ...] = (
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
 _BZIP2_BLOCKS = (b"1AY&SY", b"\x17rE8P\x90")  # a first block, or the end of an empty stream
 _OOXML = (("word/", "docx"), ("xl/", "xlsx"), ("ppt/", "pptx"))
+_MIMETYPE_SIZE = 100  # the longest OpenDocument media type is 47 bytes
 _TEXT_CONTROLS = set(range(32)) - {8, 9, 10, 12, 13, 27}
 
 
@@ -62,14 +70,30 @@ def sniff(data: bytes) -> str:
 
 def _zip_flavour(data: bytes) -> str:
     try:
-        names = zipfile.ZipFile(io.BytesIO(data)).namelist()
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        names = archive.namelist()
     except Exception:
         return "zip"
     if "[Content_Types].xml" in names:
         for folder, kind in _OOXML:
             if any(name.startswith(folder) for name in names):
                 return kind
+    if "mimetype" in names:
+        return _opendocument(archive) or "zip"
     return "zip"
+
+
+def _opendocument(archive: zipfile.ZipFile) -> str | None:
+    """odt, ods or odp when the zip's ``mimetype`` member names one (the specification
+    wants it first and stored; a lenient reader, like LibreOffice, finds it anywhere)."""
+    info = archive.getinfo("mimetype")
+    if info.file_size > _MIMETYPE_SIZE:
+        return None
+    try:
+        declared = archive.read(info)  # never inflated past its declared size
+    except Exception:  # encrypted, damaged: not a document we can tell
+        return None
+    return OPENDOCUMENT.get(declared.decode("ascii", "replace").strip())
 
 
 def _is_executable(data: bytes) -> bool:
