@@ -10,6 +10,7 @@ with its file:line:col and the last good config keeps serving.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -111,6 +112,13 @@ class Service:
             )
             self._control_thread.start()
             await ready
+        # What start-up made (modules, the config, compiled policies: hundreds of thousands of
+        # objects) is moved out of the collector's reach, and full collections are made rarer:
+        # each apply's parsed body (tens of thousands of objects) otherwise triggered a full
+        # collection over all of them every other apply, 100-200 ms of an apply's p99.
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(700, 10, 100)
         log.info(  # once everything listens: a start that fails before this never said "serving"
             "config version %d serving (start: %s%s%s)",
             live.version,
