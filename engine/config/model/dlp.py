@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ModelWrapValidatorHandler, model_validator
 
 from engine.config.model.base import F, Model, Name, Tag, by_key
-from engine.config.units import SizeField
+from engine.config.units import DurationField, SizeField
 
 Scope = Literal["subject", "body", "attachments", "headers"]
 DEFAULT_SCOPE: list[Scope] = ["subject", "body", "attachments"]
@@ -231,6 +231,44 @@ class Policy(Model):
     )
 
 
+class ScanLimits(Model):
+    """What reading one message may cost DLP. Content past a limit is not read and the
+    message counts as unscannable (`dlp.unscannable` acts on it): lower limits cost less
+    CPU and memory and leave more mail unscannable, higher ones read more of hostile mail."""
+
+    archive_depth: int = F(
+        3, "Archives and attached messages nested deeper than this are not opened", 3, ge=1, le=10
+    )
+    archive_entries: int = F(
+        1000, "Archive members read per message, over all archives and documents", 1000, ge=1, le=100_000
+    )
+    expanded_size: SizeField = F(
+        "50MiB",
+        "Bytes all archives and documents of one message may inflate to, together",
+        "50MiB",
+        validate_default=True,
+    )
+    compression_ratio: int = F(
+        100,
+        "Largest inflated:packed ratio of one archive member larger than 1 MiB (a bomb beyond)",
+        100,
+        ge=2,
+        le=100_000,
+    )
+    mime_depth: int = F(
+        20, "MIME parts nested deeper than this are read as text, not parsed", 20, ge=1, le=100
+    )
+    document_size: SizeField = F(
+        "20MiB", "Largest PDF, Office, OpenDocument or RTF file whose text is read", "20MiB", validate_default=True
+    )
+    document_time: DurationField = F(
+        "5s", "Time one document's text may take to read", "5s", validate_default=True
+    )
+    message_document_time: DurationField = F(
+        "20s", "Time all documents of one message may take to read, together", "20s", validate_default=True
+    )
+
+
 class DLP(Model):
     """Data loss protection: what in a message triggers which action."""
 
@@ -255,6 +293,7 @@ class DLP(Model):
         "encrypt",
         "quarantine",
     )
+    limits: ScanLimits = F(ScanLimits(), "What reading one message may cost DLP", {"document_time": "10s"})
 
     @model_validator(mode="wrap")
     @classmethod

@@ -87,7 +87,7 @@ def judge(
     direction = direction or direction_of(live, sender, recipients, peer_ip)
     gateway = peer_ip is not None and live.gateway.contains(peer_ip)
     facts = Facts(sender, tuple(recipients), peer_ip or "", direction)
-    extracted = extract(content)
+    extracted = extract(content, live.policies.limits)
     verdict = live.policies.evaluate(extracted, facts)
     action = verdict.action if direction == "outbound" else "permit"
     encrypted = _already_encrypted(content)

@@ -73,6 +73,7 @@ class Budget:
     max_ratio: int
     ratio_floor: int
     seconds: float = MAX_DOCUMENT_SECONDS
+    document_bytes: int | None = None  # the largest document opened; None: MAX_DOCUMENT_BYTES
     used: int = 0
 
     def __post_init__(self) -> None:
@@ -96,8 +97,9 @@ def opendocument_kind(data: bytes) -> str | None:
 
 def document_text(kind: str, data: bytes, budget: Budget) -> str:
     """The text of a document of ``kind`` (one of KINDS); DocumentError when not (fully) read."""
-    if len(data) > MAX_DOCUMENT_BYTES:
-        raise DocumentError(f"larger than the {MAX_DOCUMENT_BYTES}-byte document budget; not opened")
+    largest = MAX_DOCUMENT_BYTES if budget.document_bytes is None else budget.document_bytes
+    if len(data) > largest:
+        raise DocumentError(f"larger than the {largest}-byte document budget; not opened")
     if kind == "pdf":
         return _pdf(data, budget)
     if kind == "rtf":

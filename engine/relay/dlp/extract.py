@@ -59,6 +59,10 @@ class Limits:
     max_mime_depth: int = 20
     max_header_chars: int = 64 * 1024
     max_problems: int = 100
+    # documents (documents.py): None is that module's default (MAX_DOCUMENT_BYTES, ...)
+    document_bytes: int | None = None
+    document_seconds: float | None = None
+    message_document_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -92,9 +96,13 @@ class Extracted:
     unscanned: tuple[str, ...] = ()  # the problems that left content unread
 
 
-def extract(raw: bytes, limits: Limits = Limits()) -> Extracted:
-    """Extract the scannable content of a raw message. Never raises for bad input."""
+def extract(raw: bytes, limits: Limits | None = None) -> Extracted:
+    """Extract the scannable content of a raw message (within `limits`: the config's
+    `dlp.limits`, by default Limits()). Never raises for bad input."""
+    limits = limits or Limits()
     walker = _Walker(limits)
+    if limits.message_document_seconds is not None:
+        walker.document_seconds = limits.message_document_seconds
     try:
         message = walker.parse(raw)
         headers = walker.message(message, prefix="", depth=0)
@@ -311,14 +319,15 @@ class _Walker:
         unscanned, and the text read before a budget ran out is still scanned."""
         limits = self.limits
         if self.document_seconds <= 0:
-            self.note(
-                f"{origin}: {kind} not read: the message's documents used their {documents.MAX_MESSAGE_DOCUMENT_SECONDS:g} s",
-                unscanned=True,
-            )
+            total = limits.message_document_seconds
+            total = documents.MAX_MESSAGE_DOCUMENT_SECONDS if total is None else total
+            self.note(f"{origin}: {kind} not read: the message's documents used their {total:g} s", unscanned=True)
             return
         room = max(limits.max_total_bytes - self.expanded_bytes, 0)
-        seconds = min(documents.MAX_DOCUMENT_SECONDS, self.document_seconds)
-        budget = documents.Budget(room, limits.max_ratio, limits.ratio_floor, seconds)
+        each = documents.MAX_DOCUMENT_SECONDS if limits.document_seconds is None else limits.document_seconds
+        budget = documents.Budget(
+            room, limits.max_ratio, limits.ratio_floor, min(each, self.document_seconds), limits.document_bytes
+        )
         started = time.monotonic()
         try:
             text = documents.document_text(kind, data, budget)

@@ -38,6 +38,7 @@ from engine.config.model.dlp import (
     PatternCondition,
     PhrasesCondition,
     Rule,
+    ScanLimits,
 )
 from engine.policy.groups import DomainSet, IPSet, domain_of
 from engine.relay.dlp.classifiers import (
@@ -49,7 +50,7 @@ from engine.relay.dlp.classifiers import (
     at_least,
     make_classifier,
 )
-from engine.relay.dlp.extract import Extracted
+from engine.relay.dlp.extract import Extracted, Limits
 from engine.relay.dlp.matcher import Matcher
 
 ACTION_STRENGTH = {"permit": 0, "encrypt": 1, "quarantine": 2, "block": 3}
@@ -164,6 +165,7 @@ class Policies:
         dlp = config.dlp
         self.mode = dlp.mode
         self.unscannable = dlp.unscannable
+        self.limits = scan_limits(dlp.limits)
         self._plans = {p.name: p for p in dlp.action_plans}
         self._ip_groups = ip_groups
         self._domain_groups = domain_groups
@@ -303,6 +305,20 @@ class Policies:
             evidence.extend(found)
             return True
         return False
+
+
+def scan_limits(limits: ScanLimits) -> Limits:
+    """The config's `dlp.limits` as extract's `Limits`."""
+    return Limits(
+        max_depth=limits.archive_depth,
+        max_total_bytes=int(limits.expanded_size),
+        max_ratio=limits.compression_ratio,
+        max_entries=limits.archive_entries,
+        max_mime_depth=limits.mime_depth,
+        document_bytes=int(limits.document_size),
+        document_seconds=float(limits.document_time),
+        message_document_seconds=float(limits.message_document_time),
+    )
 
 
 def _attachment_matches(match, attachment) -> bool:
