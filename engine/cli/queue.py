@@ -22,7 +22,7 @@ from pathlib import Path
 
 import typer
 
-from engine.cli import views
+from engine.cli import exits, views
 from engine.relay.queue.types import STATES
 
 queue_app = typer.Typer(help="The delayed-message queue.", no_args_is_help=True)
@@ -72,12 +72,15 @@ def _open(config: Path | None):
                 f"no ./relay.yaml here: the embedded default config's queue in {data_dir} (--config PATH)", err=True
             )
         queue = Queue.open(data_dir / "queue", shared=True)
-    except (ConfigError, QueueLocked) as exc:
+    except ConfigError as exc:
         typer.echo(str(exc), err=True)
-        raise typer.Exit(views.EXIT_ERROR) from None
+        raise typer.Exit(exits.for_config(config) if config is not None else exits.Exit.DATAERR) from None
+    except QueueLocked as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(exits.Exit.TEMPFAIL) from None
     except OSError as exc:  # data_dir not a directory, not ours: one line, not a traceback
         typer.echo(f"error: cannot open the queue: {exc.filename or ''}: {exc.strerror or exc}", err=True)
-        raise typer.Exit(views.EXIT_ERROR) from None
+        raise typer.Exit(exits.for_oserror(exc)) from None
     try:
         yield queue
     finally:

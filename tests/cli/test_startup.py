@@ -131,7 +131,7 @@ def test_queue_list_refuses_an_unknown_state(tmp_path: Path) -> None:
 def test_queue_list_on_a_data_dir_that_is_a_file_is_one_line(tmp_path: Path) -> None:
     config, _ = write(tmp_path, data_dir="./queue-file")
     (tmp_path / "queue-file").write_text("not a directory")
-    line = refused(sealrelay("queue", "list", "--config", str(config)), 1)  # engine/cli/queue.py: not yet by cause
+    line = refused(sealrelay("queue", "list", "--config", str(config)), 73)  # EX_CANTCREAT, as serve
     assert line.startswith("error: cannot open the queue: ") and line.endswith("Not a directory"), line
 
 
