@@ -68,6 +68,14 @@ async def test_a_held_entry_is_never_leased_until_released(q: Queue) -> None:
         await q.unhold("000000000000")
 
 
+async def test_held_entries_are_counted_for_status_and_metrics(q: Queue) -> None:
+    first = await q.enqueue("a@x.net", ["b@y.net"], b"one", meta={}, now=T0)
+    await q.enqueue("a@x.net", ["c@y.net"], b"two", meta={}, now=T0 + 1)
+    assert ((await q.stats()).entries, (await q.stats()).held) == (2, 0)
+    await q.hold(first, now=T0 + 2)
+    assert ((await q.stats()).entries, (await q.stats()).held) == (2, 1)
+
+
 async def test_hold_survives_a_restart_and_recovery(tmp_path: Path) -> None:
     with Queue.open(tmp_path) as queue:
         held = await queue.enqueue("a@x.net", ["b@y.net"], b"x", meta={}, now=T0)

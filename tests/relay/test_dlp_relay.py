@@ -11,6 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import aiosmtplib
+import pytest
+
 from tests.relay.peers import Sink, eventually, submit
 from tests.relay.test_retries import routes
 
@@ -202,3 +205,33 @@ async def test_matches_are_counted_per_policy(write_config, start_relay) -> None
         await send(relay, f"top secret, and the card {CARD}")  # cards and secrets at once
         after = matches()
         assert {policy: after[policy] - before[policy] for policy in after} == {"cards": 1, "secrets": 2, "review": 1}
+
+
+async def test_unscannable_mail_and_header_limits_are_counted(write_config, start_relay) -> None:
+    """sealrelay_dlp_unscannable counts what DLP could not read; the header limits count
+    their refusals in sealrelay_smtp_limit_hits_total, as the other limits do."""
+    from engine.relay.runtime import metrics
+
+    def value(name: str, labels: dict) -> float:
+        return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
+
+    unscannable = {"direction": "outbound"}
+    header = {"limit": "max_header_count"}
+    before = value("sealrelay_dlp_unscannable_total", unscannable), value("sealrelay_smtp_limit_hits_total", header)
+    with Sink() as home, Sink() as partner:
+        config = write_config(
+            routes(home.port, f"{{host: 127.0.0.1, port: {partner.port}}}") + dlp(),
+            system="  limits: {max_header_count: 5}\n",
+        )
+        relay = await start_relay(config)
+        seven_zip = "Content-Type: multipart/mixed; boundary=b\r\nMIME-Version: 1.0\r\n\r\n--b\r\n\r\nhi\r\n--b\r\n"
+        seven_zip += "Content-Type: application/octet-stream; name=a.7z\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        seven_zip += "N3q8ryccAAQ=\r\n--b--"
+        head, _, body = seven_zip.partition("\r\n\r\n")
+        assert "queued as" in await send(relay, body, extra_headers=head + "\r\n")
+        many = "".join(f"X-Extra-{n}: {n}\r\n" for n in range(6))
+        with pytest.raises(aiosmtplib.SMTPDataError) as refused:
+            await send(relay, "hello", extra_headers=many)
+    assert (refused.value.code, refused.value.message) == (552, "5.3.4 too many header fields (more than 5)")
+    after = value("sealrelay_dlp_unscannable_total", unscannable), value("sealrelay_smtp_limit_hits_total", header)
+    assert (after[0] - before[0], after[1] - before[1]) == (1.0, 1.0)

@@ -328,13 +328,14 @@ class Queue:
             self._totals = await self._run(store.totals)
             took = time.monotonic() - now
             self._recount_at = now + (took / STATS_DUTY if took > 0.005 else 0.0)
-        entries, size, per_state, corrupt = self._totals
+        entries, size, per_state, corrupt, held = self._totals
         writer = self._committer
         return QueueStats(
             entries=entries,
             bytes=size,
             recipients=per_state,
             corrupt=corrupt,
+            held=held,
             enqueued=self._enqueued,
             transactions=writer.transactions,
             largest_batch=writer.largest_batch,

@@ -517,13 +517,15 @@ def corrupt_entries(conn: sqlite3.Connection, limit: int) -> list[CorruptEntry]:
     ]
 
 
-def totals(conn: sqlite3.Connection) -> tuple[int, int, dict[str, int], int]:
-    """(entries, body bytes, recipients per state, set-aside entries)."""
-    entries, size = conn.execute("SELECT count(*), coalesce(sum(size), 0) FROM messages").fetchone()
+def totals(conn: sqlite3.Connection) -> tuple[int, int, dict[str, int], int, int]:
+    """(entries, body bytes, recipients per state, set-aside entries, held entries)."""
+    entries, size, held = conn.execute(
+        "SELECT count(*), coalesce(sum(size), 0), count(held_at) FROM messages"
+    ).fetchone()
     per_state = dict.fromkeys(STATES, 0)
     per_state.update(conn.execute("SELECT state, count(*) FROM recipients GROUP BY state"))
     corrupt = conn.execute("SELECT count(*) FROM corrupt").fetchone()[0]
-    return entries, size, per_state, corrupt
+    return entries, size, per_state, corrupt, held
 
 
 BLOB_CHUNK = 1 << 20

@@ -186,3 +186,4 @@ class QueueStats:
     transactions: int
     largest_batch: int
     failed_writes: int
+    held: int = 0  # entries on hold (`queue hold`): counted in `entries`, never leased

@@ -117,10 +117,12 @@ class QueueStats(_Task):
                 relay._queue_counts = {
                     "entries": stats.entries,
                     "bytes": stats.bytes,
+                    "held": stats.held,
                     **stats.recipients,
                     "at": time.time(),
                 }
                 metrics.QUEUE_ENTRIES.set(stats.entries)
+                metrics.QUEUE_HELD.set(stats.held)
                 for state, count in stats.recipients.items():
                     metrics.QUEUE_RECIPIENTS.labels(state).set(count)
                 cert_dir = relay.live.certificate_dir

@@ -62,6 +62,13 @@ RECEIVED = Counter(
     registry=REGISTRY,
 )
 DLP_MATCHES = Counter("sealrelay_dlp_matches", "Messages matched by each DLP policy", ["policy"], registry=REGISTRY)
+DLP_UNSCANNABLE = Counter(
+    "sealrelay_dlp_unscannable",
+    "Messages DLP could not fully read (an archive too deep, a bomb, an encrypted document, a limit of "
+    "dlp.limits), by direction; dlp.unscannable decided what happened to outbound ones",
+    ["direction"],
+    registry=REGISTRY,
+)
 DELIVERIES = Counter(
     "sealrelay_deliveries",
     "Delivery outcomes per recipient, and whether TLS was used",
@@ -73,6 +80,9 @@ SWAPS = Counter(
 )
 CONFIG_VERSION = Gauge("sealrelay_config_version", "The running config version", registry=REGISTRY)
 QUEUE_ENTRIES = Gauge("sealrelay_queue_entries", "Messages in the queue", registry=REGISTRY)
+QUEUE_HELD = Gauge(
+    "sealrelay_queue_held", "Messages on hold (sealrelay queue hold): never delivered until released", registry=REGISTRY
+)
 QUEUE_RECIPIENTS = Gauge("sealrelay_queue_recipients", "Recipients in the queue by state", ["state"], registry=REGISTRY)
 CERT_EXPIRY = Gauge(
     "sealrelay_certificate_expiry_timestamp_seconds",
@@ -166,6 +176,8 @@ for _result in ("delivered", "defer", "bounce"):
 for _direction in DIRECTIONS:
     for _action in ACTIONS:
         RECEIVED.labels(_direction, _action)
+for _direction in DIRECTIONS:
+    DLP_UNSCANNABLE.labels(_direction)
 for _source, _outcome in (("api", "applied"), ("file-watch", "applied"), ("file-watch", "refused")):
     SWAPS.labels(_source, _outcome)
 for _limit in (
@@ -175,5 +187,7 @@ for _limit in (
     "max_errors",
     "max_command_repeats",
     "max_recipients",
+    "max_header_size",
+    "max_header_count",
 ):
     LIMIT_HITS.labels(_limit)

@@ -134,10 +134,12 @@ def header_problem(content: bytes, limits: Limits) -> Verdict | None:
     max_size = int(limits.max_header_size)
     end = content.find(b"\r\n\r\n", 0, max_size + 2)
     if end < 0 and len(content) > max_size:
+        metrics.LIMIT_HITS.labels("max_header_size").inc()
         return Verdict.reject(f"message header larger than {limits.max_header_size}", "5.3.4", code=552)
     head = content if end < 0 else content[: end + 2]
     fields = head.count(b"\r\n") - head.count(b"\r\n ") - head.count(b"\r\n\t") + (not head.endswith(b"\r\n"))
     if fields > limits.max_header_count:
+        metrics.LIMIT_HITS.labels("max_header_count").inc()
         return Verdict.reject(f"too many header fields (more than {limits.max_header_count})", "5.3.4", code=552)
     return None
 

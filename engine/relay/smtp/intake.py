@@ -84,6 +84,8 @@ class Intake:
         metrics.RECEIVED.labels(decision.direction, decision.action).inc()
         for policy in decision.policies:
             metrics.DLP_MATCHES.labels(policy).inc()
+        if decision.unscanned:
+            metrics.DLP_UNSCANNABLE.labels(decision.direction).inc()
         if self.on_queued:
             self.on_queued(ref)
         return Verdict.accept(reply)
