@@ -138,8 +138,10 @@ scalars = (
     | st.text(st.characters(blacklist_categories=("Cs",), max_codepoint=0xFFFF), max_size=20)
 )  # JSON escapes astral characters as surrogate pairs, which YAML's \u escapes do not combine
 keys = st.text(st.characters(blacklist_categories=("Cs",), max_codepoint=0xFFFF), max_size=10)
+# `extends:` at the top of a file names a shared config (fleet node files): not plain data
+top_keys = keys.filter(lambda key: key != "extends")
 documents = st.dictionaries(
-    keys, st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(keys, inner, max_size=4))
+    top_keys, st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(keys, inner, max_size=4))
 )
 
 
@@ -170,7 +172,7 @@ def shared_document(draw: st.DrawFn) -> dict:
     """A document in which one list or mapping appears several times (dumped as &id001/*id001)."""
     shared = draw(st.lists(plain, min_size=1, max_size=3) | st.dictionaries(words, plain, min_size=1, max_size=3))
     out: dict = {}
-    for key in draw(st.lists(words, min_size=1, max_size=6, unique=True)):
+    for key in draw(st.lists(words.filter(lambda key: key != "extends"), min_size=1, max_size=6, unique=True)):
         out[key] = draw(st.sampled_from([shared, [shared, shared], {"inner": shared}])) if draw(st.booleans()) else key
     return out
 
