@@ -95,19 +95,49 @@ def renamed(change: Change, changes: Iterable[Change]) -> str | None:
 
 
 def _level(change: Change, ctx: Context) -> Judgement:
-    return compare("TLS level", change.before, change.after, rules.LEVEL_RANK)
+    return compare_levels("TLS level", change.before, change.after, ctx)
 
 
 def _route_level(change: Change, ctx: Context) -> Judgement:
     """A route without `tls` uses tls.outbound_default (of its own config)."""
     before = rules.route_level(change.before, outbound_default(ctx.current))
     after = rules.route_level(change.after, outbound_default(ctx.desired))
-    return compare("TLS level of the route", before, after, rules.LEVEL_RANK)
+    return compare_levels("TLS level of the route", before, after, ctx)
+
+
+def compare_levels(what: str, before: object, after: object, ctx: Context) -> Judgement:
+    """Like `compare`, on what each level can mean (`rules.level_range`): `secure` -> `mta-sts`
+    with an `opportunistic` fallback loosens (domains without a policy), `opportunistic` ->
+    `mta-sts` tightens whatever the fallback."""
+    b = rules.level_range(before, mta_sts_fallback(ctx.current)) if isinstance(before, str) else None
+    a = rules.level_range(after, mta_sts_fallback(ctx.desired)) if isinstance(after, str) else None
+    if a is None or b is None:
+        return compare(what, before, after, rules.LEVEL_RANK)
+    if a[0] < b[0] or a[1] < b[1]:
+        weak = (
+            f" (`mta-sts` falls back to {mta_sts_fallback(ctx.desired)})" if a[0] < b[0] and after == "mta-sts" else ""
+        )
+        return LOOSENING, f"{what} lowered: {before} -> {after}{weak}"
+    if a[0] > b[0] or a[1] > b[1]:
+        return TIGHTENING, f"{what} raised: {before} -> {after}"
+    return NEUTRAL, f"{what}: {before} and {after} are equally strict"
+
+
+def _mta_sts_fallback(change: Change, ctx: Context) -> Judgement:
+    """The fallback matters only where a level says `mta-sts`, but lowering it is judged
+    a loosening regardless, as a rule written now applies to levels set later."""
+    return compare("TLS level of `mta-sts` without a policy", change.before, change.after, rules.LEVEL_RANK)
 
 
 def outbound_default(config: dict) -> str:
     """`tls.outbound_default` of a canonical config (written out there; the model's default otherwise)."""
     return config.get("tls", {}).get("outbound_default", TLS.model_fields["outbound_default"].default)
+
+
+def mta_sts_fallback(config: dict) -> str:
+    """`tls.mta_sts.fallback` of a canonical config (the model's default when not written)."""
+    default = TLS.model_fields["mta_sts"].default.fallback
+    return (config.get("tls", {}).get("mta_sts") or {}).get("fallback", default)
 
 
 def _protocol(change: Change, ctx: Context) -> Judgement:
@@ -368,6 +398,7 @@ def _rules() -> list[tuple[str, Rule]]:
         ("tests*", _neutral("policy tests do not change how mail is handled")),
         ("version", _neutral("the config format version")),
         ("tls.outbound_default", _level),
+        ("tls.mta_sts.fallback", _mta_sts_fallback),
         ("tls.server_ciphers", _server_ciphers),
         ("routes.#.tls", _route_level),
         ("enforced_tls.#.level", _level),

@@ -71,6 +71,17 @@ def enforced_level(level: str) -> str:
     return "secure" if rank(level) == rank("secure") else level
 
 
+def level_range(level: str, mta_sts_fallback: str) -> tuple[int, int] | None:
+    """The ranks a level can mean, weakest and strongest: `mta-sts` is `secure` for a domain
+    with an MTA-STS policy in enforce mode and `tls.mta_sts.fallback` for the others (the
+    relay's `Live.outbound_policy`); any other level is itself. None for an unknown name."""
+    if level not in LEVEL_RANK or mta_sts_fallback not in LEVEL_RANK:
+        return None
+    if level == "mta-sts":
+        return min(rank(mta_sts_fallback), rank("secure")), rank("secure")
+    return rank(level), rank(level)
+
+
 def strongest_protocol(*protocols: str) -> str:
     """The highest of `protocols` (TLSv1 < TLSv1.1 < TLSv1.2 < TLSv1.3); of equal ones, the first."""
     return max(protocols, key=PROTOCOL_RANK.__getitem__)

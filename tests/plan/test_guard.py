@@ -447,3 +447,38 @@ def test_min_confidence_under_not_flips() -> None:
     plan = make_plan(desired, base, created_at="t")
     [change] = plan.changes
     assert change.effect == TIGHTENING and "min_confidence medium -> high (under not)" in change.reason
+
+
+def _with_fallback(fallback: str, mutate: Callable[[dict], None]) -> dict[str, tuple[str, str]]:
+    """Like `judged`, from a base whose `tls.mta_sts.fallback` is `fallback` already."""
+    base = copy.deepcopy(BASE)
+    base["tls"]["mta_sts"] = {"fallback": fallback}
+    desired = copy.deepcopy(base)
+    mutate(desired)
+    return {label(c): (c.effect, c.reason) for c in make_plan(desired, base, created_at="t").changes}
+
+
+@pytest.mark.parametrize("fallback", ["secure", "opportunistic"])
+def test_opportunistic_to_mta_sts_tightens_whatever_the_fallback(fallback: str) -> None:
+    def mutate(c: dict) -> None:
+        c["tls"]["outbound_default"] = "mta-sts"
+
+    assert _with_fallback(fallback, mutate)["~ tls.outbound_default"][0] == TIGHTENING
+
+
+def test_secure_to_mta_sts_loosens_when_domains_without_a_policy_fall_back_lower() -> None:
+    def mutate(c: dict) -> None:
+        c["enforced_tls"][1]["level"] = "mta-sts"
+
+    effect, reason = _with_fallback("opportunistic", mutate)['~ enforced_tls["partners-outbound"].level']
+    assert effect == LOOSENING and "falls back to opportunistic" in reason
+    ((effect, _),) = _with_fallback("secure", mutate).values()
+    assert effect == NEUTRAL  # mta-sts with a secure fallback is never weaker than secure
+
+
+def test_lowering_the_mta_sts_fallback_loosens() -> None:
+    def mutate(c: dict) -> None:
+        c["tls"]["mta_sts"] = {"fallback": "opportunistic"}
+
+    ((effect, reason),) = judged(mutate).values()
+    assert effect == LOOSENING and "secure -> opportunistic" in reason

@@ -73,6 +73,19 @@ CertificateSource = Annotated[
 ]
 
 
+class MTASTSSettings(Model):
+    """How the `mta-sts` level behaves where a recipient domain publishes no MTA-STS policy."""
+
+    fallback: Literal["none", "opportunistic", "mandatory", "verify", "secure"] = F(
+        "secure",
+        "TLS level of `mta-sts` for a domain without an MTA-STS policy, or whose policy is in `testing` "
+        "or `none` mode. `secure` keeps `mta-sts` never weaker than `secure`; `opportunistic` suits "
+        "`tls.outbound_default: mta-sts`",
+        "secure",
+        "opportunistic",
+    )
+
+
 class TLS(Model):
     """The relay's own certificate and how it judges its peers'."""
 
@@ -91,6 +104,11 @@ class TLS(Model):
         "opportunistic",
         "Default level of routes that do not set one. " + TLS_LEVEL_DESCRIPTION,
         "opportunistic",
+    )
+    mta_sts: MTASTSSettings = F(
+        MTASTSSettings(),
+        "The `mta-sts` level (RFC 8461): what it falls back to without a policy",
+        {"fallback": "secure"},
     )
     server_ciphers: Literal["intermediate", "compatible"] = F(
         "intermediate",

@@ -12,11 +12,14 @@ due: an idle relay asks the queue one indexed question per `poll_interval`, what
 holds, and a lease moves an entry out of the due index until it ends.
 
 A job routes its domain (`Live.route_for`), resolves it to hops (MX or a fixed host), and
-tries hop by hop until one answers. Every outcome goes through `failures.classify` (the one
-place that decides defer or bounce), and every recipient gets exactly one of delivered /
-deferred / bounced in the queue, so a crash leaves at most a duplicate. Mandatory TLS is
-never downgraded: without the TLS a policy demands, not one byte of content is sent; flagged
-mail then goes to the backup method when one is configured, or waits in the queue.
+tries hop by hop until one answers (where a setting asks for `mta-sts`, the domain's MTA-STS
+policy, `engine.relay.tls.mtasts`, decides each hop's level first, and a hop its enforced
+policy does not name is skipped with the reason). Every outcome goes through
+`failures.classify` (the one place that decides defer or bounce), and every recipient gets
+exactly one of delivered / deferred / bounced in the queue, so a crash leaves at most a
+duplicate. Mandatory TLS is never downgraded: without the TLS a policy demands, not one
+byte of content is sent; flagged mail then goes to the backup method when one is
+configured, or waits in the queue.
 
 Mail flagged for encryption goes through the method chain of the config version current at
 delivery (`Live.methods`, see `engine.relay.methods.base`): sealed copies are sent here under
@@ -37,7 +40,7 @@ from dataclasses import dataclass, replace
 
 from engine.policy.groups import domain_of
 from engine.relay.decision import of_meta
-from engine.relay.delivery import ndr
+from engine.relay.delivery import ndr, requiretls
 from engine.relay.delivery.destinations import Destination, Destinations, Settings, name_of
 from engine.relay.delivery.failures import (
     DELIVERED,
@@ -48,6 +51,7 @@ from engine.relay.delivery.failures import (
     expire,
     expired,
     next_retry,
+    requiretls_outcome,
 )
 from engine.relay.delivery.pool import ConnectionPool
 from engine.relay.delivery.resolve import Hop, Resolver, next_hops, resolver_for
@@ -57,7 +61,9 @@ from engine.relay.methods.base import Method, run
 from engine.relay.queue import Entry, Leased, NotQueued, Queue
 from engine.relay.runtime import metrics
 from engine.relay.runtime.decisionlog import emit
-from engine.relay.runtime.live import Live
+from engine.relay.runtime.live import Live, TLSPolicy
+from engine.relay.tls import mtasts
+from engine.relay.tls.levels import TLSLevel
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +94,10 @@ class Deliverer:
         methods: dict[str, Method] | None = None,
         resolver_for: Callable[[Live], Resolver] | None = None,
         clock: Callable[[], float] = time.time,
+        mta_sts: mtasts.MTASTS | None = None,
     ) -> None:
         self.queue = queue
+        self.mta_sts = mta_sts or mtasts.MTASTS(clock=clock)  # policies outlive config versions
         self.clock = clock  # every schedule decision reads this (tests pass their own)
         self.current = current
         self.overrides = methods or {}  # method implementations by name, in place of the config's
@@ -384,8 +392,18 @@ class Deliverer:
             return {r: _from_failure(failure) for r in rcpts}
         last: dict[str, RecipientOutcome] = {}
         failure: Failure | None = None
+        failures: list[Failure] = []  # each hop's, for REQUIRETLS's verdict
+        sts: mtasts.Lookup | None = None
         for hop in hops:
             policy = live.outbound_policy(route, domain, hop.address, floor)
+            if live.uses_mta_sts(route, domain, hop.address, floor):
+                sts = sts or await self._mta_sts_policy(live, domain)
+                policy, failure = _under_mta_sts(live, route, domain, hop, floor, sts)
+                if failure is not None:  # enforce: this MX host gets nothing
+                    last = {r: _from_failure(failure) for r in rcpts}
+                    failures.append(failure)
+                    log.info("%s: %s: %s", entry.id, domain, failure.reason)
+                    continue
             attempt = await transfer(
                 live, hop, policy, entry, rcpts, self.pool, auth=route.route.auth if route.route else None
             )
@@ -393,9 +411,23 @@ class Deliverer:
             failure = attempt.site_failure
             if failure is None:
                 break
+            failures.append(failure)
             log.info("%s: %s: %s", entry.id, domain, failure.reason)
+        if failure is not None and any(f.cause == "requiretls" for f in failures):
+            failure = requiretls_outcome(failures)  # RFC 8689: every hop fell short, or one may heal
+            last = dict.fromkeys(rcpts, _from_failure(failure, attempt.tls))
         self.destinations.report(name, failure)
         return last
+
+    async def _mta_sts_policy(self, live: Live, domain: str) -> mtasts.Lookup:
+        """`domain`'s MTA-STS policy, through this config version's resolver and CA bundle."""
+        bundle = live.config.tls.ca_bundle
+        return await self.mta_sts.lookup(
+            domain,
+            resolver=self._resolver(live),
+            ca_bundle=bundle if bundle == "system" else str(live.base_dir / bundle),
+            cache_dir=live.data_dir / "mta-sts",
+        )
 
     async def _backup(
         self, method, live: Live, entry: Entry, domain: str, rcpts: list[str]
@@ -418,11 +450,15 @@ class Deliverer:
         out.update(dict.fromkeys(unhandled, _from_failure(because("method", f"{why} did not take the message"))))
         return out
 
-    async def _hops(self, live: Live, route, domain: str) -> list[Hop]:
+    def _resolver(self, live: Live) -> Resolver:
         resolver = self._resolvers.get(live.version)
         if resolver is None:
             self._resolvers = {live.version: self._resolver_for(live)}
             resolver = self._resolvers[live.version]
+        return resolver
+
+    async def _hops(self, live: Live, route, domain: str) -> list[Hop]:
+        resolver = self._resolver(live)
         if route.next_hop is None:
             return await resolver.mx_hosts(domain)
         hop = route.next_hop
@@ -514,18 +550,40 @@ class Deliverer:
             arrival_date=_dt(entry.created_at),
             recipients=statuses,
             original_message=entry.body,
-            include=live.config.delivery.ndr.include,
+            include=requiretls.dsn_include(entry.meta, live.config.delivery.ndr.include),
             kind=kind,
         )
         dsn_id = await self.queue.enqueue(
             "",
             [entry.sender],
             body,
-            meta={"kind": f"dsn-{kind}", "about": entry.id, "config_version": live.version},
+            meta={
+                "kind": f"dsn-{kind}",
+                "about": entry.id,
+                "config_version": live.version,
+                **requiretls.dsn_meta(entry.meta),  # a REQUIRETLS original's DSN travels the same way
+            },
             now=self.clock(),
         )
         emit("dsn", id=dsn_id, about=entry.id, kind=kind, to=entry.sender, recipients=list(outcomes))
         self.kick()
+
+
+def _under_mta_sts(
+    live: Live, route, domain: str, hop: Hop, floor, sts: mtasts.Lookup
+) -> tuple[TLSPolicy, None] | tuple[None, Failure]:
+    """The TLS policy for `hop` with `mta-sts` replaced by what `domain`'s MTA-STS policy
+    says, and the failure when that policy refuses the hop (enforce mode, MX not named).
+    In testing mode a hop the policy would refuse is delivered and the refusal logged."""
+    fallback = TLSLevel.parse(live.config.tls.mta_sts.fallback)
+    said = mtasts.verdict(sts, hop.host, fallback)
+    if said.level is None:
+        return None, because("tls", f"{said.reason}; not sent ({sts.note})").located(hop)
+    if said.reason:
+        log.warning("%s: %s; delivered anyway, as testing mode asks", hop, said.reason)
+        emit("mta-sts", domain=domain, mode="testing", host=hop.host, would_fail=said.reason)
+    policy = live.outbound_policy(route, domain, hop.address, floor, (said.level, said.source))
+    return policy, None
 
 
 def _outcomes(attempt: Attempt, rcpts: list[str], note: str = "") -> dict[str, RecipientOutcome]:

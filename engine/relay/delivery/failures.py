@@ -19,6 +19,11 @@ Decisions beyond "4xx defers, 5xx bounces", each as Postfix does it:
 - **A 530 "must issue STARTTLS" defers the site** (4.7.0), for the same reason.
 - **A 5xx greeting defers the site**: Postfix's `smtp_skip_5xx_greeting` default; RFC 5321
   lets a client try the next MX.
+- **REQUIRETLS not met is the exception** (RFC 8689 §4.2.1): for a message received with
+  REQUIRETLS, a hop without STARTTLS, with a certificate we refuse, or without REQUIRETLS after
+  STARTTLS is skipped like a dead hop (`defer_site`, cause `requiretls`, 5.7.30), and when every
+  hop failed that way the message bounces (`requiretls_outcome`); delivery raises
+  `RequireTLSUnmet`. The sender asked for exactly that, so no retry can help.
 - **Only a definite "no such mail domain" bounces among DNS results**: NXDOMAIN, a null MX
   (RFC 7505), or no MX and no address (delivery raises `NoMailHost`, or lets dnspython's
   NXDOMAIN / NoAnswer through after its MX-to-address fallback). Timeouts and SERVFAIL defer.
@@ -27,7 +32,7 @@ Decisions beyond "4xx defers, 5xx bounces", each as Postfix does it:
 Failures that do not come from a peer are made here too, from their cause (`because`):
 `method` (an encryption method failed or is not available: defer, 4.7.5), `expired` (the
 queue lifetime ran out: bounce, 5.4.7, with the last reason), `internal` (a bug of ours:
-defer, 4.3.0). Every `Failure` carries its `cause` (connect, smtp, tls, dns, auth, method,
+defer, 4.3.0). Every `Failure` carries its `cause` (connect, smtp, tls, requiretls, dns, auth, method,
 expired, internal), so callers decide by cause (the backup method takes what failed on TLS),
 never by matching status strings.
 
@@ -57,7 +62,7 @@ from engine.config.secrets import SecretError
 from engine.relay.delivery.resolve import PermanentDNSError, TemporaryDNSError
 
 FailureKind = Literal["defer", "defer_site", "bounce"]
-Cause = Literal["connect", "smtp", "tls", "dns", "auth", "method", "expired", "internal"]
+Cause = Literal["connect", "smtp", "tls", "requiretls", "dns", "auth", "method", "expired", "internal"]
 
 _ENHANCED = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 _STARTTLS = re.compile(r"starttls|\btls\b", re.IGNORECASE)
@@ -125,6 +130,28 @@ class TLSRequiredError(Exception):
         self.handshake = handshake
 
 
+class RequireTLSUnmet(TLSRequiredError):
+    """A message received with REQUIRETLS (RFC 8689) cannot go to this hop: no STARTTLS, a
+    certificate that does not verify or name the hop, or no REQUIRETLS offered after STARTTLS.
+    Nothing was sent; the next hop may still do (see `requiretls_outcome`)."""
+
+
+REQUIRETLS_STATUS = "5.7.30"  # RFC 8689 §7: "REQUIRETLS support required"
+
+
+def requiretls_outcome(failures: list[Failure]) -> Failure:
+    """What a REQUIRETLS message's failure at every hop means (RFC 8689 §4.2.1, §5).
+
+    Every hop fell short of REQUIRETLS: bounce with 5.7.30. Some hop failed for a passing
+    reason (down, a broken handshake): defer with that reason, since it may come back with
+    REQUIRETLS and no retry of the others can help."""
+    passing = [failure for failure in failures if failure.cause != "requiretls"]
+    if passing:
+        return passing[-1]
+    reasons = "; ".join(failure.reason for failure in failures)
+    return Failure("bounce", f"REQUIRETLS support required: {reasons}", REQUIRETLS_STATUS, "requiretls")
+
+
 # The SMTP client's stages, in order; a timeout in the first four is connection-level.
 STAGES = ("connect", "greeting", "helo", "starttls", "mail", "rcpt", "data", "data_done")
 SESSION_STAGES = frozenset(STAGES[:4])
@@ -177,6 +204,8 @@ def classify(code: int | None, exc: BaseException | None) -> Failure:
         session = exc.stage in SESSION_STAGES
         status = "4.4.1" if exc.stage == "connect" else "4.4.2"
         return Failure("defer_site", str(exc), status, "connect" if session else "smtp", session)
+    if isinstance(exc, RequireTLSUnmet):
+        return Failure("defer_site", f"REQUIRETLS not met: {exc}", REQUIRETLS_STATUS, "requiretls")
     if isinstance(exc, TLSRequiredError | ssl.SSLError):
         broken = (
             exc.handshake if isinstance(exc, TLSRequiredError) else not isinstance(exc, ssl.SSLCertVerificationError)

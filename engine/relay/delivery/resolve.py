@@ -202,6 +202,17 @@ class Resolver:
             return [replace(hop, port=port) for hop in await self.mx_hosts(host)]
         return [Hop(host, address, port) for address in await self.host_addresses(host)]
 
+    async def txt(self, name: str) -> list[str]:
+        """The TXT records of `name`, each record's strings joined (RFC 7208 §3.3 style, as
+        MTA-STS reads `_mta-sts` records); an empty list when the name has none.
+
+        Raises `PermanentDNSError` (NXDOMAIN) or `TemporaryDNSError`.
+        """
+        answer = await self._query(_absolute(name), "TXT")
+        if answer.rrset is None:
+            return []
+        return [b"".join(record.strings).decode("utf-8", "replace") for record in answer]
+
     async def _exchange_addresses(self, domain: str, exchange: dns.name.Name) -> list[str] | DNSError:
         """An MX host's addresses, or the error as a value so one bad host does not sink the rest."""
         literal = _address_literal(_text(exchange))

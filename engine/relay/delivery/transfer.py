@@ -7,6 +7,10 @@ floor. Under `opportunistic`, a failed handshake is retried in plain text (as Po
 `failures.classify`; a failure of the whole hop (`site_failure`) lets the caller try the
 next hop, per-recipient failures stay per recipient.
 
+A message received with REQUIRETLS (RFC 8689, `requiretls`) raises the level to at least
+`secure`, needs REQUIRETLS in the EHLO answer after STARTTLS, and carries the parameter on its
+MAIL FROM; a hop that falls short of that raises `RequireTLSUnmet` before MAIL FROM.
+
 Every stage has its own timeout (`delivery.timeouts`, Postfix's `smtp_*_timeout`): the TCP
 connection, the greeting, EHLO, STARTTLS, MAIL, each RCPT, DATA, and the content with the
 reply to its final dot. A stage that times out raises `StageTimeout`, so the reason says where
@@ -30,7 +34,8 @@ from dataclasses import dataclass, field
 import aiosmtplib
 
 from engine.config.secrets import resolve
-from engine.relay.delivery.failures import Failure, StageTimeout, TLSRequiredError, classify
+from engine.relay.delivery import requiretls
+from engine.relay.delivery.failures import Failure, RequireTLSUnmet, StageTimeout, TLSRequiredError, classify
 from engine.relay.delivery.pool import ConnectionPool
 from engine.relay.delivery.resolve import Hop
 from engine.relay.queue import Entry
@@ -72,9 +77,14 @@ async def transfer(
     With a `pool`, a session left by an earlier clean transaction to the same hop under the
     same policy is reused; if it turns out to be gone, one fresh session is tried instead.
     """
-    # a session is reused only for the same hop, policy, config version and login
+    tagged = requiretls.requested(entry.meta)
+    if tagged:  # the sender's demand only tightens what the relay's policy asks
+        policy = requiretls.tighten(policy)
+    # a session is reused only for the same hop, policy, config version and login, and a
+    # REQUIRETLS message only on a session whose peer was checked for REQUIRETLS
     login = (auth.username, auth.password.model_dump_json()) if auth is not None else None
     key = (live.version, hop.address, hop.port, hop.host, policy.level, policy.min_protocol, policy.min_bits, login)
+    key += (tagged,)
     cached = pool.take(key) if pool else None
     if cached is not None:
         attempt = await _transaction(live, hop, policy, entry, rcpts, pool, key, cached, auth)
@@ -91,7 +101,7 @@ async def _transaction(live, hop, policy, entry, rcpts, pool, key, cached, auth)
         if cached is not None:
             client, attempt.tls, uses = cached.client, cached.tls, cached.uses
         else:
-            client, attempt.tls = await _open(live, hop, policy)
+            client, attempt.tls = await _open(live, hop, policy, requiretls.requested(entry.meta))
             if auth is not None:
                 await _login(live, client, auth)
         timeouts = live.config.delivery.timeouts
@@ -127,7 +137,7 @@ async def _envelope_and_data(client, entry: Entry, rcpts: list[str], attempt: At
     command and drops replies that arrive ahead of their command.)
     """
     with stage("mail", timeouts.mail) as seconds:
-        await client.mail(entry.sender, timeout=seconds)
+        await client.mail(entry.sender, options=requiretls.mail_options(entry.meta), timeout=seconds)
     accepted = []
     for rcpt in rcpts:
         try:
@@ -230,8 +240,12 @@ async def send_data(client: aiosmtplib.SMTP, body: bytes, timeout: float, data_t
     return response
 
 
-async def _open(live: Live, hop: Hop, policy: TLSPolicy) -> tuple[aiosmtplib.SMTP, str]:
-    """Connect, EHLO, and STARTTLS as the policy demands. Returns the client and a TLS note."""
+async def _open(live: Live, hop: Hop, policy: TLSPolicy, tagged: bool = False) -> tuple[aiosmtplib.SMTP, str]:
+    """Connect, EHLO, and STARTTLS as the policy demands. Returns the client and a TLS note.
+
+    `tagged`: the message was received with REQUIRETLS (`policy` is already tightened): a
+    refusal by the peer or by our policy raises `RequireTLSUnmet`, and the EHLO after
+    STARTTLS must offer REQUIRETLS."""
     client = await _connect(live, hop)
     level = policy.level
     if level is TLSLevel.NONE:
@@ -239,7 +253,8 @@ async def _open(live: Live, hop: Hop, policy: TLSPolicy) -> tuple[aiosmtplib.SMT
     if not client.supports_extension("starttls"):
         if level.requires_tls:
             client.close()
-            raise TLSRequiredError(f"{NoStartTLS().reason}; {policy} required by {', '.join(policy.sources)}")
+            unmet = RequireTLSUnmet if tagged else TLSRequiredError
+            raise unmet(f"{NoStartTLS().reason}; {policy} required by {', '.join(policy.sources)}")
         return client, "none (peer offered no STARTTLS)"
     timeouts = live.config.delivery.timeouts
     try:
@@ -249,9 +264,9 @@ async def _open(live: Live, hop: Hop, policy: TLSPolicy) -> tuple[aiosmtplib.SMT
         reason = describe_failure(exc)
         client.close()
         if level.requires_tls:
-            raise TLSRequiredError(
-                f"{reason}; {policy} required by {', '.join(policy.sources)}", handshake=_broken_handshake(exc)
-            ) from exc
+            broken = _broken_handshake(exc)
+            unmet = RequireTLSUnmet if tagged and not broken else TLSRequiredError  # a broken one may heal
+            raise unmet(f"{reason}; {policy} required by {', '.join(policy.sources)}", handshake=broken) from exc
         client = await _connect(live, hop)  # opportunistic: try again in plain text
         return client, f"none (STARTTLS failed: {reason}; sent in plain text as opportunistic allows)"
     ssl_object = client.get_transport_info("ssl_object")
@@ -262,9 +277,13 @@ async def _open(live: Live, hop: Hop, policy: TLSPolicy) -> tuple[aiosmtplib.SMT
     if weak and level.requires_tls:
         client.close()
         raise TLSRequiredError(f"{weak}; {policy} required by {', '.join(policy.sources)}")
+    if tagged and not client.supports_extension(requiretls.KEYWORD):
+        client.close()
+        raise RequireTLSUnmet("peer does not offer REQUIRETLS after STARTTLS; the message was received with it")
     name, _, bits = ssl_object.cipher()
     checks = ", chain verified" if level.verifies_chain else ""
     checks += ", name checked" if level.checks_hostname else ""
+    checks += ", REQUIRETLS" if tagged else ""
     return client, f"{ssl_object.version()} {name} ({bits}-bit){checks}"
 
 

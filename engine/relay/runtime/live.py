@@ -97,15 +97,39 @@ class Live:
             )
         return policy
 
-    def outbound_policy(self, route: CompiledRoute, domain: str, hop_ip: str, floor=None) -> TLSPolicy:
+    def outbound_policy(
+        self, route: CompiledRoute, domain: str, hop_ip: str, floor=None, mta_sts: tuple[TLSLevel, str] | None = None
+    ) -> TLSPolicy:
         """What delivery to `domain` via `hop_ip` must achieve: the route, the enforced-TLS
-        rules, and the `floor` a method's sealed copy demands (methods.base.TLSFloor)."""
-        policy = TLSPolicy(route.tls, sources=(f"routes.{route.name}" if route.route else "tls.outbound_default",))
+        rules, and the `floor` a method's sealed copy demands (methods.base.TLSFloor).
+
+        `mta_sts`: the level `mta-sts` stands for at this hop and the policy that says so
+        (`mtasts.verdict`); each setting asking for `mta-sts` asks for that level instead, so
+        the strictest of the real levels wins. None: `mta-sts` stays (enforced as `secure`)."""
+
+        def real(level: str) -> str:
+            return mta_sts[0] if mta_sts is not None and level == TLSLevel.MTA_STS else level
+
+        policy = TLSPolicy(
+            TLSLevel.parse(real(route.tls)),
+            sources=(f"routes.{route.name}" if route.route else "tls.outbound_default",),
+        )
         for rule in self._enforced("outbound", hop_ip, domain):
-            policy = policy.tighten(rule.level, rule.min_protocol, rule.min_cipher_bits, f"enforced_tls.{rule.name}")
+            level = real(rule.level)
+            policy = policy.tighten(level, rule.min_protocol, rule.min_cipher_bits, f"enforced_tls.{rule.name}")
         if floor is not None:
-            policy = policy.tighten(floor.level, floor.min_protocol, floor.min_bits, floor.source)
+            policy = policy.tighten(real(floor.level), floor.min_protocol, floor.min_bits, floor.source)
+        if mta_sts is not None:
+            policy = TLSPolicy(policy.level, policy.min_protocol, policy.min_bits, (*policy.sources, mta_sts[1]))
         return policy
+
+    def uses_mta_sts(self, route: CompiledRoute, domain: str, hop_ip: str, floor=None) -> bool:
+        """Whether a setting behind `outbound_policy` asks for `mta-sts` (then the domain's
+        MTA-STS policy must be looked up before delivery)."""
+        levels = [route.tls, *(rule.level for rule in self._enforced("outbound", hop_ip, domain))]
+        if floor is not None:
+            levels.append(floor.level)
+        return TLSLevel.MTA_STS in levels
 
     def client_context(self, policy: TLSPolicy) -> ssl.SSLContext | None:
         key = (policy.level.enforced.value, policy.min_protocol, policy.min_bits)
@@ -247,6 +271,7 @@ def _client(config: RelayConfig, base_dir: Path, level: str, proto: str, bits: i
 def _client_contexts(config: RelayConfig, base_dir: Path) -> dict[tuple[str, str, int], ssl.SSLContext | None]:
     """Contexts for every combination the config can produce, built before the switch."""
     levels = {"none", "opportunistic", config.tls.outbound_default, config.encryption.tls.level}
+    levels |= {"secure", config.tls.mta_sts.fallback}  # what `mta-sts` stands for per domain
     levels |= {r.tls for r in config.routes if r.tls} | {r.level for r in config.enforced_tls}
     protocols = {"TLSv1.2", config.encryption.tls.min_protocol} | {r.min_protocol for r in config.enforced_tls}
     bits = {128, config.encryption.tls.min_cipher_bits} | {r.min_cipher_bits for r in config.enforced_tls}

@@ -105,12 +105,13 @@ class Relay:
         resolver_for=None,
         clock=time.time,
         overrides: Overrides | None = None,
+        mta_sts=None,
     ) -> None:
         self.overrides = overrides or Overrides()  # `serve --listen`: where listeners bind instead
         self.runtime = Runtime(live)
         self.queue = Queue.open(live.data_dir / "queue")
         self.deliverer = Deliverer(
-            self.queue, self.runtime.current, methods=methods, resolver_for=resolver_for, clock=clock
+            self.queue, self.runtime.current, methods=methods, resolver_for=resolver_for, clock=clock, mta_sts=mta_sts
         )
         self.intake = Intake(self.queue, on_queued=self.deliverer.kick)
         self._servers: dict[tuple[str, int], asyncio.AbstractServer] = {}

@@ -108,6 +108,7 @@ class EdgeHandler:
             listener=self.listener.name,
             tls=tls_info(server),
             received_at=time.time(),
+            mail_params=tuple(envelope.mail_options),
         )
         try:
             verdict = await self.intake.receive(self.live, message)

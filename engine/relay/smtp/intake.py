@@ -18,7 +18,7 @@ from email.utils import formatdate
 
 from engine.relay.decision import Decision
 from engine.relay.decrypt.inbound import decrypt_inbound
-from engine.relay.delivery import ndr
+from engine.relay.delivery import ndr, requiretls
 from engine.relay.dlp.decide import decide
 from engine.relay.dlp.notify import notify_targets, owners_report
 from engine.relay.queue import Queue, QueueWriteError
@@ -125,8 +125,9 @@ class Intake:
             include="headers",
             kind="failure",
         )
+        tagged = requiretls.dsn_meta({"mail_params": message.mail_params})  # REQUIRETLS in, REQUIRETLS back
         return await self.queue.enqueue(
-            "", [message.sender], dsn, meta={"kind": "dsn-blocked", "config_version": live.version}
+            "", [message.sender], dsn, meta={"kind": "dsn-blocked", "config_version": live.version, **tagged}
         )
 
     async def _notify(self, live: Live, message: Message, decision: Decision, ref: str) -> None:
@@ -225,4 +226,5 @@ def _meta(live: Live, message: Message, decision: Decision) -> dict:
         "peer": message.peer_ip,
         "tls_in": str(message.tls),
         "received_at": message.received_at,
+        **requiretls.receipt_meta(message.mail_params, message.content),  # survives restarts
     }

@@ -66,3 +66,4 @@ class Message:
     tls: TLSInfo = field(default_factory=TLSInfo)
     received_at: float = 0.0
     origin: str = "smtp"  # smtp | portal (written by a user of the secure portal)
+    mail_params: tuple[str, ...] = ()  # MAIL FROM parameters as received, upper case ("REQUIRETLS")

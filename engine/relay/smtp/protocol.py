@@ -9,6 +9,9 @@ line by line. A relay that takes a new connection per message pays all of that e
 - the tables are computed once per class, and bound per instance by a dict comprehension;
 - `<local@domain>` is parsed by a strict regex, anything unusual falls back to aiosmtpd;
 - EHLO answers in one write; PIPELINING is advertised (replies are still sent in order);
+- REQUIRETLS (RFC 8689) is advertised once TLS is up, on every listener, and only then is
+  `MAIL FROM:<..> REQUIRETLS` taken (it lands in the envelope's `mail_options`); before
+  STARTTLS the parameter is refused as unknown, `555 5.5.4`;
 - DATA is read in one `readuntil(b"\\r\\n.\\r\\n")` with the reader's limit raised to the
   message size limit, then un-dot-stuffed with `bytes.replace`.
 
@@ -293,8 +296,36 @@ class RelaySMTP(SMTP):
         lines = [f"250-{self.hostname}", f"250-SIZE {self.data_size_limit}", "250-8BITMIME", "250-PIPELINING"]
         if self.tls_context and not self._tls_protocol:
             lines.append("250-STARTTLS")
+        if self._tls_active():
+            lines.append(f"250-{REQUIRETLS}")
         lines.append("250 HELP")
         await self.push_lines(lines)
+
+    def _tls_active(self) -> bool:
+        """TLS is up on this session: REQUIRETLS may be offered (RFC 8689 §2, after STARTTLS)."""
+        return self.transport is not None and self.transport.get_extra_info("ssl_object") is not None
+
+    @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        """aiosmtpd's MAIL, which knows SIZE, BODY and SMTPUTF8, plus REQUIRETLS (RFC 8689):
+        taken where offered (TLS up), kept in `envelope.mail_options` for intake; elsewhere
+        refused as an unknown parameter (RFC 5321 4.1.1.11), with our enhanced code."""
+        params, wanted = _take_requiretls(arg)
+        if wanted is None:
+            await super().smtp_MAIL(arg)
+            return
+        if await self.check_helo_needed():
+            return
+        if wanted != REQUIRETLS:
+            await self.push(f"501 5.5.4 Syntax: {REQUIRETLS} takes no value")
+            return
+        if not (self.session.extended_smtp and self._tls_active()):
+            await self.push(f"555 5.5.4 MAIL FROM parameter {REQUIRETLS} not offered on this session (STARTTLS first)")
+            return
+        before = self.envelope.mail_from
+        await super().smtp_MAIL(params)
+        if self.envelope.mail_from and not before:  # taken: the handler said 250
+            self.envelope.mail_options.append(REQUIRETLS)
 
     @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:
@@ -388,6 +419,26 @@ class RelaySMTP(SMTP):
             spool.drop()
             return b"", problem
         return spool.content(), None
+
+
+REQUIRETLS = "REQUIRETLS"
+
+
+def _take_requiretls(arg: str | None) -> tuple[str | None, str | None]:
+    """`arg` of MAIL without a REQUIRETLS parameter, and that parameter as written (upper
+    case, `REQUIRETLS=x` included so it can be refused), or None when there is none. Only
+    what follows the address's closing `>` is searched, so no address is cut."""
+    if not arg or ">" not in arg:
+        return arg, None
+    at = arg.rindex(">") + 1
+    kept, found = [], None
+    for word in arg[at:].split():
+        upper = word.upper()
+        if upper == REQUIRETLS or upper.startswith(REQUIRETLS + "="):
+            found = upper
+        else:
+            kept.append(word)
+    return " ".join([arg[:at], *kept]), found
 
 
 _READ = 256 * 1024

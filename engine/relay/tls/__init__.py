@@ -1,1 +1,1 @@
-"""TLS levels, contexts and the negotiated-strength check (`levels`)."""
+"""TLS levels, contexts and the negotiated-strength check (`levels`); MTA-STS policies (`mtasts`)."""

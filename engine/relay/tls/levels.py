@@ -10,7 +10,10 @@ layer can build the contexts once, before a config swap, and hand them to sessio
     mandatory      TLS or no transfer; certificate not checked
     verify         mandatory + a chain to a trusted CA (no name check)
     secure         verify + the host name in the certificate's DNS SANs (never the CN)
-    dane, mta-sts  reserved; enforced like `secure` until implemented
+    mta-sts        the recipient domain's MTA-STS policy (`mtasts`): `secure` to the MX hosts
+                   it names, those only; without one `tls.mta_sts.fallback`. Delivery replaces
+                   it per MX host (`Live.outbound_policy`); anywhere else it acts as `secure`
+    dane           reserved; enforced like `secure` until implemented
 
 The order of the levels is `engine/policy/rules.py`'s, which the downgrade guard uses too.
 

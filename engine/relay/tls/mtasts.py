@@ -1,0 +1,366 @@
+"""MTA-STS (RFC 8461): a recipient domain's published demand for verified TLS to its MX hosts.
+
+A domain announces a policy with a TXT record at `_mta-sts.<domain>` (`v=STSv1; id=...`) and
+publishes it at `https://mta-sts.<domain>/.well-known/mta-sts.txt`. `MTASTS.lookup` finds the
+policy a delivery must obey, `verdict` says what it means for one MX host:
+
+    enforce   only MX hosts matching an `mx` pattern, over TLS with a certificate verified
+              for the MX host's name (level `secure`); any other host gets nothing
+    testing   delivered as without a policy (the fallback level); a would-be failure is logged
+    none      no policy (the fallback level)
+
+What the RFC asks and where it is done here:
+
+- §3.1 the TXT record: exactly one record starting `v=STSv1`, with an `id` of 1-32
+  alphanumerics; anything else means "no policy announced" (`parse_txt`).
+- §3.2 the policy: `version: STSv1`, `mode`, `max_age` (at most 31557600 s), `mx` patterns
+  (`*.` covers exactly one label); a policy that breaks this is no policy (`parse_policy`).
+- §3.3 the fetch: HTTPS with a certificate verified for `mta-sts.<domain>` (the relay's
+  `tls.ca_bundle`), status 200 only, redirects refused, `text/plain`, at most 64 KiB, bounded
+  in time (`_get`).
+- §5.1 the cache: a policy is kept for `max_age` in `<data_dir>/mta-sts/` (owner-only files,
+  so it outlives a restart); it is fetched again when the TXT `id` changes or half its
+  `max_age` has passed. While it is unexpired it stays in force when the TXT record vanishes
+  or a fetch fails: that is what stops an attacker who blocks DNS or HTTPS from downgrading
+  delivery.
+
+Everything that reaches out (DNS, HTTPS, the clock) is passed in, so tests point it at a
+DNS server and an HTTPS server on loopback and move time by hand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+import h11
+
+from engine.fsutil import private_dir, write_atomic
+from engine.relay.tls.levels import TLSLevel, client_context, describe_failure
+
+log = logging.getLogger(__name__)
+
+MAX_AGE_LIMIT = 31_557_600  # RFC 8461 §3.2: about a year
+MAX_POLICY_BYTES = 64 * 1024  # RFC 8461 §3.3: senders may refuse bigger policies
+FETCH_TIMEOUT = 60.0  # RFC 8461 §3.3: "a reasonable timeout", e.g. one minute
+RETRY_FAILED_FETCH = 300.0  # a failed fetch is not repeated for every message of a busy domain
+MEMORY_LIMIT = 10_000  # domains whose policy (or failed fetch) is remembered in memory
+POLICY_PATH = "/.well-known/mta-sts.txt"
+
+Mode = Literal["enforce", "testing", "none"]
+_ID = re.compile(r"[A-Za-z0-9]{1,32}")
+_KEY = re.compile(r"[A-Za-z0-9._-]{1,32}")
+_LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
+_MX_PATTERN = re.compile(rf"(\*\.)?{_LABEL}(\.{_LABEL})+")
+
+
+class PolicyError(Exception):
+    """No usable policy came back (a fetch failed, or the text breaks RFC 8461 §3.2)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class TXTResolver(Protocol):
+    """What the lookup needs of DNS (`engine.relay.delivery.resolve.Resolver` has both)."""
+
+    async def txt(self, name: str) -> list[str]: ...
+
+    async def host_addresses(self, host: str) -> list[str]: ...
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A parsed policy, with the TXT `id` it was fetched under and when (Unix seconds)."""
+
+    mode: Mode
+    mx: tuple[str, ...]
+    max_age: int
+    id: str = ""
+    fetched_at: float = 0.0
+
+    def expired(self, now: float) -> bool:
+        return now >= self.fetched_at + self.max_age
+
+    def stale(self, now: float) -> bool:
+        """Time to fetch again: half its `max_age` has passed, so an unreachable server
+        still leaves the other half to keep the cached policy in force."""
+        return now >= self.fetched_at + self.max_age / 2
+
+    def matches(self, host: str) -> bool:
+        """Whether MX host `host` is one the policy names (RFC 8461 §4.1)."""
+        return any(mx_matches(pattern, host) for pattern in self.mx)
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """The policy in force for `domain` (None: the domain has none), and where it came from."""
+
+    domain: str
+    policy: Policy | None
+    note: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a policy means for one MX host: the level to deliver at, or why not to deliver."""
+
+    level: TLSLevel | None  # None: do not deliver to this host
+    reason: str = ""  # why not (enforce) or what would have failed (testing)
+    source: str = ""  # names the policy for the TLS notes and failure reasons
+
+
+def mx_matches(pattern: str, host: str) -> bool:
+    """RFC 8461 §4.1: case-insensitive equality, or `*.` standing for exactly one label."""
+    pattern, host = pattern.lower().rstrip("."), host.lower().rstrip(".")
+    if pattern.startswith("*."):
+        label, _, rest = host.partition(".")
+        return bool(label) and rest == pattern[2:]
+    return host == pattern
+
+
+def parse_txt(records: list[str]) -> str | None:
+    """The policy `id` of the `_mta-sts` TXT records, or None when they announce no policy
+    (RFC 8461 §3.1: not exactly one `v=STSv1` record, or that record malformed)."""
+    ours = [record for record in records if record.startswith("v=STSv1")]
+    if len(ours) != 1:
+        return None
+    fields: dict[str, str] = {}
+    for part in ours[0].split(";"):
+        key, sep, value = part.strip().partition("=")
+        if not part.strip():
+            continue
+        if not sep:
+            return None
+        fields.setdefault(key, value)
+    if fields.get("v") != "STSv1" or not _ID.fullmatch(fields.get("id", "")):
+        return None
+    return fields["id"]
+
+
+def parse_policy(text: str, *, id: str = "", fetched_at: float = 0.0) -> Policy:
+    """A policy from its text (RFC 8461 §3.2), strictly: a missing or bad `version`, `mode` or
+    `max_age`, an `mx` that is not a host pattern, or no `mx` outside mode `none` raises
+    `PolicyError`. Lines end with LF or CRLF; unknown keys are ignored, as the RFC asks."""
+    fields: dict[str, str] = {}
+    mx: list[str] = []
+    for number, line in enumerate(text.split("\n"), 1):
+        line = line.removesuffix("\r")
+        if not line.strip():
+            continue
+        key, sep, value = line.partition(":")
+        if not sep or not _KEY.fullmatch(key):
+            raise PolicyError(f"policy line {number} is not `key: value`: {line[:80]!r}")
+        value = value.strip(" \t")
+        if key == "mx":
+            if not _MX_PATTERN.fullmatch(value):
+                raise PolicyError(f"policy line {number}: {value[:80]!r} is not an MX host pattern")
+            mx.append(value.lower())
+        else:
+            fields.setdefault(key, value)
+    if fields.get("version") != "STSv1":
+        raise PolicyError(f"policy version is {fields.get('version')!r}, not 'STSv1'")
+    mode = fields.get("mode")
+    if mode not in ("enforce", "testing", "none"):
+        raise PolicyError(f"policy mode is {mode!r}, not enforce, testing or none")
+    age = fields.get("max_age", "")
+    if not (age.isascii() and age.isdigit() and len(age) <= 10) or int(age) > MAX_AGE_LIMIT:
+        raise PolicyError(f"policy max_age {age!r} is not a number of seconds up to {MAX_AGE_LIMIT}")
+    if mode != "none" and not mx:
+        raise PolicyError(f"policy in mode {mode} names no mx")
+    return Policy(mode, tuple(mx), int(age), id, fetched_at)  # type: ignore[arg-type]
+
+
+def verdict(lookup: Lookup, host: str, fallback: TLSLevel) -> Verdict:
+    """The level for delivering `lookup.domain`'s mail to MX host `host`, or the refusal.
+
+    `fallback` is the level without a policy (and in `testing` mode): `tls.mta_sts.fallback`."""
+    policy = lookup.policy
+    if policy is None or policy.mode == "none":
+        return Verdict(fallback, source=f"no MTA-STS policy for {lookup.domain}")
+    source = f"MTA-STS policy of {lookup.domain} ({policy.mode})"
+    if policy.matches(host):
+        return Verdict(TLSLevel.SECURE if policy.mode == "enforce" else fallback, source=source)
+    reason = f"MX host {host} is not in the MTA-STS policy of {lookup.domain} (mx: {', '.join(policy.mx)})"
+    if policy.mode == "enforce":
+        return Verdict(None, reason, source)
+    return Verdict(fallback, reason, source)
+
+
+class MTASTS:
+    """Finds and caches domains' policies. One per relay; safe for concurrent lookups.
+
+    `https_port` is where policies are fetched (443; tests use their own server's port),
+    `clock` gives Unix seconds (tests move it), `timeout` bounds one fetch in all.
+    """
+
+    def __init__(
+        self, *, https_port: int = 443, clock: Callable[[], float] = time.time, timeout: float = FETCH_TIMEOUT
+    ) -> None:
+        self.https_port = https_port
+        self.clock = clock
+        self.timeout = timeout
+        self.fetches = 0  # policy fetches attempted (for tests and metrics)
+        self._memory: dict[Path, Policy] = {}
+        self._failed: dict[tuple[Path, str], float] = {}  # (cache file, id) -> when a fetch failed
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def lookup(self, domain: str, *, resolver: TXTResolver, ca_bundle: str, cache_dir: Path) -> Lookup:
+        """The policy in force for mail to `domain` now. Never raises for DNS or HTTPS
+        trouble: that is a cached policy or none, with the reason in `note` (and the log)."""
+        domain = domain.lower().rstrip(".")
+        if len(self._locks) > MEMORY_LIMIT:
+            self._locks = {name: lock for name, lock in self._locks.items() if lock.locked()}
+        lock = self._locks.setdefault(domain, asyncio.Lock())
+        async with lock:  # one fetch per domain, however many deliveries wait for it
+            return await self._lookup(domain, resolver, ca_bundle, cache_dir / f"{domain}.json")
+
+    async def _lookup(self, domain: str, resolver: TXTResolver, ca_bundle: str, file: Path) -> Lookup:
+        now = self.clock()
+        cached = self._load(file)
+        if cached is not None and cached.expired(now):
+            cached = None
+        try:
+            txt_id = parse_txt(await resolver.txt(f"_mta-sts.{domain}"))
+            why = "no valid _mta-sts TXT record"
+        except Exception as exc:  # noqa: BLE001 - DNS trouble is no policy (or the cached one)
+            txt_id, why = None, f"_mta-sts TXT lookup failed: {getattr(exc, 'reason', exc)}"
+        if txt_id is None:
+            if cached is not None:  # RFC 8461 §5.1: a vanished record does not end a policy
+                return Lookup(domain, cached, f"cached policy ({why})")
+            return Lookup(domain, None, why)
+        if cached is not None and cached.id == txt_id and not cached.stale(now):
+            return Lookup(domain, cached, "cached policy")
+        failed = self._failed.get((file, txt_id))
+        if failed is not None and now - failed[0] < RETRY_FAILED_FETCH:
+            return _without_fetch(domain, cached, failed[1])
+        try:
+            policy = await self._fetch(domain, resolver, ca_bundle, txt_id)
+        except PolicyError as exc:
+            if len(self._failed) > MEMORY_LIMIT:
+                self._failed.clear()
+            self._failed[(file, txt_id)] = (now, exc.reason)
+            log.warning("MTA-STS policy of %s: %s", domain, exc.reason)
+            return _without_fetch(domain, cached, exc.reason)
+        self._failed.pop((file, txt_id), None)
+        self._store(file, policy)
+        log.info("MTA-STS policy of %s fetched: mode %s, max_age %d s", domain, policy.mode, policy.max_age)
+        return Lookup(domain, policy, "policy fetched")
+
+    async def _fetch(self, domain: str, resolver: TXTResolver, ca_bundle: str, txt_id: str) -> Policy:
+        host = f"mta-sts.{domain}"
+        self.fetches += 1
+        try:
+            addresses = await resolver.host_addresses(host)
+        except Exception as exc:  # noqa: BLE001 - no address: no policy
+            raise PolicyError(f"{host} has no address: {getattr(exc, 'reason', exc)}") from exc
+        context = client_context(TLSLevel.SECURE, ca_bundle=ca_bundle)
+        problem = ""
+        for address in addresses:
+            try:
+                async with asyncio.timeout(self.timeout):
+                    text = await _get(address, self.https_port, host, context)
+            except PolicyError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - try the next address
+                problem = describe_failure(exc) if isinstance(exc, ssl.SSLError) else f"{type(exc).__name__}: {exc}"
+                continue
+            return parse_policy(text, id=txt_id, fetched_at=self.clock())
+        raise PolicyError(f"fetching https://{host}{POLICY_PATH} failed: {problem or 'no address'}")
+
+    def _load(self, file: Path) -> Policy | None:
+        """The cached policy (memory, else the file a previous run left); a damaged file is none."""
+        if file in self._memory:
+            return self._memory[file]
+        try:
+            policy = _from_json(json.loads(file.read_text("utf-8")))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            log.warning("ignoring the damaged MTA-STS cache file %s: %s", file, exc)
+            return None
+        self._memory[file] = policy
+        return policy
+
+    def _store(self, file: Path, policy: Policy) -> None:
+        """Keep `policy` in memory and on disk (0600, replaced atomically)."""
+        if len(self._memory) > MEMORY_LIMIT:  # the files still hold them all
+            self._memory.clear()
+        self._memory[file] = policy
+        try:
+            private_dir(file.parent)
+            write_atomic(file, json.dumps(asdict(policy), indent=1).encode(), 0o600)
+        except OSError as exc:  # the policy still holds for this run
+            log.warning("could not cache the MTA-STS policy in %s: %s", file, exc)
+
+
+def _without_fetch(domain: str, cached: Policy | None, reason: str) -> Lookup:
+    """The answer when the policy could not be fetched: the cached one while it lasts."""
+    if cached is not None:
+        return Lookup(domain, cached, f"cached policy (fetch failed: {reason})")
+    return Lookup(domain, None, f"no usable MTA-STS policy: {reason}")
+
+
+def _from_json(data: dict) -> Policy:
+    """A policy from its cache file, checked as strictly as a fetched one."""
+    mx = data["mx"]
+    if not isinstance(mx, list) or not all(isinstance(p, str) and _MX_PATTERN.fullmatch(p) for p in mx):
+        raise ValueError("mx is not a list of MX host patterns")
+    if data["mode"] not in ("enforce", "testing", "none") or not 0 <= int(data["max_age"]) <= MAX_AGE_LIMIT:
+        raise ValueError(f"mode {data['mode']!r} or max_age {data['max_age']!r} out of range")
+    return Policy(data["mode"], tuple(mx), int(data["max_age"]), str(data["id"]), float(data["fetched_at"]))
+
+
+async def _get(address: str, port: int, host: str, context: ssl.SSLContext) -> str:
+    """GET the policy from `address`:`port`, verifying the certificate for `host`. Only a
+    200 `text/plain` answer of at most `MAX_POLICY_BYTES` is a policy (RFC 8461 §3.3)."""
+    reader, writer = await asyncio.open_connection(address, port, ssl=context, server_hostname=host)
+    try:
+        connection = h11.Connection(h11.CLIENT)
+        headers = [("Host", host), ("User-Agent", "sealrelay"), ("Accept", "text/plain"), ("Connection", "close")]
+        writer.write(connection.send(h11.Request(method="GET", target=POLICY_PATH, headers=headers)))
+        writer.write(connection.send(h11.EndOfMessage()))
+        await writer.drain()
+        body = bytearray()
+        while True:
+            try:
+                event = connection.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise PolicyError(f"https://{host}{POLICY_PATH}: malformed HTTP answer ({exc})") from exc
+            if event is h11.NEED_DATA:
+                connection.receive_data(await reader.read(16384))
+            elif isinstance(event, h11.Response):
+                _check_response(host, event)
+            elif isinstance(event, h11.Data):
+                body += event.data
+                if len(body) > MAX_POLICY_BYTES:
+                    raise PolicyError(f"https://{host}{POLICY_PATH}: policy larger than {MAX_POLICY_BYTES} bytes")
+            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                break
+    finally:
+        writer.close()
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PolicyError(f"https://{host}{POLICY_PATH}: policy is not UTF-8 text") from exc
+
+
+def _check_response(host: str, response: h11.Response) -> None:
+    where = f"https://{host}{POLICY_PATH}"
+    if 300 <= response.status_code < 400:
+        raise PolicyError(f"{where}: HTTP {response.status_code} redirect refused (RFC 8461 §3.3)")
+    if response.status_code != 200:
+        raise PolicyError(f"{where}: HTTP {response.status_code}")
+    types = [value for name, value in response.headers if name == b"content-type"]
+    media = types[0].split(b";")[0].strip().lower() if types else b""
+    if media != b"text/plain":
+        raise PolicyError(f"{where}: content type {media.decode('latin-1') or 'missing'}, not text/plain")
