@@ -141,7 +141,8 @@ keys = st.text(st.characters(blacklist_categories=("Cs",), max_codepoint=0xFFFF)
 # `extends:` at the top of a file names a shared config (fleet node files): not plain data
 top_keys = keys.filter(lambda key: key != "extends")
 documents = st.dictionaries(
-    top_keys, st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(keys, inner, max_size=4))
+    top_keys,
+    st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(keys, inner, max_size=4)),
 )
 
 

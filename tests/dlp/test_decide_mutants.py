@@ -13,8 +13,8 @@ import pytest
 from engine.config.load import validate_data
 from engine.relay.decision import Decision
 from engine.relay.dlp.decide import decide, direction_of, judge
-from engine.relay.methods.smime import MAX_ENCRYPTED_TYPE
 from engine.relay.dlp.simulate import policy_view
+from engine.relay.methods.smime import MAX_ENCRYPTED_TYPE
 from engine.relay.runtime.live import Live
 from engine.relay.smtp.message import Message
 

@@ -46,9 +46,9 @@ async def test_operator_sees_a_dead_destination_and_the_plan_warns_before_routin
             system=f"  admin: {{address: 127.0.0.1, port: {admin}}}\n",
             # retries (and so the dead destination's probe) far apart: the failure count the
             # commands show cannot move while they start (a probe 1-2 s later made it 2)
-            delivery=delivery("  dead_after: 1\n").replace("retry_interval: 1s", "retry_interval: 30s").replace(
-                "max_retry_interval: 2s", "max_retry_interval: 60s"
-            ),
+            delivery=delivery("  dead_after: 1\n")
+            .replace("retry_interval: 1s", "retry_interval: 30s")
+            .replace("max_retry_interval: 2s", "max_retry_interval: 60s"),
         )
         relay = await start_relay(config)
         control = RelayControl(relay)

@@ -236,9 +236,7 @@ class ScanLimits(Model):
     message counts as unscannable (`dlp.unscannable` acts on it): lower limits cost less
     CPU and memory and leave more mail unscannable, higher ones read more of hostile mail."""
 
-    archive_depth: int = F(
-        3, "Archives and attached messages nested deeper than this are not opened", 3, ge=1, le=10
-    )
+    archive_depth: int = F(3, "Archives and attached messages nested deeper than this are not opened", 3, ge=1, le=10)
     archive_entries: int = F(
         1000, "Archive members read per message, over all archives and documents", 1000, ge=1, le=100_000
     )
@@ -255,15 +253,11 @@ class ScanLimits(Model):
         ge=2,
         le=100_000,
     )
-    mime_depth: int = F(
-        20, "MIME parts nested deeper than this are read as text, not parsed", 20, ge=1, le=100
-    )
+    mime_depth: int = F(20, "MIME parts nested deeper than this are read as text, not parsed", 20, ge=1, le=100)
     document_size: SizeField = F(
         "20MiB", "Largest PDF, Office, OpenDocument or RTF file whose text is read", "20MiB", validate_default=True
     )
-    document_time: DurationField = F(
-        "5s", "Time one document's text may take to read", "5s", validate_default=True
-    )
+    document_time: DurationField = F("5s", "Time one document's text may take to read", "5s", validate_default=True)
     message_document_time: DurationField = F(
         "20s", "Time all documents of one message may take to read, together", "20s", validate_default=True
     )
