@@ -68,17 +68,10 @@ def apply_command(
         raise typer.Exit(Exit.USAGE)
     try:
         desired, saved, provenance, defaults, data_dir = _desired(target)
-        token_map = tokens.load(tokens.given(tokens_file))
-        targets = tokens.relays(relay, defaults, token_map)
     except ApplyError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(exc.code) from None
-    except tokens.TokenMapError as exc:
-        typer.echo(exc.render(), err=True)
-        raise typer.Exit(Exit.CONFIG) from None
-    except tokens.UnknownRelay as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(Exit.USAGE) from None
+    targets = tokens.targets_or_exit(relay, defaults, tokens_file)
     if not targets:
         typer.echo("no relay to apply to: give --relay URL", err=True)
         raise typer.Exit(Exit.USAGE)

@@ -45,14 +45,7 @@ def status_command(
     from engine.admin.client import AdminError, RelayClient, Unauthorized
 
     default_url, data_dir = _defaults(path, need=not relay)
-    try:
-        targets = tokens.relays(relay, default_url, tokens.load(tokens.given(tokens_file)))
-    except tokens.TokenMapError as exc:
-        typer.echo(exc.render(), err=True)
-        raise typer.Exit(Exit.CONFIG) from None
-    except tokens.UnknownRelay as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(Exit.USAGE) from None
+    targets = tokens.targets_or_exit(relay, default_url, tokens_file)
     code, rows = Exit.OK, []
     for target in targets:
         try:

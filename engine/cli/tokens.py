@@ -28,7 +28,7 @@ from pathlib import Path as FsPath
 
 from pydantic import Field, ValidationError
 
-from engine.config.diagnostics import Diagnostic, error, has_errors, locate, render_text
+from engine.config.diagnostics import Diagnostic, LocatedError, error, has_errors, locate
 from engine.config.model.base import NAME_PATTERN, EnvSecret, FileSecret, Model, Secret
 from engine.config.secrets import SecretError, describe, resolve
 from engine.config.source import Mark, load_path
@@ -47,16 +47,8 @@ class TokenMapFile(Model):
     relays: list[Entry]
 
 
-class TokenMapError(Exception):
+class TokenMapError(LocatedError):
     """The token map cannot be used; `diagnostics` are located at its file:line:col."""
-
-    def __init__(self, message: str, diagnostics: list[Diagnostic] | None = None) -> None:
-        super().__init__(message)
-        self.diagnostics = diagnostics or []
-
-    def render(self) -> str:
-        details = render_text(self.diagnostics)
-        return f"{details}\n{self}" if details else str(self)
 
 
 class UnknownRelay(ValueError):
@@ -207,3 +199,21 @@ def _path(loc: tuple) -> tuple:
     if len(out) >= 4 and out[0] == "relays" and out[2] == "token" and out[3] in ("env", "file"):
         del out[3]
     return tuple(out)
+
+
+def targets_or_exit(relay: list[str] | None, default_url: str | None, tokens_file: FsPath | None) -> list[Relay]:
+    """The relays a fleet command (apply, status) addresses. A token map that cannot be used
+    ends the command with its diagnostics (78), a `--relay` name it does not know with one
+    line (64)."""
+    import typer
+
+    from engine.cli.exits import Exit
+
+    try:
+        return relays(relay, default_url, load(given(tokens_file)))
+    except TokenMapError as exc:
+        typer.echo(exc.render(), err=True)
+        raise typer.Exit(Exit.CONFIG) from None
+    except UnknownRelay as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(Exit.USAGE) from None

@@ -119,6 +119,19 @@ def render_text(diags: Sequence[Diagnostic]) -> str:
     return "\n".join(lines)
 
 
+class LocatedError(Exception):
+    """A failure explained by diagnostics located at file:line:col (`render` shows them,
+    then the message)."""
+
+    def __init__(self, message: str, diagnostics: list[Diagnostic] | None = None) -> None:
+        super().__init__(message)
+        self.diagnostics = diagnostics or []
+
+    def render(self) -> str:
+        details = render_text(self.diagnostics)
+        return f"{details}\n{self}" if details else str(self)
+
+
 def render_one_line(diags: Sequence[Diagnostic]) -> str:
     """Every diagnostic on one line (`; ` between them, hints in parentheses): for a log."""
     return "; ".join(render_line(d) + (f" (hint: {d.hint})" if d.hint else "") for d in diags)

@@ -20,7 +20,7 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from engine.config.diagnostics import Diagnostic, render_text
+from engine.config.diagnostics import Diagnostic, LocatedError
 from engine.config.load import load_config
 from engine.config.model import RelayConfig
 from engine.config.overlay import extends_of
@@ -29,16 +29,8 @@ from engine.config.source import YAML_SUFFIXES
 GIT_PREFIX = "git:"
 
 
-class SourceError(Exception):
+class SourceError(LocatedError):
     """The other config cannot be read or is invalid; `diagnostics` says where."""
-
-    def __init__(self, message: str, diagnostics: list[Diagnostic] | None = None) -> None:
-        super().__init__(message)
-        self.diagnostics = diagnostics or []
-
-    def render(self) -> str:
-        details = render_text(self.diagnostics)
-        return f"{details}\n{self}" if details else str(self)
 
 
 GIT_MISSING = 127  # the shell's "command not found": git is not installed
