@@ -196,6 +196,10 @@ def _words_of(file: str, limit: int) -> set[str]:
     return set(_WORD.findall(text))
 
 
+# A top-level `$schema: ../schemas/relay.schema.json` lets editors that read JSON Schema
+# from the document (VS Code's YAML extension, JetBrains) complete and check the file; it is
+# read as nothing, like the `# yaml-language-server: $schema=` comment.
+SCHEMA_KEY = "$schema"
 _WORD = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@*+-]*")
 
 
@@ -220,6 +224,8 @@ class _Builder:
             key = self.scalar_key(key_node, path)
             if key is None:
                 continue
+            if not path and key == SCHEMA_KEY:
+                continue  # an editor's pointer to the JSON Schema, in any file: not config
             child = (*path, key)
             if key in target:
                 self._merge_existing(target, key, key_node, value_node, child)
