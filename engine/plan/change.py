@@ -159,11 +159,16 @@ class Summary:
 
 
 def summarize(changes: Iterable[Change]) -> Summary:
+    """The counts of the summary line, as the plan shows the changes: members added to or
+    removed from a list that stays (`~ ip_groups.banks` with `+ 192.0.2.128/25` under it)
+    change that list, once however many members move; they are not things added."""
     changes = list(changes)
-    count = {a: sum(c.action is a for c in changes) for a in Action}
+    values = [c for c in changes if c.kind != "member"]
+    count = {a: sum(c.action is a for c in values) for a in Action}
+    lists = {c.path for c in changes if c.kind == "member"}
     return Summary(
         add=count[Action.CREATE],
-        change=count[Action.UPDATE],
+        change=count[Action.UPDATE] + len(lists),
         destroy=count[Action.DELETE],
         loosening=sum(c.effect == LOOSENING for c in changes),
         tightening=sum(c.effect == TIGHTENING for c in changes),

@@ -62,13 +62,13 @@ def compare(what: str, before: object, after: object, rank: Mapping) -> Judgemen
 
 
 def judge(effects: Iterable[Judgement], otherwise: Judgement) -> Judgement:
-    """Several uses of one change: any loosening wins, then any tightening."""
+    """Several uses of one change: any loosening wins, then any tightening; every reason of
+    the winning kind is given (a reviewer must see each thing the change loosens)."""
     effects = list(effects)
     for effect in (LOOSENING, TIGHTENING):
-        found = [reason for e, reason in effects if e == effect]
+        found = list(dict.fromkeys(reason for e, reason in effects if e == effect))
         if found:
-            more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
-            return effect, found[0] + more
+            return effect, "; ".join(found)
     return effects[0] if effects else otherwise
 
 

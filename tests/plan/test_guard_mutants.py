@@ -1241,7 +1241,7 @@ SCENARIOS = [
         {
             '+ domain_groups.vendors "supplier.example"': (
                 TIGHTENING,
-                "mail to supplier.example now leaves by route vendors at verify (was route default at opportunistic) (and 1 more)",
+                "mail to supplier.example now leaves by route vendors at verify (was route default at opportunistic); DLP rule cards/card-numbers (encrypt) now covers mail to supplier.example",
             )
         },
     ),
@@ -1252,7 +1252,7 @@ SCENARIOS = [
         {
             '- domain_groups.vendors "vendor.example"': (
                 LOOSENING,
-                "mail to vendor.example now leaves by route default at opportunistic (was route vendors at verify) (and 1 more)",
+                "mail to vendor.example now leaves by route default at opportunistic (was route vendors at verify); DLP rule cards/card-numbers (encrypt) no longer covers mail to vendor.example",
             )
         },
     ),
@@ -1263,7 +1263,7 @@ SCENARIOS = [
         {
             '+ domain_groups.partners "ally.example"': (
                 TIGHTENING,
-                "enforced_tls partners-outbound now requires secure TLS of ally.example (and 1 more)",
+                "enforced_tls partners-outbound now requires secure TLS of ally.example; DLP rule cards/card-numbers (encrypt) now covers mail to ally.example",
             )
         },
     ),
@@ -1313,7 +1313,7 @@ SCENARIOS = [
         {
             '+ routes["p"]': (
                 TIGHTENING,
-                "mail to partner.example now leaves by route p at secure (was route default at opportunistic) (and 1 more)",
+                "mail to partner.example now leaves by route p at secure (was route default at opportunistic); mail to *.bank.example now leaves by route p at secure (was route default at opportunistic)",
             )
         },
     ),
@@ -1324,7 +1324,7 @@ SCENARIOS = [
         {
             '+ routes["p"]': (
                 LOOSENING,
-                "mail to partner.example now leaves by route p at none (was route default at opportunistic) (and 1 more)",
+                "mail to partner.example now leaves by route p at none (was route default at opportunistic); mail to x.example now leaves by route p at none (was route default at opportunistic)",
             )
         },
     ),
@@ -1416,7 +1416,7 @@ SCENARIOS = [
         {
             '- routes["default"]': (
                 LOOSENING,
-                "mail to partner.example now leaves by the default route at opportunistic (was route default at secure) (and 2 more)",
+                "mail to partner.example now leaves by the default route at opportunistic (was route default at secure); mail to *.bank.example now leaves by the default route at opportunistic (was route default at secure); mail to other domains now leaves by the default route at opportunistic (was route default at secure)",
             )
         },
     ),
@@ -1909,7 +1909,7 @@ SCENARIOS = [
         {
             '+ domain_groups.vendors "supplier.example"': (
                 TIGHTENING,
-                "mail to supplier.example now leaves by route vendors at verify (was route default at opportunistic) (and 1 more)",
+                "mail to supplier.example now leaves by route vendors at verify (was route default at opportunistic); DLP rule cards/card-numbers (encrypt) now covers mail to supplier.example",
             )
         },
     ),
@@ -2059,7 +2059,7 @@ SCENARIOS = [
         {
             '+ domain_groups.partners "ally.example"': (
                 TIGHTENING,
-                "enforced_tls partners-outbound now requires secure TLS of ally.example (and 2 more)",
+                "enforced_tls partners-outbound now requires secure TLS of ally.example; mail to ally.example now leaves by route p at secure (was route default at opportunistic); DLP rule cards/card-numbers (encrypt) now covers mail to ally.example",
             )
         },
     ),
@@ -2070,7 +2070,7 @@ SCENARIOS = [
         {
             '+ domain_groups.vendors "*.example"': (
                 TIGHTENING,
-                "mail to *.example now leaves by route vendors at verify (was route default at opportunistic) (and 3 more)",
+                "mail to *.example now leaves by route vendors at verify (was route default at opportunistic); mail to partner.example now leaves by route vendors at verify (was route default at opportunistic); mail to *.bank.example now leaves by route vendors at verify (was route default at opportunistic); DLP rule cards/card-numbers (encrypt) now covers mail to *.example",
             )
         },
     ),
@@ -2081,7 +2081,7 @@ SCENARIOS = [
         {
             '+ domain_groups.vendors "*.example"': (
                 TIGHTENING,
-                "mail to *.example now leaves by route vendors at verify (was route default at opportunistic) (and 2 more)",
+                "mail to *.example now leaves by route vendors at verify (was route default at opportunistic); mail to partner.example now leaves by route vendors at verify (was route default at opportunistic); DLP rule cards/card-numbers (encrypt) now covers mail to *.example",
             )
         },
     ),
@@ -2208,7 +2208,7 @@ SCENARIOS = [
         {
             '+ domain_groups.vendors "*.example"': (
                 TIGHTENING,
-                "mail to *.example now leaves by route vendors at verify (was route default at opportunistic) (and 1 more)",
+                "mail to *.example now leaves by route vendors at verify (was route default at opportunistic); DLP rule cards/card-numbers (encrypt) now covers mail to *.example",
             )
         },
     ),
@@ -2261,11 +2261,11 @@ def test_judge() -> None:
     assert judge([(NEUTRAL, "n1"), (NEUTRAL, "n2")], otherwise) == (NEUTRAL, "n1")
     assert judge([(TIGHTENING, "t1"), (LOOSENING, "l1"), (LOOSENING, "l2")], otherwise) == (
         LOOSENING,
-        "l1 (and 1 more)",
+        "l1; l2",
     )
     assert judge(iter([(TIGHTENING, "t1"), (NEUTRAL, "n"), (TIGHTENING, "t2"), (TIGHTENING, "t3")]), otherwise) == (
         TIGHTENING,
-        "t1 (and 2 more)",
+        "t1; t2; t3",
     )
     assert judge([(LOOSENING, "l1")], otherwise) == (LOOSENING, "l1")
 
