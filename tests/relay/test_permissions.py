@@ -93,6 +93,11 @@ async def test_serve_on_a_fresh_data_dir_creates_nothing_others_can_read(tmp_pat
                     return s.connect_ex(("127.0.0.1", smtp)) == 0
 
             await eventually(listening, 30, "the relay to listen")
+
+            async def token_made() -> bool:  # the admin API starts just after the listeners
+                return (data_dir / "admin.token").exists()
+
+            await eventually(token_made, 30, "the admin API to start")
             await aiosmtplib.send(
                 "Subject: hi\r\n\r\nhello\r\n",
                 sender="a@example.com",

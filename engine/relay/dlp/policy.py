@@ -177,9 +177,7 @@ class Policies:
         self._ids: dict[int, tuple[str, ...]] = {}  # id(condition) -> its matcher entry ids
         # custom classifiers: their regexes join the matcher's database (entry "k.NAME")
         self._custom = {c.name: (f"k.{c.name}", CHECKSUMS[c.checksum]) for c in dlp.classifiers}
-        entries: list[tuple[str, str, str]] = [(f"k.{c.name}", "regex", c.pattern) for c in dlp.classifiers]
-        # the built-ins' candidates (classifiers.CANDIDATES): entry "b.NAME"
-        entries += [(f"b.{name}", "regex", pattern) for name, pattern in CANDIDATES.items()]
+        entries: list[tuple[str, str, str]] = []
         for p, policy in enumerate(dlp.policies):
             if not policy.enabled:
                 continue
@@ -187,6 +185,10 @@ class Policies:
                 if rule.enabled:
                     self._rules.append((("dlp", "policies", p, "rules", r), policy.name, tuple(policy.owners), rule))
                     entries.extend(self._entries(rule.conditions))
+        if self._rules:  # without rules nothing is scanned: no database to build
+            entries += [(f"k.{c.name}", "regex", c.pattern) for c in dlp.classifiers]
+            # the built-ins' candidates (classifiers.CANDIDATES): entry "b.NAME"
+            entries += [(f"b.{name}", "regex", pattern) for name, pattern in CANDIDATES.items()]
         self._matcher = Matcher.compile(entries, cache_dir=cache_dir)
 
     @property
