@@ -66,6 +66,11 @@ CASES = {
         ("encryption", "advanced", "portal_url"),
         "plain HTTP",
     ),
+    "dane is enforced as secure for now": (
+        "tls: {outbound_default: dane}\n",
+        ("tls", "outbound_default"),
+        "TLSA records are not read yet",
+    ),
     "unset secret": (
         "routes:\n  - {name: hub, recipients: any, next_hop: {host: hub.example.com}, auth: {username: u, password: {env: SEAL_TEST_UNSET}}}\n",
         ("routes", 0, "auth", "password"),

@@ -132,3 +132,30 @@ def delivery(ctx: Context) -> Iterator[Diagnostic]:
             "deprecated: `command_timeout` sets every command stage of `timeouts` not set there (it still works)",
             "write `timeouts:` with the stages you mean (greeting, helo, starttls, mail, rcpt, data, data_done)",
         )
+
+
+_LEVEL_KEYS = ("tls", "level", "outbound_default", "fallback")
+
+
+@check
+def dane_not_built(ctx: Context) -> Iterator[Diagnostic]:
+    """`dane` is a level name the config accepts before the relay checks TLSA records: say
+    where it is used and what it means today, rather than let it validate silently."""
+
+    def walk(value: object, path: tuple) -> Iterator[tuple]:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if item == "dane" and key in _LEVEL_KEYS:
+                    yield (*path, key)
+                yield from walk(item, (*path, key))
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                yield from walk(item, (*path, index))
+
+    for path in walk(ctx.config.model_dump(mode="json", by_alias=True), ()):
+        yield warning(
+            path,
+            "`dane` is enforced as `secure` for now: a certificate verified for the MX host's name; "
+            "TLSA records are not read yet (docs/tls.md)",
+            "use `secure` (the same today) or `mta-sts`",
+        )
