@@ -82,6 +82,7 @@ def _plan(path, against, fmt, out, detailed_exitcode, relay, token_file, tokens_
     from engine.plan import planfile
     from engine.plan.build import make_plan
     from engine.plan.inputs import SourceError, load_other
+    from engine.plan.locate import locate
     from engine.plan.render import render, render_failure
 
     fmt_value = PlanFormat(fmt).value
@@ -133,6 +134,8 @@ def _plan(path, against, fmt, out, detailed_exitcode, relay, token_file, tokens_
             desired_label=str(path),
             base_label=label,
         )
+        if result.data is not None and result.source is not None:
+            the_plan = locate(the_plan, result.data, result.source)
         if against is None:  # what only the relay knows: queued mail this would send to a dead destination
             the_plan = _with_warnings(the_plan, _relay_warnings(target, token_file, result))
         sys.stdout.write(render(the_plan, fmt_value))

@@ -104,6 +104,7 @@ class Change:
     effect: Effect = NEUTRAL
     reason: str = ""
     kind: Kind = "value"
+    at: str | None = None  # file:line:col in the desired config (locate.py), when known
 
     @property
     def address(self) -> str:
@@ -127,6 +128,7 @@ class Change:
             "after": self.after,
             "effect": self.effect,
             "reason": self.reason,
+            **({"at": self.at} if self.at else {}),
         }
 
     @classmethod
@@ -143,6 +145,7 @@ class Change:
             effect=effect,
             reason=data.get("reason", ""),
             kind=kind,
+            at=data.get("at") if isinstance(data.get("at"), str) else None,
         )
 
 

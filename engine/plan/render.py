@@ -111,6 +111,11 @@ def _value_lines(change: Change) -> list[Line]:
     return [Line(marker, 1, addr), *_verdict(change, 2), *_block(value, 3, marker)]
 
 
+def _at(change: Change, depth: int) -> list[Line]:
+    """Where the desired config writes the change (locate.py), for the reviewer to open."""
+    return [Line(" ", depth, f"at {change.at}")] if change.at else []
+
+
 def _block_or_line(value: Any, marker: str) -> list[Line]:
     """One side of an update too long for one line: `- before` / `+ after`, then its block."""
     if _inline(value):
@@ -134,10 +139,12 @@ def change_lines(changes: Iterable[Change]) -> list[Line]:
                 lines.append(Line("~", 1, change.address))
             value = change.after if change.action is Action.CREATE else change.before
             lines.append(Line(change.action.marker, 3, _fmt(value)))
+            lines.extend(_at(change, 4))
             lines.extend(_verdict(change, 4))
             continue
         group = None
-        lines.extend(_value_lines(change))
+        first, *rest = _value_lines(change)
+        lines.extend([first, *_at(change, 2), *rest])
     return lines
 
 

@@ -164,7 +164,11 @@ def test_against_every_form_plans_the_change_and_exits_2(tmp_path: Path, name: s
     lines = done.stdout.splitlines()
     head = repo.git("rev-parse", "HEAD")
     assert lines[0] == f"sealrelay plan: {desired} compared with {label} (commit {head[:12]})"
-    assert lines[lines.index(change) + 1] == judged
+    at, verdict = lines[lines.index(change) + 1 : lines.index(change) + 3]
+    assert verdict == judged
+    file, line, column = at.removeprefix("      at ").rsplit(":", 2)  # where the desired config writes it
+    assert Path(file).is_relative_to(desired) or Path(file) == desired
+    assert Path(file).read_text().splitlines()[int(line) - 1][int(column) - 1 :].startswith("email: block")
     assert lines[-1] == "Plan: 0 to add, 1 to change, 0 to destroy; 0 loosening."
     doc = json.loads(plan(desired, "--against", against, "--format", "json").stdout)
     assert doc["base_label"] == label and doc["has_changes"] is True
