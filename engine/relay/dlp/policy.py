@@ -173,7 +173,7 @@ class Policies:
             **CLASSIFIERS,
             **{c.name: make_classifier(c.name, c.pattern, c.checksum) for c in dlp.classifiers},
         }
-        self._rules: list[tuple[Path, str, tuple[str, ...], Rule]] = []
+        self._rules: list[tuple[Path, str, tuple[str, ...], Rule, tuple]] = []  # the last: _filters(rule)
         self._ids: dict[int, tuple[str, ...]] = {}  # id(condition) -> its matcher entry ids
         # custom classifiers: their regexes join the matcher's database (entry "k.NAME")
         self._custom = {c.name: (f"k.{c.name}", CHECKSUMS[c.checksum]) for c in dlp.classifiers}
@@ -183,7 +183,9 @@ class Policies:
                 continue
             for r, rule in enumerate(policy.rules):
                 if rule.enabled:
-                    self._rules.append((("dlp", "policies", p, "rules", r), policy.name, tuple(policy.owners), rule))
+                    self._rules.append(
+                        (("dlp", "policies", p, "rules", r), policy.name, tuple(policy.owners), rule, _filters(rule))
+                    )
                     entries.extend(self._entries(rule.conditions))
         if self._rules:  # without rules nothing is scanned: no database to build
             entries += [(f"k.{c.name}", "regex", c.pattern) for c in dlp.classifiers]
@@ -215,8 +217,11 @@ class Policies:
         scan = _Scan(_texts(extracted), self._matcher, self._classifiers, self._custom)
         hits = []
         in_scope = False
-        for path, policy, owners, rule in self._rules:
-            if not self._applies(rule, facts):
+        applies: dict[tuple, bool] = {}  # rules with the same source and destination filters ask once
+        for path, policy, owners, rule, key in self._rules:
+            if key not in applies:
+                applies[key] = self._applies(rule, facts)
+            if not applies[key]:
                 continue
             in_scope = True
             evidence: list[str] = []
@@ -307,6 +312,18 @@ class Policies:
             evidence.extend(found)
             return True
         return False
+
+
+def _filters(rule: Rule) -> tuple:
+    """What decides whether a rule applies to a message (its source and destination)."""
+    source, dest = rule.source, rule.destination
+    return (
+        tuple(source.senders),
+        tuple(source.ip_groups),
+        dest.direction,
+        tuple(dest.domains),
+        tuple(dest.domain_groups),
+    )
 
 
 def scan_limits(limits: ScanLimits) -> Limits:
