@@ -23,7 +23,9 @@ def test_a_top_level_schema_key_is_not_config(tmp_path: Path) -> None:
 
 def test_every_file_of_a_directory_may_carry_one(tmp_path: Path) -> None:
     (tmp_path / "00-system.yaml").write_text("$schema: ../schemas/relay.schema.json\n" + BODY)
-    (tmp_path / "10-groups.yaml").write_text("$schema: ../schemas/relay.schema.json\nip_groups: {office: [10.0.0.0/8]}\n")
+    (tmp_path / "10-groups.yaml").write_text(
+        "$schema: ../schemas/relay.schema.json\nip_groups: {office: [10.0.0.0/8]}\n"
+    )
     loaded = load_config(tmp_path)
     assert loaded.ok, loaded.diagnostics
     assert loaded.config.ip_groups == {"office": ["10.0.0.0/8"]}

@@ -86,7 +86,13 @@ def test_secrets_never_reach_the_output(tmp_path: Path, fmt: str) -> None:
 def test_json_and_markdown_formats() -> None:
     args = (case("tighten-tls", "after.yaml"), "--against", case("tighten-tls", "before.yaml"))
     doc = json.loads(plan(*args, "--format", "json").stdout)
-    assert doc["summary"] == {"add": 0, "change": 4, "destroy": 0, "loosening": 0, "tightening": 4}  # a member added: its list changes
+    assert doc["summary"] == {
+        "add": 0,
+        "change": 4,
+        "destroy": 0,
+        "loosening": 0,
+        "tightening": 4,
+    }  # a member added: its list changes
     assert doc["has_changes"] is True and doc["base_version"] is None
     markdown = plan(*args, "--format", "markdown").stdout
     assert markdown.startswith("### sealrelay plan:") and "```diff" in markdown

@@ -327,6 +327,15 @@ def test_moving_the_admin_api_to_loopback_tightens() -> None:
     assert change.effect == TIGHTENING
 
 
+def test_turning_tls_reports_off_is_neutral() -> None:
+    """TLS-RPT only tells recipient domains how our sessions went; without it every message
+    still goes out under the same TLS policy, so switching it off protects nothing less."""
+    base = copy.deepcopy(BASE)
+    base["system"]["tls_reporting"] = {"enabled": True, "send_at": "01:00"}
+    (change,) = make_plan(BASE, base, created_at="t").changes
+    assert change.path[-1] == "enabled" and change.effect == NEUTRAL
+
+
 def test_an_enforced_rule_matching_a_larger_group_is_not_a_loosening() -> None:
     base = copy.deepcopy(BASE)
     base["ip_groups"]["more_banks"] = [*BASE["ip_groups"]["banks"], "192.0.2.0/24"]

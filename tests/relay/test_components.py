@@ -19,12 +19,14 @@ from tests.relay.test_restart import config_text
 
 
 def test_components_are_listed_in_one_place() -> None:
-    assert [c.name for c in components_for(admin=False, watch=False)] == ["queue-stats", "log-flusher", "portal"]
+    names = [c.name for c in components_for(admin=False, watch=False)]
+    assert names == ["queue-stats", "log-flusher", "portal", "tls-reports"]
     everything = components_for(admin=True, watch=True)
     assert [(c.name, c.plane) for c in everything] == [
         ("queue-stats", "relay"),
         ("log-flusher", "relay"),
         ("portal", "control"),
+        ("tls-reports", "relay"),
         ("admin-api", "control"),
         ("metrics", "control"),
         ("watcher", "control"),

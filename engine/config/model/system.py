@@ -124,6 +124,39 @@ class Limits(Model):
     )
 
 
+class TLSReporting(Model):
+    """TLS-RPT (RFC 8460): daily reports to recipient domains about the TLS of our deliveries.
+
+    Off by default: a report tells the domain's operator which of our sessions to their MX hosts
+    failed and why; it loosens nothing about how mail is sent."""
+
+    enabled: bool = F(
+        False,
+        "Record the outcome of each TLS session to a domain's MX hosts and send each domain that "
+        "publishes a `_smtp._tls` TXT record a daily report (mailto through the queue, or HTTPS POST)",
+        True,
+    )
+    organization: str | None = F(
+        None,
+        "`organization-name` of the reports (RFC 8460 §4.4); the relay's fqdn when absent",
+        "Example Corp",
+        min_length=1,
+        max_length=200,
+    )
+    contact: str | None = F(
+        None,
+        "`contact-info` of the reports and the From of mailed reports; `postmaster@<fqdn>` when absent",
+        "tls-reports@example.com",
+        pattern=r"^[^@\s]+@[^@\s]+$",
+    )
+    send_at: str = F(
+        "01:00",
+        "Hour and minute of day (UTC) at which the previous UTC day's reports are sent",
+        "01:00",
+        pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$",
+    )
+
+
 class System(Model):
     """Identity, listeners and local resources of the relay."""
 
@@ -174,4 +207,9 @@ class System(Model):
         None,
         "DNS resolver; when absent the system's resolver is used",
         {"nameservers": ["127.0.0.1"], "port": 5353},
+    )
+    tls_reporting: TLSReporting = F(
+        TLSReporting(),
+        "TLS-RPT (RFC 8460): daily reports of TLS session outcomes to the recipient domains that ask for them",
+        {"enabled": True, "organization": "Example Corp", "contact": "tls-reports@example.com"},
     )

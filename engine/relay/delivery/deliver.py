@@ -62,7 +62,7 @@ from engine.relay.queue import Entry, Leased, NotQueued, Queue
 from engine.relay.runtime import metrics
 from engine.relay.runtime.decisionlog import emit
 from engine.relay.runtime.live import Live, TLSPolicy
-from engine.relay.tls import mtasts
+from engine.relay.tls import mtasts, tlsrpt
 from engine.relay.tls.levels import TLSLevel
 
 log = logging.getLogger(__name__)
@@ -95,9 +95,11 @@ class Deliverer:
         resolver_for: Callable[[Live], Resolver] | None = None,
         clock: Callable[[], float] = time.time,
         mta_sts: mtasts.MTASTS | None = None,
+        tls_reports: tlsrpt.Recorder | None = None,
     ) -> None:
         self.queue = queue
         self.mta_sts = mta_sts or mtasts.MTASTS(clock=clock)  # policies outlive config versions
+        self.tls_reports = tls_reports or tlsrpt.Recorder(clock)  # TLS-RPT's day counters
         self.clock = clock  # every schedule decision reads this (tests pass their own)
         self.current = current
         self.overrides = methods or {}  # method implementations by name, in place of the config's
@@ -402,11 +404,15 @@ class Deliverer:
                 if failure is not None:  # enforce: this MX host gets nothing
                     last = {r: _from_failure(failure) for r in rcpts}
                     failures.append(failure)
+                    reason = mtasts.verdict(sts, hop.host, TLSLevel.SECURE).reason
+                    self._count_tls(live, route, domain, hop, sts, "validation-failure", reason=reason)
                     log.info("%s: %s: %s", entry.id, domain, failure.reason)
                     continue
             attempt = await transfer(
                 live, hop, policy, entry, rcpts, self.pool, auth=route.route.auth if route.route else None
             )
+            if attempt.tls_result is not None:
+                self._count_tls(live, route, domain, hop, sts, attempt.tls_result, attempt.tls_reason, attempt.local_ip)
             last = _outcomes(attempt, rcpts, note)
             failure = attempt.site_failure
             if failure is None:
@@ -418,6 +424,28 @@ class Deliverer:
             last = dict.fromkeys(rcpts, _from_failure(failure, attempt.tls))
         self.destinations.report(name, failure)
         return last
+
+    def _count_tls(
+        self,
+        live: Live,
+        route,
+        domain: str,
+        hop: Hop,
+        sts: mtasts.Lookup | None,
+        result: str,
+        reason: str = "",
+        local_ip: str = "",
+    ) -> None:
+        """Count one session for `domain`'s TLS-RPT report, when reporting is on and `hop` is
+        one of `domain`'s own MX hosts (a smarthost's TLS is none of the domain's business)."""
+        if not live.config.system.tls_reporting.enabled or not _own_mx(route, domain):
+            return
+        policy = sts.policy if sts is not None else None
+        described = tlsrpt.sts_policy(policy) if policy is not None and policy.mode != "none" else tlsrpt.NO_POLICY
+        details = {} if result == tlsrpt.SUCCESS else {"mx": hop.host, "receiving_ip": hop.address, "reason": reason}
+        if details and local_ip:
+            details["sending_ip"] = local_ip
+        self.tls_reports.record(live.data_dir, domain, described, result, **details)
 
     async def _mta_sts_policy(self, live: Live, domain: str) -> mtasts.Lookup:
         """`domain`'s MTA-STS policy, through this config version's resolver and CA bundle."""
@@ -567,6 +595,13 @@ class Deliverer:
         )
         emit("dsn", id=dsn_id, about=entry.id, kind=kind, to=entry.sender, recipients=list(outcomes))
         self.kick()
+
+
+def _own_mx(route, domain: str) -> bool:
+    """Whether `route` takes `domain`'s mail to the domain's own MX hosts (no next hop, or
+    a next hop that is the domain itself looked up by MX)."""
+    hop = route.next_hop
+    return hop is None or (hop.mx_lookup and hop.host.lower().rstrip(".") == domain.lower().rstrip("."))
 
 
 def _under_mta_sts(

@@ -40,6 +40,7 @@ from engine.relay.delivery.pool import ConnectionPool
 from engine.relay.delivery.resolve import Hop
 from engine.relay.queue import Entry
 from engine.relay.runtime.live import Live, TLSPolicy
+from engine.relay.tls import tlsrpt
 from engine.relay.tls.levels import NoStartTLS, TLSLevel, check_negotiated, describe_failure
 
 
@@ -49,6 +50,11 @@ class Attempt:
     results: dict[str, str | Failure] = field(default_factory=dict)  # rcpt -> reply text or Failure
     tls: str | None = None
     stale: bool = False  # a reused session was found closed before anything was sent
+    # for TLS-RPT (`engine.relay.tls.tlsrpt`): "success", an RFC 8460 result type, or None
+    # (no TLS asked for, or no session got that far), its short reason, and our address
+    tls_result: str | None = None
+    tls_reason: str = ""
+    local_ip: str = ""
 
 
 @dataclass
@@ -101,7 +107,7 @@ async def _transaction(live, hop, policy, entry, rcpts, pool, key, cached, auth)
         if cached is not None:
             client, attempt.tls, uses = cached.client, cached.tls, cached.uses
         else:
-            client, attempt.tls = await _open(live, hop, policy, requiretls.requested(entry.meta))
+            client, attempt.tls = await _open(live, hop, policy, requiretls.requested(entry.meta), attempt)
             if auth is not None:
                 await _login(live, client, auth)
         timeouts = live.config.delivery.timeouts
@@ -119,6 +125,8 @@ async def _transaction(live, hop, policy, entry, rcpts, pool, key, cached, auth)
         failure = classify(None, exc)
         if isinstance(exc, TLSRequiredError):
             attempt.tls = f"refused: {exc}"
+            if attempt.tls_result is None:  # not a session that had its TLS before (a login)
+                attempt.tls_result, attempt.tls_reason = tlsrpt.failure_type(exc)
         failure = failure.located(hop)
         if failure.kind == "defer_site":
             attempt.site_failure = failure
@@ -240,13 +248,44 @@ async def send_data(client: aiosmtplib.SMTP, body: bytes, timeout: float, data_t
     return response
 
 
-async def _open(live: Live, hop: Hop, policy: TLSPolicy, tagged: bool = False) -> tuple[aiosmtplib.SMTP, str]:
+async def _open(
+    live: Live, hop: Hop, policy: TLSPolicy, tagged: bool = False, attempt: Attempt | None = None
+) -> tuple[aiosmtplib.SMTP, str]:
     """Connect, EHLO, and STARTTLS as the policy demands. Returns the client and a TLS note.
 
     `tagged`: the message was received with REQUIRETLS (`policy` is already tightened): a
     refusal by the peer or by our policy raises `RequireTLSUnmet`, and the EHLO after
-    STARTTLS must offer REQUIRETLS."""
+    STARTTLS must offer REQUIRETLS. `attempt` learns what TLS-RPT reports of the session."""
     client = await _connect(live, hop)
+    if attempt is not None:
+        attempt.local_ip = _local_ip(client)
+    client, note = await _secure(live, hop, policy, tagged, client)
+    if attempt is not None:
+        attempt.tls_result = _session_result(client, policy)
+    return client, note
+
+
+def _local_ip(client: aiosmtplib.SMTP) -> str:
+    """Our end of the connection: TLS-RPT's `sending-mta-ip`."""
+    sockname = client.get_transport_info("sockname")
+    return str(sockname[0]) if sockname else ""
+
+
+def _session_result(client: aiosmtplib.SMTP, policy: TLSPolicy) -> str | None:
+    """What TLS-RPT counts for a session that is up: "success" with TLS, the RFC's
+    `starttls-not-supported` for a peer that offered none, nothing where no TLS was asked for
+    (a route at level `none`) or a failed STARTTLS fell back to plain text (opportunistic)."""
+    if client.get_transport_info("ssl_object") is not None:
+        return "success"
+    if policy.level is not TLSLevel.NONE and not client.supports_extension("starttls"):
+        return "starttls-not-supported"
+    return None
+
+
+async def _secure(
+    live: Live, hop: Hop, policy: TLSPolicy, tagged: bool, client: aiosmtplib.SMTP
+) -> tuple[aiosmtplib.SMTP, str]:
+    """STARTTLS on a connected `client` as the policy demands (see `_open`)."""
     level = policy.level
     if level is TLSLevel.NONE:
         return client, "none (route says no TLS)"
@@ -254,7 +293,7 @@ async def _open(live: Live, hop: Hop, policy: TLSPolicy, tagged: bool = False) -
         if level.requires_tls:
             client.close()
             unmet = RequireTLSUnmet if tagged else TLSRequiredError
-            raise unmet(f"{NoStartTLS().reason}; {policy} required by {', '.join(policy.sources)}")
+            raise unmet(f"{NoStartTLS().reason}; {policy} required by {', '.join(policy.sources)}") from NoStartTLS()
         return client, "none (peer offered no STARTTLS)"
     timeouts = live.config.delivery.timeouts
     try:

@@ -32,8 +32,10 @@ from starlette.routing import Route
 
 from engine.admin.api import make_app, serve_admin, stop_admin
 from engine.admin.token import ensure_token
+from engine.relay.delivery.resolve import resolver_for
 from engine.relay.runtime import logbuffer, metrics
 from engine.relay.runtime.listen import BindError, bind_error
+from engine.relay.tls.tlsrpt_send import next_run
 
 if TYPE_CHECKING:
     from engine.relay.runtime.live import Live
@@ -55,7 +57,7 @@ class Component(Protocol):
 
 def components_for(*, admin: bool, watch: bool) -> list[Component]:
     """Every component of a `serve` process, in start order."""
-    out: list[Component] = [QueueStats(), LogFlusher(), Portal()]
+    out: list[Component] = [QueueStats(), LogFlusher(), Portal(), TLSReports()]
     if admin:
         out += [AdminApi(), MetricsEndpoint()]
     if watch:
@@ -147,6 +149,33 @@ class LogFlusher(_Task):
                 logbuffer.flush()
         finally:
             logbuffer.flush()
+
+
+class TLSReports(_Task):
+    """Sends the TLS-RPT reports of finished days at `system.tls_reporting.send_at` (UTC), and
+    once at start (a relay that was down at that hour sends them late, not never). Does
+    nothing while reporting is off; a day's counters stay until its report is made."""
+
+    name = "tls-reports"
+
+    async def run(self, service: Service) -> None:
+        relay = service.relay
+        clock = relay.tls_reporter.clock
+        await self._send(relay)
+        while True:
+            await asyncio.sleep(max(1.0, next_run(clock(), relay.live.config.system.tls_reporting.send_at) - clock()))
+            await self._send(relay)
+
+    async def _send(self, relay) -> None:
+        live = relay.live
+        if not live.config.system.tls_reporting.enabled:
+            return
+        try:
+            sent = await relay.tls_reporter.send_due(live, resolver_for(live.config.system.dns))
+            if sent:
+                log.info("TLS-RPT: reports sent for %d domain-days", sent)
+        except Exception:  # the next day tries again; the counters stay
+            log.exception("sending TLS-RPT reports failed")
 
 
 class _Http:

@@ -22,6 +22,8 @@ from engine.relay.runtime.live import Live, provision
 from engine.relay.smtp.edge import session_factory
 from engine.relay.smtp.intake import Intake
 from engine.relay.smtp.protocol import Connections
+from engine.relay.tls import tlsrpt
+from engine.relay.tls.tlsrpt_send import Reporter
 
 log = logging.getLogger(__name__)
 
@@ -106,13 +108,22 @@ class Relay:
         clock=time.time,
         overrides: Overrides | None = None,
         mta_sts=None,
+        tls_reports: tlsrpt.Recorder | None = None,
     ) -> None:
         self.overrides = overrides or Overrides()  # `serve --listen`: where listeners bind instead
         self.runtime = Runtime(live)
         self.queue = Queue.open(live.data_dir / "queue")
         self.deliverer = Deliverer(
-            self.queue, self.runtime.current, methods=methods, resolver_for=resolver_for, clock=clock, mta_sts=mta_sts
+            self.queue,
+            self.runtime.current,
+            methods=methods,
+            resolver_for=resolver_for,
+            clock=clock,
+            mta_sts=mta_sts,
+            tls_reports=tls_reports,
         )
+        recorder = self.deliverer.tls_reports
+        self.tls_reporter = Reporter(recorder, self._enqueue, recorder.clock)  # TLS-RPT's daily reports
         self.intake = Intake(self.queue, on_queued=self.deliverer.kick)
         self._servers: dict[tuple[str, int], asyncio.AbstractServer] = {}
         self.connections = Connections()  # open SMTP connections, over listeners and config versions
@@ -178,6 +189,12 @@ class Relay:
         self.deliverer.kick()
         del old
 
+    async def _enqueue(self, sender: str, recipients: list[str], content: bytes, meta: dict) -> str:
+        """Queue a message the relay writes itself (a TLS report) and wake delivery."""
+        queue_id = await self.queue.enqueue(sender, recipients, content, meta=meta)
+        self.deliverer.kick()
+        return queue_id
+
     def queue_counts(self) -> dict:
         """The queue's last known sizes (refreshed by the delivery loop; cheap to read)."""
         return dict(self._queue_counts)
@@ -205,6 +222,7 @@ class Relay:
         if self._delivery_task:
             self._delivery_task.cancel()
             await asyncio.gather(self._delivery_task, return_exceptions=True)
+        await asyncio.to_thread(self.deliverer.tls_reports.close)
         self.queue.close()
 
     async def serve_forever(self) -> None:
