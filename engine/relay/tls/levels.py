@@ -247,7 +247,7 @@ def describe_failure(exc: BaseException) -> str:
 
     Looks through the exception's causes, since SMTP clients wrap the `ssl` error.
     """
-    for error in _causes(exc):
+    for error in causes(exc):
         if isinstance(error, TLSPolicyError):
             return error.reason
         if isinstance(error, ssl.SSLCertVerificationError):
@@ -270,7 +270,8 @@ def describe_failure(exc: BaseException) -> str:
     return f"TLS failure: {type(exc).__name__}: {exc}"
 
 
-def _causes(exc: BaseException) -> list[BaseException]:
+def causes(exc: BaseException) -> list[BaseException]:
+    """`exc` and what caused it, outermost first (each once, a loop in the chain ends it)."""
     chain: list[BaseException] = []
     current: BaseException | None = exc
     while current is not None and current not in chain:

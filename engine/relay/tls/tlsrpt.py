@@ -41,7 +41,7 @@ from typing import Any, TypeVar
 import aiosmtplib
 
 from engine.fsutil import private_dir
-from engine.relay.tls.levels import NoStartTLS, describe_failure
+from engine.relay.tls.levels import NoStartTLS, causes, describe_failure
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def failure_type(exc: BaseException) -> tuple[str, str]:
     """The RFC result type of a session our TLS policy ended, and its short reason (the
     `failure-reason-code`: `describe_failure`'s words, never our config's rule names)."""
     reason = describe_failure(exc)[:MAX_REASON]
-    chain = _causes(exc)
+    chain = causes(exc)
     for error in chain:
         if isinstance(error, ssl.SSLCertVerificationError):
             return _BY_VERIFY_CODE.get(error.verify_code, "validation-failure"), reason
@@ -225,12 +225,3 @@ def _log_failure(future: Future[Any]) -> None:
     exc = future.exception()
     if exc is not None:
         log.warning("TLS-RPT: a session could not be counted: %s", exc)
-
-
-def _causes(exc: BaseException) -> list[BaseException]:
-    chain: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and current not in chain:
-        chain.append(current)
-        current = current.__cause__ or current.__context__
-    return chain
