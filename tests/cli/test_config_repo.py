@@ -125,7 +125,7 @@ def test_a_tightening_change_is_planned_and_passes(config_repo: Path) -> None:
     assert comment.startswith("<!-- sealrelay-review -->")
     assert "**validate:** `relay.yaml` is valid." in comment
     assert "### sealrelay plan: `relay.yaml` compared with `relay.yaml at git:main`" in comment
-    assert "| 1 | 0 | 0 | 0 | 1 |" in comment  # one condition added, tightening
+    assert "| 0 | 1 | 0 | 0 | 1 |" in comment  # a condition added to the rule's list: one change, tightening
     assert "no sample message in `samples` changes decision" in comment
 
 
