@@ -400,12 +400,11 @@ class Deliverer:
             policy = live.outbound_policy(route, domain, hop.address, floor)
             if live.uses_mta_sts(route, domain, hop.address, floor):
                 sts = sts or await self._mta_sts_policy(live, domain)
-                policy, failure = _under_mta_sts(live, route, domain, hop, floor, sts)
+                policy, failure, refused = _under_mta_sts(live, route, domain, hop, floor, sts)
                 if failure is not None:  # enforce: this MX host gets nothing
                     last = {r: _from_failure(failure) for r in rcpts}
                     failures.append(failure)
-                    reason = mtasts.verdict(sts, hop.host, TLSLevel.SECURE).reason
-                    self._count_tls(live, route, domain, hop, sts, "validation-failure", reason=reason)
+                    self._count_tls(live, route, domain, hop, sts, "validation-failure", reason=refused)
                     log.info("%s: %s: %s", entry.id, domain, failure.reason)
                     continue
             attempt = await transfer(
@@ -606,19 +605,20 @@ def _own_mx(route, domain: str) -> bool:
 
 def _under_mta_sts(
     live: Live, route, domain: str, hop: Hop, floor, sts: mtasts.Lookup
-) -> tuple[TLSPolicy, None] | tuple[None, Failure]:
+) -> tuple[TLSPolicy, None, str] | tuple[None, Failure, str]:
     """The TLS policy for `hop` with `mta-sts` replaced by what `domain`'s MTA-STS policy
-    says, and the failure when that policy refuses the hop (enforce mode, MX not named).
-    In testing mode a hop the policy would refuse is delivered and the refusal logged."""
+    says; or, when that policy refuses the hop (enforce mode, MX not named), the failure
+    and the policy's reason (TLS-RPT's failure reason). In testing mode a hop the policy
+    would refuse is delivered and the refusal logged."""
     fallback = TLSLevel.parse(live.config.tls.mta_sts.fallback)
     said = mtasts.verdict(sts, hop.host, fallback)
     if said.level is None:
-        return None, because("tls", f"{said.reason}; not sent ({sts.note})").located(hop)
+        return None, because("tls", f"{said.reason}; not sent ({sts.note})").located(hop), said.reason
     if said.reason:
         log.warning("%s: %s; delivered anyway, as testing mode asks", hop, said.reason)
         emit("mta-sts", domain=domain, mode="testing", host=hop.host, would_fail=said.reason)
     policy = live.outbound_policy(route, domain, hop.address, floor, (said.level, said.source))
-    return policy, None
+    return policy, None, ""
 
 
 def _outcomes(attempt: Attempt, rcpts: list[str], note: str = "") -> dict[str, RecipientOutcome]:

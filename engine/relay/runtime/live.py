@@ -8,6 +8,7 @@ they started with, so a swap never changes the rules under a message in flight.
 
 from __future__ import annotations
 
+import functools
 import ssl
 import threading
 from dataclasses import dataclass
@@ -126,9 +127,18 @@ class Live:
     def uses_mta_sts(self, route: CompiledRoute, domain: str, hop_ip: str, floor=None) -> bool:
         """Whether a setting behind `outbound_policy` asks for `mta-sts` (then the domain's
         MTA-STS policy must be looked up before delivery)."""
+        if floor is not None and floor.level == TLSLevel.MTA_STS:
+            return True
+        if not self._mta_sts_configured:  # most configs: no rule lookup on every hop
+            return False
         levels = [route.tls, *(rule.level for rule in self._enforced("outbound", hop_ip, domain))]
-        if floor is not None:
-            levels.append(floor.level)
+        return TLSLevel.MTA_STS in levels
+
+    @functools.cached_property
+    def _mta_sts_configured(self) -> bool:
+        """Whether any route, enforced-TLS rule or the default names the `mta-sts` level."""
+        config = self.config
+        levels = {config.tls.outbound_default, *(r.tls for r in config.routes), *(r.level for r in config.enforced_tls)}
         return TLSLevel.MTA_STS in levels
 
     def client_context(self, policy: TLSPolicy) -> ssl.SSLContext | None:
