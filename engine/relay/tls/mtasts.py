@@ -41,10 +41,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
-import h11
+import httpx
 
 from engine.fsutil import private_dir, write_atomic
-from engine.relay.tls.levels import TLSLevel, client_context, describe_failure
+from engine.relay.tls import https
+from engine.relay.tls.levels import TLSLevel, causes, client_context, describe_failure
 
 log = logging.getLogger(__name__)
 
@@ -272,7 +273,8 @@ class MTASTS:
             except PolicyError:
                 raise
             except Exception as exc:  # noqa: BLE001 - try the next address
-                problem = describe_failure(exc) if isinstance(exc, ssl.SSLError) else f"{type(exc).__name__}: {exc}"
+                tls_error = next((e for e in causes(exc) if isinstance(e, ssl.SSLError)), None)
+                problem = describe_failure(tls_error) if tls_error else f"{type(exc).__name__}: {exc}"
                 continue
             return parse_policy(text, id=txt_id, fetched_at=self.clock())
         raise PolicyError(f"fetching https://{host}{POLICY_PATH} failed: {problem or 'no address'}")
@@ -323,44 +325,27 @@ def _from_json(data: dict) -> Policy:
 async def _get(address: str, port: int, host: str, context: ssl.SSLContext) -> str:
     """GET the policy from `address`:`port`, verifying the certificate for `host`. Only a
     200 `text/plain` answer of at most `MAX_POLICY_BYTES` is a policy (RFC 8461 §3.3)."""
-    reader, writer = await asyncio.open_connection(address, port, ssl=context, server_hostname=host)
-    try:
-        connection = h11.Connection(h11.CLIENT)
-        headers = [("Host", host), ("User-Agent", "sealrelay"), ("Accept", "text/plain"), ("Connection", "close")]
-        writer.write(connection.send(h11.Request(method="GET", target=POLICY_PATH, headers=headers)))
-        writer.write(connection.send(h11.EndOfMessage()))
-        await writer.drain()
-        body = bytearray()
-        while True:
-            try:
-                event = connection.next_event()
-            except h11.RemoteProtocolError as exc:
-                raise PolicyError(f"https://{host}{POLICY_PATH}: malformed HTTP answer ({exc})") from exc
-            if event is h11.NEED_DATA:
-                connection.receive_data(await reader.read(16384))
-            elif isinstance(event, h11.Response):
-                _check_response(host, event)
-            elif isinstance(event, h11.Data):
-                body += event.data
-                if len(body) > MAX_POLICY_BYTES:
-                    raise PolicyError(f"https://{host}{POLICY_PATH}: policy larger than {MAX_POLICY_BYTES} bytes")
-            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
-                break
-    finally:
-        writer.close()
-    try:
-        return body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise PolicyError(f"https://{host}{POLICY_PATH}: policy is not UTF-8 text") from exc
-
-
-def _check_response(host: str, response: h11.Response) -> None:
     where = f"https://{host}{POLICY_PATH}"
-    if 300 <= response.status_code < 400:
-        raise PolicyError(f"{where}: HTTP {response.status_code} redirect refused (RFC 8461 §3.3)")
-    if response.status_code != 200:
-        raise PolicyError(f"{where}: HTTP {response.status_code}")
-    types = [value for name, value in response.headers if name == b"content-type"]
-    media = types[0].split(b";")[0].strip().lower() if types else b""
-    if media != b"text/plain":
-        raise PolicyError(f"{where}: content type {media.decode('latin-1') or 'missing'}, not text/plain")
+    try:
+        answer = await https.exchange(
+            "GET", host, address, port, POLICY_PATH, context, headers={"Accept": "text/plain"}, limit=MAX_POLICY_BYTES
+        )
+    except https.AnswerTooLarge as exc:
+        raise PolicyError(f"{where}: policy larger than {MAX_POLICY_BYTES} bytes") from exc
+    except httpx.RemoteProtocolError as exc:
+        raise PolicyError(f"{where}: malformed HTTP answer ({exc})") from exc
+    _check_response(host, answer)
+    try:
+        return answer.body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PolicyError(f"{where}: policy is not UTF-8 text") from exc
+
+
+def _check_response(host: str, answer: https.Answer) -> None:
+    where = f"https://{host}{POLICY_PATH}"
+    if 300 <= answer.status < 400:
+        raise PolicyError(f"{where}: HTTP {answer.status} redirect refused (RFC 8461 §3.3)")
+    if answer.status != 200:
+        raise PolicyError(f"{where}: HTTP {answer.status}")
+    if answer.media_type != "text/plain":
+        raise PolicyError(f"{where}: content type {answer.media_type or 'missing'}, not text/plain")

@@ -33,10 +33,10 @@ from email.utils import formatdate, make_msgid
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-import h11
+import httpx
 
 from engine.relay.delivery.resolve import PermanentDNSError
-from engine.relay.tls import tlsrpt
+from engine.relay.tls import https, tlsrpt
 from engine.relay.tls.levels import TLSLevel, client_context
 from engine.relay.tls.mtasts import TXTResolver
 
@@ -258,46 +258,24 @@ async def post(uri: str, body: bytes, resolver: TXTResolver, ca_bundle: str) -> 
     problem: Exception | None = None
     for address in await resolver.host_addresses(host):
         try:
-            reader, writer = await asyncio.open_connection(address, port, ssl=context, server_hostname=host)
-        except OSError as exc:
+            answer = await https.exchange(
+                "POST",
+                host,
+                address,
+                port,
+                target,
+                context,
+                headers={"Content-Type": MEDIA_TYPE},
+                body=body,
+                limit=MAX_ANSWER_BYTES,
+            )
+        except https.AnswerTooLarge as exc:  # the report was taken; what the server says after does not matter
+            return exc.status
+        except httpx.ConnectError as exc:
             problem = exc
             continue
-        try:
-            return await _exchange(reader, writer, host, target, body)
-        finally:
-            writer.close()
+        return answer.status
     raise ConnectionError(f"no address of {host} took the connection: {problem}")
-
-
-async def _exchange(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str, target: str, body: bytes
-) -> int:
-    """One POST on an open connection; the answer's status (0: none came)."""
-    connection = h11.Connection(h11.CLIENT)
-    headers = [
-        ("Host", host),
-        ("User-Agent", "sealrelay"),
-        ("Content-Type", MEDIA_TYPE),
-        ("Content-Length", str(len(body))),
-        ("Connection", "close"),
-    ]
-    writer.write(connection.send(h11.Request(method="POST", target=target, headers=headers)))
-    writer.write(connection.send(h11.Data(data=body)))
-    writer.write(connection.send(h11.EndOfMessage()))
-    await writer.drain()
-    status, seen = 0, 0
-    while True:
-        event = connection.next_event()
-        if event is h11.NEED_DATA:
-            connection.receive_data(await reader.read(16384))
-        elif isinstance(event, h11.Response):
-            status = event.status_code
-        elif isinstance(event, h11.Data):
-            seen += len(event.data)
-            if seen > MAX_ANSWER_BYTES:
-                return status
-        elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
-            return status
 
 
 def next_run(now: float, send_at: str) -> float:
