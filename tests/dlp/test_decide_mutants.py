@@ -270,3 +270,14 @@ def test_a_rule_that_matches_beyond_the_subject_makes_encrypted_mail_count_as_pl
     decision = judge(live(rules=on_attachments), PGP_MIME.encode(), "a@example.com", ["b@partner.example"], TRUSTED)
     assert (decision.action, decision.already_encrypted, decision.would) == ("encrypt", False, "encrypt")
     assert decision.needs_protection
+
+
+def test_a_message_is_parsed_once_for_dlp_and_the_encryption_check(monkeypatch) -> None:
+    from engine.relay.dlp import mimetree
+
+    parses: list[int] = []
+    real = mimetree.parse
+    monkeypatch.setattr(mimetree, "parse", lambda raw, *a: (parses.append(len(raw)), real(raw, *a))[1])
+    content = mail("the secretdata plan")
+    decision = judge(live(rules=ENCRYPT_SECRET), content, "a@example.com", ["b@partner.example"], TRUSTED)
+    assert (decision.action, parses) == ("encrypt", [len(content)])

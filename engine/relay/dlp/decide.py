@@ -26,6 +26,7 @@ from dataclasses import replace
 
 from engine.policy.groups import domain_of
 from engine.relay.decision import Decision
+from engine.relay.dlp import mimetree
 from engine.relay.dlp.extract import extract
 from engine.relay.dlp.policy import Facts
 from engine.relay.methods.smime import already_encrypted
@@ -87,10 +88,15 @@ def judge(
     direction = direction or direction_of(live, sender, recipients, peer_ip)
     gateway = peer_ip is not None and live.gateway.contains(peer_ip)
     facts = Facts(sender, tuple(recipients), peer_ip or "", direction)
-    extracted = extract(content, live.policies.limits)
+    limits = live.policies.limits
+    try:  # one parse for DLP and the encryption check
+        tree = mimetree.parse(content, limits.max_mime_depth)
+    except Exception:  # extract reads it as text and says so; the check answers "not encrypted"
+        tree = None
+    extracted = extract(content, limits, tree)
     verdict = live.policies.evaluate(extracted, facts)
     action = verdict.action if direction == "outbound" else "permit"
-    encrypted = _already_encrypted(content)
+    encrypted = tree is not None and _already_encrypted(content, tree)
     if encrypted and action == "encrypt" and not gateway:
         # The backstop: a message whose body DLP could read is not encrypted, whatever its
         # structure says. Only when the same verdict follows from the parts that stay
@@ -125,10 +131,10 @@ def _delivery(hits) -> str:
     return "revocable" if "revocable" in asked else "offline" if asked else ""
 
 
-def _already_encrypted(content: bytes) -> bool:
+def _already_encrypted(content: bytes, tree: mimetree.Part | None = None) -> bool:
     """`already_encrypted` (methods/smime.py: a linear parse, no recursion); any failure
     answers "not encrypted", the safe answer (DLP still acts)."""
     try:
-        return bool(already_encrypted(content))
+        return bool(already_encrypted(content, tree))
     except Exception:
         return False

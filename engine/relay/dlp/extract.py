@@ -96,15 +96,17 @@ class Extracted:
     unscanned: tuple[str, ...] = ()  # the problems that left content unread
 
 
-def extract(raw: bytes, limits: Limits | None = None) -> Extracted:
+def extract(raw: bytes, limits: Limits | None = None, tree: Part | None = None) -> Extracted:
     """Extract the scannable content of a raw message (within `limits`: the config's
-    `dlp.limits`, by default Limits()). Never raises for bad input."""
+    `dlp.limits`, by default Limits()); `tree`: the message already parsed by the caller
+    (`mimetree.parse` with `limits.max_mime_depth`), so it is parsed once. Never raises for
+    bad input."""
     limits = limits or Limits()
     walker = _Walker(limits)
     if limits.message_document_seconds is not None:
         walker.document_seconds = limits.message_document_seconds
     try:
-        message = walker.parse(raw)
+        message = tree if tree is not None else walker.parse(raw)
         headers = walker.message(message, prefix="", depth=0)
     except Exception as error:  # the parser is lenient; this is the last resort
         text, _ = decode_text(raw, None)

@@ -82,7 +82,7 @@ _BASE64_LINE = re.compile(rb"[A-Za-z0-9+/]*={0,2}")
 _ARMOR_HEADER = re.compile(rb"[\x21-\x39\x3b-\x7e]+: [^\r\n]*")
 
 
-def already_encrypted(content: bytes) -> str | None:
+def already_encrypted(content: bytes, tree: mimetree.Part | None = None) -> str | None:
     """ "smime", "pgp" or None: mail that is encrypted already is never encrypted again.
 
     The structure must really be an encrypted message, not only say so: the top-level
@@ -96,7 +96,7 @@ def already_encrypted(content: bytes) -> str | None:
     recursion, parameters in one pass; an absurd Content-Type (over MAX_ENCRYPTED_TYPE
     characters: a real one has a few hundred) rules a part out.
     """
-    message = mimetree.parse(content)
+    message = tree if tree is not None else mimetree.parse(content)  # `tree`: DLP's parse of it
     if _absurd(message):
         return None
     ctype = message.get_content_type()
