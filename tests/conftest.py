@@ -39,4 +39,5 @@ def ca():
     return trustme.CA()
 
 
+from tests.dnssec import validating_resolver  # noqa: E402,F401  (a fixture: a DNSSEC-validating unbound on loopback)
 from tests.dnsserver import dns_server  # noqa: E402,F401  (a fixture: a DNS server on loopback)

@@ -109,24 +109,63 @@ def compare_levels(what: str, before: object, after: object, ctx: Context) -> Ju
     """Like `compare`, on what each level can mean (`rules.level_range`): `secure` -> `mta-sts`
     with an `opportunistic` fallback loosens (domains without a policy), `opportunistic` ->
     `mta-sts` tightens whatever the fallback."""
-    b = rules.level_range(before, mta_sts_fallback(ctx.current)) if isinstance(before, str) else None
-    a = rules.level_range(after, mta_sts_fallback(ctx.desired)) if isinstance(after, str) else None
+    b = _range(before, ctx.current) if isinstance(before, str) else None
+    a = _range(after, ctx.desired) if isinstance(after, str) else None
     if a is None or b is None:
         return compare(what, before, after, rules.LEVEL_RANK)
     if a[0] < b[0] or a[1] < b[1]:
-        weak = (
-            f" (`mta-sts` falls back to {mta_sts_fallback(ctx.desired)})" if a[0] < b[0] and after == "mta-sts" else ""
-        )
+        weak = ""
+        if a[0] < b[0] and after == "mta-sts":
+            weak = f" (`mta-sts` falls back to {mta_sts_fallback(ctx.desired)})"
+        elif a[0] < b[0] and after == "dane":
+            weak = f" (`dane` falls back to {dane_fallback(ctx.desired)}, or `mandatory` for unusable TLSA records)"
         return LOOSENING, f"{what} lowered: {before} -> {after}{weak}"
     if a[0] > b[0] or a[1] > b[1]:
         return TIGHTENING, f"{what} raised: {before} -> {after}"
     return NEUTRAL, f"{what}: {before} and {after} are equally strict"
 
 
+def level_range(level: str, config: dict) -> tuple[int, int]:
+    """The ranks `level` can mean under `config`'s fallbacks (`rules.level_range`); an
+    unknown name ranks as `none`."""
+    return _range(level, config) or (0, 0)
+
+
+def _range(level: str, config: dict) -> tuple[int, int] | None:
+    return rules.level_range(level, mta_sts_fallback(config), dane_fallback(config))
+
+
+def _dane_fallback(change: Change, ctx: Context) -> Judgement:
+    """Like `_mta_sts_fallback`, for MX hosts without validated TLSA records."""
+    return compare("TLS level of `dane` without TLSA records", change.before, change.after, rules.LEVEL_RANK)
+
+
+def _dnssec_on(value: object) -> bool:
+    """`dnssec` of a `system.dns` value, or the value of `system.dns.dnssec` itself."""
+    return value.get("dnssec") is True if isinstance(value, dict) else value is True
+
+
+def _dnssec(change: Change, ctx: Context) -> Judgement | None:
+    """Turning off `system.dns.dnssec` stops DANE (every host gets `tls.dane.fallback`): a
+    loosening; turning it on lets validated TLSA records demand more: a tightening."""
+    before, after = _dnssec_on(change.before), _dnssec_on(change.after)
+    if before == after:  # `system.dns` changed otherwise: the other rules judge it
+        return None
+    if before:
+        return LOOSENING, "DNSSEC validation turned off: `dane` no longer reads TLSA records"
+    return TIGHTENING, "DNSSEC validation turned on: `dane` reads TLSA records"
+
+
 def _mta_sts_fallback(change: Change, ctx: Context) -> Judgement:
     """The fallback matters only where a level says `mta-sts`, but lowering it is judged
     a loosening regardless, as a rule written now applies to levels set later."""
     return compare("TLS level of `mta-sts` without a policy", change.before, change.after, rules.LEVEL_RANK)
+
+
+def dane_fallback(config: dict) -> str:
+    """`tls.dane.fallback` of a canonical config (the model's default when not written)."""
+    default = TLS.model_fields["dane"].default.fallback
+    return (config.get("tls", {}).get("dane") or {}).get("fallback", default)
 
 
 def outbound_default(config: dict) -> str:
@@ -399,6 +438,9 @@ def _rules() -> list[tuple[str, Rule]]:
         ("version", _neutral("the config format version")),
         ("tls.outbound_default", _level),
         ("tls.mta_sts.fallback", _mta_sts_fallback),
+        ("tls.dane.fallback", _dane_fallback),
+        ("system.dns", _dnssec),
+        ("system.dns.dnssec", _dnssec),
         ("tls.server_ciphers", _server_ciphers),
         ("routes.#.tls", _route_level),
         ("enforced_tls.#.level", _level),

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from engine.config.model import Route
 from engine.plan.change import LOOSENING, NEUTRAL, TIGHTENING, Action, Change
-from engine.plan.guard import Context, Judgement, judge, outbound_default
+from engine.plan.guard import Context, Judgement, judge, level_range, outbound_default
 from engine.policy import rules
 from engine.policy.groups import DomainSet, IPSet
 from engine.policy.rules import GATEWAY_GROUP, TRUSTED_GROUP
@@ -224,9 +224,9 @@ def _reach(probes: list[str], baseline: dict, desired: dict) -> list[Judgement]:
     before, after = routing_table(baseline), routing_table(desired)
     for probe in probes:
         (r1, l1), (r2, l2) = route_for(before, probe), route_for(after, probe)
-        b, a = rules.LEVEL_RANK.get(l1, 0), rules.LEVEL_RANK.get(l2, 0)
+        b, a = level_range(l1, desired), level_range(l2, desired)
         if a != b:
-            effect = LOOSENING if a < b else TIGHTENING
+            effect = LOOSENING if a[0] < b[0] or a[1] < b[1] else TIGHTENING
             out.append((effect, f"mail to {probe} now leaves by {r2} at {l2} (was {r1} at {l1})"))
     return out
 

@@ -71,14 +71,18 @@ def enforced_level(level: str) -> str:
     return "secure" if rank(level) == rank("secure") else level
 
 
-def level_range(level: str, mta_sts_fallback: str) -> tuple[int, int] | None:
+def level_range(level: str, mta_sts_fallback: str, dane_fallback: str = "secure") -> tuple[int, int] | None:
     """The ranks a level can mean, weakest and strongest: `mta-sts` is `secure` for a domain
-    with an MTA-STS policy in enforce mode and `tls.mta_sts.fallback` for the others (the
-    relay's `Live.outbound_policy`); any other level is itself. None for an unknown name."""
-    if level not in LEVEL_RANK or mta_sts_fallback not in LEVEL_RANK:
+    with an MTA-STS policy in enforce mode and `tls.mta_sts.fallback` for the others, `dane`
+    is `secure`-strong for an MX host with validated TLSA records, `mandatory` for one whose
+    records are all unusable, and `tls.dane.fallback` for the others (the relay's
+    `Live.outbound_policy`); any other level is itself. None for an unknown name."""
+    if level not in LEVEL_RANK or mta_sts_fallback not in LEVEL_RANK or dane_fallback not in LEVEL_RANK:
         return None
     if level == "mta-sts":
         return min(rank(mta_sts_fallback), rank("secure")), rank("secure")
+    if level == "dane":
+        return min(rank(dane_fallback), rank("mandatory")), rank("secure")
     return rank(level), rank(level)
 
 

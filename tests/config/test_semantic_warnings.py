@@ -66,10 +66,11 @@ CASES = {
         ("encryption", "advanced", "portal_url"),
         "plain HTTP",
     ),
-    "dane is enforced as secure for now": (
+    "dane without a validating resolver": (
         "tls: {outbound_default: dane}\n",
         ("tls", "outbound_default"),
-        "TLSA records are not read yet",
+        "`dane` needs a DNSSEC-validating resolver and `system.dns.dnssec` is off: TLSA records are not read, "
+        "and every MX host gets `tls.dane.fallback` (secure)",
     ),
     "unset secret": (
         "routes:\n  - {name: hub, recipients: any, next_hop: {host: hub.example.com}, auth: {username: u, password: {env: SEAL_TEST_UNSET}}}\n",
@@ -141,3 +142,13 @@ def test_configs_written_before_delivery_timeouts_keep_their_meaning_with_a_warn
         f"{path}:8:20: delivery.command_timeout: warning: deprecated: `command_timeout` sets every command stage"
         in text
     )
+
+
+def test_dane_with_a_declared_validating_resolver_is_not_warned_about(tmp_path: Path) -> None:
+    text = HEAD.replace("system:\n", "system:\n  dns: {nameservers: [127.0.0.1], dnssec: true}\n", 1)
+    f = tmp_path / "relay.yaml"
+    f.write_text(text + "tls: {outbound_default: dane}\n", encoding="utf-8")
+    result = load_config(f)
+    assert result.ok, [d.message for d in result.diagnostics]
+    assert result.config.system.dns.dnssec is True
+    assert not [d for d in result.diagnostics if d.path == ("tls", "outbound_default")], result.diagnostics

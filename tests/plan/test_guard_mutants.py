@@ -71,6 +71,10 @@ def _outbound_default_raised(c: dict) -> None:
 
 
 def _enforced_level_equal(c: dict) -> None:
+    c["enforced_tls"][1]["level"] = "mta-sts"
+
+
+def _enforced_level_dane(c: dict) -> None:
     c["enforced_tls"][1]["level"] = "dane"
 
 
@@ -838,7 +842,19 @@ SCENARIOS = [
         "enforced_level_equal",
         _enforced_level_equal,
         None,
-        {'~ enforced_tls["partners-outbound"].level': (NEUTRAL, "TLS level: secure and dane are equally strict")},
+        {'~ enforced_tls["partners-outbound"].level': (NEUTRAL, "TLS level: secure and mta-sts are equally strict")},
+    ),
+    (
+        "enforced_level_dane",  # RFC 7672: a host whose TLSA records are all unusable gets `mandatory`
+        _enforced_level_dane,
+        None,
+        {
+            '~ enforced_tls["partners-outbound"].level': (
+                LOOSENING,
+                "TLS level lowered: secure -> dane (`dane` falls back to secure, or `mandatory` for unusable TLSA "
+                "records)",
+            )
+        },
     ),
     (
         "route_tls_unset_to_stricter_default",

@@ -16,6 +16,7 @@ out, on random config pairs that differ in one TLS level, one route or one group
 from __future__ import annotations
 
 import copy
+import itertools
 from pathlib import Path
 
 import pytest
@@ -323,23 +324,37 @@ def _loosenings(before: RelayConfig, after: RelayConfig) -> list[str]:
     return [label(change) for change in plan.changes if change.effect == LOOSENING]
 
 
-def _demands(cfg: RelayConfig) -> dict[tuple[str, str, str], int]:
-    """The rank of the TLS level the relay demands of every probed connection (no demand: none)."""
+def _dns_states(cfg: RelayConfig) -> list[dict[TLSLevel, tuple[TLSLevel, str]]]:
+    """Every way delivery can resolve the per-domain levels at a hop: `mta-sts` as an enforced
+    policy (`secure`) or its fallback; `dane` as matched TLSA records, records all unusable
+    (`mandatory`) or its fallback (`engine.relay.tls.mtasts.verdict`, `dane.verdict`)."""
+    mta_sts = (TLSLevel.SECURE, TLSLevel.parse(cfg.tls.mta_sts.fallback))
+    dane = (TLSLevel.DANE, TLSLevel.MANDATORY, TLSLevel.parse(cfg.tls.dane.fallback))
+    return [
+        {TLSLevel.MTA_STS: (m, ""), TLSLevel.DANE: (d, "")} for m, d in itertools.product(mta_sts, dane)
+    ]
+
+
+def _demands(cfg: RelayConfig) -> dict[tuple[str, str, str], tuple[int, ...]]:
+    """The rank of the TLS level the relay demands of every probed connection (no demand:
+    none), outbound in each DNS state (`_dns_states`)."""
     live = provision(cfg, base_dir=Path(), version=1, tls=False)
+    states = _dns_states(cfg)
     out = {}
     for domain in DOMAIN_PROBES:
         route = live.route_for(domain)
         for ip in IP_PROBES:
-            out["outbound", domain, ip] = live.outbound_policy(route, domain, ip).level.rank
+            ranks = (live.outbound_policy(route, domain, ip, None, state).level.rank for state in states)
+            out["outbound", domain, ip] = tuple(ranks)
             inbound = live.inbound_policy(ip, domain)
-            out["inbound", domain, ip] = inbound.level.rank if inbound else 0
+            out["inbound", domain, ip] = (inbound.level.rank if inbound else 0,)
     return out
 
 
 def _weaker(before: RelayConfig, after: RelayConfig) -> list[tuple[str, str, str]]:
-    """The connections the relay demands less of after the change."""
+    """The connections the relay demands less of after the change, in some DNS state."""
     old, new = _demands(before), _demands(after)
-    return [key for key in old if new[key] < old[key]]
+    return [key for key in old if any(n < o for n, o in zip(new[key], old[key], strict=True))]
 
 
 def _route(draw, name: str) -> dict:

@@ -47,6 +47,12 @@ class DNS(Model):
     )
     port: int = F(53, "UDP/TCP port of the DNS servers", 53, 5353, ge=1, le=65535)
     timeout: DurationField = F("5s", "How long one lookup may take", "5s", validate_default=True)
+    dnssec: bool = F(
+        False,
+        "The servers validate DNSSEC and are trusted to say so (the AD bit): what the `dane` level needs. "
+        "Name only a validating resolver on this host or a trusted network (RFC 7672 §2.1)",
+        True,
+    )
 
 
 class Limits(Model):

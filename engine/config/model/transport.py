@@ -13,7 +13,7 @@ TLSLevel = Literal["none", "opportunistic", "mandatory", "verify", "secure", "da
 TLS_LEVEL_DESCRIPTION = (
     "TLS level: `none` (never STARTTLS), `opportunistic` (STARTTLS when offered, else plain), "
     "`mandatory` (TLS or no transfer), `verify` (mandatory + trusted chain), "
-    "`secure` (verify + hostname match), `dane` (TLSA records), `mta-sts` (the domain's MTA-STS policy)"
+    "`secure` (verify + hostname match), `dane` (the MX host's DNSSEC-validated TLSA records), `mta-sts` (the domain's MTA-STS policy)"
 )
 Protocol = Literal["TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"]
 CipherBits = Literal[128, 256]
@@ -86,6 +86,19 @@ class MTASTSSettings(Model):
     )
 
 
+class DANESettings(Model):
+    """How the `dane` level behaves where an MX host has no DNSSEC-validated TLSA records."""
+
+    fallback: Literal["none", "opportunistic", "mandatory", "verify", "secure"] = F(
+        "secure",
+        "TLS level of `dane` for an MX host without DNSSEC-validated TLSA records (no records, an "
+        "unsigned zone, or `system.dns.dnssec` off). `secure` keeps `dane` never weaker than `secure`; "
+        "`opportunistic` is Postfix's `dane` level (`tls.outbound_default: dane`)",
+        "secure",
+        "opportunistic",
+    )
+
+
 class TLS(Model):
     """The relay's own certificate and how it judges its peers'."""
 
@@ -108,6 +121,11 @@ class TLS(Model):
     mta_sts: MTASTSSettings = F(
         MTASTSSettings(),
         "The `mta-sts` level (RFC 8461): what it falls back to without a policy",
+        {"fallback": "secure"},
+    )
+    dane: DANESettings = F(
+        DANESettings(),
+        "The `dane` level (RFC 7672): what it falls back to without validated TLSA records",
         {"fallback": "secure"},
     )
     server_ciphers: Literal["intermediate", "compatible"] = F(

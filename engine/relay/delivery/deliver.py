@@ -62,7 +62,7 @@ from engine.relay.queue import Entry, Leased, NotQueued, Queue
 from engine.relay.runtime import metrics
 from engine.relay.runtime.decisionlog import emit
 from engine.relay.runtime.live import Live, TLSPolicy
-from engine.relay.tls import mtasts, tlsrpt
+from engine.relay.tls import dane, mtasts, tlsrpt
 from engine.relay.tls.levels import TLSLevel
 
 log = logging.getLogger(__name__)
@@ -396,22 +396,28 @@ class Deliverer:
         failure: Failure | None = None
         failures: list[Failure] = []  # each hop's, for REQUIRETLS's verdict
         sts: mtasts.Lookup | None = None
+        tlsa: dict[tuple[str, int], dane.Lookup] = {}  # each MX host's TLSA records, asked once
         for hop in hops:
             policy = live.outbound_policy(route, domain, hop.address, floor)
-            if live.uses_mta_sts(route, domain, hop.address, floor):
-                sts = sts or await self._mta_sts_policy(live, domain)
-                policy, failure, refused = _under_mta_sts(live, route, domain, hop, floor, sts)
-                if failure is not None:  # enforce: this MX host gets nothing
+            described = None  # the policy TLS-RPT counts this hop's session under (None: MTA-STS's or none)
+            asked = live.per_domain_levels(route, domain, hop.address, floor)
+            if asked:
+                if TLSLevel.MTA_STS in asked:
+                    sts = sts or await self._mta_sts_policy(live, domain)
+                refusal, policy, described = await self._per_domain(live, route, domain, hop, floor, asked, sts, tlsa)
+                if refusal is not None:  # this MX host gets nothing
+                    failure, result, refused = refusal
                     last = {r: _from_failure(failure) for r in rcpts}
                     failures.append(failure)
-                    self._count_tls(live, route, domain, hop, sts, "validation-failure", reason=refused)
+                    self._count_tls(live, route, domain, hop, sts, result, reason=refused, described=described)
                     log.info("%s: %s: %s", entry.id, domain, failure.reason)
                     continue
             attempt = await transfer(
                 live, hop, policy, entry, rcpts, self.pool, auth=route.route.auth if route.route else None
             )
             if attempt.tls_result is not None:
-                self._count_tls(live, route, domain, hop, sts, attempt.tls_result, attempt.tls_reason, attempt.local_ip)
+                result, reason = attempt.tls_result, attempt.tls_reason
+                self._count_tls(live, route, domain, hop, sts, result, reason, attempt.local_ip, described)
             last = _outcomes(attempt, rcpts, note)
             failure = attempt.site_failure
             if failure is None:
@@ -434,17 +440,69 @@ class Deliverer:
         result: str,
         reason: str = "",
         local_ip: str = "",
+        described: dict | None = None,
     ) -> None:
         """Count one session for `domain`'s TLS-RPT report, when reporting is on and `hop` is
-        one of `domain`'s own MX hosts (a smarthost's TLS is none of the domain's business)."""
+        one of `domain`'s own MX hosts (a smarthost's TLS is none of the domain's business).
+        The policy is `described` (the MX host's TLSA records) or else the domain's MTA-STS."""
         if not live.config.system.tls_reporting.enabled or not _own_mx(route, domain):
             return
-        policy = sts.policy if sts is not None else None
-        described = tlsrpt.sts_policy(policy) if policy is not None and policy.mode != "none" else tlsrpt.NO_POLICY
+        if described is None:
+            policy = sts.policy if sts is not None else None
+            described = tlsrpt.sts_policy(policy) if policy is not None and policy.mode != "none" else tlsrpt.NO_POLICY
         details = {} if result == tlsrpt.SUCCESS else {"mx": hop.host, "receiving_ip": hop.address, "reason": reason}
         if details and local_ip:
             details["sending_ip"] = local_ip
         self.tls_reports.record(live.data_dir, domain, described, result, **details)
+
+    async def _per_domain(
+        self,
+        live: Live,
+        route,
+        domain: str,
+        hop: Hop,
+        floor,
+        asked: frozenset[TLSLevel],
+        sts: mtasts.Lookup | None,
+        tlsa: dict[tuple[str, int], dane.Lookup],
+    ) -> tuple[tuple[Failure, str, str] | None, TLSPolicy, dict | None]:
+        """`hop`'s TLS policy with the per-domain levels `asked` replaced by what `domain`'s
+        MTA-STS policy and the MX host's TLSA records say; or the refusal (the failure, its
+        TLS-RPT result type and short reason) when one of them refuses the hop. Also the
+        TLS-RPT policy of a hop DANE decided (its TLSA records), else None."""
+        resolved: dict[TLSLevel, tuple[TLSLevel, str]] = {}
+        requirement = described = None
+        if TLSLevel.MTA_STS in asked and sts is not None:
+            said = mtasts.verdict(sts, hop.host, TLSLevel.parse(live.config.tls.mta_sts.fallback))
+            if said.level is None:
+                failure = because("tls", f"{said.reason}; not sent ({sts.note})").located(hop)
+                return (
+                    (failure, "validation-failure", said.reason),
+                    live.outbound_policy(route, domain, hop.address),
+                    None,
+                )
+            if said.reason:
+                log.warning("%s: %s; delivered anyway, as testing mode asks", hop, said.reason)
+                emit("mta-sts", domain=domain, mode="testing", host=hop.host, would_fail=said.reason)
+            resolved[TLSLevel.MTA_STS] = (said.level, said.source)
+        if TLSLevel.DANE in asked:
+            found = tlsa.get((hop.host, hop.port))
+            if found is None and hop.secure:  # else DANE does not apply: no need to ask
+                found = tlsa[hop.host, hop.port] = await dane.lookup(self._resolver(live), hop.host, hop.port)
+            found = found or dane.Lookup(hop.host, hop.port, "none")
+            fallback = TLSLevel.parse(live.config.tls.dane.fallback)
+            said = dane.verdict(found, domain, fallback, hop_secure=hop.secure)
+            if found.state in ("usable", "unusable") and hop.secure:
+                described = tlsrpt.tlsa_policy(hop.host, found.records)
+            if said.level is None:  # the TLSA lookup failed: never skip DANE on a broken answer
+                failure = because("tls", f"{said.reason}; not sent (DANE cannot be skipped)").located(hop)
+                refusal = (failure, "dnssec-invalid", said.reason)
+                return refusal, live.outbound_policy(route, domain, hop.address), described
+            resolved[TLSLevel.DANE] = (said.level, said.source)
+            requirement = said.requirement
+            if said.reason and said.level is not TLSLevel.MANDATORY:
+                log.debug("%s: %s; `dane` falls back to %s", hop, said.reason, said.level)
+        return None, live.outbound_policy(route, domain, hop.address, floor, resolved, requirement), described
 
     async def _mta_sts_policy(self, live: Live, domain: str) -> mtasts.Lookup:
         """`domain`'s MTA-STS policy, through this config version's resolver and CA bundle."""
@@ -601,24 +659,6 @@ def _own_mx(route, domain: str) -> bool:
     a next hop that is the domain itself looked up by MX)."""
     hop = route.next_hop
     return hop is None or (hop.mx_lookup and hop.host.lower().rstrip(".") == domain.lower().rstrip("."))
-
-
-def _under_mta_sts(
-    live: Live, route, domain: str, hop: Hop, floor, sts: mtasts.Lookup
-) -> tuple[TLSPolicy, None, str] | tuple[None, Failure, str]:
-    """The TLS policy for `hop` with `mta-sts` replaced by what `domain`'s MTA-STS policy
-    says; or, when that policy refuses the hop (enforce mode, MX not named), the failure
-    and the policy's reason (TLS-RPT's failure reason). In testing mode a hop the policy
-    would refuse is delivered and the refusal logged."""
-    fallback = TLSLevel.parse(live.config.tls.mta_sts.fallback)
-    said = mtasts.verdict(sts, hop.host, fallback)
-    if said.level is None:
-        return None, because("tls", f"{said.reason}; not sent ({sts.note})").located(hop), said.reason
-    if said.reason:
-        log.warning("%s: %s; delivered anyway, as testing mode asks", hop, said.reason)
-        emit("mta-sts", domain=domain, mode="testing", host=hop.host, would_fail=said.reason)
-    policy = live.outbound_policy(route, domain, hop.address, floor, (said.level, said.source))
-    return policy, None, ""
 
 
 def _outcomes(attempt: Attempt, rcpts: list[str], note: str = "") -> dict[str, RecipientOutcome]:

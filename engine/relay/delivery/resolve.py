@@ -40,6 +40,7 @@ from dataclasses import dataclass, replace
 
 import dns.asyncresolver
 import dns.exception
+import dns.flags
 import dns.name
 import dns.rdatatype
 import dns.resolver
@@ -91,6 +92,9 @@ class Hop:
     address: str
     port: int = 25
     preference: int = 0
+    # DNSSEC validated every answer that led here: the MX RRset (or its absence) and this
+    # address (only with a resolver the config declares validating; what DANE needs)
+    secure: bool = False
 
     def __str__(self) -> str:
         return f"{self.host}[{self.address}]:{self.port}"
@@ -100,7 +104,8 @@ def resolver_for(dns_settings) -> Resolver:
     """The resolver a config's `system.dns` asks for (None: the system's)."""
     if dns_settings is None:
         return Resolver()
-    return Resolver(list(dns_settings.nameservers), dns_settings.port, float(dns_settings.timeout))
+    nameservers = list(dns_settings.nameservers)
+    return Resolver(nameservers, dns_settings.port, float(dns_settings.timeout), dnssec=dns_settings.dnssec)
 
 
 async def next_hops(resolver: Resolver, host: str, port: int, mx_lookup: bool) -> list[Hop]:
@@ -126,6 +131,7 @@ class Resolver:
         timeout: float = 5.0,
         *,
         rng: random.Random | None = None,
+        dnssec: bool = False,
     ) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be positive")
@@ -138,6 +144,9 @@ class Resolver:
         resolver.lifetime = timeout
         resolver.timeout = min(timeout, _TRY_TIMEOUT)
         resolver.use_edns(0, 0, _EDNS_PAYLOAD)
+        if dnssec:  # RFC 6840 §5.7: the AD bit asks a validating resolver to say what it validated
+            resolver.flags = dns.flags.RD | dns.flags.AD
+        self.dnssec = dnssec
         self._resolver = resolver
         self._rng = rng or random.Random()
 
@@ -151,11 +160,12 @@ class Resolver:
             return [Hop(domain, literal)]
         name = _absolute(domain)
         answer = await self._query(name, "MX")
+        signed = self._validated(answer)
         records = list(answer) if answer.rrset is not None else []
         if not records:
             # RFC 5321 §5.1: no MX records, the domain itself is the implicit MX.
             host = _text(name)
-            return [Hop(host, address) for address in await self._addresses(name)]
+            return [Hop(host, address, secure=signed and secure) for address, secure in await self._addresses(name)]
         if all(record.exchange == dns.name.root for record in records):
             # RFC 7505 §3: a single "0 ." MX; a lone "." at another preference means the same.
             raise PermanentDNSError(_text(name), "domain accepts no mail (null MX)", status="5.1.10")
@@ -172,10 +182,10 @@ class Resolver:
             if isinstance(result, DNSError):
                 failures.append(result)
                 continue
-            for address in result:
+            for address, secure in result:
                 if address not in seen:
                     seen.add(address)
-                    hops.append(Hop(_text(record.exchange), address, 25, record.preference))
+                    hops.append(Hop(_text(record.exchange), address, 25, record.preference, signed and secure))
         if hops:
             return hops
         temporary = [failure for failure in failures if isinstance(failure, TemporaryDNSError)]
@@ -190,17 +200,32 @@ class Resolver:
 
         Raises `PermanentDNSError` (no such host, or no address) or `TemporaryDNSError`.
         """
-        literal = _address_literal(host)
-        if literal is not None:
-            return [literal]
-        return await self._addresses(_absolute(host))
+        return [address for address, _ in await self._host_addresses(host)]
 
     async def host_hops(self, host: str, port: int = 25, mx_lookup: bool = True) -> list[Hop]:
         """The hops for a configured next hop: the MX hosts of `host` when `mx_lookup` (and
         `host` is a name), else `host`'s own addresses; every hop on `port`."""
         if mx_lookup and _address_literal(host) is None:
             return [replace(hop, port=port) for hop in await self.mx_hosts(host)]
-        return [Hop(host, address, port) for address in await self.host_addresses(host)]
+        return [Hop(host, address, port, secure=secure) for address, secure in await self._host_addresses(host)]
+
+    async def tlsa(self, name: str) -> tuple[list[tuple[int, int, int, bytes]], bool]:
+        """The TLSA records of `name` as (usage, selector, matching type, data), and whether
+        the answer was DNSSEC-validated (`engine.relay.tls.dane`). NXDOMAIN raises
+        `PermanentDNSError`, a failed lookup (a bogus answer is SERVFAIL) `TemporaryDNSError`."""
+        answer = await self._query(_absolute(name), "TLSA")
+        rows = [(r.usage, r.selector, r.mtype, r.cert) for r in answer] if answer.rrset is not None else []
+        return rows, self._validated(answer)
+
+    def _validated(self, answer: dns.resolver.Answer) -> bool:
+        """Whether a resolver the config declares validating says it validated `answer`."""
+        return self.dnssec and bool(answer.response.flags & dns.flags.AD)
+
+    async def _host_addresses(self, host: str) -> list[tuple[str, bool]]:
+        literal = _address_literal(host)
+        if literal is not None:
+            return [(literal, False)]
+        return await self._addresses(_absolute(host))
 
     async def txt(self, name: str) -> list[str]:
         """The TXT records of `name`, each record's strings joined (RFC 7208 §3.3 style, as
@@ -213,22 +238,23 @@ class Resolver:
             return []
         return [b"".join(record.strings).decode("utf-8", "replace") for record in answer]
 
-    async def _exchange_addresses(self, domain: str, exchange: dns.name.Name) -> list[str] | DNSError:
+    async def _exchange_addresses(self, domain: str, exchange: dns.name.Name) -> list[tuple[str, bool]] | DNSError:
         """An MX host's addresses, or the error as a value so one bad host does not sink the rest."""
         literal = _address_literal(_text(exchange))
         if literal is not None:
             log.warning("MX record of %s names an IP address instead of a host: %s", domain, literal)
-            return [literal]
+            return [(literal, False)]
         try:
             return await self._addresses(exchange)
         except DNSError as exc:
             return exc
 
-    async def _addresses(self, name: dns.name.Name) -> list[str]:
-        """A and AAAA records of `name`, asked in parallel. What one family returns is enough;
-        only when neither gives an address does a failure of either decide the error."""
+    async def _addresses(self, name: dns.name.Name) -> list[tuple[str, bool]]:
+        """A and AAAA records of `name`, asked in parallel, each with whether its answer was
+        DNSSEC-validated. What one family returns is enough; only when neither gives an
+        address does a failure of either decide the error."""
         results = await asyncio.gather(self._query(name, "A"), self._query(name, "AAAA"), return_exceptions=True)
-        addresses: list[str] = []
+        addresses: list[tuple[str, bool]] = []
         errors: list[DNSError] = []
         for result in results:
             if isinstance(result, DNSError):
@@ -236,7 +262,8 @@ class Resolver:
             elif isinstance(result, BaseException):
                 raise result
             elif result.rrset is not None:
-                addresses.extend(record.address for record in result)
+                secure = self._validated(result)
+                addresses.extend((record.address, secure) for record in result)
         if addresses:
             return addresses
         for error in errors:

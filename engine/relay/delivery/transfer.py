@@ -40,8 +40,8 @@ from engine.relay.delivery.pool import ConnectionPool
 from engine.relay.delivery.resolve import Hop
 from engine.relay.queue import Entry
 from engine.relay.runtime.live import Live, TLSPolicy
-from engine.relay.tls import tlsrpt
-from engine.relay.tls.levels import NoStartTLS, TLSLevel, check_negotiated, describe_failure
+from engine.relay.tls import dane, tlsrpt
+from engine.relay.tls.levels import DANEMismatch, NoStartTLS, TLSLevel, check_negotiated, describe_failure
 
 
 @dataclass
@@ -90,7 +90,7 @@ async def transfer(
     # REQUIRETLS message only on a session whose peer was checked for REQUIRETLS
     login = (auth.username, auth.password.model_dump_json()) if auth is not None else None
     key = (live.version, hop.address, hop.port, hop.host, policy.level, policy.min_protocol, policy.min_bits, login)
-    key += (tagged,)
+    key += (tagged, policy.dane)
     cached = pool.take(key) if pool else None
     if cached is not None:
         attempt = await _transaction(live, hop, policy, entry, rcpts, pool, key, cached, auth)
@@ -309,6 +309,14 @@ async def _secure(
         client = await _connect(live, hop)  # opportunistic: try again in plain text
         return client, f"none (STARTTLS failed: {reason}; sent in plain text as opportunistic allows)"
     ssl_object = client.get_transport_info("ssl_object")
+    if policy.dane is not None:  # RFC 7672: the chain must match the MX host's TLSA records
+        mismatch = dane.check(dane.peer_chain(ssl_object), policy.dane)
+        if mismatch is not None:
+            client.close()
+            unmet = RequireTLSUnmet if tagged else TLSRequiredError
+            raise unmet(f"DANE: {mismatch}; {policy} required by {', '.join(policy.sources)}") from DANEMismatch(
+                mismatch
+            )
     weak = check_negotiated(ssl_object, policy.min_bits, policy.min_protocol)
     if not weak or not level.requires_tls:
         with stage("helo", timeouts.helo) as seconds:
@@ -320,8 +328,10 @@ async def _secure(
         client.close()
         raise RequireTLSUnmet("peer does not offer REQUIRETLS after STARTTLS; the message was received with it")
     name, _, bits = ssl_object.cipher()
-    checks = ", chain verified" if level.verifies_chain else ""
-    checks += ", name checked" if level.checks_hostname else ""
+    pkix = live.client_context(policy).verify_mode == ssl.CERT_REQUIRED
+    checks = ", chain verified" if pkix else ""
+    checks += ", name checked" if pkix and level.checks_hostname else ""
+    checks += ", TLSA matched (DANE)" if policy.dane is not None else ""
     checks += ", REQUIRETLS" if tagged else ""
     return client, f"{ssl_object.version()} {name} ({bits}-bit){checks}"
 

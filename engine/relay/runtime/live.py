@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import ssl
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,7 +29,10 @@ from engine.policy.rules import TRUSTED_GROUP, gateway_group
 if TYPE_CHECKING:  # the methods deliver through transfer, which needs Live: built when provisioning
     from engine.relay.methods.base import Chain
 from engine.relay.dlp.policy import Policies
+from engine.relay.tls.dane import Requirement
 from engine.relay.tls.levels import TLSLevel, client_context, server_context
+
+_PER_DOMAIN = (TLSLevel.MTA_STS, TLSLevel.DANE)  # levels that mean what a domain's DNS says
 
 
 @dataclass(frozen=True)
@@ -39,11 +43,15 @@ class TLSPolicy:
     min_protocol: str = "TLSv1.2"
     min_bits: int = 128
     sources: tuple[str, ...] = ()
+    # the MX host's validated TLSA records the peer's chain must match (`dane.check`), set
+    # when a setting asks for `dane` and the host has usable ones; with level `dane` they
+    # alone authenticate the peer, with `secure` (another setting's) the CA chain must too
+    dane: Requirement | None = None
 
     def tighten(self, level: str, min_protocol: str, min_bits: int, source: str) -> TLSPolicy:
         new_level = TLSLevel.strictest(self.level, level)
         proto = rules.strongest_protocol(self.min_protocol, min_protocol)
-        return TLSPolicy(new_level, proto, max(self.min_bits, min_bits), (*self.sources, source))
+        return TLSPolicy(new_level, proto, max(self.min_bits, min_bits), (*self.sources, source), self.dane)
 
     def __str__(self) -> str:
         return f"{self.level.value} (>= {self.min_protocol}, >= {self.min_bits}-bit)"
@@ -99,17 +107,25 @@ class Live:
         return policy
 
     def outbound_policy(
-        self, route: CompiledRoute, domain: str, hop_ip: str, floor=None, mta_sts: tuple[TLSLevel, str] | None = None
+        self,
+        route: CompiledRoute,
+        domain: str,
+        hop_ip: str,
+        floor=None,
+        resolved: Mapping[TLSLevel, tuple[TLSLevel, str]] | None = None,
+        dane: Requirement | None = None,
     ) -> TLSPolicy:
         """What delivery to `domain` via `hop_ip` must achieve: the route, the enforced-TLS
         rules, and the `floor` a method's sealed copy demands (methods.base.TLSFloor).
 
-        `mta_sts`: the level `mta-sts` stands for at this hop and the policy that says so
-        (`mtasts.verdict`); each setting asking for `mta-sts` asks for that level instead, so
-        the strictest of the real levels wins. None: `mta-sts` stays (enforced as `secure`)."""
+        `resolved`: what the per-domain levels (`mta-sts`, `dane`) stand for at this hop and
+        the policy that says so (`mtasts.verdict`, `dane.verdict`); each setting asking for
+        one asks for that level instead, so the strictest of the real levels wins. A level
+        not resolved stays (enforced as `secure`). `dane`: the TLSA records the chain must
+        match when `dane` resolved to level `dane`."""
 
         def real(level: str) -> str:
-            return mta_sts[0] if mta_sts is not None and level == TLSLevel.MTA_STS else level
+            return resolved[level][0] if resolved and level in resolved else level
 
         policy = TLSPolicy(
             TLSLevel.parse(real(route.tls)),
@@ -120,29 +136,37 @@ class Live:
             policy = policy.tighten(level, rule.min_protocol, rule.min_cipher_bits, f"enforced_tls.{rule.name}")
         if floor is not None:
             policy = policy.tighten(real(floor.level), floor.min_protocol, floor.min_bits, floor.source)
-        if mta_sts is not None:
-            policy = TLSPolicy(policy.level, policy.min_protocol, policy.min_bits, (*policy.sources, mta_sts[1]))
+        sources = tuple(source for _, source in (resolved or {}).values() if source)
+        uses_dane = dane is not None and policy.level.rank == TLSLevel.DANE.rank
+        if sources or uses_dane:
+            kept = dane if uses_dane else None
+            policy = TLSPolicy(policy.level, policy.min_protocol, policy.min_bits, (*policy.sources, *sources), kept)
         return policy
 
+    def per_domain_levels(self, route: CompiledRoute, domain: str, hop_ip: str, floor=None) -> frozenset[TLSLevel]:
+        """Which per-domain levels (`mta-sts`, `dane`) the settings behind `outbound_policy`
+        ask for: each must be looked up for the domain or MX host before delivery."""
+        asked = {floor.level} if floor is not None else set()
+        if self._per_domain_configured:  # most configs: no rule lookup on every hop
+            asked.update((route.tls, *(rule.level for rule in self._enforced("outbound", hop_ip, domain))))
+        return frozenset(level for level in _PER_DOMAIN if level in asked)
+
     def uses_mta_sts(self, route: CompiledRoute, domain: str, hop_ip: str, floor=None) -> bool:
-        """Whether a setting behind `outbound_policy` asks for `mta-sts` (then the domain's
-        MTA-STS policy must be looked up before delivery)."""
-        if floor is not None and floor.level == TLSLevel.MTA_STS:
-            return True
-        if not self._mta_sts_configured:  # most configs: no rule lookup on every hop
-            return False
-        levels = [route.tls, *(rule.level for rule in self._enforced("outbound", hop_ip, domain))]
-        return TLSLevel.MTA_STS in levels
+        """Whether a setting behind `outbound_policy` asks for `mta-sts`."""
+        return TLSLevel.MTA_STS in self.per_domain_levels(route, domain, hop_ip, floor)
 
     @functools.cached_property
-    def _mta_sts_configured(self) -> bool:
-        """Whether any route, enforced-TLS rule or the default names the `mta-sts` level."""
+    def _per_domain_configured(self) -> bool:
+        """Whether any route, enforced-TLS rule or the default names `mta-sts` or `dane`."""
         config = self.config
         levels = {config.tls.outbound_default, *(r.tls for r in config.routes), *(r.level for r in config.enforced_tls)}
-        return TLSLevel.MTA_STS in levels
+        return any(level in levels for level in _PER_DOMAIN)
 
     def client_context(self, policy: TLSPolicy) -> ssl.SSLContext | None:
-        key = (policy.level.enforced.value, policy.min_protocol, policy.min_bits)
+        """The context for `policy`'s handshake. At level `dane` with TLSA records the chain
+        is checked against them after the handshake (`dane.check`), not against a CA."""
+        level = TLSLevel.MANDATORY if policy.level is TLSLevel.DANE and policy.dane else policy.level.enforced
+        key = (level.value, policy.min_protocol, policy.min_bits)
         context = self._client_contexts.get(key)
         if context is None and key not in self._client_contexts:
             context = _client(self.config, self.base_dir, *key)  # a combination not foreseen
@@ -282,6 +306,7 @@ def _client_contexts(config: RelayConfig, base_dir: Path) -> dict[tuple[str, str
     """Contexts for every combination the config can produce, built before the switch."""
     levels = {"none", "opportunistic", config.tls.outbound_default, config.encryption.tls.level}
     levels |= {"secure", config.tls.mta_sts.fallback}  # what `mta-sts` stands for per domain
+    levels |= {"mandatory", config.tls.dane.fallback}  # and `dane` (a TLSA-checked `mandatory`)
     levels |= {r.tls for r in config.routes if r.tls} | {r.level for r in config.enforced_tls}
     protocols = {"TLSv1.2", config.encryption.tls.min_protocol} | {r.min_protocol for r in config.enforced_tls}
     bits = {128, config.encryption.tls.min_cipher_bits} | {r.min_cipher_bits for r in config.enforced_tls}

@@ -13,7 +13,9 @@ layer can build the contexts once, before a config swap, and hand them to sessio
     mta-sts        the recipient domain's MTA-STS policy (`mtasts`): `secure` to the MX hosts
                    it names, those only; without one `tls.mta_sts.fallback`. Delivery replaces
                    it per MX host (`Live.outbound_policy`); anywhere else it acts as `secure`
-    dane           reserved; enforced like `secure` until implemented
+    dane           the MX host's DNSSEC-validated TLSA records (`dane`): TLS whose chain matches
+                   them; `mandatory` for records all unusable; without any `tls.dane.fallback`.
+                   Delivery replaces it per MX host, like `mta-sts`; elsewhere it acts as `secure`
 
 The order of the levels is `engine/policy/rules.py`'s, which the downgrade guard uses too.
 
@@ -130,6 +132,10 @@ class TLSPolicyError(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class DANEMismatch(TLSPolicyError):
+    """The peer's certificate chain matches none of the MX host's TLSA records (`dane.check`)."""
 
 
 class NoStartTLS(TLSPolicyError):

@@ -17,9 +17,10 @@ success; the peer not offering STARTTLS (or refusing it) is `starttls-not-suppor
 certificate for another name `certificate-host-mismatch`, an expired one `certificate-expired`,
 one without a chain to a trusted CA `certificate-not-trusted`; anything else that broke the
 session's TLS (a weak cipher, a broken handshake, an MX host an enforced MTA-STS policy does
-not name) `validation-failure`. The MTA-STS policy failures (`sts-policy-*`) and the DANE ones
-are named here but not recorded yet: a domain whose policy could not be had is counted under
-`no-policy-found`.
+not name) `validation-failure`. DANE (policy type `tlsa`, the MX host's records): a chain that
+matches no record is `tlsa-invalid`, a TLSA lookup that failed (a bogus signature is a SERVFAIL)
+`dnssec-invalid`. The MTA-STS policy failures (`sts-policy-*`) are named here but not recorded
+yet: a domain whose policy could not be had is counted under `no-policy-found`.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from typing import Any, TypeVar
 import aiosmtplib
 
 from engine.fsutil import private_dir
-from engine.relay.tls.levels import NoStartTLS, causes, describe_failure
+from engine.relay.tls.levels import DANEMismatch, NoStartTLS, causes, describe_failure
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,8 @@ def failure_type(exc: BaseException) -> tuple[str, str]:
     reason = describe_failure(exc)[:MAX_REASON]
     chain = causes(exc)
     for error in chain:
+        if isinstance(error, DANEMismatch):
+            return "tlsa-invalid", reason
         if isinstance(error, ssl.SSLCertVerificationError):
             return _BY_VERIFY_CODE.get(error.verify_code, "validation-failure"), reason
     for error in chain:
@@ -120,6 +123,12 @@ def sts_policy(policy) -> dict:
     `policy-string` and its `mx` patterns as `mx-host` (§4.4)."""
     lines = ["version: STSv1", f"mode: {policy.mode}", *(f"mx: {mx}" for mx in policy.mx), f"max_age: {policy.max_age}"]
     return {"policy-type": "sts", "policy-string": lines, "mx-host": list(policy.mx)}
+
+
+def tlsa_policy(host: str, records) -> dict:
+    """The RFC's `policy` object for an MX host's TLSA records (`dane.TLSA`): each record in
+    presentation form as `policy-string`, the host as `mx-host` (§4.4)."""
+    return {"policy-type": "tlsa", "policy-string": [str(record) for record in records], "mx-host": [host]}
 
 
 class Store:
