@@ -53,6 +53,7 @@ from engine.relay.delivery.failures import (
     next_retry,
     requiretls_outcome,
 )
+from engine.relay.delivery.hoppolicy import HopPolicies
 from engine.relay.delivery.pool import ConnectionPool
 from engine.relay.delivery.resolve import Hop, Resolver, next_hops, resolver_for
 from engine.relay.delivery.scheduler import ACTIVE_LIMIT, Active, Job, Scheduler
@@ -61,9 +62,8 @@ from engine.relay.methods.base import Method, run
 from engine.relay.queue import Entry, Leased, NotQueued, Queue
 from engine.relay.runtime import metrics
 from engine.relay.runtime.decisionlog import emit
-from engine.relay.runtime.live import Live, TLSPolicy
-from engine.relay.tls import dane, mtasts, tlsrpt
-from engine.relay.tls.levels import TLSLevel
+from engine.relay.runtime.live import Live
+from engine.relay.tls import mtasts, tlsrpt
 
 log = logging.getLogger(__name__)
 
@@ -395,29 +395,25 @@ class Deliverer:
         last: dict[str, RecipientOutcome] = {}
         failure: Failure | None = None
         failures: list[Failure] = []  # each hop's, for REQUIRETLS's verdict
-        sts: mtasts.Lookup | None = None
-        tlsa: dict[tuple[str, int], dane.Lookup] = {}  # each MX host's TLSA records, asked once
+        policies = HopPolicies(
+            live, route, domain, floor, self._resolver(live), lambda: self._mta_sts_policy(live, domain)
+        )
         for hop in hops:
-            policy = live.outbound_policy(route, domain, hop.address, floor)
-            described = None  # the policy TLS-RPT counts this hop's session under (None: MTA-STS's or none)
-            asked = live.per_domain_levels(route, domain, hop.address, floor)
-            if asked:
-                if TLSLevel.MTA_STS in asked:
-                    sts = sts or await self._mta_sts_policy(live, domain)
-                refusal, policy, described = await self._per_domain(live, route, domain, hop, floor, asked, sts, tlsa)
-                if refusal is not None:  # this MX host gets nothing
-                    failure, result, refused = refusal
-                    last = {r: _from_failure(failure) for r in rcpts}
-                    failures.append(failure)
-                    self._count_tls(live, route, domain, hop, sts, result, reason=refused, described=described)
-                    log.info("%s: %s: %s", entry.id, domain, failure.reason)
-                    continue
+            decided = await policies.for_hop(hop)
+            policy, described = decided.policy, decided.described
+            if decided.refusal is not None:  # this MX host gets nothing
+                failure = decided.refusal
+                last = {r: _from_failure(failure) for r in rcpts}
+                failures.append(failure)
+                self._count_tls(live, route, domain, hop, policies.sts, decided.result, decided.reason, "", described)
+                log.info("%s: %s: %s", entry.id, domain, failure.reason)
+                continue
             attempt = await transfer(
                 live, hop, policy, entry, rcpts, self.pool, auth=route.route.auth if route.route else None
             )
             if attempt.tls_result is not None:
                 result, reason = attempt.tls_result, attempt.tls_reason
-                self._count_tls(live, route, domain, hop, sts, result, reason, attempt.local_ip, described)
+                self._count_tls(live, route, domain, hop, policies.sts, result, reason, attempt.local_ip, described)
             last = _outcomes(attempt, rcpts, note)
             failure = attempt.site_failure
             if failure is None:
@@ -454,55 +450,6 @@ class Deliverer:
         if details and local_ip:
             details["sending_ip"] = local_ip
         self.tls_reports.record(live.data_dir, domain, described, result, **details)
-
-    async def _per_domain(
-        self,
-        live: Live,
-        route,
-        domain: str,
-        hop: Hop,
-        floor,
-        asked: frozenset[TLSLevel],
-        sts: mtasts.Lookup | None,
-        tlsa: dict[tuple[str, int], dane.Lookup],
-    ) -> tuple[tuple[Failure, str, str] | None, TLSPolicy, dict | None]:
-        """`hop`'s TLS policy with the per-domain levels `asked` replaced by what `domain`'s
-        MTA-STS policy and the MX host's TLSA records say; or the refusal (the failure, its
-        TLS-RPT result type and short reason) when one of them refuses the hop. Also the
-        TLS-RPT policy of a hop DANE decided (its TLSA records), else None."""
-        resolved: dict[TLSLevel, tuple[TLSLevel, str]] = {}
-        requirement = described = None
-        if TLSLevel.MTA_STS in asked and sts is not None:
-            said = mtasts.verdict(sts, hop.host, TLSLevel.parse(live.config.tls.mta_sts.fallback))
-            if said.level is None:
-                failure = because("tls", f"{said.reason}; not sent ({sts.note})").located(hop)
-                return (
-                    (failure, "validation-failure", said.reason),
-                    live.outbound_policy(route, domain, hop.address),
-                    None,
-                )
-            if said.reason:
-                log.warning("%s: %s; delivered anyway, as testing mode asks", hop, said.reason)
-                emit("mta-sts", domain=domain, mode="testing", host=hop.host, would_fail=said.reason)
-            resolved[TLSLevel.MTA_STS] = (said.level, said.source)
-        if TLSLevel.DANE in asked:
-            found = tlsa.get((hop.host, hop.port))
-            if found is None and hop.secure:  # else DANE does not apply: no need to ask
-                found = tlsa[hop.host, hop.port] = await dane.lookup(self._resolver(live), hop.host, hop.port)
-            found = found or dane.Lookup(hop.host, hop.port, "none")
-            fallback = TLSLevel.parse(live.config.tls.dane.fallback)
-            said = dane.verdict(found, domain, fallback, hop_secure=hop.secure)
-            if found.state in ("usable", "unusable") and hop.secure:
-                described = tlsrpt.tlsa_policy(hop.host, found.records)
-            if said.level is None:  # the TLSA lookup failed: never skip DANE on a broken answer
-                failure = because("tls", f"{said.reason}; not sent (DANE cannot be skipped)").located(hop)
-                refusal = (failure, "dnssec-invalid", said.reason)
-                return refusal, live.outbound_policy(route, domain, hop.address), described
-            resolved[TLSLevel.DANE] = (said.level, said.source)
-            requirement = said.requirement
-            if said.reason and said.level is not TLSLevel.MANDATORY:
-                log.debug("%s: %s; `dane` falls back to %s", hop, said.reason, said.level)
-        return None, live.outbound_policy(route, domain, hop.address, floor, resolved, requirement), described
 
     async def _mta_sts_policy(self, live: Live, domain: str) -> mtasts.Lookup:
         """`domain`'s MTA-STS policy, through this config version's resolver and CA bundle."""
