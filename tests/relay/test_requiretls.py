@@ -254,14 +254,22 @@ async def test_a_peer_short_of_requiretls_gets_nothing_and_the_sender_gets_a_5_7
         assert SECRET not in text  # ... but never its body, whatever `ndr.include` says
 
 
+def validated_by(resolver) -> str:
+    """The `system` lines for a relay asking a DNSSEC-validating `resolver` (tests/dnssec.py)."""
+    return f"  dns: {{nameservers: [127.0.0.1], port: {resolver.port}, timeout: 2s, dnssec: true}}\n"
+
+
 async def test_an_mx_without_requiretls_is_skipped_for_the_next_one(
-    pki, dns_server, write_config, start_relay, tmp_path
+    pki, dns_server, validating_resolver, write_config, start_relay, tmp_path
 ) -> None:
-    """RFC 8689 §4.2.1: the failure is that MX host's; the next MX host takes the message."""
+    """RFC 8689 §4.2.1: the failure is that MX host's; the next MX host takes the message.
+    The MX hosts come from a DNSSEC-signed zone: REQUIRETLS mail goes only to authenticated ones."""
     backup = build_pki(tmp_path, "mx2.test.example")  # the second MX host's name, another CA
     bundle = tmp_path / "bundle.pem"
     bundle.write_bytes(pki["ca"][0].read_bytes() + backup["ca"][0].read_bytes())
-    dns_server.zone[("partner.test", "MX")] = [(10, FQDN), (20, "mx2.test.example")]
+    validating_resolver.zone("partner.test", [f"@ MX 10 {FQDN}.", "@ MX 20 mx2.test.example."])
+    validating_resolver.zone("test.example", ["mx A 127.0.0.2", "mx2 A 127.0.0.3"])
+    validating_resolver.start()
     port = free_port()
     with (
         Peer(tls=server_tls(pki, "good"), offer=False, port=port, address="127.0.0.2") as first,
@@ -269,13 +277,39 @@ async def test_an_mx_without_requiretls_is_skipped_for_the_next_one(
         Peer(tls=server_tls(pki, "good"), offer=True) as home,
     ):
         options = {"ca_bundle": bundle, "partner": "partner.test"}
-        relay = await start_relay(write_config(**config(pki, dns_server, port, home.port, **options)))
-        dns_server.zone[(FQDN, "A")] = ["127.0.0.2"]
-        dns_server.zone[("mx2.test.example", "A")] = ["127.0.0.3"]
+        pieces = config(pki, dns_server, port, home.port, **options)
+        relay = await start_relay(write_config(**pieces | {"system": validated_by(validating_resolver)}))
         await submit(relay, message())
         await second.received(1)
         assert second.handler.mail_options == [["REQUIRETLS"]]
         assert first.handler.ehlos == 2 and first.messages == []  # tried: EHLO, STARTTLS, EHLO; no MAIL
+
+
+async def test_an_mx_host_dns_did_not_authenticate_gets_nothing(
+    pki, dns_server, write_config, start_relay, caplog
+) -> None:
+    """RFC 8689 §4.2.1: the MX answer came from a resolver not declared validating and the
+    domain has no MTA-STS policy: the MX host, though it offers REQUIRETLS with a good
+    certificate, could be an attacker's. Nothing is sent; the sender gets a 5.7.30 bounce."""
+    caplog.set_level(logging.INFO, logger="sealrelay.decisions")
+    dns_server.zone[("partner.test", "MX")] = [(10, FQDN)]
+    with (
+        Peer(tls=server_tls(pki, "good"), offer=True) as partner,
+        Peer(tls=server_tls(pki, "good"), offer=True) as home,
+    ):
+        pieces = config(pki, dns_server, partner.port, home.port, partner="partner.test")
+        relay = await start_relay(write_config(**pieces))
+        queue_id = await submit(relay, message())
+        [dsn] = await home.received(1)
+        record = await outcome(caplog, queue_id)
+        assert partner.messages == [] and partner.handler.ehlos == 0  # not even connected to
+    assert record["result"] == "bounce" and record["status"] == "5.7.30"
+    assert record["reason"].startswith(
+        f"REQUIRETLS support required: {FQDN}[127.0.0.1]:{partner.port}: REQUIRETLS not met: MX host {FQDN} of "
+        "partner.test is not authenticated: its DNS answers were not DNSSEC-validated and no MTA-STS policy in "
+        "enforce mode names it ("  # then the MTA-STS lookup's note
+    )
+    assert "Status: 5.7.30" in dsn.content.decode()
 
 
 async def test_the_requirement_survives_a_restart(pki, dns_server, write_config, start_relay, caplog) -> None:

@@ -52,6 +52,7 @@ from engine.relay.delivery.failures import (
     expired,
     next_retry,
     requiretls_outcome,
+    requiretls_unmet,
 )
 from engine.relay.delivery.hoppolicy import HopPolicies
 from engine.relay.delivery.pool import ConnectionPool
@@ -395,6 +396,8 @@ class Deliverer:
         last: dict[str, RecipientOutcome] = {}
         failure: Failure | None = None
         failures: list[Failure] = []  # each hop's, for REQUIRETLS's verdict
+        tagged = requiretls.requested(entry.meta)
+        tls: str | None = None  # the last session's TLS note (None: no hop got a session)
         policies = HopPolicies(
             live, route, domain, floor, self._resolver(live), lambda: self._mta_sts_policy(live, domain)
         )
@@ -408,13 +411,21 @@ class Deliverer:
                 self._count_tls(live, route, domain, hop, policies.sts, decided.result, decided.reason, "", described)
                 log.info("%s: %s: %s", entry.id, domain, failure.reason)
                 continue
+            if tagged and _own_mx(route, domain):  # RFC 8689 §4.2.1: the MX host must be authenticated
+                unauthenticated = await self._mx_unauthenticated(live, domain, hop, policies)
+                if unauthenticated:
+                    failure = requiretls_unmet(unauthenticated).located(hop)
+                    last = {r: _from_failure(failure) for r in rcpts}
+                    failures.append(failure)
+                    log.info("%s: %s: %s", entry.id, domain, failure.reason)
+                    continue
             attempt = await transfer(
                 live, hop, policy, entry, rcpts, self.pool, auth=route.route.auth if route.route else None
             )
             if attempt.tls_result is not None:
                 result, reason = attempt.tls_result, attempt.tls_reason
                 self._count_tls(live, route, domain, hop, policies.sts, result, reason, attempt.local_ip, described)
-            last = _outcomes(attempt, rcpts, note)
+            last, tls = _outcomes(attempt, rcpts, note), attempt.tls
             failure = attempt.site_failure
             if failure is None:
                 break
@@ -422,7 +433,7 @@ class Deliverer:
             log.info("%s: %s: %s", entry.id, domain, failure.reason)
         if failure is not None and any(f.cause == "requiretls" for f in failures):
             failure = requiretls_outcome(failures)  # RFC 8689: every hop fell short, or one may heal
-            last = dict.fromkeys(rcpts, _from_failure(failure, attempt.tls))
+            last = dict.fromkeys(rcpts, _from_failure(failure, tls))
         self.destinations.report(name, failure)
         return last
 
@@ -450,6 +461,21 @@ class Deliverer:
         if details and local_ip:
             details["sending_ip"] = local_ip
         self.tls_reports.record(live.data_dir, domain, described, result, **details)
+
+    async def _mx_unauthenticated(self, live: Live, domain: str, hop: Hop, policies: HopPolicies) -> str:
+        """Why MX host `hop` of `domain` is not authenticated for a REQUIRETLS message, or "":
+        its MX and address answers were DNSSEC-validated, or the domain's MTA-STS policy in
+        enforce mode names it (RFC 8689 §4.2.1)."""
+        if hop.secure:
+            return ""
+        sts = policies.sts = policies.sts or await self._mta_sts_policy(live, domain)
+        policy = sts.policy
+        if policy is not None and policy.mode == "enforce" and policy.matches(hop.host):
+            return ""
+        return (
+            f"MX host {hop.host} of {domain} is not authenticated: its DNS answers were not DNSSEC-validated "
+            f"and no MTA-STS policy in enforce mode names it ({sts.note})"
+        )
 
     async def _mta_sts_policy(self, live: Live, domain: str) -> mtasts.Lookup:
         """`domain`'s MTA-STS policy, through this config version's resolver and CA bundle."""

@@ -139,6 +139,12 @@ class RequireTLSUnmet(TLSRequiredError):
 REQUIRETLS_STATUS = "5.7.30"  # RFC 8689 §7: "REQUIRETLS support required"
 
 
+def requiretls_unmet(reason: str) -> Failure:
+    """A hop a REQUIRETLS message may not go to, for a reason found before connecting (an MX
+    host not authenticated): skipped like one short of REQUIRETLS (`classify`'s)."""
+    return Failure("defer_site", f"REQUIRETLS not met: {reason}", REQUIRETLS_STATUS, "requiretls")
+
+
 def requiretls_outcome(failures: list[Failure]) -> Failure:
     """What a REQUIRETLS message's failure at every hop means (RFC 8689 §4.2.1, §5).
 
@@ -205,7 +211,7 @@ def classify(code: int | None, exc: BaseException | None) -> Failure:
         status = "4.4.1" if exc.stage == "connect" else "4.4.2"
         return Failure("defer_site", str(exc), status, "connect" if session else "smtp", session)
     if isinstance(exc, RequireTLSUnmet):
-        return Failure("defer_site", f"REQUIRETLS not met: {exc}", REQUIRETLS_STATUS, "requiretls")
+        return requiretls_unmet(str(exc))
     if isinstance(exc, TLSRequiredError | ssl.SSLError):
         broken = (
             exc.handshake if isinstance(exc, TLSRequiredError) else not isinstance(exc, ssl.SSLCertVerificationError)

@@ -9,9 +9,14 @@ ask for REQUIRETLS: the parameter wins, and the field is then ignored (but relay
 Delivery (§4.2.1). A tagged message goes to a hop only over TLS whose certificate chains to a
 CA in `tls.ca_bundle` and names the hop (`secure`, whatever the route or enforced-TLS rules
 say: REQUIRETLS only ever tightens, `tighten`), and only when the EHLO after STARTTLS offers
-REQUIRETLS; MAIL FROM then carries the parameter onward. A hop that falls short is skipped for
-the next one (`failures.RequireTLSUnmet`); when every hop fell short the message bounces with
-5.7.30 (`failures.requiretls_outcome`). Nothing is ever sent in clear.
+REQUIRETLS; MAIL FROM then carries the parameter onward. To the recipient domain's own MX
+hosts, a hop must also be authenticated before it is contacted: its MX and address answers
+DNSSEC-validated (`Hop.secure`, with `system.dns.dnssec`), or named by the domain's MTA-STS
+policy in enforce mode (`Deliverer._mx_unauthenticated`); a configured next hop is named by the
+operator and needs neither. A hop that falls short is skipped for the next one
+(`failures.RequireTLSUnmet`, `failures.requiretls_unmet`); when every hop fell short the message
+bounces with 5.7.30 (`failures.requiretls_outcome`). Nothing is ever sent in clear. With `dane`
+asked for, a hop's TLSA records may authenticate its certificate instead of a CA.
 
 Non-delivery (§5). The DSN about a tagged message carries at most the original's header
 section (`dsn_include`) and is tagged itself (`dsn_meta`): it travels under the same rules,
