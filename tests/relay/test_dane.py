@@ -280,3 +280,24 @@ async def test_tls_rpt_counts_a_tlsa_mismatch_under_the_hosts_records(
     assert session.policy == {"policy-type": "tlsa", "policy-string": [published], "mx-host": [MX]}
     assert session.mx == MX and session.reason.startswith("no TLSA record matches the certificate chain")
     assert json.dumps(session.policy)  # reportable as JSON
+
+
+async def test_dane_as_the_outbound_default(certs, validating_resolver, write_config, start_relay, caplog) -> None:
+    """`tls.outbound_default: dane` (Postfix's `dane` with fallback `opportunistic`): no rule
+    needed; a route without `tls` delivers under the MX host's TLSA records."""
+    caplog.set_level(logging.INFO, logger="sealrelay.decisions")
+    with Sink(tls=certs.context()) as sink:
+        serve(validating_resolver, sink.port, f"3 1 1 {certs.leaf_spki_sha256()}")
+        extra = f"""
+        tls:
+          outbound_default: dane
+          dane: {{fallback: opportunistic}}
+        routes:
+          - {{name: mx, recipients: any, next_hop: {{host: {DOMAIN}, port: {sink.port}, mx_lookup: true}}}}
+        """
+        system = f"  dns: {{nameservers: [127.0.0.1], port: {validating_resolver.port}, timeout: 2s, dnssec: true}}\n"
+        relay = await start_relay(write_config(extra, system=system))
+        await send(relay, message())
+        await sink.received(1)
+        event = await delivered(caplog)
+    assert event["tls"].endswith(", TLSA matched (DANE)")
