@@ -126,7 +126,7 @@ def test_everything_is_created_from_nothing_in_section_order() -> None:
 
 
 def test_secret_fields_come_from_the_models() -> None:
-    assert SECRET_FIELDS == {"password", "key_password", "database_password", "master_key"}
+    assert SECRET_FIELDS == {"password", "key_password", "database_password", "master_key", "private_key"}
 
 
 def test_secrets_are_compared_whole_and_never_shown() -> None:

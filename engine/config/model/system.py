@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from engine.config.model.base import DomainPattern, F, Hostname, IPAddress, Model, Name
+from engine.config.model.base import DomainPattern, F, Hostname, IPAddress, Model, Name, Secret
 from engine.config.units import DurationField, SizeField
 
 
@@ -130,6 +130,22 @@ class Limits(Model):
     )
 
 
+class DKIMKey(Model):
+    """A DKIM signing key: the domain and selector its public key is published under."""
+
+    domain: Hostname = F(..., "Signing domain (`d=`); the contact address's domain is usual", "example.com")
+    selector: str = F(
+        ...,
+        "Selector (`s=`): the public key is the TXT record `<selector>._domainkey.<domain>`, best with "
+        "`s=tlsrpt` (RFC 8460 §5.3)",
+        "tlsrpt2026",
+        pattern=r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$",
+    )
+    private_key: Secret = F(
+        ..., "The private key, PEM (RSA of at least 1024 bits, or Ed25519)", {"file": "secrets/tlsrpt-dkim.pem"}
+    )
+
+
 class TLSReporting(Model):
     """TLS-RPT (RFC 8460): daily reports to recipient domains about the TLS of our deliveries.
 
@@ -160,6 +176,11 @@ class TLSReporting(Model):
         "Hour and minute of day (UTC) at which the previous UTC day's reports are sent",
         "01:00",
         pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$",
+    )
+    dkim: DKIMKey | None = F(
+        None,
+        "DKIM key that signs mailed reports (RFC 8460 §5.3 asks for a signature); unsigned when absent",
+        {"domain": "example.com", "selector": "tlsrpt2026", "private_key": {"file": "secrets/tlsrpt-dkim.pem"}},
     )
 
 

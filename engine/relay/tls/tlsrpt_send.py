@@ -14,13 +14,19 @@ without exactly one `v=TLSRPTv1` record gets nothing; one with it gets the repor
 
 A day's counters of a domain are dropped once its report was made, whether or not every
 `rua` took it (a report is advisory: RFC 8460 §5.4 lets a sender give up), or once DNS said
-the domain has no record; a DNS failure keeps them for the next run, for up to `KEEP_DAYS`. Not done: DKIM
-signing of mailed reports (§5.3 asks for it; the relay has no DKIM key today).
+the domain has no record; a DNS failure keeps them for the next run, for up to `KEEP_DAYS`.
+
+Mailed reports are DKIM-signed (§5.3) when `system.tls_reporting.dkim` names a key (`dkim_sign`,
+dkimpy, relaxed/simple, no `l=`): the From, To, Subject, Date, Message-ID, the two TLS-Report
+fields and the MIME structure are covered. A key that cannot be read sends nothing to mailto
+addresses (logged): a report is advisory, an unsigned one where a signature was configured is not
+what the operator asked for.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import gzip
 import json
 import logging
@@ -33,8 +39,12 @@ from email.utils import formatdate, make_msgid
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+import dkim
 import httpx
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
+from engine.config.secrets import SecretError, resolve
 from engine.relay.delivery.resolve import PermanentDNSError
 from engine.relay.tls import https, tlsrpt
 from engine.relay.tls.levels import TLSLevel, client_context
@@ -154,6 +164,52 @@ def report_message(
     return message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
 
 
+# What a report's signature covers: the fields §5.3 names and those that give the content meaning
+SIGNED_FIELDS = (
+    b"from",
+    b"to",
+    b"subject",
+    b"date",
+    b"message-id",
+    b"tls-report-domain",
+    b"tls-report-submitter",
+    b"mime-version",
+    b"content-type",
+)
+
+
+def dkim_sign(content: bytes, key, base_dir: Path) -> bytes:
+    """`content` with a DKIM-Signature field first, by `key` (`DKIMKey`: a PEM RSA or Ed25519
+    private key, given by reference). Raises ValueError when the key cannot be used."""
+    pem = resolve(key.private_key, Path(base_dir)).encode()
+    try:
+        private = serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"DKIM key for {key.domain} is not an unencrypted PEM private key: {exc}") from exc
+    if isinstance(private, ed25519.Ed25519PrivateKey):
+        raw = private.private_bytes(
+            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+        )
+        algorithm, secret = b"ed25519-sha256", base64.b64encode(raw)
+    elif isinstance(private, rsa.RSAPrivateKey) and private.key_size >= 1024:
+        algorithm = b"rsa-sha256"
+        secret = private.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+        )
+    else:
+        raise ValueError(f"DKIM key for {key.domain} must be RSA (at least 1024 bits) or Ed25519")
+    field = dkim.sign(
+        content,
+        key.selector.encode(),
+        key.domain.encode(),
+        secret,
+        signature_algorithm=algorithm,
+        include_headers=list(SIGNED_FIELDS),
+        tlsrpt=True,
+    )
+    return field + content
+
+
 class Reporter:
     """Sends the reports of finished days. `enqueue(sender, recipients, content, meta)` puts a
     message in the relay's queue (and wakes delivery); `clock` gives Unix seconds."""
@@ -213,15 +269,25 @@ class Reporter:
         name = filename(submitter, domain, day)
         for uri in uris:
             if uri.lower().startswith("mailto:"):
-                await self._mail(uri, body, domain, submitter, contact, report_id, name)
+                signing = (settings.dkim, live.base_dir) if settings.dkim is not None else None
+                await self._mail(uri, body, domain, submitter, contact, report_id, name, signing)
             else:
                 await self._post(live, resolver, uri, body)
         return 1
 
     async def _mail(
-        self, uri: str, body: bytes, domain: str, submitter: str, sender: str, report_id: str, name: str
+        self,
+        uri: str,
+        body: bytes,
+        domain: str,
+        submitter: str,
+        sender: str,
+        report_id: str,
+        name: str,
+        signing: tuple | None = None,
     ) -> None:
-        """Queue the report for the address of a `mailto:` rua (its query part ignored)."""
+        """Queue the report for the address of a `mailto:` rua (its query part ignored),
+        DKIM-signed when `signing` gives a key (`DKIMKey`) and the directory its file is under."""
         to = unquote(uri[len("mailto:") :].split("?", 1)[0]).strip()
         if not _ADDRESS.fullmatch(to):  # a TXT record is not trusted to write our headers
             log.warning("TLS-RPT: %s is not a mail address; no report sent there", uri)
@@ -229,6 +295,12 @@ class Reporter:
         content = report_message(
             body, domain=domain, submitter=submitter, sender=sender, to=to, report_id=report_id, name=name
         )
+        if signing is not None:
+            try:
+                content = dkim_sign(content, *signing)
+            except (ValueError, SecretError, dkim.DKIMException) as exc:
+                log.error("TLS-RPT report for %s not mailed to %s: DKIM signing failed: %s", domain, to, exc)
+                return
         queue_id = await self.enqueue(sender, [to], content, {"kind": "tls-report", "about": domain})
         log.info("TLS-RPT report for %s queued to %s as %s", domain, to, queue_id)
 
