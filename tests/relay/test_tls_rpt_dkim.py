@@ -68,35 +68,43 @@ def key(request):
     return ed25519.Ed25519PrivateKey.generate()
 
 
-async def test_a_mailed_report_arrives_dkim_signed(key, dns_server, write_config, start_relay, tmp_path: Path) -> None:
-    (tmp_path / "dkim.pem").write_bytes(pem(key))
+async def a_day_reported(dns_server, write_config, start_relay, sink: Sink, key_file: str):
+    """A relay with TLS-RPT on and a DKIM key in `key_file` delivers one message to
+    partner.example (MX: `sink`), whose `_smtp._tls` record asks for reports by mail to the
+    same domain; the day ends and the reports are made. The relay."""
     zone = dns_server.zone
     zone[(DOMAIN, "MX")] = [(10, f"mx1.{DOMAIN}")]
     zone[(f"mx1.{DOMAIN}", "A")] = ["127.0.0.1"]
     zone[(f"_smtp._tls.{DOMAIN}", "TXT")] = [f'"v=TLSRPTv1; rua=mailto:tlsrpt@{DOMAIN}"']
+    clock = Clock(1_800_000_000.0)
+    extra = f"""
+    routes:
+      - {{name: mx, recipients: any, next_hop: {{host: {DOMAIN}, port: {sink.port}, mx_lookup: true}}}}
+    """
+    system = (
+        f"  dns: {{nameservers: [127.0.0.1], port: {dns_server.port}, timeout: 2s}}\n"
+        "  tls_reporting:\n"
+        "    enabled: true\n"
+        "    contact: tls-reports@example.com\n"
+        f"    dkim: {{domain: example.com, selector: {SELECTOR}, private_key: {{file: {key_file}}}}}\n"
+    )
+    relay = await start_relay(write_config(extra, system=system), tls_reports=tlsrpt.Recorder(clock))
+    await send(relay, message(to=f"bob@{DOMAIN}"))
+    await sink.received(1)
+    clock.now += 86400
+    resolver = Resolver([dns_server.host], port=dns_server.port, timeout=2.0)
+    assert await relay.tls_reporter.send_due(relay.live, resolver) == 1
+    return relay
+
+
+async def test_a_mailed_report_arrives_dkim_signed(key, dns_server, write_config, start_relay, tmp_path: Path) -> None:
+    (tmp_path / "dkim.pem").write_bytes(pem(key))
     record = dkim_record(key)
-    zone[(f"{SELECTOR}._domainkey.example.com", "TXT")] = [
+    dns_server.zone[(f"{SELECTOR}._domainkey.example.com", "TXT")] = [
         " ".join(f'"{record[i : i + 200]}"' for i in range(0, len(record), 200))
     ]
-    clock = Clock(1_800_000_000.0)
     with Sink() as sink:
-        extra = f"""
-        routes:
-          - {{name: mx, recipients: any, next_hop: {{host: {DOMAIN}, port: {sink.port}, mx_lookup: true}}}}
-        """
-        system = (
-            f"  dns: {{nameservers: [127.0.0.1], port: {dns_server.port}, timeout: 2s}}\n"
-            "  tls_reporting:\n"
-            "    enabled: true\n"
-            "    contact: tls-reports@example.com\n"
-            f"    dkim: {{domain: example.com, selector: {SELECTOR}, private_key: {{file: dkim.pem}}}}\n"
-        )
-        relay = await start_relay(write_config(extra, system=system), tls_reports=tlsrpt.Recorder(clock))
-        await send(relay, message(to=f"bob@{DOMAIN}"))
-        await sink.received(1)
-        clock.now += 86400
-        resolver = Resolver([dns_server.host], port=dns_server.port, timeout=2.0)
-        assert await relay.tls_reporter.send_due(relay.live, resolver) == 1
+        await a_day_reported(dns_server, write_config, start_relay, sink, "dkim.pem")
         _, report = await sink.received(2)
     assert report.recipients == [f"tlsrpt@{DOMAIN}"]
     content = report.content
@@ -123,31 +131,11 @@ def test_an_unusable_key_is_refused_with_the_reason(tmp_path: Path) -> None:
 
 
 async def test_a_key_that_cannot_be_read_sends_no_unsigned_report(
-    dns_server, write_config, start_relay, tmp_path: Path, caplog
+    dns_server, write_config, start_relay, caplog
 ) -> None:
-    zone = dns_server.zone
-    zone[(DOMAIN, "MX")] = [(10, f"mx1.{DOMAIN}")]
-    zone[(f"mx1.{DOMAIN}", "A")] = ["127.0.0.1"]
-    zone[(f"_smtp._tls.{DOMAIN}", "TXT")] = [f'"v=TLSRPTv1; rua=mailto:tlsrpt@{DOMAIN}"']
-    clock = Clock(1_800_000_000.0)
     caplog.set_level(logging.ERROR)
     with Sink() as sink:
-        extra = f"""
-        routes:
-          - {{name: mx, recipients: any, next_hop: {{host: {DOMAIN}, port: {sink.port}, mx_lookup: true}}}}
-        """
-        system = (
-            f"  dns: {{nameservers: [127.0.0.1], port: {dns_server.port}, timeout: 2s}}\n"
-            "  tls_reporting:\n"
-            "    enabled: true\n"
-            f"    dkim: {{domain: example.com, selector: {SELECTOR}, private_key: {{file: missing.pem}}}}\n"
-        )
-        relay = await start_relay(write_config(extra, system=system), tls_reports=tlsrpt.Recorder(clock))
-        await send(relay, message(to=f"bob@{DOMAIN}"))
-        await sink.received(1)
-        clock.now += 86400
-        resolver = Resolver([dns_server.host], port=dns_server.port, timeout=2.0)
-        assert await relay.tls_reporter.send_due(relay.live, resolver) == 1  # the report was made ...
-        assert await relay.queue.count() == 0  # ... but not queued unsigned
+        relay = await a_day_reported(dns_server, write_config, start_relay, sink, "missing.pem")
+        assert await relay.queue.count() == 0  # the report was made, but not queued unsigned
     assert len(sink.messages) == 1
     assert any("DKIM signing failed" in r.getMessage() and "missing.pem" in r.getMessage() for r in caplog.records)
