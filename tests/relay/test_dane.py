@@ -96,6 +96,13 @@ async def refused(relay, sink: Sink, to: str = f"bob@{DOMAIN}"):
     return detail.recipients[0]
 
 
+async def accepted(relay, sink: Sink, caplog) -> tuple:
+    """Send one message; it must arrive. What the sink got, and the delivery's log event."""
+    await send(relay, message())
+    [got] = await sink.received(1)
+    return got, await delivered(caplog)
+
+
 # -- authenticated by TLSA records ------------------------------------------------------------
 
 
@@ -106,10 +113,8 @@ async def test_dane_ee_authenticates_a_certificate_no_trusted_ca_issued(
     with Sink(tls=certs.context()) as sink:
         serve(validating_resolver, sink.port, f"3 1 1 {certs.leaf_spki_sha256()}")
         relay = await relay_for(write_config, start_relay, sink, validating_resolver)
-        await send(relay, message())
-        [got] = await sink.received(1)
+        got, event = await accepted(relay, sink, caplog)
         assert got.tls in ("TLSv1.2", "TLSv1.3")
-        event = await delivered(caplog)
     assert event["tls"].endswith(", TLSA matched (DANE)"), event["tls"]
     assert "chain verified" not in event["tls"]
 
@@ -132,9 +137,8 @@ async def test_dane_ta_authenticates_a_chain_to_the_named_issuer(
     with Sink(tls=certs.context()) as sink:
         serve(validating_resolver, sink.port, f"2 0 1 {certs.intermediate_sha256()}")
         relay = await relay_for(write_config, start_relay, sink, validating_resolver)
-        await send(relay, message())
-        await sink.received(1)
-        assert "TLSA matched (DANE)" in (await delivered(caplog))["tls"]
+        _, event = await accepted(relay, sink, caplog)
+    assert "TLSA matched (DANE)" in event["tls"]
 
 
 async def test_dane_ta_refuses_a_leaf_for_another_name(certs, validating_resolver, write_config, start_relay) -> None:
@@ -166,9 +170,7 @@ async def test_unusable_records_mean_tls_without_authentication(
     with Sink(tls=certs.context("other.example.net")) as sink:
         serve(validating_resolver, sink.port, f"1 1 1 {certs.leaf_spki_sha256()}")
         relay = await relay_for(write_config, start_relay, sink, validating_resolver, fallback="opportunistic")
-        await send(relay, message())
-        await sink.received(1)
-        event = await delivered(caplog)
+        _, event = await accepted(relay, sink, caplog)
     assert "chain verified" not in event["tls"] and "TLSA" not in event["tls"]
 
 
@@ -191,10 +193,8 @@ async def test_no_tlsa_records_in_a_signed_zone_means_the_fallback(
     with Sink() as sink:
         serve(validating_resolver, sink.port)
         relay = await relay_for(write_config, start_relay, sink, validating_resolver, fallback="opportunistic")
-        await send(relay, message())
-        [got] = await sink.received(1)
-    assert got.tls is None
-    assert (await delivered(caplog))["tls"] == "none (peer offered no STARTTLS)"
+        got, event = await accepted(relay, sink, caplog)
+    assert got.tls is None and event["tls"] == "none (peer offered no STARTTLS)"
 
 
 async def test_tlsa_records_in_an_unsigned_zone_are_ignored(
@@ -297,7 +297,5 @@ async def test_dane_as_the_outbound_default(certs, validating_resolver, write_co
         """
         system = f"  dns: {{nameservers: [127.0.0.1], port: {validating_resolver.port}, timeout: 2s, dnssec: true}}\n"
         relay = await start_relay(write_config(extra, system=system))
-        await send(relay, message())
-        await sink.received(1)
-        event = await delivered(caplog)
+        _, event = await accepted(relay, sink, caplog)
     assert event["tls"].endswith(", TLSA matched (DANE)")
