@@ -137,7 +137,7 @@ def _range(level: str, config: dict) -> tuple[int, int] | None:
 
 def _dane_fallback(change: Change, ctx: Context) -> Judgement:
     """Like `_mta_sts_fallback`, for MX hosts without validated TLSA records."""
-    return compare("TLS level of `dane` without TLSA records", change.before, change.after, rules.LEVEL_RANK)
+    return compare("TLS level of `dane` without TLSA records", change.before, change.after, rules.DANE_FALLBACK_RANK)
 
 
 def _dnssec_on(value: object) -> bool:

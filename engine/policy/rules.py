@@ -51,6 +51,8 @@ def gateway_group(config: RelayConfig) -> str:
 LEVEL_RANK: Mapping[str, int] = MappingProxyType(
     {"none": 0, "opportunistic": 1, "mandatory": 2, "verify": 3, "secure": 4, "dane": 4, "mta-sts": 4}
 )
+# `tls.dane.fallback`: a level, or `refuse` (no delivery without TLSA records), above them all
+DANE_FALLBACK_RANK: Mapping[str, int] = MappingProxyType({**LEVEL_RANK, "refuse": max(LEVEL_RANK.values()) + 1})
 PROTOCOL_RANK: Mapping[str, int] = MappingProxyType({"TLSv1": 0, "TLSv1.1": 1, "TLSv1.2": 2, "TLSv1.3": 3})
 CIPHER_RANK: Mapping[int, int] = MappingProxyType({128: 0, 256: 1})
 
@@ -77,12 +79,12 @@ def level_range(level: str, mta_sts_fallback: str, dane_fallback: str = "secure"
     is `secure`-strong for an MX host with validated TLSA records, `mandatory` for one whose
     records are all unusable, and `tls.dane.fallback` for the others (the relay's
     `Live.outbound_policy`); any other level is itself. None for an unknown name."""
-    if level not in LEVEL_RANK or mta_sts_fallback not in LEVEL_RANK or dane_fallback not in LEVEL_RANK:
+    if level not in LEVEL_RANK or mta_sts_fallback not in LEVEL_RANK or dane_fallback not in DANE_FALLBACK_RANK:
         return None
     if level == "mta-sts":
         return min(rank(mta_sts_fallback), rank("secure")), rank("secure")
     if level == "dane":
-        return min(rank(dane_fallback), rank("mandatory")), rank("secure")
+        return min(DANE_FALLBACK_RANK[dane_fallback], rank("mandatory")), rank("secure")
     return rank(level), rank(level)
 
 

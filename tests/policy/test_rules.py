@@ -558,3 +558,19 @@ def test_removing_an_opportunistic_rule_where_every_route_has_it_is_neutral() ->
     after = config(tls={"outbound_default": "opportunistic"}, ip_groups={"g": ["192.0.2.0/24"]})
     assert not _weaker(before, after)
     assert not _loosenings(before, after)
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "loosens"),
+    [
+        ("secure", "refuse", False),
+        ("refuse", "secure", True),
+        ("refuse", "opportunistic", True),
+        ("opportunistic", "mandatory", False),
+    ],
+)
+def test_lowering_what_dane_falls_back_to_is_a_loosening(before: str, after: str, loosens: bool) -> None:
+    """`refuse` (no delivery without TLSA records) ranks above every level."""
+    tls = {"outbound_default": "dane", "dane": {"fallback": before}}
+    old, new = config(tls=tls), config(tls=tls | {"dane": {"fallback": after}})
+    assert (_loosenings(old, new) == ["~ tls.dane.fallback"]) is loosens, _loosenings(old, new)

@@ -299,3 +299,26 @@ async def test_dane_as_the_outbound_default(certs, validating_resolver, write_co
         relay = await start_relay(write_config(extra, system=system))
         _, event = await accepted(relay, sink, caplog)
     assert event["tls"].endswith(", TLSA matched (DANE)")
+
+
+async def test_fallback_refuse_sends_only_where_dane_applies(
+    certs, validating_resolver, write_config, start_relay
+) -> None:
+    """`tls.dane.fallback: refuse` (Postfix's `dane-only`): a host in an unsigned zone gets
+    nothing, even with STARTTLS and a certificate; TLS-RPT counts it as `dane-required`."""
+    with Sink(tls=certs.context()) as sink:
+        serve(validating_resolver, sink.port, f"3 1 1 {certs.leaf_spki_sha256()}", signed=False)
+        relay = await relay_for(write_config, start_relay, sink, validating_resolver, fallback="refuse")
+        rcpt = await refused(relay, sink)
+        recorder = relay.deliverer.tls_reports
+
+        async def counted():
+            day = tlsrpt.day_of(relay.deliverer.clock())
+            return await recorder.call(relay.live.data_dir, lambda store: store.sessions(day, DOMAIN)) or None
+
+        [(session, _)] = await eventually(counted, what="the session to be counted")
+    assert rcpt.last_error == (
+        f"{MX}[127.0.0.1]:{sink.port}: MX or address records of {MX} not DNSSEC-validated; DANE not used; "
+        "`tls.dane.fallback: refuse` sends only to hosts DANE covers; not sent"
+    )
+    assert session.result == "dane-required" and session.policy["policy-type"] == "no-policy-found"

@@ -89,13 +89,15 @@ class MTASTSSettings(Model):
 class DANESettings(Model):
     """How the `dane` level behaves where an MX host has no DNSSEC-validated TLSA records."""
 
-    fallback: Literal["none", "opportunistic", "mandatory", "verify", "secure"] = F(
+    fallback: Literal["none", "opportunistic", "mandatory", "verify", "secure", "refuse"] = F(
         "secure",
         "TLS level of `dane` for an MX host without DNSSEC-validated TLSA records (no records, an "
         "unsigned zone, or `system.dns.dnssec` off). `secure` keeps `dane` never weaker than `secure`; "
-        "`opportunistic` is Postfix's `dane` level (`tls.outbound_default: dane`)",
+        "`opportunistic` is Postfix's `dane` level (`tls.outbound_default: dane`); `refuse` is Postfix's "
+        "`dane-only`: such a host gets nothing",
         "secure",
         "opportunistic",
+        "refuse",
     )
 
 

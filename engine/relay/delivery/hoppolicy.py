@@ -78,13 +78,17 @@ class HopPolicies:
             notes.append(f"mta-sts: {said.level} ({sts.note})")
         if TLSLevel.DANE in asked:
             found = await self._tlsa_of(hop)
-            fallback = TLSLevel.parse(live.config.tls.dane.fallback)
+            setting = live.config.tls.dane.fallback
+            fallback = None if setting == "refuse" else TLSLevel.parse(setting)
             said = dane.verdict(found, domain, fallback, hop_secure=hop.secure)
             if found.state in ("usable", "unusable") and hop.secure:
                 described = tlsrpt.tlsa_policy(hop.host, found.records)
-            if said.level is None:  # the TLSA lookup failed: never skip DANE on a broken answer
+            if said.level is None and found.state == "failed":  # never skip DANE on a broken answer
                 failure = because("tls", f"{said.reason}; not sent (DANE cannot be skipped)").located(hop)
                 return self._refused(hop, failure, "dnssec-invalid", said.reason, described)
+            if said.level is None:  # `refuse`: no TLSA records, no delivery
+                failure = because("tls", f"{said.reason}; not sent").located(hop)
+                return self._refused(hop, failure, "dane-required", said.reason, described)
             resolved[TLSLevel.DANE] = (said.level, said.source)
             requirement = said.requirement
             notes.append(f"dane: {said.level} ({said.reason or f'TLSA {requirement}'})")

@@ -306,7 +306,7 @@ def _client_contexts(config: RelayConfig, base_dir: Path) -> dict[tuple[str, str
     """Contexts for every combination the config can produce, built before the switch."""
     levels = {"none", "opportunistic", config.tls.outbound_default, config.encryption.tls.level}
     levels |= {"secure", config.tls.mta_sts.fallback}  # what `mta-sts` stands for per domain
-    levels |= {"mandatory", config.tls.dane.fallback}  # and `dane` (a TLSA-checked `mandatory`)
+    levels |= {"mandatory", config.tls.dane.fallback} - {"refuse"}  # and `dane` (a TLSA-checked `mandatory`)
     levels |= {r.tls for r in config.routes if r.tls} | {r.level for r in config.enforced_tls}
     protocols = {"TLSv1.2", config.encryption.tls.min_protocol} | {r.min_protocol for r in config.enforced_tls}
     bits = {128, config.encryption.tls.min_cipher_bits} | {r.min_cipher_bits for r in config.enforced_tls}

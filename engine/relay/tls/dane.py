@@ -9,7 +9,7 @@ Delivery asks for the `dane` level per MX host (`lookup`, then `verdict`):
                     matching types, a digest of the wrong length): TLS is still mandatory, the
                     certificate unchecked (RFC 7672 §2.2, "encrypt")
     no TLSA         validated denial, or an MX RRset, address or TLSA answer not signed: DANE
-                    does not apply; `tls.dane.fallback` does
+                    does not apply; `tls.dane.fallback` does (`refuse`: the host gets nothing)
     lookup failed   SERVFAIL, a timeout, a bogus answer: this host gets nothing (§2.2: the
                     attacker who can break a lookup must not be able to skip DANE)
 
@@ -169,23 +169,30 @@ async def lookup(resolver: TLSAResolver, host: str, port: int = 25) -> Lookup:
     return Lookup(host, port, state, records)
 
 
-def verdict(found: Lookup, domain: str, fallback: TLSLevel, *, hop_secure: bool) -> Verdict:
+def verdict(found: Lookup, domain: str, fallback: TLSLevel | None, *, hop_secure: bool) -> Verdict:
     """The level `dane` stands for at one hop (see the module docstring's table).
 
     `hop_secure`: the MX RRset and the host's address records were DNSSEC-validated; without
-    that the TLSA records (if any) say nothing about this host."""
+    that the TLSA records (if any) say nothing about this host. `fallback` None (`refuse`,
+    Postfix's `dane-only`): a host DANE does not cover gets nothing."""
     if not hop_secure:
-        return Verdict(fallback, reason=f"MX or address records of {found.host} not DNSSEC-validated; DANE not used")
+        return _fallback(fallback, f"MX or address records of {found.host} not DNSSEC-validated; DANE not used")
     if found.state == "failed":
         return Verdict(None, reason=found.reason, source=f"DANE ({found.name})")
     if found.state == "none":
-        return Verdict(fallback, reason=found.reason)
+        return _fallback(fallback, found.reason)
     if found.state == "unusable":
         reason = f"TLSA records at {found.name} are all unusable for SMTP; TLS required, certificate unchecked"
         return Verdict(TLSLevel.MANDATORY, reason=reason, source=f"DANE ({found.name}, unusable records)")
     names = tuple(dict.fromkeys(name.lower().rstrip(".") for name in (found.host, domain)))
     requirement = Requirement(found.usable, names)
     return Verdict(TLSLevel.DANE, requirement, source=f"DANE ({found.name})")
+
+
+def _fallback(fallback: TLSLevel | None, reason: str) -> Verdict:
+    if fallback is None:
+        return Verdict(None, reason=f"{reason}; `tls.dane.fallback: refuse` sends only to hosts DANE covers")
+    return Verdict(fallback, reason=reason)
 
 
 def peer_chain(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> list[bytes]:
