@@ -75,3 +75,35 @@ def test_probe_with_nothing_affected_says_so(tmp_path: Path) -> None:
         timeout=60,
     )
     assert proc.returncode == 0 and "Probe: no next hop is affected by a TLS change." in proc.stdout
+
+
+def test_a_route_by_mx_is_probed_through_its_domains(tmp_path: Path, dns_server) -> None:
+    """A changed route without a next hop delivers by each domain's MX: each domain it lists
+    is probed, at every MX host (port 25, where no test server listens: which hosts, not how)."""
+    dns_server.zone[("old.example", "MX")] = [(10, "mx1.old.example"), (20, "mx2.old.example")]
+    dns_server.zone[("mx1.old.example", "A")] = ["127.0.0.1"]
+    dns_server.zone[("mx2.old.example", "A")] = ["127.0.0.2"]
+
+    def routes(level: str) -> str:
+        return (
+            f"  dns: {{nameservers: [127.0.0.1], port: {dns_server.port}, timeout: 2s}}\n"
+            "routes:\n"
+            f"  - {{name: legacy, recipients: {{domains: [old.example]}}, tls: {level}}}\n"
+        )
+
+    before = config(tmp_path / "before.yaml", routes("opportunistic"))
+    after = config(tmp_path / "after.yaml", routes("mandatory"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "engine.cli.app", "plan", str(after), "--against", str(before), "--probe"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout[proc.stdout.index("Probe (") :].rstrip("\n").split("\n")
+    assert [line[7:].split(" at ")[0] for line in lines[1:3]] == [
+        "old.example: mx1.old.example[127.0.0.1]:25",
+        "old.example: mx2.old.example[127.0.0.2]:25",
+    ]
+    assert all(" at mandatory (>= TLSv1.2, >= 128-bit): " in line for line in lines[1:3])
