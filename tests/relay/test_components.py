@@ -20,13 +20,14 @@ from tests.relay.test_restart import config_text
 
 def test_components_are_listed_in_one_place() -> None:
     names = [c.name for c in components_for(admin=False, watch=False)]
-    assert names == ["queue-stats", "log-flusher", "portal", "tls-reports"]
+    assert names == ["queue-stats", "log-flusher", "portal", "tls-reports", "mta-sts-refresh"]
     everything = components_for(admin=True, watch=True)
     assert [(c.name, c.plane) for c in everything] == [
         ("queue-stats", "relay"),
         ("log-flusher", "relay"),
         ("portal", "control"),
         ("tls-reports", "relay"),
+        ("mta-sts-refresh", "relay"),
         ("admin-api", "control"),
         ("metrics", "control"),
         ("watcher", "control"),

@@ -22,7 +22,16 @@ import pytest
 
 from engine.relay.delivery.resolve import Resolver
 from engine.relay.tls.levels import TLSLevel
-from engine.relay.tls.mtasts import MTASTS, Lookup, PolicyError, mx_matches, parse_policy, parse_txt, verdict
+from engine.relay.tls.mtasts import (
+    MTASTS,
+    FetchFailure,
+    Lookup,
+    PolicyError,
+    mx_matches,
+    parse_policy,
+    parse_txt,
+    verdict,
+)
 from tests.relay.peers import Sink, eventually
 from tests.relay.test_relay_flow import message, send
 
@@ -121,6 +130,15 @@ def zone(dns_server):
     dns_server.zone[("mx9.partner.example", "A")] = ["127.0.0.1"]
     dns_server.zone[(f"_mta-sts.{DOMAIN}", "TXT")] = ['"v=STSv1; id=20260101T000000"']
     return dns_server.zone
+
+
+def untrusted(*names: str) -> ssl.SSLContext:
+    """A server context with a certificate for `names` from a CA the relay does not trust."""
+    import trustme
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    trustme.CA().issue_cert(*names).configure_cert(context)
+    return context
 
 
 def resolver(dns_server) -> Resolver:
@@ -305,10 +323,16 @@ async def test_a_failed_fetch_keeps_the_cached_policy(pki, policies, zone, dns_s
     assert second.policy == first.policy
     assert "redirect refused" in second.note and second.note.startswith("cached policy (fetch failed")
     assert any("redirect refused" in r.getMessage() for r in caplog.records)
+    assert second.failure is not None and second.failure.result == "sts-policy-fetch-error"
+    assert "redirect refused" in second.failure.reason and first.failure is None
+    # within RETRY_FAILED_FETCH nothing is fetched, and the failure still stands
+    again = await lookup(sts, dns_server, pki, tmp_path)
+    assert again.failure == second.failure and sts.fetches == 2
 
     del zone[(f"_mta-sts.{DOMAIN}", "TXT")]  # RFC 8461 §5.1: a vanished record ends nothing
     third = await lookup(sts, dns_server, pki, tmp_path)
     assert third.policy == first.policy and "NXDOMAIN for TXT" in third.note
+    assert third.failure is None  # no policy announced: nothing failed to be fetched
 
 
 async def test_max_age_is_honoured(pki, policies, zone, dns_server, tmp_path) -> None:
@@ -336,37 +360,206 @@ async def test_max_age_is_honoured(pki, policies, zone, dns_server, tmp_path) ->
     assert (await lookup(sts, dns_server, pki, tmp_path)).note == "policy fetched" and sts.fetches == 4
 
 
+INVALID, FETCH_ERROR = "sts-policy-invalid", "sts-policy-fetch-error"
+
+
 @pytest.mark.parametrize(
-    ("text", "answer", "reason"),
+    ("text", "answer", "reason", "result"),
     [
-        ("version: STSv1\nmode: enforce\nmax_age: 100\n", {}, "names no mx"),
-        (ENFORCE.replace("STSv1", "STSv2"), {}, "not 'STSv1'"),
-        (ENFORCE.replace("enforce", "strict"), {}, "not enforce, testing or none"),
-        (ENFORCE.replace("86400", "31557601"), {}, "max_age '31557601'"),
-        (ENFORCE + "this line has no colon\r\n", {}, "not `key: value`"),
-        (ENFORCE, {"ctype": "text/html"}, "content type text/html"),
-        (ENFORCE + "#" * 70_000, {}, "larger than 65536 bytes"),
-        (ENFORCE, {"status": 404}, "HTTP 404"),
+        ("version: STSv1\nmode: enforce\nmax_age: 100\n", {}, "names no mx", INVALID),
+        (ENFORCE.replace("STSv1", "STSv2"), {}, "not 'STSv1'", INVALID),
+        (ENFORCE.replace("enforce", "strict"), {}, "not enforce, testing or none", INVALID),
+        (ENFORCE.replace("86400", "31557601"), {}, "max_age '31557601'", INVALID),
+        (ENFORCE + "this line has no colon\r\n", {}, "not `key: value`", INVALID),
+        (ENFORCE, {"ctype": "text/html"}, "content type text/html", FETCH_ERROR),
+        (ENFORCE + "#" * 70_000, {}, "larger than 65536 bytes", FETCH_ERROR),
+        (ENFORCE, {"status": 404}, "HTTP 404", FETCH_ERROR),
+        (ENFORCE, {"status": 301, "Location": "https://elsewhere.example/"}, "redirect refused", FETCH_ERROR),
     ],
-    ids=["no-mx", "version", "mode", "max-age", "syntax", "content-type", "too-big", "not-found"],
+    ids=["no-mx", "version", "mode", "max-age", "syntax", "content-type", "too-big", "not-found", "redirect"],
 )
 async def test_a_bad_policy_is_no_policy(
-    text, answer, reason, pki, policies, zone, dns_server, tmp_path, caplog
+    text, answer, reason, result, pki, policies, zone, dns_server, tmp_path, caplog
 ) -> None:
+    """A policy the TXT record announced but that could not be had: no policy, and the
+    lookup says why in RFC 8460's words (§4.3.2.2) for TLS-RPT."""
     policies.publish(DOMAIN, text, **answer)
     caplog.set_level(logging.WARNING)
     found = await lookup(MTASTS(https_port=policies.port, clock=Clock()), dns_server, pki, tmp_path)
     assert found.policy is None and reason in found.note
+    assert found.failure is not None and found.failure.result == result and reason in found.failure.reason
     assert any(reason in r.getMessage() for r in caplog.records)
     assert not (tmp_path / "cache").exists()  # nothing cached
 
 
-async def test_a_policy_host_with_a_wrong_certificate_is_no_policy(pki, zone, dns_server, tmp_path) -> None:
-    with PolicyServer(pki["other"]) as server:
+async def test_a_policy_that_is_not_utf8_is_invalid(pki, policies, zone, dns_server, tmp_path) -> None:
+    policies.answers[f"mta-sts.{DOMAIN}"] = (200, "text/plain", ENFORCE.encode() + b"mx: \xff.example\r\n", {})
+    found = await lookup(MTASTS(https_port=policies.port, clock=Clock()), dns_server, pki, tmp_path)
+    assert found.failure == FetchFailure(
+        INVALID, f"https://mta-sts.{DOMAIN}/.well-known/mta-sts.txt: policy is not UTF-8 text"
+    )
+
+
+@pytest.mark.parametrize(
+    ("context", "reason"),
+    [(lambda pki: pki["other"], "hostname mismatch"), (lambda pki: untrusted(f"mta-sts.{DOMAIN}"), "unknown CA")],
+    ids=["wrong-name", "untrusted-ca"],
+)
+async def test_a_policy_host_with_a_wrong_certificate_is_no_policy(
+    context, reason, pki, zone, dns_server, tmp_path
+) -> None:
+    with PolicyServer(context(pki)) as server:
         server.publish(DOMAIN, ENFORCE)
         found = await lookup(MTASTS(https_port=server.port, clock=Clock()), dns_server, pki, tmp_path)
-    assert found.policy is None and "hostname mismatch" in found.note
+    assert found.policy is None and reason in found.note
+    assert found.failure is not None and found.failure.result == "sts-webpki-invalid"
+    assert reason in found.failure.reason
     assert server.requests == []  # the handshake failed before any request
+
+
+async def test_a_policy_host_without_an_address_is_a_fetch_error(pki, zone, dns_server, tmp_path) -> None:
+    del zone[(f"mta-sts.{DOMAIN}", "A")]
+    found = await lookup(MTASTS(clock=Clock()), dns_server, pki, tmp_path)
+    assert found.policy is None and found.failure is not None
+    assert found.failure.result == FETCH_ERROR and f"mta-sts.{DOMAIN} has no address" in found.failure.reason
+
+
+async def test_no_txt_record_and_a_fresh_cache_are_no_failure(pki, policies, zone, dns_server, tmp_path) -> None:
+    policies.publish(DOMAIN, ENFORCE)
+    sts = MTASTS(https_port=policies.port, clock=Clock())
+    assert (await lookup(sts, dns_server, pki, tmp_path)).failure is None  # fetched
+    policies.publish(DOMAIN, "down", status=503)
+    cached = await lookup(sts, dns_server, pki, tmp_path)
+    assert cached.note == "cached policy" and cached.failure is None  # nothing fetched, nothing failed
+    nothing = await lookup(sts, dns_server, pki, tmp_path, domain="nopolicy.example")
+    assert nothing.policy is None and nothing.failure is None
+
+
+# -- the background refresh (RFC 8461 §5.1) -------------------------------------------------
+
+
+async def refresh(sts: MTASTS, dns_server, pki, tmp_path: Path, **kwargs) -> list[Lookup]:
+    return await sts.refresh(
+        resolver=resolver(dns_server), ca_bundle=str(pki["ca"]), cache_dir=tmp_path / "cache", **kwargs
+    )
+
+
+def cached(tmp_path: Path, domain: str = DOMAIN) -> dict:
+    return json.loads((tmp_path / "cache" / f"{domain}.json").read_text())
+
+
+async def test_refresh_fetches_a_stale_policy_again_without_a_delivery(
+    pki, policies, zone, dns_server, tmp_path
+) -> None:
+    policies.publish(DOMAIN, ENFORCE.replace("86400", "1000"))
+    clock = Clock(10_000.0)
+    sts = MTASTS(https_port=policies.port, clock=clock)
+    await lookup(sts, dns_server, pki, tmp_path)
+    clock.now += 400  # not stale yet: nothing to do
+    assert await refresh(sts, dns_server, pki, tmp_path) == [] and sts.fetches == 1
+
+    clock.now += 200  # past half of max_age: fetched again, without anyone sending mail
+    policies.publish(DOMAIN, ENFORCE.replace("86400", "2000"))
+    [done] = await refresh(sts, dns_server, pki, tmp_path)
+    assert done.note == "policy fetched" and done.policy.max_age == 2000 and sts.fetches == 2
+    assert cached(tmp_path)["fetched_at"] == 10_600.0 and cached(tmp_path)["max_age"] == 2000
+    assert await refresh(sts, dns_server, pki, tmp_path) == []  # fresh again
+
+
+async def test_refresh_leaves_a_policy_whose_txt_record_is_gone_in_force(
+    pki, policies, zone, dns_server, tmp_path
+) -> None:
+    policies.publish(DOMAIN, ENFORCE.replace("86400", "1000"))
+    clock = Clock(10_000.0)
+    sts = MTASTS(https_port=policies.port, clock=clock)
+    first = await lookup(sts, dns_server, pki, tmp_path)
+    del zone[(f"_mta-sts.{DOMAIN}", "TXT")]
+    clock.now += 600
+    [kept] = await refresh(sts, dns_server, pki, tmp_path)
+    assert kept.policy == first.policy and "NXDOMAIN for TXT" in kept.note and kept.failure is None
+    assert sts.fetches == 1 and cached(tmp_path)["fetched_at"] == 10_000.0
+    clock.now += 500  # expired: a refresh no longer looks at it, a lookup finds no policy
+    assert await refresh(sts, dns_server, pki, tmp_path) == []
+    assert (await lookup(sts, dns_server, pki, tmp_path)).policy is None
+
+
+async def test_a_failed_refresh_keeps_the_cached_policy(pki, policies, zone, dns_server, tmp_path, caplog) -> None:
+    policies.publish(DOMAIN, ENFORCE.replace("86400", "1000"))
+    clock = Clock(10_000.0)
+    sts = MTASTS(https_port=policies.port, clock=clock)
+    first = await lookup(sts, dns_server, pki, tmp_path)
+    policies.publish(DOMAIN, "down", status=503)
+    clock.now += 600
+    caplog.set_level(logging.WARNING)
+    [held] = await refresh(sts, dns_server, pki, tmp_path)
+    assert held.policy == first.policy and held.failure == FetchFailure(
+        FETCH_ERROR, f"https://mta-sts.{DOMAIN}/.well-known/mta-sts.txt: HTTP 503"
+    )
+    assert cached(tmp_path)["fetched_at"] == 10_000.0  # the file is untouched
+    assert any("HTTP 503" in r.getMessage() for r in caplog.records)
+    # the next pass within RETRY_FAILED_FETCH does not hammer the server; a later one succeeds
+    await refresh(sts, dns_server, pki, tmp_path)
+    assert sts.fetches == 2
+    policies.publish(DOMAIN, ENFORCE.replace("86400", "1000"))
+    clock.now += 300
+    [healed] = await refresh(sts, dns_server, pki, tmp_path)
+    assert healed.note == "policy fetched" and healed.failure is None and sts.fetches == 3
+
+
+async def test_refresh_takes_at_most_limit_domains_those_closest_to_expiry_first(
+    pki, policies, zone, dns_server, tmp_path
+) -> None:
+    """Three stale policies, a limit of two: the two that expire first; a damaged cache file
+    and a stray file in the directory are passed over."""
+    domains = (DOMAIN, "testing.example", "nopolicy.example")
+    for domain in domains:
+        zone[(f"_mta-sts.{domain}", "TXT")] = ['"v=STSv1; id=r1"']
+        policies.publish(domain, ENFORCE.replace("86400", "1000"))
+    clock = Clock(10_000.0)
+    sts = MTASTS(https_port=policies.port, clock=clock)
+    for step, domain in enumerate(("nopolicy.example", DOMAIN, "testing.example")):
+        clock.now = 10_000.0 + step
+        await lookup(sts, dns_server, pki, tmp_path, domain=domain)
+    (tmp_path / "cache" / "damaged.example.json").write_text("{not json")
+    (tmp_path / "cache" / ".partner.example.json.tmp").write_text("{}")
+    clock.now = 10_600.0
+    done = await refresh(sts, dns_server, pki, tmp_path, limit=2)
+    assert sorted(lookup.domain for lookup in done) == sorted(["nopolicy.example", DOMAIN])
+    assert sts.fetches == 5
+    assert cached(tmp_path, "testing.example")["fetched_at"] == 10_002.0  # its turn is the next pass
+
+
+async def test_the_refresh_component_of_serve_refreshes_through_the_relay_config(
+    pki, policies, zone, dns_server, write_config, start_relay
+) -> None:
+    """`mta-sts-refresh` refreshes at start, with the current config's resolver, CA bundle
+    and data_dir: a policy a delivery cached, now stale, is fetched again with no mail sent."""
+    from types import SimpleNamespace
+
+    from engine.relay.runtime.components import MTASTSRefresh
+
+    policies.publish(DOMAIN, ENFORCE)
+    clock = Clock()
+    with Sink(tls=pki["mx"]) as sink:
+        relay = await start(write_config, start_relay, config(pki, sink.port, dns_server.port), policies, clock)
+        await send(relay, message())
+        await sink.received(1)
+    sts = relay.deliverer.mta_sts
+    assert sts.fetches == 1
+    clock.now += 86400 / 2
+    policies.publish(DOMAIN, ENFORCE.replace("86400", "172800"))
+    component = MTASTSRefresh()
+    await component.start(SimpleNamespace(relay=relay))
+    file = relay.live.data_dir / "mta-sts" / f"{DOMAIN}.json"
+
+    async def refreshed():
+        return json.loads(file.read_text())["max_age"] == 172800
+
+    try:
+        await eventually(refreshed, what="the stale policy fetched again and cached")
+    finally:
+        await component.stop()
+    assert sts.fetches == 2 and json.loads(file.read_text())["fetched_at"] == clock.now
 
 
 # -- the pieces ------------------------------------------------------------------------------

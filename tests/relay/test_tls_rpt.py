@@ -29,8 +29,8 @@ from engine.relay.tls import tlsrpt
 from engine.relay.tls.levels import NoStartTLS
 from engine.relay.tls.mtasts import MTASTS
 from engine.relay.tls.tlsrpt_send import filename, next_run, parse_record
-from tests.relay.peers import Sink
-from tests.relay.test_mta_sts import DOMAIN, Clock, PolicyServer, config, resolver
+from tests.relay.peers import Sink, eventually
+from tests.relay.test_mta_sts import DOMAIN, Clock, PolicyServer, config, resolver, untrusted
 from tests.relay.test_relay_flow import message, send
 
 SCHEMA = json.loads((Path(__file__).parent / "tlsrpt_schema.json").read_text())
@@ -127,11 +127,13 @@ def zone(dns_server, servers):
     return zone
 
 
-async def start(write_config, start_relay, pki, port, dns_server, servers, clock, *, domain=DOMAIN, reporting=True):
+async def start(
+    write_config, start_relay, pki, port, dns_server, servers, clock, *, domain=DOMAIN, reporting=True, sts_port=None
+):
     pieces = config(pki, port, dns_server.port, domain=domain)
     path = write_config(pieces["extra"], system=pieces["system"] + (REPORTING if reporting else ""))
     policies, _ = servers
-    sts = MTASTS(https_port=policies.port, clock=clock)
+    sts = MTASTS(https_port=sts_port or policies.port, clock=clock)
     return await start_relay(path, mta_sts=sts, tls_reports=tlsrpt.Recorder(clock))
 
 
@@ -251,6 +253,119 @@ async def test_reporting_off_records_and_sends_nothing(
     assert len(good.messages) == 1 and bad.messages == [] and reports.posts == []
     assert not (tmp_path / "var" / "tls-rpt").exists()
     assert not dns_server.queried(f"_smtp._tls.{DOMAIN}")
+
+
+async def counters(relay, rows: int) -> list[tuple[tlsrpt.Session, int]]:
+    """Today's counters of partner.example once there are `rows` of them (the recorder's
+    thread writes them after the sessions)."""
+
+    async def check():
+        counted = await relay.deliverer.tls_reports.call(
+            relay.live.data_dir, lambda store: store.sessions(tlsrpt.day_of(DAY), DOMAIN)
+        )
+        return counted if len(counted) >= rows else None
+
+    return await eventually(check, what=f"{rows} counters")
+
+
+async def the_report(relay, clock, dns_server, reports: ReportServer) -> dict:
+    """The day's report as POSTed to the https rua, checked against the RFC's schema."""
+    clock.now = DAY + 86400
+    assert await relay.tls_reporter.send_due(relay.live, resolver(dns_server)) == 1
+    [(_, _, body)] = reports.posts
+    report = json.loads(gzip.decompress(body))
+    jsonschema.validate(report, SCHEMA)
+    return report
+
+
+@pytest.mark.parametrize(
+    ("broken", "result", "reason"),
+    [
+        ("untrusted-certificate", "sts-webpki-invalid", "unknown CA"),
+        ("malformed", "sts-policy-invalid", "policy mode is 'strict'"),
+        ("not-found", "sts-policy-fetch-error", "HTTP 404"),
+    ],
+)
+async def test_a_policy_that_cannot_be_fetched_is_counted_with_its_failure_type(
+    broken, result, reason, pki, sinks, servers, zone, dns_server, write_config, start_relay
+) -> None:
+    """RFC 8460 §4.3.2.2: the domain announced a policy (its TXT record) that could not be
+    had, and none is cached: the session that went well (mx1) counts as the policy failure,
+    with its reason and no MX details, under `no-policy-found` (§4.4: no policy was applied).
+    The mail still goes at the fallback level (`secure`: mx2's wrong name is its own failure)."""
+    clock = Clock(DAY)
+    policies, reports = servers
+    good, bad = sinks
+    if broken == "malformed":
+        policies.publish(DOMAIN, POLICY.replace("enforce", "strict"))
+    elif broken == "not-found":
+        policies.publish(DOMAIN, POLICY, status=404)
+    with PolicyServer(untrusted(f"mta-sts.{DOMAIN}")) as impostor:
+        impostor.publish(DOMAIN, POLICY)
+        sts_port = impostor.port if broken == "untrusted-certificate" else None
+        relay = await start(write_config, start_relay, pki, good.port, dns_server, servers, clock, sts_port=sts_port)
+        await send(relay, message())
+        await good.received(1)
+        counted = await counters(relay, 2)
+    assert bad.messages == [] and impostor.requests == []
+    assert sorted((s.result, s.policy["policy-type"], s.mx, n) for s, n in counted) == sorted(
+        [("certificate-host-mismatch", "no-policy-found", "mx2.partner.example", 1), (result, "no-policy-found", "", 1)]
+    )
+
+    report = await the_report(relay, clock, dns_server, reports)
+    [entry] = report["policies"]
+    assert entry["policy"] == {"policy-type": "no-policy-found", "policy-string": [], "policy-domain": DOMAIN}
+    assert entry["summary"] == {"total-successful-session-count": 0, "total-failure-session-count": 2}
+    [detail] = [d for d in entry["failure-details"] if d["result-type"] == result]
+    assert detail["failed-session-count"] == 1 and reason in detail["failure-reason-code"]
+    assert not {"receiving-mx-hostname", "receiving-ip", "sending-mta-ip"} & set(detail)
+
+
+async def test_a_failed_refetch_is_counted_under_the_cached_policy_in_force(
+    pki, sinks, servers, zone, dns_server, write_config, start_relay
+) -> None:
+    """The policy was fetched and cached; then the TXT id changes and the policy host answers
+    404. The cached policy stays in force (RFC 8461 §5.1) and is the one applied, so the next
+    session that went well counts as `sts-policy-fetch-error` under `sts` with that policy
+    (§4.4), while the sessions that failed on their own keep their types."""
+    clock = Clock(DAY)
+    policies, reports = servers
+    good, bad = sinks
+    relay = await start(write_config, start_relay, pki, good.port, dns_server, servers, clock)
+    await send(relay, message())
+    await good.received(1)
+    await counters(relay, 3)
+    zone[(f"_mta-sts.{DOMAIN}", "TXT")] = ['"v=STSv1; id=2"']
+    policies.publish(DOMAIN, "gone", status=404)
+    relay.deliverer.pool.close()  # a new session to mx1 (a reused one is counted once, when opened)
+    await send(relay, message())
+    await good.received(2)
+    counted = await counters(relay, 4)
+    assert {s.policy["policy-type"] for s, _ in counted} == {"sts"}
+    assert sorted((s.result, s.mx, n) for s, n in counted) == [
+        ("certificate-host-mismatch", "mx2.partner.example", 2),
+        ("sts-policy-fetch-error", "", 1),
+        ("success", "", 1),
+        ("validation-failure", "mx0.partner.example", 2),  # not in the cached enforce policy
+    ]
+
+    report = await the_report(relay, clock, dns_server, reports)
+    [entry] = report["policies"]
+    assert entry["policy"]["policy-type"] == "sts" and "mode: enforce" in entry["policy"]["policy-string"]
+    assert entry["summary"] == {"total-successful-session-count": 1, "total-failure-session-count": 5}
+    [fetch] = [d for d in entry["failure-details"] if d["result-type"] == "sts-policy-fetch-error"]
+    assert fetch["failure-reason-code"] == f"https://mta-sts.{DOMAIN}/.well-known/mta-sts.txt: HTTP 404"
+    assert bad.messages == []
+
+
+def test_only_a_session_that_went_well_counts_as_the_policy_failure() -> None:
+    from engine.relay.tls.mtasts import FetchFailure, Lookup
+
+    failed = Lookup(DOMAIN, None, "no usable MTA-STS policy: x", FetchFailure("sts-policy-invalid", "x" * 500))
+    assert tlsrpt.sts_failure(failed, tlsrpt.SUCCESS) == ("sts-policy-invalid", "x" * tlsrpt.MAX_REASON)
+    assert tlsrpt.sts_failure(failed, "certificate-expired") is None
+    assert tlsrpt.sts_failure(Lookup(DOMAIN, None, "none"), tlsrpt.SUCCESS) is None
+    assert tlsrpt.sts_failure(None, tlsrpt.SUCCESS) is None
 
 
 # -- the pieces -----------------------------------------------------------------------------

@@ -63,7 +63,7 @@ from engine.relay.methods.base import Method, run
 from engine.relay.queue import Entry, Leased, NotQueued, Queue
 from engine.relay.runtime import metrics
 from engine.relay.runtime.decisionlog import emit
-from engine.relay.runtime.live import Live
+from engine.relay.runtime.live import Live, ca_bundle_of
 from engine.relay.tls import mtasts, tlsrpt
 
 log = logging.getLogger(__name__)
@@ -451,12 +451,17 @@ class Deliverer:
     ) -> None:
         """Count one session for `domain`'s TLS-RPT report, when reporting is on and `hop` is
         one of `domain`'s own MX hosts (a smarthost's TLS is none of the domain's business).
-        The policy is `described` (the MX host's TLSA records) or else the domain's MTA-STS."""
+        The policy is `described` (the MX host's TLSA records) or else the domain's MTA-STS;
+        under MTA-STS a policy that could not be fetched may decide the result (`sts_failure`)."""
         if not live.config.system.tls_reporting.enabled or not _own_mx(route, domain):
             return
         if described is None:
             policy = sts.policy if sts is not None else None
             described = tlsrpt.sts_policy(policy) if policy is not None and policy.mode != "none" else tlsrpt.NO_POLICY
+            failed = tlsrpt.sts_failure(sts, result)
+            if failed is not None:  # the policy host failed, not this MX host: no MX details
+                self.tls_reports.record(live.data_dir, domain, described, failed[0], reason=failed[1])
+                return
         details = {} if result == tlsrpt.SUCCESS else {"mx": hop.host, "receiving_ip": hop.address, "reason": reason}
         if details and local_ip:
             details["sending_ip"] = local_ip
@@ -479,11 +484,10 @@ class Deliverer:
 
     async def _mta_sts_policy(self, live: Live, domain: str) -> mtasts.Lookup:
         """`domain`'s MTA-STS policy, through this config version's resolver and CA bundle."""
-        bundle = live.config.tls.ca_bundle
         return await self.mta_sts.lookup(
             domain,
             resolver=self._resolver(live),
-            ca_bundle=bundle if bundle == "system" else str(live.base_dir / bundle),
+            ca_bundle=ca_bundle_of(live.config, live.base_dir),
             cache_dir=live.data_dir / "mta-sts",
         )
 

@@ -32,7 +32,7 @@ from engine.relay.delivery.failures import TLSRequiredError
 from engine.relay.delivery.hoppolicy import HopPolicies
 from engine.relay.delivery.resolve import Hop, Resolver, next_hops, resolver_for
 from engine.relay.delivery.transfer import _open
-from engine.relay.runtime.live import CompiledRoute, Live, TLSPolicy, provision
+from engine.relay.runtime.live import CompiledRoute, Live, TLSPolicy, ca_bundle_of, provision
 from engine.relay.tls import dane, mtasts
 from engine.relay.tls.levels import TLSLevel, describe_failure
 
@@ -101,8 +101,7 @@ async def probe(
     live = provision(desired, base_dir=base_dir, version=0, tls=False)
     answers = _Answers(resolver_for(desired.system.dns))
     mta_sts = mta_sts or mtasts.MTASTS()
-    bundle = desired.tls.ca_bundle
-    ca_bundle = bundle if bundle == "system" else str(live.base_dir / bundle)
+    ca_bundle = ca_bundle_of(desired, live.base_dir)
     gate = asyncio.Semaphore(PARALLEL)
     with tempfile.TemporaryDirectory(prefix="sealrelay-probe-") as scratch:
         cache_dir = Path(scratch) / "mta-sts"

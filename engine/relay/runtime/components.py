@@ -35,6 +35,8 @@ from engine.admin.token import ensure_token
 from engine.relay.delivery.resolve import resolver_for
 from engine.relay.runtime import logbuffer, metrics
 from engine.relay.runtime.listen import BindError, bind_error
+from engine.relay.runtime.live import ca_bundle_of
+from engine.relay.tls import mtasts
 from engine.relay.tls.tlsrpt_send import next_run
 
 if TYPE_CHECKING:
@@ -57,7 +59,7 @@ class Component(Protocol):
 
 def components_for(*, admin: bool, watch: bool) -> list[Component]:
     """Every component of a `serve` process, in start order."""
-    out: list[Component] = [QueueStats(), LogFlusher(), Portal(), TLSReports()]
+    out: list[Component] = [QueueStats(), LogFlusher(), Portal(), TLSReports(), MTASTSRefresh()]
     if admin:
         out += [AdminApi(), MetricsEndpoint()]
     if watch:
@@ -176,6 +178,38 @@ class TLSReports(_Task):
                 log.info("TLS-RPT: reports sent for %d domain-days", sent)
         except Exception:  # the next day tries again; the counters stay
             log.exception("sending TLS-RPT reports failed")
+
+
+class MTASTSRefresh(_Task):
+    """Fetches again the cached MTA-STS policies that are stale but unexpired, at start and
+    every `INTERVAL`, at most `mtasts.REFRESH_LIMIT` a pass (RFC 8461 §5.1: "Senders SHOULD
+    proactively refresh cached policies before they expire"), so a domain that rarely gets
+    mail keeps its policy. Through the current config's resolver (`system.dns`), CA bundle
+    (`tls.ca_bundle`) and cache (`<data_dir>/mta-sts`), as delivery looks policies up; a
+    failed refresh leaves the cached policy in force until it expires."""
+
+    name = "mta-sts-refresh"
+    INTERVAL = mtasts.REFRESH_INTERVAL
+
+    async def run(self, service: Service) -> None:
+        while True:
+            await self.refresh(service.relay)
+            await asyncio.sleep(self.INTERVAL)
+
+    async def refresh(self, relay) -> None:
+        live = relay.live
+        try:
+            done = await relay.deliverer.mta_sts.refresh(
+                resolver=resolver_for(live.config.system.dns),
+                ca_bundle=ca_bundle_of(live.config, live.base_dir),
+                cache_dir=live.data_dir / "mta-sts",
+            )
+        except Exception:  # the next pass tries again; the cached policies stay
+            log.exception("refreshing MTA-STS policies failed")
+            return
+        if done:
+            failed = sum(1 for lookup in done if lookup.failure is not None)
+            log.info("MTA-STS: %d stale policies looked up again, %d could not be fetched", len(done), failed)
 
 
 class _Http:

@@ -281,8 +281,7 @@ def _client(config: RelayConfig, base_dir: Path, level: str, proto: str, bits: i
     """A client context, shared with earlier config versions when nothing it depends on
     changed: loading a CA bundle takes ~50 ms, and a swap should take a few. A CA file is
     identified by its path, size and modification time, so an edited bundle is reloaded."""
-    bundle = config.tls.ca_bundle
-    ca = bundle if bundle == "system" else str(base_dir / bundle)
+    ca = ca_bundle_of(config, base_dir)
     stamp = None
     if ca != "system":
         try:
@@ -298,6 +297,12 @@ def _client(config: RelayConfig, base_dir: Path, level: str, proto: str, bits: i
     with _CONTEXTS_LOCK:
         if len(_CONTEXTS) > 256:
             _CONTEXTS.clear()
+def ca_bundle_of(config: RelayConfig, base_dir: Path) -> str:
+    """`tls.ca_bundle` as the TLS code takes it: "system", or the file's path (relative to the config)."""
+    bundle = config.tls.ca_bundle
+    return bundle if bundle == "system" else str(Path(base_dir) / bundle)
+
+
         _CONTEXTS[key] = context
     return context
 

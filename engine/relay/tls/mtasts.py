@@ -22,7 +22,17 @@ What the RFC asks and where it is done here:
   so it outlives a restart); it is fetched again when the TXT `id` changes or half its
   `max_age` has passed. While it is unexpired it stays in force when the TXT record vanishes
   or a fetch fails: that is what stops an attacker who blocks DNS or HTTPS from downgrading
-  delivery.
+  delivery. "Senders SHOULD proactively refresh cached policies before they expire":
+  `refresh` fetches again the stale, unexpired ones (the `mta-sts-refresh` component of
+  `serve` runs it every hour), so a domain that rarely gets mail keeps its policy.
+
+When a domain announces a policy (its TXT record) but the fetch fails, the lookup says why in
+RFC 8460's words (§4.3.2.2), for TLS-RPT: `Lookup.failure`. The exceptions:
+
+    PolicyError             no usable policy: sts-policy-fetch-error (HTTP status, redirect,
+                            content type, size, timeout, no address, a broken connection)
+    +-- PolicyInvalid       the text breaks §3.2 (or is not UTF-8): sts-policy-invalid
+    +-- PolicyUnverified    the HTTPS certificate did not verify: sts-webpki-invalid
 
 Everything that reaches out (DNS, HTTPS, the clock) is passed in, so tests point it at a
 DNS server and an HTTPS server on loopback and move time by hand.
@@ -55,20 +65,40 @@ FETCH_TIMEOUT = 60.0  # RFC 8461 §3.3: "a reasonable timeout", e.g. one minute
 RETRY_FAILED_FETCH = 300.0  # a failed fetch is not repeated for every message of a busy domain
 MEMORY_LIMIT = 10_000  # domains whose policy (or failed fetch) is remembered in memory
 POLICY_PATH = "/.well-known/mta-sts.txt"
+REFRESH_INTERVAL = 3600.0  # how often `serve` looks for stale cached policies
+REFRESH_LIMIT = 100  # policies fetched again per pass at most (the oldest first; the rest wait)
+REFRESH_PARALLEL = 4  # fetches of one pass under way at once
+# RFC 8460 §4.3.2.2: why a policy the domain announced could not be had
+FETCH_ERROR, INVALID, WEBPKI_INVALID = "sts-policy-fetch-error", "sts-policy-invalid", "sts-webpki-invalid"
 
 Mode = Literal["enforce", "testing", "none"]
 _ID = re.compile(r"[A-Za-z0-9]{1,32}")
 _KEY = re.compile(r"[A-Za-z0-9._-]{1,32}")
 _LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
 _MX_PATTERN = re.compile(rf"(\*\.)?{_LABEL}(\.{_LABEL})+")
+_DOMAIN = re.compile(rf"{_LABEL}(\.{_LABEL})*")  # a cache file's name, as `lookup` writes it
 
 
 class PolicyError(Exception):
-    """No usable policy came back (a fetch failed, or the text breaks RFC 8461 §3.2)."""
+    """No usable policy came back; `result` is RFC 8460's name for why (see the module docstring)."""
+
+    result = FETCH_ERROR
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class PolicyInvalid(PolicyError):
+    """The policy text breaks RFC 8461 §3.2."""
+
+    result = INVALID
+
+
+class PolicyUnverified(PolicyError):
+    """The policy host's certificate did not verify for `mta-sts.<domain>` (RFC 8461 §3.3)."""
+
+    result = WEBPKI_INVALID
 
 
 class TXTResolver(Protocol):
@@ -103,12 +133,24 @@ class Policy:
 
 
 @dataclass(frozen=True)
+class FetchFailure:
+    """Why the policy a domain announced could not be had: RFC 8460's result type (one of
+    FETCH_ERROR, INVALID, WEBPKI_INVALID) and a short reason."""
+
+    result: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class Lookup:
-    """The policy in force for `domain` (None: the domain has none), and where it came from."""
+    """The policy in force for `domain` (None: the domain has none), and where it came from.
+    `failure` is set when the domain announced a policy (its TXT record) that could not be
+    fetched: `policy` is then the cached one while it lasts, else None."""
 
     domain: str
     policy: Policy | None
     note: str
+    failure: FetchFailure | None = None
 
 
 @dataclass(frozen=True)
@@ -151,7 +193,7 @@ def parse_txt(records: list[str]) -> str | None:
 def parse_policy(text: str, *, id: str = "", fetched_at: float = 0.0) -> Policy:
     """A policy from its text (RFC 8461 §3.2), strictly: a missing or bad `version`, `mode` or
     `max_age`, an `mx` that is not a host pattern, or no `mx` outside mode `none` raises
-    `PolicyError`. Lines end with LF or CRLF; unknown keys are ignored, as the RFC asks."""
+    `PolicyInvalid`. Lines end with LF or CRLF; unknown keys are ignored, as the RFC asks."""
     fields: dict[str, str] = {}
     mx: list[str] = []
     for number, line in enumerate(text.split("\n"), 1):
@@ -160,24 +202,24 @@ def parse_policy(text: str, *, id: str = "", fetched_at: float = 0.0) -> Policy:
             continue
         key, sep, value = line.partition(":")
         if not sep or not _KEY.fullmatch(key):
-            raise PolicyError(f"policy line {number} is not `key: value`: {line[:80]!r}")
+            raise PolicyInvalid(f"policy line {number} is not `key: value`: {line[:80]!r}")
         value = value.strip(" \t")
         if key == "mx":
             if not _MX_PATTERN.fullmatch(value):
-                raise PolicyError(f"policy line {number}: {value[:80]!r} is not an MX host pattern")
+                raise PolicyInvalid(f"policy line {number}: {value[:80]!r} is not an MX host pattern")
             mx.append(value.lower())
         else:
             fields.setdefault(key, value)
     if fields.get("version") != "STSv1":
-        raise PolicyError(f"policy version is {fields.get('version')!r}, not 'STSv1'")
+        raise PolicyInvalid(f"policy version is {fields.get('version')!r}, not 'STSv1'")
     mode = fields.get("mode")
     if mode not in ("enforce", "testing", "none"):
-        raise PolicyError(f"policy mode is {mode!r}, not enforce, testing or none")
+        raise PolicyInvalid(f"policy mode is {mode!r}, not enforce, testing or none")
     age = fields.get("max_age", "")
     if not (age.isascii() and age.isdigit() and len(age) <= 10) or int(age) > MAX_AGE_LIMIT:
-        raise PolicyError(f"policy max_age {age!r} is not a number of seconds up to {MAX_AGE_LIMIT}")
+        raise PolicyInvalid(f"policy max_age {age!r} is not a number of seconds up to {MAX_AGE_LIMIT}")
     if mode != "none" and not mx:
-        raise PolicyError(f"policy in mode {mode} names no mx")
+        raise PolicyInvalid(f"policy in mode {mode} names no mx")
     return Policy(mode, tuple(mx), int(age), id, fetched_at)  # type: ignore[arg-type]
 
 
@@ -212,7 +254,7 @@ class MTASTS:
         self.timeout = timeout
         self.fetches = 0  # policy fetches attempted (for tests and metrics)
         self._memory: dict[Path, Policy] = {}
-        self._failed: dict[tuple[Path, str], float] = {}  # (cache file, id) -> when a fetch failed
+        self._failed: dict[tuple[Path, str], tuple[float, FetchFailure]] = {}  # (cache file, id) -> when, why
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def lookup(self, domain: str, *, resolver: TXTResolver, ca_bundle: str, cache_dir: Path) -> Lookup:
@@ -225,9 +267,38 @@ class MTASTS:
         async with lock:  # one fetch per domain, however many deliveries wait for it
             return await self._lookup(domain, resolver, ca_bundle, cache_dir / f"{domain}.json")
 
+    async def refresh(
+        self, *, resolver: TXTResolver, ca_bundle: str, cache_dir: Path, limit: int = REFRESH_LIMIT
+    ) -> list[Lookup]:
+        """Fetch again the policies cached in `cache_dir` that are stale (half their `max_age`
+        gone) but unexpired: at most `limit`, those closest to expiry first, `REFRESH_PARALLEL`
+        at a time (RFC 8461 §5.1's proactive refresh). Each goes through `lookup`, with what
+        that implies: a domain whose TXT record is gone, or whose fetch fails, keeps its cached
+        policy until it expires; a fetch failed less than `RETRY_FAILED_FETCH` ago is not
+        repeated. The cache directory is read in a worker thread. Returns the lookups made;
+        never raises for one domain's trouble."""
+        now = self.clock()
+        try:
+            domains = await asyncio.to_thread(_due, cache_dir, now, limit)
+        except OSError as exc:
+            log.warning("MTA-STS refresh: cannot read the cache %s: %s", cache_dir, exc)
+            return []
+        gate = asyncio.Semaphore(REFRESH_PARALLEL)
+
+        async def one(domain: str) -> Lookup | None:
+            async with gate:
+                try:
+                    return await self.lookup(domain, resolver=resolver, ca_bundle=ca_bundle, cache_dir=cache_dir)
+                except Exception:  # one domain's trouble is not the pass's end
+                    log.exception("MTA-STS refresh of %s failed", domain)
+                    return None
+
+        done = await asyncio.gather(*(one(domain) for domain in domains))
+        return [lookup for lookup in done if lookup is not None]
+
     async def _lookup(self, domain: str, resolver: TXTResolver, ca_bundle: str, file: Path) -> Lookup:
         now = self.clock()
-        cached = self._load(file)
+        cached = await self._load(file)
         if cached is not None and cached.expired(now):
             cached = None
         try:
@@ -249,11 +320,12 @@ class MTASTS:
         except PolicyError as exc:
             if len(self._failed) > MEMORY_LIMIT:
                 self._failed.clear()
-            self._failed[(file, txt_id)] = (now, exc.reason)
+            failure = FetchFailure(exc.result, exc.reason)
+            self._failed[(file, txt_id)] = (now, failure)
             log.warning("MTA-STS policy of %s: %s", domain, exc.reason)
-            return _without_fetch(domain, cached, exc.reason)
+            return _without_fetch(domain, cached, failure)
         self._failed.pop((file, txt_id), None)
-        self._store(file, policy)
+        await self._store(file, policy)
         log.info("MTA-STS policy of %s fetched: mode %s, max_age %d s", domain, policy.mode, policy.max_age)
         return Lookup(domain, policy, "policy fetched")
 
@@ -265,7 +337,7 @@ class MTASTS:
         except Exception as exc:  # noqa: BLE001 - no address: no policy
             raise PolicyError(f"{host} has no address: {getattr(exc, 'reason', exc)}") from exc
         context = client_context(TLSLevel.SECURE, ca_bundle=ca_bundle)
-        problem = ""
+        problem, unverified = "", ""
         for address in addresses:
             try:
                 async with asyncio.timeout(self.timeout):
@@ -275,16 +347,21 @@ class MTASTS:
             except Exception as exc:  # noqa: BLE001 - try the next address
                 tls_error = next((e for e in causes(exc) if isinstance(e, ssl.SSLError)), None)
                 problem = describe_failure(tls_error) if tls_error else f"{type(exc).__name__}: {exc}"
+                if isinstance(tls_error, ssl.SSLCertVerificationError):
+                    unverified = unverified or problem  # the diagnosis a later timeout must not hide
                 continue
             return parse_policy(text, id=txt_id, fetched_at=self.clock())
-        raise PolicyError(f"fetching https://{host}{POLICY_PATH} failed: {problem or 'no address'}")
+        where = f"fetching https://{host}{POLICY_PATH} failed"
+        if unverified:
+            raise PolicyUnverified(f"{where}: {unverified}")
+        raise PolicyError(f"{where}: {problem or 'no address'}")
 
-    def _load(self, file: Path) -> Policy | None:
+    async def _load(self, file: Path) -> Policy | None:
         """The cached policy (memory, else the file a previous run left); a damaged file is none."""
         if file in self._memory:
             return self._memory[file]
         try:
-            policy = _from_json(json.loads(file.read_text("utf-8")))
+            policy = _from_json(json.loads(await asyncio.to_thread(file.read_text, "utf-8")))
         except FileNotFoundError:
             return None
         except (OSError, ValueError, TypeError, KeyError) as exc:
@@ -293,23 +370,50 @@ class MTASTS:
         self._memory[file] = policy
         return policy
 
-    def _store(self, file: Path, policy: Policy) -> None:
-        """Keep `policy` in memory and on disk (0600, replaced atomically)."""
+    async def _store(self, file: Path, policy: Policy) -> None:
+        """Keep `policy` in memory and on disk (0600, replaced atomically, in a worker thread:
+        the write waits for the disk)."""
         if len(self._memory) > MEMORY_LIMIT:  # the files still hold them all
             self._memory.clear()
         self._memory[file] = policy
         try:
-            private_dir(file.parent)
-            write_atomic(file, json.dumps(asdict(policy), indent=1).encode(), 0o600)
+            await asyncio.to_thread(_write, file, json.dumps(asdict(policy), indent=1).encode())
         except OSError as exc:  # the policy still holds for this run
             log.warning("could not cache the MTA-STS policy in %s: %s", file, exc)
 
 
-def _without_fetch(domain: str, cached: Policy | None, reason: str) -> Lookup:
+def _write(file: Path, data: bytes) -> None:
+    private_dir(file.parent)
+    write_atomic(file, data, 0o600)
+
+
+def _without_fetch(domain: str, cached: Policy | None, failure: FetchFailure) -> Lookup:
     """The answer when the policy could not be fetched: the cached one while it lasts."""
     if cached is not None:
-        return Lookup(domain, cached, f"cached policy (fetch failed: {reason})")
-    return Lookup(domain, None, f"no usable MTA-STS policy: {reason}")
+        return Lookup(domain, cached, f"cached policy (fetch failed: {failure.reason})", failure)
+    return Lookup(domain, None, f"no usable MTA-STS policy: {failure.reason}", failure)
+
+
+def _due(cache_dir: Path, now: float, limit: int) -> list[str]:
+    """The domains of `cache_dir` whose cached policy is stale but unexpired, those closest to
+    expiry first, at most `limit` (blocking: run in a thread). A missing directory is none;
+    a damaged file is skipped (a delivery's lookup logs it)."""
+    due: list[tuple[float, str]] = []
+    try:
+        files = list(cache_dir.glob("*.json"))
+    except FileNotFoundError:
+        return []
+    for file in files:
+        domain = file.name.removesuffix(".json")
+        if not _DOMAIN.fullmatch(domain):  # not a file `_store` wrote (its temporary files start with a dot)
+            continue
+        try:
+            policy = _from_json(json.loads(file.read_text("utf-8")))
+        except (OSError, ValueError, TypeError, KeyError):
+            continue
+        if policy.stale(now) and not policy.expired(now):
+            due.append((policy.fetched_at + policy.max_age, domain))
+    return [domain for _, domain in sorted(due)[:limit]]
 
 
 def _from_json(data: dict) -> Policy:
@@ -338,7 +442,7 @@ async def _get(address: str, port: int, host: str, context: ssl.SSLContext) -> s
     try:
         return answer.body.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise PolicyError(f"{where}: policy is not UTF-8 text") from exc
+        raise PolicyInvalid(f"{where}: policy is not UTF-8 text") from exc
 
 
 def _check_response(host: str, answer: https.Answer) -> None:

@@ -19,8 +19,16 @@ one without a chain to a trusted CA `certificate-not-trusted`; anything else tha
 session's TLS (a weak cipher, a broken handshake, an MX host an enforced MTA-STS policy does
 not name) `validation-failure`. DANE (policy type `tlsa`, the MX host's records): a chain that
 matches no record is `tlsa-invalid`, a TLSA lookup that failed (a bogus signature is a SERVFAIL)
-`dnssec-invalid`. The MTA-STS policy failures (`sts-policy-*`) are named here but not recorded
-yet: a domain whose policy could not be had is counted under `no-policy-found`.
+`dnssec-invalid`.
+
+MTA-STS policy failures (§4.3.2.2, `sts_failure`): when the domain announced a policy (its
+`_mta-sts` TXT record) that could not be fetched (`mtasts.Lookup.failure`), a session that
+went well otherwise counts as `sts-webpki-invalid` (the policy host's certificate did not
+verify), `sts-policy-invalid` (the text breaks RFC 8461 §3.2) or `sts-policy-fetch-error`
+(anything else), with the reason and without MX details (the policy host failed, not the MX
+host). Its policy is the one applied (§4.4 "policy-type"): `sts` while a cached policy is in
+force, else `no-policy-found`. A session that failed on its own keeps its own result type:
+that says what the MX host did, and the domain's other sessions report the policy failure.
 """
 
 from __future__ import annotations
@@ -123,6 +131,16 @@ def sts_policy(policy) -> dict:
     `policy-string` and its `mx` patterns as `mx-host` (§4.4)."""
     lines = ["version: STSv1", f"mode: {policy.mode}", *(f"mx: {mx}" for mx in policy.mx), f"max_age: {policy.max_age}"]
     return {"policy-type": "sts", "policy-string": lines, "mx-host": list(policy.mx)}
+
+
+def sts_failure(lookup, result: str) -> tuple[str, str] | None:
+    """The policy failure (§4.3.2.2) and short reason a session of `result` under the MTA-STS
+    `lookup` (`mtasts.Lookup`, or None when none was asked for) counts as instead, or None:
+    only a session that succeeded, to a domain whose announced policy could not be fetched."""
+    failure = lookup.failure if lookup is not None else None
+    if failure is None or result != SUCCESS:
+        return None
+    return failure.result, failure.reason[:MAX_REASON]
 
 
 def tlsa_policy(host: str, records) -> dict:

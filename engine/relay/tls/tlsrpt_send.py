@@ -46,6 +46,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from engine.config.secrets import SecretError, resolve
 from engine.relay.delivery.resolve import PermanentDNSError
+from engine.relay.runtime.live import ca_bundle_of
 from engine.relay.tls import https, tlsrpt
 from engine.relay.tls.levels import TLSLevel, client_context
 from engine.relay.tls.mtasts import TXTResolver
@@ -305,8 +306,7 @@ class Reporter:
         log.info("TLS-RPT report for %s queued to %s as %s", domain, to, queue_id)
 
     async def _post(self, live, resolver: TXTResolver, uri: str, body: bytes) -> None:
-        bundle = live.config.tls.ca_bundle
-        ca_bundle = bundle if bundle == "system" else str(Path(live.base_dir) / bundle)
+        ca_bundle = ca_bundle_of(live.config, live.base_dir)
         try:
             async with asyncio.timeout(POST_TIMEOUT):
                 status = await post(uri, body, resolver, ca_bundle)
