@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
 import socket
 from array import array
 from collections.abc import Iterator
@@ -275,16 +274,24 @@ class _AdminApi:
 
 
 MAX_BODY_DEPTH = 64  # a config is about 10 levels deep; validation recurses, so bound it here
-_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 _BRACKET_STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
 _NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
+_NOT_MARKS = bytes(sorted(set(range(256)) - set(b'"[]{}')))
 
 
 def nesting(raw: bytes | bytearray) -> int:
     """How deep well-formed JSON nests its arrays and objects, read from its bytes: strings
     removed, the brackets left as +1/-1 steps, their running sum's peak (C loops only; the
-    walk over the parsed body it replaces took 7.5 ms of a 250 KB config's apply)."""
-    steps = _JSON_STRING.sub(b"", raw).translate(_BRACKET_STEPS, _NOT_BRACKETS)
+    walk over the parsed body it replaces took 7.5 ms of a 250 KB config's apply).
+
+    Strings go without a regular expression (4 ms of 250 KB, 1.7 now): escaped backslashes
+    removed, then escaped quotes (pairs are read left to right, as JSON reads them: in
+    `\\\\\"` the last backslash escapes the quote), so every quote left opens or closes a
+    string; of the quotes and brackets alone, what lies between a quote and the next one is
+    a string's."""
+    text = bytes(raw).replace(b"\\\\", b"").replace(b'\\"', b"")
+    outside = b"".join(text.translate(None, _NOT_MARKS).split(b'"')[::2])
+    steps = outside.translate(_BRACKET_STEPS, _NOT_BRACKETS)
     return max(accumulate(array("b", steps)), default=0)
 
 

