@@ -330,9 +330,7 @@ def _dns_states(cfg: RelayConfig) -> list[dict[TLSLevel, tuple[TLSLevel, str]]]:
     (`mandatory`) or its fallback (`engine.relay.tls.mtasts.verdict`, `dane.verdict`)."""
     mta_sts = (TLSLevel.SECURE, TLSLevel.parse(cfg.tls.mta_sts.fallback))
     dane = (TLSLevel.DANE, TLSLevel.MANDATORY, TLSLevel.parse(cfg.tls.dane.fallback))
-    return [
-        {TLSLevel.MTA_STS: (m, ""), TLSLevel.DANE: (d, "")} for m, d in itertools.product(mta_sts, dane)
-    ]
+    return [{TLSLevel.MTA_STS: (m, ""), TLSLevel.DANE: (d, "")} for m, d in itertools.product(mta_sts, dane)]
 
 
 def _demands(cfg: RelayConfig) -> dict[tuple[str, str, str], tuple[int, ...]]:
