@@ -14,6 +14,19 @@ from tests.relay.peers import Sink, free_port
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def plan_probe_output(before: Path, after: Path) -> str:
+    """What `sealrelay plan AFTER --against BEFORE --probe` prints (it must succeed)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "engine.cli.app", "plan", str(after), "--against", str(before), "--probe"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
 def config(path: Path, routes: str) -> Path:
     path.write_text(
         textwrap.dedent("""\
@@ -42,16 +55,7 @@ async def test_probe_reports_which_peers_would_fail(tmp_path: Path, ca) -> None:
 
         before = config(tmp_path / "before.yaml", routes("opportunistic"))
         after = config(tmp_path / "after.yaml", routes("mandatory"))
-        proc = await asyncio.to_thread(
-            subprocess.run,
-            [sys.executable, "-m", "engine.cli.app", "plan", str(after), "--against", str(before), "--probe"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert proc.returncode == 0, proc.stderr
-        out = proc.stdout
+        out = await asyncio.to_thread(plan_probe_output, before, after)
         assert (
             f"FAIL route legacy: 127.0.0.1[127.0.0.1]:{plain.port} at mandatory" in out
             and "peer offered no STARTTLS" in out
@@ -93,15 +97,8 @@ def test_a_route_by_mx_is_probed_through_its_domains(tmp_path: Path, dns_server)
 
     before = config(tmp_path / "before.yaml", routes("opportunistic"))
     after = config(tmp_path / "after.yaml", routes("mandatory"))
-    proc = subprocess.run(
-        [sys.executable, "-m", "engine.cli.app", "plan", str(after), "--against", str(before), "--probe"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout[proc.stdout.index("Probe (") :].rstrip("\n").split("\n")
+    out = plan_probe_output(before, after)
+    lines = out[out.index("Probe (") :].rstrip("\n").split("\n")
     assert [line[7:].split(" at ")[0] for line in lines[1:3]] == [
         "old.example: mx1.old.example[127.0.0.1]:25",
         "old.example: mx2.old.example[127.0.0.2]:25",

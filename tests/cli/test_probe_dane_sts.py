@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import re
 import ssl
-import subprocess
-import sys
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,11 +24,11 @@ from engine.relay.delivery import probe
 from engine.relay.runtime.live import provision
 from engine.relay.tls.dane import TLSA
 from engine.relay.tls.mtasts import MTASTS
+from tests.cli.test_probe import plan_probe_output
 from tests.relay.peers import Sink, SinkHandler
 from tests.relay.test_dane import DOMAIN, MX, Certs, serve
 from tests.relay.test_mta_sts import ENFORCE, Clock, PolicyServer
 
-ROOT = Path(__file__).resolve().parents[2]
 HEADER = "Probe (the peers the TLS changes affect, as the relay would meet them after apply):"
 FAILING = "  1 peer(s) would not get mail under the new config: it would wait in the queue."
 AT_DANE = "dane (>= TLSv1.2, >= 128-bit)"
@@ -92,15 +90,7 @@ def probed(text: str) -> list[str]:
 
 def plan_probe(before: Path, after: Path) -> list[str]:
     """`sealrelay plan AFTER --against BEFORE --probe`: the probe's lines."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "engine.cli.app", "plan", str(after), "--against", str(before), "--probe"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return probed(proc.stdout)
+    return probed(plan_probe_output(before, after))
 
 
 def changes(before: Path, after: Path):
