@@ -21,6 +21,7 @@ import pytest
 from engine.config.load import load_config
 from engine.plan.diff import diff
 from engine.relay.delivery import probe
+from engine.relay.delivery.resolve import Resolver
 from engine.relay.runtime.live import provision
 from engine.relay.tls.dane import TLSA
 from engine.relay.tls.mtasts import MTASTS
@@ -276,6 +277,28 @@ async def test_an_enforce_policy_not_naming_the_mx_host_fails_without_connecting
     ]
     assert handler.ehlos == [] and pki["asked"] == []
     assert policies.requests == [(f"mta-sts.{DOMAIN}", "/.well-known/mta-sts.txt")]
+
+
+async def test_the_relays_cached_policy_holds_while_its_server_is_down(
+    tmp_path: Path, pki, partner_dns, policies
+) -> None:
+    """The relay cached an enforce policy naming mx9 (in the config's data_dir); the policy
+    server now answers 404. The probe starts from a copy of that cache, as the relay would
+    enforce it, and leaves the relay's files as they were."""
+    policies.publish(DOMAIN, ENFORCE.replace("mx1", "mx9"))
+    cache = tmp_path / "var" / "mta-sts"  # the data_dir of the configs `write` makes: ./var
+    relay_side = MTASTS(https_port=policies.port, clock=Clock())
+    resolver = Resolver([partner_dns.host], port=partner_dns.port, timeout=2.0)
+    cached = await relay_side.lookup(DOMAIN, resolver=resolver, ca_bundle=str(pki["ca"]), cache_dir=cache)
+    assert cached.policy is not None and cached.policy.mx == ("mx9.partner.example",)
+    files = {path.name: path.read_bytes() for path in cache.iterdir()}
+    policies.answers.clear()  # the policy server is down
+    with Sink(tls=pki["mx"]) as sink:
+        lines = await sts_probe(tmp_path, pki, partner_dns, policies, sink)
+    assert lines[1].startswith(f"  FAIL {DOMAIN}: {MX}[127.0.0.1]:{sink.port} at mta-sts")
+    assert f"MX host {MX} is not in the MTA-STS policy of {DOMAIN} (mx: mx9.partner.example)" in lines[1]
+    assert len(policies.requests) == 1  # the relay's fetch; the probe used the cached copy
+    assert {path.name: path.read_bytes() for path in cache.iterdir()} == files
 
 
 async def test_each_mx_host_is_met_as_the_policy_says(tmp_path: Path, pki, partner_dns, policies) -> None:

@@ -21,6 +21,8 @@ probed a few at a time; every step is bounded by the config's timeouts (`deliver
 from __future__ import annotations
 
 import asyncio
+import logging
+import shutil
 import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -35,6 +37,8 @@ from engine.relay.delivery.transfer import _open
 from engine.relay.runtime.live import CompiledRoute, Live, TLSPolicy, ca_bundle_of, provision
 from engine.relay.tls import dane, mtasts
 from engine.relay.tls.levels import TLSLevel, describe_failure
+
+log = logging.getLogger(__name__)
 
 PARALLEL = 8  # targets probed at once
 PER_DOMAIN = (TLSLevel.MTA_STS, TLSLevel.DANE)
@@ -97,7 +101,10 @@ async def probe(
 ) -> list[ProbeResult]:
     """Probe every target of `changes` as `desired` would deliver to it. `mta_sts` finds the
     domains' policies (tests pass one pointed at their HTTPS server); its cache lives in a
-    temporary directory for the length of the probe."""
+    temporary directory for the length of the probe, starting as a copy of the relay's own
+    (`<data_dir>/mta-sts`, when this machine has it): a cached policy stays in force for the
+    relay when its server is down, so it does for the probe, and the relay's cache is never
+    written."""
     live = provision(desired, base_dir=base_dir, version=0, tls=False)
     answers = _Answers(resolver_for(desired.system.dns))
     mta_sts = mta_sts or mtasts.MTASTS()
@@ -105,6 +112,7 @@ async def probe(
     gate = asyncio.Semaphore(PARALLEL)
     with tempfile.TemporaryDirectory(prefix="sealrelay-probe-") as scratch:
         cache_dir = Path(scratch) / "mta-sts"
+        _copy_cache(live.data_dir / "mta-sts", cache_dir)
 
         async def one(route: CompiledRoute, domain: str) -> list[ProbeResult]:
             async def policy() -> mtasts.Lookup:
@@ -159,6 +167,15 @@ async def _one(live: Live, label: str, hop: Hop, policy: TLSPolicy, notes: tuple
         return ProbeResult(label, str(hop), str(policy), False, f"cannot connect: {describe_failure(exc)}", notes)
     client.close()
     return ProbeResult(label, str(hop), str(policy), True, note, notes)
+
+
+def _copy_cache(relay_cache: Path, cache_dir: Path) -> None:
+    """The relay's cached MTA-STS policies into the probe's own cache, as far as they can be read."""
+    try:
+        if relay_cache.is_dir():
+            shutil.copytree(relay_cache, cache_dir)
+    except OSError as exc:  # not ours to read (another user's data_dir): the probe fetches
+        log.info("probe: the relay's MTA-STS cache %s could not be read: %s", relay_cache, exc)
 
 
 def _first_per_host(hops: list[Hop]) -> list[Hop]:
