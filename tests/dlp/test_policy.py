@@ -215,3 +215,94 @@ def test_custom_classifiers_through_the_matcher_find_what_their_regex_finds(piec
             (m.start, m.end, m.value) for m in p.classified(extracted, name, "low") if body[m.start : m.end] == m.value
         ]
         assert [v for _, _, v in got] == [v for _, _, v in expected], name
+
+
+# -- skipping rules the scan gives nothing to hold on (`Policies._needs_hits`) ----------------
+
+_SKIP_RULES = """
+- {name: card, conditions: {classifier: credit_card}, action_plan: enc}
+- {name: ssn-body, conditions: {classifier: us_ssn, scope: [body]}, action_plan: enc}
+- {name: mail, conditions: {classifier: email_address, min_matches: 2}, action_plan: hold}
+- {name: iban, conditions: {classifier: iban, min_confidence: high}, action_plan: enc}
+- {name: acct, conditions: {classifier: acct}, action_plan: enc}
+- {name: phrase, conditions: {phrases: [top secret, project x]}, action_plan: blk}
+- {name: pattern, conditions: {pattern: 'PRJ-[0-9]{4}', scope: [subject]}, action_plan: hold}
+- {name: all, conditions: {all: [{phrases: [invoice]}, {classifier: credit_card}]}, action_plan: blk}
+- {name: any, conditions: {any: [{pattern: 'X{5}'}, {phrases: [zz]}]}, action_plan: hold}
+- {name: not, conditions: {not: {phrases: [public]}}, action_plan: hold}
+- {name: header, conditions: {header: {name: X-Class, pattern: secret}}, action_plan: blk}
+"""
+
+
+class _NoSkip(Policies):
+    def _needs_hits(self, cond):  # every rule evaluated in full: the reference
+        return None
+
+
+def _both() -> tuple[Policies, Policies]:
+    extra = {"classifiers": [{"name": "acct", "pattern": "ACC[0-9]{8}"}]}
+    rules = textwrap.dedent(_SKIP_RULES)
+    fast = policies(rules, extra=extra)
+    config, _ = validate_data(
+        {
+            **HEAD,
+            "ip_groups": {"internal_servers": ["10.0.0.0/8"]},
+            "dlp": {
+                "action_plans": PLANS,
+                "policies": [{"name": "p", "rules": YAML(typ="safe").load(rules)}],
+                **extra,
+            },
+        }
+    )
+    slow = _NoSkip(config, {k: IPSet.of(v) for k, v in config.ip_groups.items()}, {})
+    return fast, slow
+
+
+_FAST, _SLOW = _both()
+_PIECES = st.sampled_from(
+    [
+        "4111 1111 1111 1111",
+        "078-05-1120",
+        "DE89 3704 0044 0532 0130 00",
+        "a@b.example",
+        "c@d.example",
+        "ACC12345678",
+        "top secret",
+        "project x",
+        "PRJ-1234",
+        "invoice",
+        "XXXXX",
+        "zz",
+        "public",
+        "café",
+        "Ünïcode ００１",
+        "４１１１ １１１１ １１１１ １１１１",  # a card in full-width digits: no ASCII candidate
+        "12345",
+        " ",
+        "\r\n",
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    body=st.lists(_PIECES | st.text(max_size=12), max_size=12).map("".join),
+    subject=st.lists(_PIECES, max_size=3).map(" ".join),
+    secret_header=st.booleans(),
+)
+def test_skipping_silent_rules_changes_no_verdict(body: str, subject: str, secret_header: bool) -> None:
+    """A rule is skipped only where evaluating it could not hold: the verdict of every message
+    is the one a full evaluation of every rule gives."""
+    headers = "X-Class: secret\r\n" if secret_header else ""
+    extracted = extract(mail(body.replace("\r", "").replace("\n", " "), subject.replace("\n", " ") or "s", headers))
+    assert _FAST.evaluate(extracted, OUT) == _SLOW.evaluate(extracted, OUT)
+
+
+def test_the_skip_is_taken_for_quiet_mail_only() -> None:
+    """What is skipped: a scan-only rule of a message whose scan found nothing; never a `not`
+    or header rule (they hold without a hit)."""
+    needs = {rule.name: n for *_, rule, _key, n in _FAST._rules}  # noqa: SLF001
+    assert needs["ssn-body"] == frozenset({"body"}) and needs["all"] is not None and needs["any"] is not None
+    assert needs["not"] is None and needs["header"] is None
+    quiet = _FAST.evaluate(extract(mail("nothing here at all")), OUT)
+    assert [h.rule for h in quiet.hits] == ["not"]  # the `not` rule held: it was evaluated

@@ -129,6 +129,11 @@ class _Scan:
         text = self.texts[scope]
         return [text[s:e] for entry in entry_ids for s, e in spans.get(entry, ())]
 
+    def silent(self, scopes: frozenset[str]) -> bool:
+        """Whether the scan found nothing at all in `scopes`, whose text is ASCII (a built-in
+        classifier without a candidate then finds nothing: `classified`)."""
+        return all(not self._spans(scope) and self.texts[scope].isascii() for scope in scopes)
+
     def classified(self, name: str, scope: str, min_confidence: str = "low") -> list[Match]:
         """The classifier's matches in one scope at ``min_confidence`` or above (cached per
         scope, filtered per condition). A custom classifier's regex is in the matcher's
@@ -173,7 +178,8 @@ class Policies:
             **CLASSIFIERS,
             **{c.name: make_classifier(c.name, c.pattern, c.checksum) for c in dlp.classifiers},
         }
-        self._rules: list[tuple[Path, str, tuple[str, ...], Rule, tuple]] = []  # the last: _filters(rule)
+        # each enabled rule: its path, policy, owners, the rule, its `_filters` and `_needs_hits`
+        self._rules: list[tuple[Path, str, tuple[str, ...], Rule, tuple, frozenset[str] | None]] = []
         self._ids: dict[int, tuple[str, ...]] = {}  # id(condition) -> its matcher entry ids
         # custom classifiers: their regexes join the matcher's database (entry "k.NAME")
         self._custom = {c.name: (f"k.{c.name}", CHECKSUMS[c.checksum]) for c in dlp.classifiers}
@@ -183,9 +189,9 @@ class Policies:
                 continue
             for r, rule in enumerate(policy.rules):
                 if rule.enabled:
-                    self._rules.append(
-                        (("dlp", "policies", p, "rules", r), policy.name, tuple(policy.owners), rule, _filters(rule))
-                    )
+                    path = ("dlp", "policies", p, "rules", r)
+                    needs = self._needs_hits(rule.conditions)
+                    self._rules.append((path, policy.name, tuple(policy.owners), rule, _filters(rule), needs))
                     entries.extend(self._entries(rule.conditions))
         if self._rules:  # without rules nothing is scanned: no database to build
             entries += [(f"k.{c.name}", "regex", c.pattern) for c in dlp.classifiers]
@@ -196,6 +202,25 @@ class Policies:
     @property
     def empty(self) -> bool:
         return not self._rules
+
+    def _needs_hits(self, cond) -> frozenset[str] | None:
+        """The scopes in which the scan must find something for `cond` to hold, or None when
+        it may hold without (a `not`, a header, an attachment condition, a classifier whose
+        Python runs without a candidate). Such a rule is skipped for a message whose scan
+        found nothing in those scopes (`_Scan.silent`)."""
+        if isinstance(cond, AllCondition | AnyCondition):
+            scopes: set[str] = set()
+            for sub in cond.all if isinstance(cond, AllCondition) else cond.any:
+                needed = self._needs_hits(sub)
+                if needed is None:
+                    return None
+                scopes |= needed
+            return frozenset(scopes)
+        if isinstance(cond, PatternCondition | PhrasesCondition):
+            return frozenset(cond.scope)
+        if isinstance(cond, ClassifierCondition) and (cond.classifier in CANDIDATES or cond.classifier in self._custom):
+            return frozenset(cond.scope)
+        return None
 
     def _entries(self, cond) -> Iterable[tuple[str, str, str]]:
         if isinstance(cond, AllCondition | AnyCondition):
@@ -218,12 +243,14 @@ class Policies:
         hits = []
         in_scope = False
         applies: dict[tuple, bool] = {}  # rules with the same source and destination filters ask once
-        for path, policy, owners, rule, key in self._rules:
+        for path, policy, owners, rule, key, needs in self._rules:
             if key not in applies:
                 applies[key] = self._applies(rule, facts)
             if not applies[key]:
                 continue
             in_scope = True
+            if needs is not None and scan.silent(needs):
+                continue  # the scan found nothing this rule could hold on: the usual case
             evidence: list[str] = []
             if self._holds(rule.conditions, scan, extracted, evidence):
                 plan = self._plans[rule.action_plan]
