@@ -8,7 +8,7 @@ both ask `HopPolicies.for_hop`, so a probe meets a peer exactly as delivery woul
 
 A hop either gets a policy, or a refusal: the failure (deferred, nothing sent), with the
 TLS-RPT result type and short reason it counts as. `described` is the TLS-RPT policy of a hop
-DANE decided (its TLSA records); `notes` say in words what decided, for the probe's report.
+DANE decided (its TLSA records); `tlsa` the answer DANE was decided on, for the probe's report.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class HopPolicy:
     result: str = ""  # the refusal's TLS-RPT result type
     reason: str = ""  # and its short reason (failure-reason-code)
     described: dict | None = None  # TLS-RPT's policy object when DANE decided (None: MTA-STS's or none)
-    notes: tuple[str, ...] = ()  # what the per-domain levels turned out to mean here
+    tlsa: dane.Lookup | None = None  # the TLSA answer `dane` was decided on (None: not asked, or refused before)
 
 
 class HopPolicies:
@@ -63,8 +63,7 @@ class HopPolicies:
         if not asked:
             return HopPolicy(live.outbound_policy(route, domain, hop.address, self.floor))
         resolved: dict[TLSLevel, tuple[TLSLevel, str]] = {}
-        requirement = described = None
-        notes: list[str] = []
+        requirement = described = found = None
         if TLSLevel.MTA_STS in asked:
             sts = self.sts = self.sts or await self._mta_sts()
             said = mtasts.verdict(sts, hop.host, TLSLevel.parse(live.config.tls.mta_sts.fallback))
@@ -75,25 +74,21 @@ class HopPolicies:
                 log.warning("%s: %s; delivered anyway, as testing mode asks", hop, said.reason)
                 emit("mta-sts", domain=domain, mode="testing", host=hop.host, would_fail=said.reason)
             resolved[TLSLevel.MTA_STS] = (said.level, said.source)
-            notes.append(f"mta-sts: {said.level} ({sts.note})")
         if TLSLevel.DANE in asked:
             found = await self._tlsa_of(hop)
-            setting = live.config.tls.dane.fallback
-            fallback = None if setting == "refuse" else TLSLevel.parse(setting)
-            said = dane.verdict(found, domain, fallback, hop_secure=hop.secure)
+            said = dane.verdict(found, domain, dane.fallback_of(live.config.tls.dane.fallback), hop_secure=hop.secure)
             if found.state in ("usable", "unusable") and hop.secure:
                 described = tlsrpt.tlsa_policy(hop.host, found.records)
-            if said.level is None and found.state == "failed":  # never skip DANE on a broken answer
-                failure = because("tls", f"{said.reason}; not sent (DANE cannot be skipped)").located(hop)
-                return self._refused(hop, failure, "dnssec-invalid", said.reason, described)
-            if said.level is None:  # `refuse`: no TLSA records, no delivery
-                failure = because("tls", f"{said.reason}; not sent").located(hop)
-                return self._refused(hop, failure, "dane-required", said.reason, described)
+            if said.level is None:  # a broken answer (DANE is never skipped), or `refuse` without records
+                failed = found.state == "failed"
+                why = "not sent (DANE cannot be skipped)" if failed else "not sent"
+                failure = because("tls", f"{said.reason}; {why}").located(hop)
+                result = "dnssec-invalid" if failed else "dane-required"
+                return self._refused(hop, failure, result, said.reason, described, found)
             resolved[TLSLevel.DANE] = (said.level, said.source)
             requirement = said.requirement
-            notes.append(f"dane: {said.level} ({said.reason or f'TLSA {requirement}'})")
         policy = live.outbound_policy(route, domain, hop.address, self.floor, resolved, requirement)
-        return HopPolicy(policy, described=described, notes=tuple(notes))
+        return HopPolicy(policy, described=described, tlsa=found)
 
     async def _tlsa_of(self, hop: Hop) -> dane.Lookup:
         """The MX host's TLSA records, asked once per host and port, and only for a hop DNSSEC
@@ -105,6 +100,8 @@ class HopPolicies:
             self._tlsa[key] = await dane.lookup(self._resolver, hop.host, hop.port)
         return self._tlsa[key]
 
-    def _refused(self, hop: Hop, failure: Failure, result: str, reason: str, described: dict | None) -> HopPolicy:
+    def _refused(
+        self, hop: Hop, failure: Failure, result: str, reason: str, described: dict | None, tlsa=None
+    ) -> HopPolicy:
         policy = self.live.outbound_policy(self.route, self.domain, hop.address, self.floor)
-        return HopPolicy(policy, failure, result, reason, described)
+        return HopPolicy(policy, failure, result, reason, described, tlsa)

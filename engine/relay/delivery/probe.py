@@ -12,8 +12,9 @@ sent MAIL. A peer that would fail is a message queue waiting to happen: the plan
 before the merge.
 
 One line per MX host (its first address), then for each per-domain level the settings ask
-for, a line saying what the domain's DNS made of it. MTA-STS policies are fetched afresh
-into a throwaway directory: the relay's own cache is neither read nor written. Targets are
+for, a line saying what the domain's DNS made of it (the very MTA-STS lookup and TLSA answer
+the hop's policy was decided on). MTA-STS policies are looked up in a copy of the relay's cache
+(`<data_dir>/mta-sts`, where this machine has it): the relay's files are never written. Targets are
 probed a few at a time; every step is bounded by the config's timeouts (`delivery.timeouts`,
 `system.dns.timeout`) and the MTA-STS fetch by its own.
 """
@@ -34,14 +35,13 @@ from engine.relay.delivery.failures import TLSRequiredError
 from engine.relay.delivery.hoppolicy import HopPolicies
 from engine.relay.delivery.resolve import Hop, Resolver, next_hops, resolver_for
 from engine.relay.delivery.transfer import _open
-from engine.relay.runtime.live import CompiledRoute, Live, TLSPolicy, ca_bundle_of, provision
+from engine.relay.runtime.live import PER_DOMAIN_LEVELS, CompiledRoute, Live, TLSPolicy, ca_bundle_of, provision
 from engine.relay.tls import dane, mtasts
 from engine.relay.tls.levels import TLSLevel, describe_failure
 
 log = logging.getLogger(__name__)
 
 PARALLEL = 8  # targets probed at once
-PER_DOMAIN = (TLSLevel.MTA_STS, TLSLevel.DANE)
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ def targets(changes: list[Change], desired: RelayConfig, live) -> list[tuple[Com
         elif path[:2] == ("tls", "dane"):
             levels.add(TLSLevel.DANE)
         elif path[:2] == ("system", "dns"):
-            levels.update(PER_DOMAIN)
+            levels.update(PER_DOMAIN_LEVELS)
     touched_groups |= {
         r.match.domain_group for r in desired.enforced_tls if r.level in levels and hasattr(r.match, "domain_group")
     }
@@ -106,7 +106,7 @@ async def probe(
     relay when its server is down, so it does for the probe, and the relay's cache is never
     written."""
     live = provision(desired, base_dir=base_dir, version=0, tls=False)
-    answers = _Answers(resolver_for(desired.system.dns))
+    resolver = resolver_for(desired.system.dns)
     mta_sts = mta_sts or mtasts.MTASTS()
     ca_bundle = ca_bundle_of(desired, live.base_dir)
     gate = asyncio.Semaphore(PARALLEL)
@@ -118,11 +118,11 @@ async def probe(
             async def policy() -> mtasts.Lookup:
                 if not domain:  # a fixed next hop for any recipient: no domain to ask
                     return mtasts.Lookup("", None, "the route lists no recipient domain to look up")
-                return await mta_sts.lookup(domain, resolver=answers, ca_bundle=ca_bundle, cache_dir=cache_dir)
+                return await mta_sts.lookup(domain, resolver=resolver, ca_bundle=ca_bundle, cache_dir=cache_dir)
 
             async with gate:
                 try:
-                    return await _target(live, answers, route, domain, policy)
+                    return await _target(live, resolver, route, domain, policy)
                 except Exception as exc:  # noqa: BLE001 - one target's trouble is its line, not the probe's end
                     label = domain or f"route {route.name}"
                     return [ProbeResult(label, "-", "-", False, f"probe failed: {describe_failure(exc)}")]
@@ -132,23 +132,23 @@ async def probe(
 
 
 async def _target(
-    live: Live, answers: _Answers, route: CompiledRoute, domain: str, policy: Callable[[], Awaitable[mtasts.Lookup]]
+    live: Live, resolver: Resolver, route: CompiledRoute, domain: str, policy: Callable[[], Awaitable[mtasts.Lookup]]
 ) -> list[ProbeResult]:
     """Each MX host of one target (its first address), through `HopPolicies` as delivery."""
     label = domain or f"route {route.name}"
     try:
         if route.next_hop is not None:
             hop = route.next_hop
-            hops = await next_hops(answers.resolver, hop.host, hop.port, hop.mx_lookup)
+            hops = await next_hops(resolver, hop.host, hop.port, hop.mx_lookup)
         else:
-            hops = await answers.resolver.mx_hosts(domain)
+            hops = await resolver.mx_hosts(domain)
     except Exception as exc:  # noqa: BLE001 - reported, not raised
         return [ProbeResult(label, "-", "-", False, f"cannot resolve: {exc}")]
-    policies = HopPolicies(live, route, domain, None, answers, policy)
+    policies = HopPolicies(live, route, domain, None, resolver, policy)
     results = []
     for hop in _first_per_host(hops):
         decided = await policies.for_hop(hop)
-        notes = await _meaning(live, route, domain, hop, policies.sts, answers)
+        notes = _meaning(live, route, domain, hop, policies.sts, decided.tlsa)
         if decided.refusal is not None:
             why = decided.refusal.reason.removeprefix(f"{hop}: ") + "; no connection made"
             results.append(ProbeResult(label, str(hop), str(decided.policy), False, why, notes))
@@ -186,20 +186,19 @@ def _first_per_host(hops: list[Hop]) -> list[Hop]:
     return list(first.values())
 
 
-async def _meaning(
-    live: Live, route: CompiledRoute, domain: str, hop: Hop, sts: mtasts.Lookup | None, answers: _Answers
+def _meaning(
+    live: Live, route: CompiledRoute, domain: str, hop: Hop, sts: mtasts.Lookup | None, tlsa: dane.Lookup | None
 ) -> tuple[str, ...]:
     """In words, what the per-domain levels the settings ask for at `hop` meant there: the
-    domain's MTA-STS policy (`sts`, the lookup `HopPolicies` decided on: it asks MTA-STS
-    first) and the MX host's TLSA records (the very answer `HopPolicies` got, kept by `answers`)."""
+    domain's MTA-STS lookup and the TLSA answer `HopPolicies` decided on (`tlsa` None: `dane`
+    was not reached, the hop was refused before)."""
     asked = live.per_domain_levels(route, domain, hop.address)
     notes = []
     if TLSLevel.MTA_STS in asked and sts is not None:
         notes.append(_sts_words(sts, hop, TLSLevel.parse(live.config.tls.mta_sts.fallback)))
-    if TLSLevel.DANE in asked:
-        found = await dane.lookup(answers, hop.host, hop.port) if hop.secure else None
-        setting = live.config.tls.dane.fallback
-        notes.append(_dane_words(found, hop, domain, None if setting == "refuse" else TLSLevel.parse(setting)))
+    if TLSLevel.DANE in asked and tlsa is not None:
+        fallback = dane.fallback_of(live.config.tls.dane.fallback)
+        notes.append(_dane_words(tlsa if hop.secure else None, hop, domain, fallback))
     return tuple(notes)
 
 
@@ -238,32 +237,6 @@ def _dane_words(found: dane.Lookup | None, hop: Hop, domain: str, fallback: TLSL
 
 def _fallback_words(fallback: TLSLevel | None) -> str:
     return f"fallback {fallback}" if fallback is not None else "fallback refuse: not sent"
-
-
-class _Answers:
-    """The config's resolver, keeping each TLSA answer: the report reads the very answer
-    `HopPolicies` decided on, and no TLSA name is asked twice in one probe."""
-
-    def __init__(self, resolver: Resolver) -> None:
-        self.resolver = resolver
-        self._tlsa: dict[str, tuple[tuple | None, BaseException | None]] = {}
-
-    async def tlsa(self, name: str) -> tuple[list[tuple[int, int, int, bytes]], bool]:
-        if name not in self._tlsa:
-            try:
-                self._tlsa[name] = (await self.resolver.tlsa(name), None)
-            except Exception as exc:  # noqa: BLE001 - kept, and raised to every asker
-                self._tlsa[name] = (None, exc)
-        answer, error = self._tlsa[name]
-        if error is not None:
-            raise error
-        return answer  # type: ignore[return-value]
-
-    async def txt(self, name: str) -> list[str]:
-        return await self.resolver.txt(name)
-
-    async def host_addresses(self, host: str) -> list[str]:
-        return await self.resolver.host_addresses(host)
 
 
 def render(results: list[ProbeResult]) -> str:

@@ -32,7 +32,7 @@ from engine.relay.dlp.policy import Policies
 from engine.relay.tls.dane import Requirement
 from engine.relay.tls.levels import TLSLevel, client_context, server_context
 
-_PER_DOMAIN = (TLSLevel.MTA_STS, TLSLevel.DANE)  # levels that mean what a domain's DNS says
+PER_DOMAIN_LEVELS = (TLSLevel.MTA_STS, TLSLevel.DANE)  # levels that mean what a domain's DNS says
 
 
 @dataclass(frozen=True)
@@ -149,18 +149,14 @@ class Live:
         asked = {floor.level} if floor is not None else set()
         if self._per_domain_configured:  # most configs: no rule lookup on every hop
             asked.update((route.tls, *(rule.level for rule in self._enforced("outbound", hop_ip, domain))))
-        return frozenset(level for level in _PER_DOMAIN if level in asked)
-
-    def uses_mta_sts(self, route: CompiledRoute, domain: str, hop_ip: str, floor=None) -> bool:
-        """Whether a setting behind `outbound_policy` asks for `mta-sts`."""
-        return TLSLevel.MTA_STS in self.per_domain_levels(route, domain, hop_ip, floor)
+        return frozenset(level for level in PER_DOMAIN_LEVELS if level in asked)
 
     @functools.cached_property
     def _per_domain_configured(self) -> bool:
         """Whether any route, enforced-TLS rule or the default names `mta-sts` or `dane`."""
         config = self.config
         levels = {config.tls.outbound_default, *(r.tls for r in config.routes), *(r.level for r in config.enforced_tls)}
-        return any(level in levels for level in _PER_DOMAIN)
+        return any(level in levels for level in PER_DOMAIN_LEVELS)
 
     def client_context(self, policy: TLSPolicy) -> ssl.SSLContext | None:
         """The context for `policy`'s handshake. At level `dane` with TLSA records the chain

@@ -169,6 +169,11 @@ async def lookup(resolver: TLSAResolver, host: str, port: int = 25) -> Lookup:
     return Lookup(host, port, state, records)
 
 
+def fallback_of(setting: str) -> TLSLevel | None:
+    """`tls.dane.fallback` as `verdict` takes it: a level, or None for `refuse`."""
+    return None if setting == "refuse" else TLSLevel.parse(setting)
+
+
 def verdict(found: Lookup, domain: str, fallback: TLSLevel | None, *, hop_secure: bool) -> Verdict:
     """The level `dane` stands for at one hop (see the module docstring's table).
 
