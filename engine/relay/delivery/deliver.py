@@ -484,12 +484,19 @@ class Deliverer:
 
     async def _mta_sts_policy(self, live: Live, domain: str) -> mtasts.Lookup:
         """`domain`'s MTA-STS policy, through this config version's resolver and CA bundle."""
-        return await self.mta_sts.lookup(
-            domain,
-            resolver=self._resolver(live),
-            ca_bundle=ca_bundle_of(live.config, live.base_dir),
-            cache_dir=live.data_dir / "mta-sts",
-        )
+        return await self.mta_sts.lookup(domain, **self._mta_sts_sources(live))
+
+    async def refresh_mta_sts(self, live: Live) -> list[mtasts.Lookup]:
+        """Fetch again the cached MTA-STS policies that are stale (`MTASTS.refresh`), through
+        the same resolver, CA bundle and cache as delivery's lookups."""
+        return await self.mta_sts.refresh(**self._mta_sts_sources(live))
+
+    def _mta_sts_sources(self, live: Live) -> dict:
+        return {
+            "resolver": self._resolver(live),
+            "ca_bundle": ca_bundle_of(live.config, live.base_dir),
+            "cache_dir": live.data_dir / "mta-sts",
+        }
 
     async def _backup(
         self, method, live: Live, entry: Entry, domain: str, rcpts: list[str]

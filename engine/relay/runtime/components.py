@@ -35,7 +35,6 @@ from engine.admin.token import ensure_token
 from engine.relay.delivery.resolve import resolver_for
 from engine.relay.runtime import logbuffer, metrics
 from engine.relay.runtime.listen import BindError, bind_error
-from engine.relay.runtime.live import ca_bundle_of
 from engine.relay.tls import mtasts
 from engine.relay.tls.tlsrpt_send import next_run
 
@@ -184,9 +183,9 @@ class MTASTSRefresh(_Task):
     """Fetches again the cached MTA-STS policies that are stale but unexpired, at start and
     every `INTERVAL`, at most `mtasts.REFRESH_LIMIT` a pass (RFC 8461 §5.1: "Senders SHOULD
     proactively refresh cached policies before they expire"), so a domain that rarely gets
-    mail keeps its policy. Through the current config's resolver (`system.dns`), CA bundle
-    (`tls.ca_bundle`) and cache (`<data_dir>/mta-sts`), as delivery looks policies up; a
-    failed refresh leaves the cached policy in force until it expires."""
+    mail keeps its policy. Through the resolver, CA bundle and cache delivery looks policies up
+    with (`Deliverer.refresh_mta_sts`); a failed refresh leaves the cached policy in force
+    until it expires."""
 
     name = "mta-sts-refresh"
     INTERVAL = mtasts.REFRESH_INTERVAL
@@ -197,13 +196,8 @@ class MTASTSRefresh(_Task):
             await asyncio.sleep(self.INTERVAL)
 
     async def refresh(self, relay) -> None:
-        live = relay.live
         try:
-            done = await relay.deliverer.mta_sts.refresh(
-                resolver=resolver_for(live.config.system.dns),
-                ca_bundle=ca_bundle_of(live.config, live.base_dir),
-                cache_dir=live.data_dir / "mta-sts",
-            )
+            done = await relay.deliverer.refresh_mta_sts(relay.live)
         except Exception:  # the next pass tries again; the cached policies stay
             log.exception("refreshing MTA-STS policies failed")
             return
