@@ -572,3 +572,26 @@ def test_lowering_what_dane_falls_back_to_is_a_loosening(before: str, after: str
     tls = {"outbound_default": "dane", "dane": {"fallback": before}}
     old, new = config(tls=tls), config(tls=tls | {"dane": {"fallback": after}})
     assert (_loosenings(old, new) == ["~ tls.dane.fallback"]) is loosens, _loosenings(old, new)
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "effect"),
+    [
+        ({"nameservers": ["127.0.0.1"], "dnssec": True}, {"nameservers": ["127.0.0.1"]}, "loosening"),
+        ({"nameservers": ["127.0.0.1"]}, {"nameservers": ["127.0.0.1"], "dnssec": True}, "tightening"),
+        (None, {"nameservers": ["127.0.0.1"], "dnssec": True}, "tightening"),
+        ({"nameservers": ["127.0.0.1"], "dnssec": True}, None, "loosening"),
+    ],
+)
+def test_turning_dnssec_validation_off_is_a_loosening(before, after, effect: str) -> None:
+    """Without a validating resolver `dane` reads no TLSA records: every host gets the fallback."""
+
+    def with_dns(dns):
+        head = copy.deepcopy(HEAD)
+        if dns is not None:
+            head["system"]["dns"] = dns
+        return RelayConfig.model_validate({**head, "tls": {"outbound_default": "dane"}})
+
+    plan = make_plan(with_dns(after), with_dns(before), created_at="2026-01-01T00:00:00Z")
+    judged = {label(change): change.effect for change in plan.changes}
+    assert effect in judged.values() and all(e in (effect, "neutral") for e in judged.values()), judged

@@ -16,15 +16,18 @@ from email.message import EmailMessage
 
 import aiosmtplib
 import pytest
+import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP
 
 from engine.relay.delivery import requiretls
 from engine.relay.delivery.failures import Failure, requiretls_outcome
 from engine.relay.smtp.protocol import _take_requiretls
+from engine.relay.tls.mtasts import MTASTS
 from tests.pki import build_pki
 from tests.relay.peers import Sink, SinkHandler, eventually, free_port
 from tests.relay.test_edge import raw_session
+from tests.relay.test_mta_sts import PolicyServer
 
 FQDN = "mx.test.example"
 SECRET = "the body only the recipient may read"
@@ -310,6 +313,33 @@ async def test_an_mx_host_dns_did_not_authenticate_gets_nothing(
         "enforce mode names it ("  # then the MTA-STS lookup's note
     )
     assert "Status: 5.7.30" in dsn.content.decode()
+
+
+async def test_an_mx_host_an_enforce_mta_sts_policy_names_is_authenticated(
+    pki, dns_server, write_config, start_relay, tmp_path
+) -> None:
+    """RFC 8689 §4.2.1's other way: the MX answer is not DNSSEC-validated, but the domain's
+    MTA-STS policy in enforce mode names the MX host. The message goes, with REQUIRETLS."""
+    policy_ca = trustme.CA()  # the policy host's certificate comes from a CA of its own
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(pki["ca"][0].read_bytes() + policy_ca.cert_pem.bytes())
+    https = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    policy_ca.issue_cert("mta-sts.partner.test").configure_cert(https)
+    dns_server.zone[("partner.test", "MX")] = [(10, FQDN)]
+    dns_server.zone[("_mta-sts.partner.test", "TXT")] = ['"v=STSv1; id=1"']
+    dns_server.zone[("mta-sts.partner.test", "A")] = ["127.0.0.1"]
+    with (
+        PolicyServer(https) as policies,
+        Peer(tls=server_tls(pki, "good"), offer=True) as partner,
+        Peer(tls=server_tls(pki, "good"), offer=True) as home,
+    ):
+        policies.publish("partner.test", f"version: STSv1\r\nmode: enforce\r\nmx: {FQDN}\r\nmax_age: 86400\r\n")
+        pieces = config(pki, dns_server, partner.port, home.port, partner="partner.test", ca_bundle=bundle)
+        relay = await start_relay(write_config(**pieces), mta_sts=MTASTS(https_port=policies.port))
+        await submit(relay, message())
+        await partner.received(1)
+        assert partner.handler.mail_options == [["REQUIRETLS"]]
+        assert policies.requests == [("mta-sts.partner.test", "/.well-known/mta-sts.txt")]
 
 
 async def test_the_requirement_survives_a_restart(pki, dns_server, write_config, start_relay, caplog) -> None:

@@ -46,6 +46,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.verification import Criticality, ExtensionPolicy, PolicyBuilder, Store, VerificationError
 
+from engine.relay.delivery.resolve import DNSError, PermanentDNSError
 from engine.relay.tls.levels import TLSLevel
 
 DANE_TA, DANE_EE = 2, 3
@@ -151,8 +152,6 @@ async def lookup(resolver: TLSAResolver, host: str, port: int = 25) -> Lookup:
     """The TLSA records of `host`'s SMTP port. A DNS failure (SERVFAIL, which is also what a
     validating resolver answers for a bogus signature, or a timeout) is `failed`; an answer
     that is not DNSSEC-validated counts as no records (RFC 7672 §2.2.1)."""
-    from engine.relay.delivery.resolve import DNSError, PermanentDNSError
-
     name = f"_{port}._tcp.{host.rstrip('.')}"
     try:
         rows, secure = await resolver.tlsa(name)
