@@ -115,6 +115,7 @@ class _Scan:
     custom: dict[str, tuple[str, Callable[[str], bool]]] = field(default_factory=dict)
     spans: dict[str, dict[str, list[tuple[int, int]]]] = field(default_factory=dict)
     found: dict[tuple[str, str], list] = field(default_factory=dict)
+    quiet: dict[frozenset[str], bool] = field(default_factory=dict)
 
     def _spans(self, scope: str) -> dict[str, list[tuple[int, int]]]:
         if scope not in self.spans:
@@ -131,8 +132,12 @@ class _Scan:
 
     def silent(self, scopes: frozenset[str]) -> bool:
         """Whether the scan found nothing at all in `scopes`, whose text is ASCII (a built-in
-        classifier without a candidate then finds nothing: `classified`)."""
-        return all(not self._spans(scope) and self.texts[scope].isascii() for scope in scopes)
+        classifier without a candidate then finds nothing: `classified`). Asked once per
+        group of rules (`Policies._groups`), answered once per set of scopes."""
+        quiet = self.quiet.get(scopes)
+        if quiet is None:
+            quiet = self.quiet[scopes] = all(not self._spans(s) and self.texts[s].isascii() for s in scopes)
+        return quiet
 
     def classified(self, name: str, scope: str, min_confidence: str = "low") -> list[Match]:
         """The classifier's matches in one scope at ``min_confidence`` or above (cached per
@@ -193,6 +198,12 @@ class Policies:
                     needs = self._needs_hits(rule.conditions)
                     self._rules.append((path, policy.name, tuple(policy.owners), rule, _filters(rule), needs))
                     entries.extend(self._entries(rule.conditions))
+        # the rules grouped by their filters and the scopes they need hits in, each group with
+        # a rule whose filters stand for all and the indexes of its rules: a message's
+        # evaluation asks each group once whether it applies and whether the scan was silent
+        self._groups: dict[tuple, tuple[Rule, frozenset[str] | None, list[int]]] = {}
+        for index, (_, _, _, rule, key, needs) in enumerate(self._rules):
+            self._groups.setdefault((key, needs), (rule, needs, []))[2].append(index)
         if self._rules:  # without rules nothing is scanned: no database to build
             entries += [(f"k.{c.name}", "regex", c.pattern) for c in dlp.classifiers]
             # the built-ins' candidates (classifiers.CANDIDATES): entry "b.NAME"
@@ -243,14 +254,17 @@ class Policies:
         hits = []
         in_scope = False
         applies: dict[tuple, bool] = {}  # rules with the same source and destination filters ask once
-        for path, policy, owners, rule, key, needs in self._rules:
+        walk: list[int] = []
+        for (key, _), (rule, needs, indexes) in self._groups.items():
             if key not in applies:
                 applies[key] = self._applies(rule, facts)
             if not applies[key]:
                 continue
             in_scope = True
-            if needs is not None and scan.silent(needs):
-                continue  # the scan found nothing this rule could hold on: the usual case
+            if needs is None or not scan.silent(needs):  # else the scan found nothing they could hold on
+                walk.extend(indexes)
+        for index in sorted(walk):  # in the rules' order, as their hits are reported
+            path, policy, owners, rule, _, _ = self._rules[index]
             evidence: list[str] = []
             if self._holds(rule.conditions, scan, extracted, evidence):
                 plan = self._plans[rule.action_plan]
