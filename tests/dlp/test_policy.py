@@ -13,7 +13,7 @@ from engine.config.load import validate_data
 from engine.policy.groups import DomainSet, IPSet
 from engine.relay.dlp.classifiers import make_classifier
 from engine.relay.dlp.extract import extract
-from engine.relay.dlp.policy import Facts, Policies, redact
+from engine.relay.dlp.policy import Facts, Findings, Policies, redact
 
 HEAD = {
     "version": 1,
@@ -310,3 +310,40 @@ def test_the_skip_is_taken_for_quiet_mail_only() -> None:
     assert needs["not"] is None and needs["header"] is None
     quiet = _FAST.evaluate(extract(mail("nothing here at all")), OUT)
     assert [h.rule for h in quiet.hits] == ["partner", "not"]  # the `not` rules held: they were evaluated
+
+
+# -- the quick verdict (`Policies.quick`): decided by one candidate pass, or not at all ------
+
+_SCAN_ONLY = policies(
+    "\n".join(
+        line for line in textwrap.dedent(_SKIP_RULES).splitlines() if "not:" not in line and "header:" not in line
+    ),
+    extra={"classifiers": [{"name": "acct", "pattern": "ACC[0-9]{8}"}]},
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    body=st.lists(_PIECES | st.text(max_size=12), max_size=12).map("".join),
+    subject=st.lists(_PIECES, max_size=3).map(" ".join),
+)
+def test_a_quick_verdict_is_the_full_one(body: str, subject: str) -> None:
+    """Where `quick` gives a verdict, it is the one `evaluate` gives."""
+    extracted = extract(mail(body.replace("\r", "").replace("\n", " "), subject.replace("\n", " ") or "s"))
+    for policy in (_FAST, _SCAN_ONLY):
+        quick = policy.quick(extracted, OUT)
+        assert quick is None or quick == policy.evaluate(extracted, OUT)
+
+
+def test_what_quick_decides() -> None:
+    """Quiet ASCII text under scan-only rules is decided; a candidate, non-ASCII text, content
+    left unread or a rule that may hold without a hit (`not`, header) is not."""
+    quiet = extract(mail("nothing here at all, 42 times"))
+    assert (
+        _SCAN_ONLY.quick(quiet, OUT) == _SCAN_ONLY.evaluate(quiet, OUT) == Findings((), "permit", "permit", "enforce")
+    )
+    assert _FAST.quick(quiet, OUT) is None  # its `not` and header rules
+    for body in ("card 4111 1111 1111 1111", "a 13-digit candidate 1234567890123", "café", "invoice"):
+        assert _SCAN_ONLY.quick(extract(mail(body)), OUT) is None, body
+    unread = extract(mail("quiet", headers="Content-Transfer-Encoding: x-unknown\r\n"))
+    assert unread.unscanned and _SCAN_ONLY.quick(unread, OUT) is None

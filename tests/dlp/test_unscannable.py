@@ -5,7 +5,6 @@ the decision; ordinary mail is never flagged. Before: every class below went out
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import io
 import json
@@ -19,9 +18,11 @@ import pytest
 from engine.config.load import load_config
 from engine.relay.decision import Decision
 from engine.relay.dlp import decide
+from engine.relay.dlp import extract as extract_module
 from engine.relay.dlp.decide import judge
 from engine.relay.dlp.extract import extract
 from engine.relay.dlp.notify import owners_report
+from engine.relay.dlp.policy import Policies
 from engine.relay.dlp.simulate import policy_view
 from engine.relay.smtp.message import Message
 from tests.dlp.make_corpus import FAKE_FILES
@@ -224,21 +225,36 @@ def test_ordinary_mail_with_ordinary_attachments_is_not_flagged(tmp_path):
 # -- off the loop ------------------------------------------------------------------------
 
 
-async def test_every_judged_message_is_scanned_off_the_event_loop(tmp_path, monkeypatch):
-    """Before: messages under 256 KB were scanned on the loop, stalling every session."""
-    threads = []
-    real = decide.judge
+async def test_no_message_is_judged_in_full_on_the_event_loop(tmp_path, monkeypatch):
+    """Before: messages under 256 KB were scanned in full on the loop, stalling every session.
+    Now only `judge`'s quick path runs there (plain text, at most QUICK_BYTES, one candidate
+    pass that stops at the first); the rules' evaluation with the classifiers' Python, HTML's
+    conversion and every file's reading run in the scanning threads, whatever the size."""
+    loop_thread = threading.get_ident()
+    evaluated, converted, filed = [], [], []
 
-    def recording(*args, **kwargs):
-        threads.append(threading.get_ident())
-        return real(*args, **kwargs)
+    def recorder(calls, real):
+        def record(*args, **kwargs):
+            calls.append(threading.get_ident())
+            return real(*args, **kwargs)
 
-    monkeypatch.setattr(decide, "judge", recording)
-    message = Message(ALICE, (BOB,), mail(body="tiny"), PEER, "client.example", "mx")
-    decision = await decide.decide(live_for(tmp_path), message)
-    assert decision.direction == "outbound"
-    assert threads and threads[0] != threading.get_ident()
-    assert asyncio.get_running_loop()  # the test itself ran on the loop thread
+        return record
+
+    monkeypatch.setattr(Policies, "evaluate", recorder(evaluated, Policies.evaluate))
+    monkeypatch.setattr(extract_module, "html_text", recorder(converted, extract_module.html_text))
+    monkeypatch.setattr(extract_module._Walker, "file", recorder(filed, extract_module._Walker.file))  # noqa: SLF001
+    live = live_for(tmp_path)
+    cards = "4111 1111 1111 1111 " * 2000  # 40 KB of candidates for the card classifier's Python
+    for content in (
+        mail(body="tiny"),
+        mail(body=cards),
+        mail(body="x", html=f"<p>{cards}</p>"),
+        mail(("a.zip", zipped(("in.txt", b"hi")))),
+    ):
+        decision = await decide.decide(live, Message(ALICE, (BOB,), content, PEER, "client.example", "mx"))
+        assert decision.direction == "outbound"
+    assert len(evaluated) == 3 and converted and filed  # the tiny quiet one was decided quickly
+    assert loop_thread not in evaluated + converted + filed
 
 
 # -- the already-encrypted check on hostile structure ------------------------------------

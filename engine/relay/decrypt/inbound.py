@@ -24,9 +24,6 @@ in DLP's scanner pool, never on the event loop; its size is bounded by
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
-import functools
 import logging
 from dataclasses import replace
 from pathlib import Path
@@ -56,10 +53,10 @@ async def decrypt_inbound(live: Live, message: Message) -> Message:
         return message
     header = enc.advanced.decryption_header
     internal = [r for r in message.recipients if live.is_internal(domain_of(r))]
-    call = functools.partial(decrypted, message.content, header, live.base_dir / enc.smime.keys, internal)
-    context = contextvars.copy_context()
     try:
-        content, status = await asyncio.get_running_loop().run_in_executor(SCANNERS, context.run, call)
+        content, status = await SCANNERS.run(
+            decrypted, message.content, header, live.base_dir / enc.smime.keys, internal
+        )
     except Exception as exc:  # noqa: BLE001 - the pool itself failed: the message still goes on
         log.exception("inbound decryption did not run")
         status = failed(f"internal error: {type(exc).__name__}")

@@ -7,34 +7,44 @@ Mail from the encryption gateway is already encrypted and is never encrypted aga
 Content DLP could not fully read is judged by `dlp.unscannable` (policy.py), so it too is
 acted on for outbound mail only.
 
-The scan never runs on the event loop: parsing and matching one message costs
-milliseconds to seconds of CPU (a 50 MB archive budget, a large HTML body), and every
-other session on the loop would wait for it. It runs in `SCANNERS`, a small pool of its
-own, so a burst of scans cannot hold up the other work sent to threads (the queue's
-digests, quarantine writes). Python threads share the GIL, so the pool bounds memory and
-concurrency, not CPU; the loop still gets the GIL every switch interval (5 ms).
+Where a message is judged. Scanning may cost milliseconds to seconds of CPU (a 50 MB
+archive budget, a large HTML body, a text full of candidates for the classifiers' Python),
+and every other session on the loop would wait for it: such work runs in `SCANNERS`, a
+small pool of its own threads (scanpool.py), so a burst of scans cannot hold up the other
+work sent to threads (the queue's digests, quarantine writes). Python threads share the
+interpreter lock, so the pool bounds memory and concurrency, not CPU: while a worker
+scans, the loop runs only when the worker lets the lock go, at the latest after the switch
+interval (5 ms). A scan shorter than that holds the loop off in a worker as long as it
+would on the loop, and the hand-off to a worker and back cost more of the lock than the
+whole of a quiet message's judgement (docs/benchmarks.md). So the usual message is judged
+where it arrives, by a path whose time is bounded by construction (`quick`): at most
+`QUICK_BYTES`, plain text parts only, decided by one pass of the pattern engine that stops
+at its first candidate. Everything else, and every message that pass finds a candidate in,
+goes to the pool, which takes over what was read.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 import functools
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 from engine.policy.groups import domain_of
 from engine.relay.decision import Decision
 from engine.relay.dlp import mimetree
-from engine.relay.dlp.extract import extract
+from engine.relay.dlp.extract import Extracted, extract
 from engine.relay.dlp.policy import Facts
+from engine.relay.dlp.scanpool import ScanPool
 from engine.relay.methods.smime import already_encrypted
 from engine.relay.methods.third_party import gateway_result
+from engine.relay.runtime import metrics
 from engine.relay.runtime.live import Live
 from engine.relay.smtp.message import Message
 
-SCANNERS = ThreadPoolExecutor(max_workers=min(4, (os.cpu_count() or 1) + 1), thread_name_prefix="dlp-scan")
+SCANNERS = ScanPool(min(4, (os.cpu_count() or 1) + 1), "dlp-scan")
+# The most a message judged on the loop may hold: parsing, decoding and one pattern pass over
+# 64 KiB of plain text take about 0.3 ms here, under the interpreter's 5 ms switch interval.
+QUICK_BYTES = 64 * 1024
 
 
 def direction_of(live: Live, sender: str, recipients, peer_ip: str | None) -> str:
@@ -50,7 +60,8 @@ def direction_of(live: Live, sender: str, recipients, peer_ip: str | None) -> st
 
 
 async def decide(live: Live, message: Message) -> Decision:
-    """Classify and apply policy; the scan runs in a worker thread, never on the event loop."""
+    """Classify and apply policy: the usual message on the loop (`judge`'s `quick`), anything
+    whose judgement its size does not bound in a worker (`SCANNERS`)."""
     direction = portal_direction(live, message.recipients) if message.origin == "portal" else None
     if (
         direction is None
@@ -63,11 +74,13 @@ async def decide(live: Live, message: Message) -> Decision:
             direction_of(live, message.sender, message.recipients, message.peer_ip),
             already_encrypted=live.gateway.contains(message.peer_ip),
         )
-    call = functools.partial(
-        judge, live, message.content, message.sender, message.recipients, message.peer_ip, direction=direction
-    )
-    context = contextvars.copy_context()  # as asyncio.to_thread does
-    decision = await asyncio.get_running_loop().run_in_executor(SCANNERS, context.run, call)
+    envelope = (live, message.content, message.sender, message.recipients, message.peer_ip)
+    decision = judge(*envelope, direction=direction, quick=True)
+    if isinstance(decision, Decision):
+        metrics.DLP_JUDGED.labels("loop").inc()
+    else:  # not decided quickly: in a worker, from what was read
+        metrics.DLP_JUDGED.labels("pool").inc()
+        decision = await SCANNERS.run(functools.partial(judge, *envelope, direction=direction, read=decision))
     if message.origin == "portal" and decision.direction == "outbound" and decision.action == "permit":
         # written in the secure portal to someone outside: it leaves as it came, protected
         decision = replace(decision, action="encrypt", method=live.config.encryption.method)
@@ -80,21 +93,48 @@ def portal_direction(live: Live, recipients) -> str:
     return "outbound" if any(not live.is_internal(domain_of(r)) for r in recipients) else "inbound"
 
 
+Read = tuple[mimetree.Part | None, Extracted]  # a message's tree and content, as judging read them
+
+
 def judge(
-    live: Live, content: bytes, sender: str, recipients, peer_ip: str | None, *, direction: str | None = None
-) -> Decision:
+    live: Live,
+    content: bytes,
+    sender: str,
+    recipients,
+    peer_ip: str | None,
+    *,
+    direction: str | None = None,
+    quick: bool = False,
+    read: Read | None = None,
+) -> Decision | Read | None:
     """The whole decision for given content and envelope (shared by the relay and `simulate`);
-    `direction` when the origin decides it (the secure portal), else from the envelope."""
+    `direction` when the origin decides it (the secure portal), else from the envelope.
+
+    `quick`: only what is decided in time bounded by the message's size (the module's
+    docstring): a Decision, else what was read so far (`read`, for the full judgement to
+    go on from) or None when nothing was."""
     direction = direction or direction_of(live, sender, recipients, peer_ip)
     gateway = peer_ip is not None and live.gateway.contains(peer_ip)
     facts = Facts(sender, tuple(recipients), peer_ip or "", direction)
     limits = live.policies.limits
-    try:  # one parse for DLP and the encryption check
-        tree = mimetree.parse(content, limits.max_mime_depth)
-    except Exception:  # extract reads it as text and says so; the check answers "not encrypted"
-        tree = None
-    extracted = extract(content, limits, tree)
-    verdict = live.policies.evaluate(extracted, facts)
+    if quick and len(content) > QUICK_BYTES:
+        return None
+    if read is not None:
+        tree, extracted = read
+    else:
+        try:  # one parse for DLP and the encryption check
+            tree = mimetree.parse(content, limits.max_mime_depth)
+        except Exception:  # extract reads it as text and says so; the check answers "not encrypted"
+            tree = None
+        if quick and (tree is None or not _plain(tree)):
+            return None
+        extracted = extract(content, limits, tree)
+    if quick:
+        verdict = live.policies.quick(extracted, facts)
+        if verdict is None:
+            return tree, extracted
+    else:
+        verdict = live.policies.evaluate(extracted, facts)
     action = verdict.action if direction == "outbound" else "permit"
     encrypted = tree is not None and _already_encrypted(content, tree)
     if encrypted and action == "encrypt" and not gateway:
@@ -123,6 +163,17 @@ def judge(
         verdict.unscanned,
         _delivery(verdict.hits) if action == "encrypt" else "",
     )
+
+
+def _plain(part: mimetree.Part) -> bool:
+    """Whether every leaf is a plain-text body (multiparts of them, no attachment, no other
+    type, no nested message): what the quick path reads in time its size bounds (HTML's
+    conversion to text and every file type are left to the pool)."""
+    if part.too_deep:
+        return False
+    if part.is_multipart():
+        return part.get_content_maintype() == "multipart" and all(_plain(child) for child in part.get_payload())
+    return part.get_content_type() == "text/plain" and not part.get_filename() and not part.is_attachment()
 
 
 def _delivery(hits) -> str:

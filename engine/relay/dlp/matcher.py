@@ -141,6 +141,15 @@ class Matcher:
             return self._prefilter.scan(text)
         return {entry.id: spans for entry in self._entries if (spans := _finditer(entry.regex, text))}
 
+    def quiet(self, text: str) -> bool:
+        """Whether not even a candidate of any entry is in ``text`` (then `scan` finds
+        nothing): one pass of the engine that stops at the first candidate, so its time
+        follows the text's length whatever the text holds. False whenever some entry is
+        matched by ``re`` alone (the python backend, or an expression the engine refused)."""
+        if not self._entries or not text:
+            return True
+        return self._prefilter is not None and self._prefilter.quiet(text)
+
 
 # Matchers by (backend, entries): an apply that leaves DLP alone reuses the running one.
 _MATCHERS: dict[tuple, Matcher] = {}
@@ -232,6 +241,26 @@ class _Prefilter:
             if spans:
                 found[entry.id] = spans
         return found
+
+    def quiet(self, text: str) -> bool:
+        if self._fallback:
+            return False
+        data = _reversed_latin1(text)
+        for layer, route in self._layers:
+            try:  # a report for an expression that stands for no entry (a rule since removed) goes on
+                layer.database.scan(data, match_event_handler=_stopper(route), scratch=layer.scratch())
+            except hyperscan.ScanTerminated:
+                return False
+        return True
+
+
+def _stopper(route: tuple[tuple[int, ...], ...]):
+    """A match handler that stops the scan at the first report of an expression in use."""
+
+    def on_match(key: int, start: int, end: int, flags: int, context: object) -> bool:
+        return bool(route[key])
+
+    return on_match
 
 
 _ENCODE_STEP = 1 << 20

@@ -288,6 +288,32 @@ class Policies:
         action = would if self.mode == "enforce" else "permit"
         return Findings(tuple(hits), action, would, self.mode, tuple(extracted.problems), tuple(extracted.unscanned))
 
+    def quick(self, extracted: Extracted, facts: Facts) -> Findings | None:
+        """The verdict `evaluate` gives when one candidate pass decides it, else None: every
+        rule that applies needs a hit (`_needs_hits`) in scopes whose text is ASCII and holds
+        not even a candidate (`Matcher.quiet`, which stops at the first). No rule can hold
+        then, and none is walked. Its time follows the texts' length, whatever they hold: no
+        classifier's Python, no confirming regex, no header or `not` condition runs here.
+        Content left unread is never decided here (`dlp.unscannable` may act on it)."""
+        if extracted.unscanned:
+            return None
+        texts = _texts(extracted)
+        quiet: dict[str, bool] = {}
+        applies: dict[tuple, bool] = {}
+        for (key, _), (rule, needs, _) in self._groups.items():
+            if key not in applies:
+                applies[key] = self._applies(rule, facts)
+            if not applies[key]:
+                continue
+            if needs is None:
+                return None
+            for scope in needs:
+                if scope not in quiet:
+                    quiet[scope] = texts[scope].isascii() and self._matcher.quiet(texts[scope])
+                if not quiet[scope]:
+                    return None
+        return Findings((), "permit", "permit", self.mode, tuple(extracted.problems))
+
     def classified(self, extracted: Extracted, classifier: str, min_confidence: str = "medium") -> list[Match]:
         """What a `classifier` condition with `min_confidence` finds in the default scope
         (subject, body, attachments), through the texts and cache a rule uses: for the

@@ -69,6 +69,13 @@ DLP_UNSCANNABLE = Counter(
     ["direction"],
     registry=REGISTRY,
 )
+DLP_JUDGED = Counter(
+    "sealrelay_dlp_judged",
+    "Messages DLP judged, by where: loop (plain text the pattern engine found no candidate in, decided "
+    "where it arrived) or pool (everything else, in the scanning threads)",
+    ["path"],
+    registry=REGISTRY,
+)
 DELIVERIES = Counter(
     "sealrelay_deliveries",
     "Delivery outcomes per recipient, and whether TLS was used",
@@ -178,6 +185,8 @@ for _direction in DIRECTIONS:
         RECEIVED.labels(_direction, _action)
 for _direction in DIRECTIONS:
     DLP_UNSCANNABLE.labels(_direction)
+for _path in ("loop", "pool"):
+    DLP_JUDGED.labels(_path)
 for _source, _outcome in (("api", "applied"), ("file-watch", "applied"), ("file-watch", "refused")):
     SWAPS.labels(_source, _outcome)
 for _limit in (
