@@ -236,12 +236,15 @@ async def send_data(client: aiosmtplib.SMTP, body: bytes, timeout: float, data_t
     with stage("data_done", timeout) as seconds:
         try:
             async with asyncio.timeout(seconds):
-                for piece in wire_pieces(body):
-                    protocol.write(piece)
-                    await protocol._drain_helper()  # noqa: SLF001 - the transport's flow control
+                if len(body) <= WRITE_CHUNK:  # the content and its end in one write (a system call less)
+                    protocol.write(b"".join([*wire_pieces(body), b".\r\n"]))
+                else:
+                    for piece in wire_pieces(body):
+                        protocol.write(piece)
+                        await protocol._drain_helper()  # noqa: SLF001 - the transport's flow control
+                    protocol.write(b".\r\n")
         except ConnectionError as exc:
             raise aiosmtplib.SMTPServerDisconnected(f"connection lost while sending the message: {exc}") from exc
-        protocol.write(b".\r\n")
         response = await protocol.read_response(timeout=seconds)  # at once: the reply may already be here
     if response.code != 250:
         raise aiosmtplib.SMTPDataError(response.code, response.message)
