@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.relay.dlp.decide import QUICK_BYTES, decide, judge
+from engine.relay.dlp.decide import QUICK_BYTES, QUICK_LINES, QUICK_PARTS, decide, judge
 from engine.relay.runtime.metrics import REGISTRY
 from tests.dlp.test_decide_mutants import TRUSTED, _message, live, mail
 
@@ -36,6 +36,7 @@ def multipart(*parts: str, kind: str = "mixed") -> bytes:
 
 QUIET = "Lines of ordinary prose, numbers like 42 and 2026-11-30, nothing to find.\r\n" * 40
 PLAIN = "Content-Type: text/plain; charset=us-ascii\r\n\r\n" + QUIET
+SHORT = "Content-Type: text/plain\r\n\r\nnothing here\r\n"
 
 CASES = {
     # plain text, no candidate: decided on arrival
@@ -62,7 +63,11 @@ CASES = {
         "permit",
     ),
     "attached message": (multipart("Content-Type: message/rfc822\r\n\r\n" + mail(QUIET).decode()), "pool", "permit"),
-    "too large": (mail("Nothing here at all.\r\n" * (QUICK_BYTES // 20)), "pool", "permit"),
+    f"{QUICK_PARTS} parts": (multipart(*[SHORT] * QUICK_PARTS), "loop", "permit"),
+    # past the quick path's bounds: bytes, lines (header fields cost parsing), parts
+    "too large": (mail("Nothing here at all, really nothing. " * (QUICK_BYTES // 36)), "pool", "permit"),
+    "too many lines": (mail("x\r\n" * QUICK_LINES), "pool", "permit"),
+    "too many parts": (multipart(*[SHORT] * (QUICK_PARTS + 1)), "pool", "permit"),
     # content left unread: dlp.unscannable (its default, encrypt) decides, in the threads
     "unread part": (mail(QUIET, headers="Content-Transfer-Encoding: x-unknown\r\n"), "pool", "encrypt"),
 }

@@ -18,7 +18,7 @@ interval (5 ms). A scan shorter than that holds the loop off in a worker as long
 would on the loop, and the hand-off to a worker and back cost more of the lock than the
 whole of a quiet message's judgement (docs/benchmarks.md). So the usual message is judged
 where it arrives, by a path whose time is bounded by construction (`quick`): at most
-`QUICK_BYTES`, plain text parts only, decided by one pass of the pattern engine that stops
+`QUICK_BYTES` and `QUICK_LINES`, plain text parts only, decided by one pass of the pattern engine that stops
 at its first candidate. Everything else, and every message that pass finds a candidate in,
 goes to the pool, which takes over what was read.
 """
@@ -42,9 +42,12 @@ from engine.relay.runtime.live import Live
 from engine.relay.smtp.message import Message
 
 SCANNERS = ScanPool(min(4, (os.cpu_count() or 1) + 1), "dlp-scan")
-# The most a message judged on the loop may hold: parsing, decoding and one pattern pass over
-# 64 KiB of plain text take about 0.3 ms here, under the interpreter's 5 ms switch interval.
-QUICK_BYTES = 64 * 1024
+# The most a message judged on the loop may hold (`judge`'s quick path): what parsing costs
+# follows the header fields and parts, so lines are bounded as well as bytes. The costliest
+# shapes within both (1,000 header fields, 250 parts, a folded Subject of encoded words) take
+# 1-3 ms here, under the interpreter's 5 ms switch interval (docs/dlp-scanning.md).
+QUICK_BYTES = 32 * 1024
+QUICK_LINES = 1000
 
 
 def direction_of(live: Live, sender: str, recipients, peer_ip: str | None) -> str:
@@ -117,7 +120,7 @@ def judge(
     gateway = peer_ip is not None and live.gateway.contains(peer_ip)
     facts = Facts(sender, tuple(recipients), peer_ip or "", direction)
     limits = live.policies.limits
-    if quick and len(content) > QUICK_BYTES:
+    if quick and (len(content) > QUICK_BYTES or content.count(b"\n") > QUICK_LINES):
         return None
     if read is not None:
         tree, extracted = read
@@ -165,15 +168,29 @@ def judge(
     )
 
 
-def _plain(part: mimetree.Part) -> bool:
+QUICK_PARTS = 16  # plain-text parts at most on the quick path: each is decoded and walked on its own
+
+
+def _plain(tree: mimetree.Part) -> bool:
     """Whether every leaf is a plain-text body (multiparts of them, no attachment, no other
-    type, no nested message): what the quick path reads in time its size bounds (HTML's
-    conversion to text and every file type are left to the pool)."""
-    if part.too_deep:
-        return False
-    if part.is_multipart():
-        return part.get_content_maintype() == "multipart" and all(_plain(child) for child in part.get_payload())
-    return part.get_content_type() == "text/plain" and not part.get_filename() and not part.is_attachment()
+    type, no nested message), `QUICK_PARTS` at most: what the quick path reads in time its
+    size bounds (HTML's conversion to text and every file type are left to the pool)."""
+    parts, leaves = [tree], 0
+    while parts:
+        part = parts.pop()
+        if part.too_deep:
+            return False
+        if part.is_multipart():
+            if part.get_content_maintype() != "multipart":
+                return False
+            parts.extend(part.get_payload())
+            continue
+        leaves += 1
+        if leaves > QUICK_PARTS or part.get_content_type() != "text/plain":
+            return False
+        if part.get_filename() or part.is_attachment():
+            return False
+    return True
 
 
 def _delivery(hits) -> str:
