@@ -235,3 +235,26 @@ async def test_unscannable_mail_and_header_limits_are_counted(write_config, star
     assert (refused.value.code, refused.value.message) == (552, "5.3.4 too many header fields (more than 5)")
     after = value("sealrelay_dlp_unscannable_total", unscannable), value("sealrelay_smtp_limit_hits_total", header)
     assert (after[0] - before[0], after[1] - before[1]) == (1.0, 1.0)
+
+
+async def test_quiet_mail_is_judged_on_arrival_and_the_rest_in_the_scanning_threads(write_config, start_relay) -> None:
+    """Through the relay: plain text with nothing to find is judged on the loop and leaves
+    as it came; a phrase (blocked) and an HTML body are judged in the threads
+    (`sealrelay_dlp_judged_total{path}`, docs/dlp-scanning.md)."""
+    from engine.relay.runtime.metrics import REGISTRY
+
+    def judged() -> tuple[float, float]:
+        return tuple(REGISTRY.get_sample_value("sealrelay_dlp_judged_total", {"path": p}) for p in ("loop", "pool"))
+
+    with Sink() as home, Sink() as partner:
+        relay = await start_relay(write_config(routes(home.port, f"{{host: 127.0.0.1, port: {partner.port}}}") + dlp()))
+        before = judged()
+        await send(relay, "harmless words, nothing else")
+        assert "blocked by policy" in await send(relay, "this is top secret")
+        await send(relay, "<p>harmless, in HTML</p>", extra_headers="Content-Type: text/html\r\n")
+        after = judged()
+        assert (after[0] - before[0], after[1] - before[1]) == (1, 2)
+        delivered = await partner.received(2)
+        bodies = sorted(parse(m).get_content().strip() for m in delivered)
+        assert bodies == ["<p>harmless, in HTML</p>", "harmless words, nothing else"]
+        assert all(parse(m)["X-Sealrelay-DLP"] == "action=permit; policies=" for m in delivered)
