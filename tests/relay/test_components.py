@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -94,3 +95,23 @@ async def test_stop_closes_every_endpoint(tmp_path: Path) -> None:
     assert not closed(admin) and not closed(metrics)
     await service.stop()
     assert closed(admin) and closed(metrics)
+
+
+async def test_stop_while_a_failed_control_start_closes_its_loop(tmp_path) -> None:
+    """A control component that failed to start (the admin port in use) ends the control
+    thread's loop on its own; `stop` may come while that thread still runs and its loop is
+    closed already. Before, `call_soon_threadsafe` raised there ("Event loop is closed") and
+    `serve` exited 70, an internal error, instead of 71 with the bind error's one line."""
+    service = Service(tmp_path / "relay.yaml")
+    closed = asyncio.new_event_loop()
+    closed.close()
+    leave = threading.Event()
+    thread = threading.Thread(target=leave.wait, args=(10,), name="control")
+    thread.start()
+    service._control_thread, service._control_loop = thread, closed  # noqa: SLF001 - the state the race leaves
+    service._control_stop = asyncio.Event()  # noqa: SLF001
+    stopping = asyncio.create_task(service.stop())
+    await asyncio.sleep(0)  # one step: stop() has asked the loop and now joins the thread
+    leave.set()  # the thread ends, as the real one does once its loop is closed
+    await stopping
+    assert not thread.is_alive()

@@ -10,6 +10,7 @@ with its file:line:col and the last good config keeps serving.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import os
@@ -174,7 +175,9 @@ class Service:
         if thread is not None and thread.is_alive():
             loop = getattr(self, "_control_loop", None)
             if loop is not None:
-                loop.call_soon_threadsafe(self._control_stop.set)
+                # a control start that failed ends its loop on its own: it may close meanwhile
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(self._control_stop.set)
             await asyncio.to_thread(thread.join, 15)
         for component in reversed(self._on("relay")):
             await component.stop()
