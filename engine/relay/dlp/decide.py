@@ -48,6 +48,7 @@ SCANNERS = ScanPool(min(4, (os.cpu_count() or 1) + 1), "dlp-scan")
 # 1-3 ms here, under the interpreter's 5 ms switch interval (docs/dlp-scanning.md).
 QUICK_BYTES = 32 * 1024
 QUICK_LINES = 1000
+QUICK_PARTS = 16  # plain-text parts: each is decoded and walked on its own
 
 
 def direction_of(live: Live, sender: str, recipients, peer_ip: str | None) -> str:
@@ -166,9 +167,6 @@ def judge(
         verdict.unscanned,
         _delivery(verdict.hits) if action == "encrypt" else "",
     )
-
-
-QUICK_PARTS = 16  # plain-text parts at most on the quick path: each is decoded and walked on its own
 
 
 def _plain(tree: mimetree.Part) -> bool:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import fnmatch
 import pathlib
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from engine.config.model import RelayConfig
@@ -253,13 +253,8 @@ class Policies:
         scan = _Scan(_texts(extracted), self._matcher, self._classifiers, self._custom)
         hits = []
         in_scope = False
-        applies: dict[tuple, bool] = {}  # rules with the same source and destination filters ask once
         walk: list[int] = []
-        for (key, _), (rule, needs, indexes) in self._groups.items():
-            if key not in applies:
-                applies[key] = self._applies(rule, facts)
-            if not applies[key]:
-                continue
+        for needs, indexes in self._applying(facts):
             in_scope = True
             if needs is None or not scan.silent(needs):  # else the scan found nothing they could hold on
                 walk.extend(indexes)
@@ -288,6 +283,16 @@ class Policies:
         action = would if self.mode == "enforce" else "permit"
         return Findings(tuple(hits), action, would, self.mode, tuple(extracted.problems), tuple(extracted.unscanned))
 
+    def _applying(self, facts: Facts) -> Iterator[tuple[frozenset[str] | None, list[int]]]:
+        """The groups of rules that apply to the message: the scopes they need hits in, and
+        their indexes. Groups with the same source and destination filters ask once."""
+        applies: dict[tuple, bool] = {}
+        for (key, _), (rule, needs, indexes) in self._groups.items():
+            if key not in applies:
+                applies[key] = self._applies(rule, facts)
+            if applies[key]:
+                yield needs, indexes
+
     def quick(self, extracted: Extracted, facts: Facts) -> Findings | None:
         """The verdict `evaluate` gives when one candidate pass decides it, else None: every
         rule that applies needs a hit (`_needs_hits`) in scopes whose text is ASCII and holds
@@ -299,12 +304,7 @@ class Policies:
             return None
         texts = _texts(extracted)
         quiet: dict[str, bool] = {}
-        applies: dict[tuple, bool] = {}
-        for (key, _), (rule, needs, _) in self._groups.items():
-            if key not in applies:
-                applies[key] = self._applies(rule, facts)
-            if not applies[key]:
-                continue
+        for needs, _ in self._applying(facts):
             if needs is None:
                 return None
             for scope in needs:
