@@ -66,6 +66,7 @@ from engine.relay.queue.types import (
     RecoveryReport,
 )
 from engine.relay.queue.writer import GroupCommitter
+from engine.relay.queue.writerproc import ProcessCommitter
 
 __all__ = [
     "CorruptEntry",
@@ -111,6 +112,7 @@ class Queue:
         shared: bool = False,
         max_batch: int = 256,
         linger_s: float = 0.0,
+        writer: str = "thread",
     ) -> Queue:
         """Open (creating if needed) the queue in `directory`; as its owner, run recovery.
 
@@ -120,20 +122,33 @@ class Queue:
         no recovery, leases left alone; list, show, retry and delete work as usual.
         `max_batch=1` turns group commit off (one fsync per write), for comparison only;
         `linger_s` lets the writer wait that long for more callers (see `GroupCommitter`).
+        `writer="process"` runs the SQLite work in a child process (`writerproc`): what the
+        relay does, so that its event loop and the writer do not share one interpreter lock;
+        the default, a thread, is for commands and tests that open a queue briefly.
         """
         path = private_dir(directory)
         os.close(os.open(path / DB_NAME, os.O_WRONLY | os.O_CREAT, 0o600))  # an empty file is an empty database
         lock_fd = None if shared else _lock(path)
-        opened = recovery.OpenResult()
-        committer = GroupCommitter(
-            lambda: recovery.open_database(path / DB_NAME, opened, shared=shared),
-            max_batch=max_batch,
-            linger_s=linger_s,
-        )
+        committer: GroupCommitter | ProcessCommitter
         try:
-            committer.start()
+            if writer == "process":
+                committer = ProcessCommitter(path / DB_NAME, shared=shared, max_batch=max_batch, lock_fd=lock_fd)
+                opened = committer.start()
+            else:
+                opened = recovery.OpenResult()
+                committer = GroupCommitter(
+                    lambda: recovery.open_database(path / DB_NAME, opened, shared=shared),
+                    max_batch=max_batch,
+                    linger_s=linger_s,
+                )
+                committer.start()
+        except BaseException:
+            if lock_fd is not None:
+                os.close(lock_fd)
+            raise
+        try:
             if not shared:
-                set_aside, released = committer.call(lambda conn: recovery.recover(conn, time.time()))
+                set_aside, released = committer.call(recovery.recover, time.time())
         except BaseException:
             committer.stop()
             if lock_fd is not None:
@@ -200,9 +215,7 @@ class Queue:
         digest = await asyncio.to_thread(digest_of) if len(data) > _HASH_OFF_LOOP else digest_of()
         when = time.time() if now is None else now
         try:
-            msg_id = await self._run(
-                lambda conn: store.insert(conn, sender, rcpts, data, digest, meta_json, when, prefix)
-            )
+            msg_id = await self._run(store.insert, sender, rcpts, data, digest, meta_json, when, prefix)
         except QueueClosed:
             raise QueueWriteError(True, "the queue is closed") from None
         self._enqueued += 1
@@ -217,20 +230,20 @@ class Queue:
         call returns the entry until the lease ends: when every leased recipient has been
         marked, on `release`, or at `lease_until` (a crashed worker's lease lapses).
         """
-        return await self._run(lambda conn: store.lease_due(conn, now, limit, lease_s))
+        return await self._run(store.lease_due, now, limit, lease_s)
 
     async def lease(self, now: float, limit: int, *, lease_s: float = 300.0, bodies: int = 0) -> list[Leased]:
         """Like `due`, without the bodies: for a scheduler that holds leased entries while they
         wait for a delivery slot, and reads a body (`load`) only when it is needed. The first
         `bodies` entries bring theirs along (those it starts at once: one trip, not two)."""
-        return await self._run(lambda conn: store.lease(conn, now, limit, lease_s, bodies))
+        return await self._run(store.lease, now, limit, lease_s, bodies)
 
     async def load(self, leased: Leased) -> Entry:
         """The leased entry with its body, checked against its SHA-256. Raises `NotQueued` when
         the entry is gone, or its body failed the check (it is then set aside, see `corrupt`)."""
         if leased.body is not None:
             return leased.with_body(leased.body)
-        body = await self._run(lambda conn: store.load_body(conn, leased.id, time.time()))
+        body = await self._run(store.load_body, leased.id, time.time())
         if body is None:
             raise NotQueued(leased.id)
         return leased.with_body(body)
@@ -239,7 +252,7 @@ class Queue:
         """Defer recipients to `until` without counting an attempt: none was made (their
         destination is dead). `items` are (entry id, recipients), in one transaction."""
         now = time.time()
-        return await self._run(lambda conn: store.postpone(conn, items, reason, until, now))
+        return await self._run(store.postpone, items, reason, until, now)
 
     async def mark_delivered(self, msg_id: str, rcpts: list[str], detail: str, *, tls: str | None = None) -> int:
         """Record delivery to `rcpts` (`detail`: the peer's reply). Returns recipients changed."""
@@ -263,22 +276,22 @@ class Queue:
 
     async def mark_warned(self, msg_id: str) -> None:
         """Remember that the sender was warned of the delay. Raises `NotQueued`."""
-        await self._run(lambda conn: store.mark_warned(conn, msg_id))
+        await self._run(store.mark_warned, msg_id)
 
     async def release(self, msg_id: str) -> None:
         """Give a leased entry back without reporting (e.g. a worker shutting down)."""
-        await self._run(lambda conn: store.release(conn, msg_id))
+        await self._run(store.release, msg_id)
 
     # -- administration ------------------------------------------------------------------
 
     async def show(self, msg_id: str) -> EntryDetail:
         """Everything about one entry. Raises `NotQueued`."""
-        return await self._run(lambda conn: store.show(conn, msg_id))
+        return await self._run(store.show, msg_id)
 
     async def body(self, msg_id: str) -> bytes:
         """The entry's message as queued (`queue show --body`), checked against its SHA-256.
         Raises `NotQueued` when it is gone or its body failed the check (then set aside)."""
-        body = await self._run(lambda conn: store.load_body(conn, msg_id, time.time()))
+        body = await self._run(store.load_body, msg_id, time.time())
         if body is None:
             raise NotQueued(msg_id)
         return body
@@ -286,11 +299,11 @@ class Queue:
     async def retry(self, msg_id: str, *, now: float | None = None) -> int:
         """Make the entry's open recipients due now; return how many. Raises `NotQueued`."""
         when = time.time() if now is None else now
-        return await self._run(lambda conn: store.retry(conn, msg_id, when))
+        return await self._run(store.retry, msg_id, when)
 
     async def delete(self, msg_id: str) -> None:
         """Remove an entry without notice to the sender. Raises `NotQueued`."""
-        await self._run(lambda conn: store.delete(conn, msg_id))
+        await self._run(store.delete, msg_id)
 
     async def hold(self, msg_id: str, *, now: float | None = None) -> bool:
         """Put an entry on hold (`queue hold`, Postfix: postsuper -h): no delivery leases it
@@ -299,21 +312,21 @@ class Queue:
         delivery attempt fails, and a held entry has none. False if it was held already.
         Raises `NotQueued`."""
         when = time.time() if now is None else now
-        return await self._run(lambda conn: store.hold(conn, msg_id, when))
+        return await self._run(store.hold, msg_id, when)
 
     async def unhold(self, msg_id: str) -> bool:
         """Take an entry off hold (`queue release`, Postfix: postsuper -H): its recipients keep
         their retry times, those already past are due at once. False if it was not held.
         Raises `NotQueued`."""
-        return await self._run(lambda conn: store.unhold(conn, msg_id))
+        return await self._run(store.unhold, msg_id)
 
     async def count(self) -> int:
         """Number of entries in the queue."""
-        return await self._run(lambda conn: conn.execute("SELECT count(*) FROM messages").fetchone()[0])
+        return await self._run(store.count)
 
     async def corrupt(self, limit: int = 100) -> list[CorruptEntry]:
         """Entries set aside as damaged, newest first."""
-        return await self._run(lambda conn: store.corrupt_entries(conn, limit))
+        return await self._run(store.corrupt_entries, limit)
 
     async def stats(self) -> QueueStats:
         """Queue sizes and the writer's counters (transactions vs enqueues: group commit).
@@ -348,7 +361,7 @@ class Queue:
         """The oldest `limit` entries, optionally only those with a recipient in `state`, and
         only the held (`held=True`) or those not held (`held=False`); a page at a time:
         `after` is the id the previous page ended with (it may have left since)."""
-        return await self._run(lambda conn: store.list_entries(conn, limit, state, after, held))
+        return await self._run(store.list_entries, limit, state, after, held)
 
     async def open_by_domain(self) -> dict[str, int]:
         """Open recipients per recipient domain (reads every recipient: for rare questions)."""
@@ -365,10 +378,10 @@ class Queue:
 
     async def _mark(self, msg_id: str, rcpts: list[str], state: str, **fields: Any) -> int:
         now = time.time()
-        return await self._run(lambda conn: store.mark(conn, msg_id, rcpts, state, now, **fields))
+        return await self._run(store.mark, msg_id, rcpts, state, now, **fields)
 
-    async def _run(self, job: Callable) -> Any:
-        return await self._committer.run(job)
+    async def _run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return await self._committer.run(fn, *args, **kwargs)
 
 
 def _lock(directory: Path) -> int:

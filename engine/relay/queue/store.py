@@ -505,6 +505,11 @@ def open_recipients(conn: sqlite3.Connection) -> list[str]:
     return [row[0] for row in conn.execute(f"SELECT rcpt FROM recipients WHERE state IN {_OPEN}")]
 
 
+def count(conn: sqlite3.Connection) -> int:
+    """Number of entries in the queue."""
+    return conn.execute("SELECT count(*) FROM messages").fetchone()[0]
+
+
 def corrupt_entries(conn: sqlite3.Connection, limit: int) -> list[CorruptEntry]:
     """The most recently set-aside entries, newest first."""
     rows = conn.execute(

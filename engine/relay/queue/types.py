@@ -41,8 +41,15 @@ class QueueWriteError(QueueError):
         self.reason = reason
         self.no_space = no_space
 
+    def __reduce__(self):  # crosses from the writer process with every field
+        return (_write_error, (self.transient, self.reason, self.no_space))
+
     def __repr__(self) -> str:
         return f"QueueWriteError(transient={self.transient}, reason={self.reason!r}, no_space={self.no_space})"
+
+
+def _write_error(transient: bool, reason: str, no_space: bool) -> QueueWriteError:
+    return QueueWriteError(transient, reason, no_space=no_space)
 
 
 class NotQueued(QueueError, KeyError):

@@ -69,15 +69,81 @@ def write_error(exc: BaseException) -> BaseException:
 
 
 class _Job:
-    """One unit of work: `fn(conn)`, and where its outcome goes (an asyncio future resolved
-    on `loop`, or a `concurrent.futures.Future` when `loop` is None)."""
+    """One unit of work: `fn(conn, *args, **kwargs)`, and where its outcome goes (an asyncio
+    future resolved on `loop`, or a `concurrent.futures.Future` when `loop` is None; in the
+    writer process, the job's number and the reply channel)."""
 
-    __slots__ = ("fn", "future", "loop")
+    __slots__ = ("args", "fn", "future", "kwargs", "loop")
 
-    def __init__(self, fn: Callable[[sqlite3.Connection], Any], future: Any, loop: Any) -> None:
+    def __init__(self, fn: Callable[..., Any], future: Any, loop: Any, args: tuple = (), kwargs: dict | None = None):
         self.fn = fn
         self.future = future
         self.loop = loop
+        self.args = args
+        self.kwargs = kwargs or {}
+
+
+class Transactions:
+    """Runs batches of jobs, each batch in one transaction and each job in its own savepoint,
+    and counts what it did. Shared by the writer thread and the writer process."""
+
+    def __init__(self) -> None:
+        self.transactions = 0
+        self.largest_batch = 0
+        self.failed_writes = 0
+
+    def run(self, conn: sqlite3.Connection, jobs: list[_Job]) -> list[tuple[_Job, Any, bool]]:
+        """Run `jobs`; return (job, result or error, ok) for each, errors translated by
+        `write_error`, once their transaction has committed (or failed)."""
+        outcomes: list[tuple[_Job, Any, bool]] = []
+        while jobs:
+            jobs = self._transaction(conn, jobs, outcomes)
+        translated = []
+        for job, value, ok in outcomes:
+            if not ok:
+                value = write_error(value)
+                if isinstance(value, QueueWriteError):
+                    self.failed_writes += 1
+                    log.warning("queue: write failed: %s", value.reason)
+            translated.append((job, value, ok))
+        return translated
+
+    def _transaction(
+        self, conn: sqlite3.Connection, jobs: list[_Job], outcomes: list[tuple[_Job, Any, bool]]
+    ) -> list[_Job]:
+        """Run `jobs` in one transaction, appending (job, result or error, ok) to `outcomes`;
+        return the jobs that must run again in a new transaction."""
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            outcomes.extend((job, exc, False) for job in jobs)
+            return []
+        done: list[tuple[_Job, Any, bool]] = []
+        for index, job in enumerate(jobs):
+            try:
+                conn.execute("SAVEPOINT job")
+                result = job.fn(conn, *job.args, **job.kwargs)
+                conn.execute("RELEASE job")
+            except BaseException as exc:
+                if conn.in_transaction and _rollback_to_savepoint(conn):
+                    done.append((job, exc, False))
+                    continue
+                # SQLite gave up the whole transaction: the work of earlier jobs is gone.
+                _rollback(conn)
+                outcomes.extend((j, exc if ok else r, False) for j, r, ok in done)
+                outcomes.append((job, exc, False))
+                return jobs[index + 1 :]
+            done.append((job, result, True))
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            _rollback(conn)
+            outcomes.extend((j, exc if ok else r, False) for j, r, ok in done)
+            return []
+        self.transactions += 1
+        self.largest_batch = max(self.largest_batch, len(jobs))
+        outcomes.extend(done)
+        return []
 
 
 class GroupCommitter:
@@ -108,31 +174,42 @@ class GroupCommitter:
         self._ready: Future = Future()
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._last_batch = 0
-        self.transactions = 0
-        self.largest_batch = 0
-        self.failed_writes = 0
+        self._done = Transactions()
+
+    @property
+    def transactions(self) -> int:
+        return self._done.transactions
+
+    @property
+    def largest_batch(self) -> int:
+        return self._done.largest_batch
+
+    @property
+    def failed_writes(self) -> int:
+        return self._done.failed_writes
 
     def start(self) -> None:
         """Start the thread and wait until it holds an open connection (or raise why not)."""
         self._thread.start()
         self._ready.result()
 
-    async def run(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
-        """Run `fn(conn)` inside the next transaction; return its result once committed."""
+    async def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run `fn(conn, *args, **kwargs)` inside the next transaction; return its result once
+        committed."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._put(_Job(fn, future, loop))
+        self._put(_Job(fn, future, loop, args, kwargs))
         return await future
 
-    def submit(self, fn: Callable[[sqlite3.Connection], Any]) -> Future:
+    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
         """Like `run`, for threads without an event loop: the future resolves after commit."""
         future: Future = Future()
-        self._put(_Job(fn, future, None))
+        self._put(_Job(fn, future, None, args, kwargs))
         return future
 
-    def call(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
-        """Run `fn(conn)` on the writer thread and wait for it (for open and close, not the loop)."""
-        return self.submit(fn).result()
+    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run `fn(conn, ...)` on the writer thread and wait for it (for open and close, not the loop)."""
+        return self.submit(fn, *args, **kwargs).result()
 
     def stop(self) -> None:
         """Finish the jobs already submitted, close the connection and end the thread."""
@@ -171,7 +248,7 @@ class GroupCommitter:
                 except BaseException as exc:  # a bug here must not leave callers waiting forever
                     log.exception("queue: writer failed on a batch")
                     _rollback(conn)
-                    self._deliver([(job, exc, False) for job in batch])
+                    deliver([(job, write_error(exc), False) for job in batch])
         finally:
             try:
                 conn.close()
@@ -205,67 +282,24 @@ class GroupCommitter:
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
         jobs = [job for job in batch if _still_wanted(job)]
-        outcomes: list[tuple[_Job, Any, bool]] = []
-        while jobs:
-            jobs = self._transaction(conn, jobs, outcomes)
-        self._deliver(outcomes)
+        deliver(self._done.run(conn, jobs) if jobs else [])
 
-    def _transaction(
-        self, conn: sqlite3.Connection, jobs: list[_Job], outcomes: list[tuple[_Job, Any, bool]]
-    ) -> list[_Job]:
-        """Run `jobs` in one transaction, appending (job, result or error, ok) to `outcomes`;
-        return the jobs that must run again in a new transaction."""
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            outcomes.extend((job, exc, False) for job in jobs)
-            return []
-        done: list[tuple[_Job, Any, bool]] = []
-        for index, job in enumerate(jobs):
-            try:
-                conn.execute("SAVEPOINT job")
-                result = job.fn(conn)
-                conn.execute("RELEASE job")
-            except BaseException as exc:
-                if conn.in_transaction and _rollback_to_savepoint(conn):
-                    done.append((job, exc, False))
-                    continue
-                # SQLite gave up the whole transaction: the work of earlier jobs is gone.
-                _rollback(conn)
-                outcomes.extend((j, exc if ok else r, False) for j, r, ok in done)
-                outcomes.append((job, exc, False))
-                return jobs[index + 1 :]
-            done.append((job, result, True))
-        try:
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            _rollback(conn)
-            outcomes.extend((j, exc if ok else r, False) for j, r, ok in done)
-            return []
-        self.transactions += 1
-        self.largest_batch = max(self.largest_batch, len(jobs))
-        outcomes.extend(done)
-        return []
 
-    def _deliver(self, outcomes: list[tuple[_Job, Any, bool]]) -> None:
-        """Hand every outcome to its caller: one wake-up per event loop, not one per job."""
-        per_loop: dict[Any, list[tuple[Any, Any, bool]]] = {}
-        for job, value, ok in outcomes:
-            if not ok:
-                value = write_error(value)
-                if isinstance(value, QueueWriteError):
-                    self.failed_writes += 1
-                    log.warning("queue: write failed: %s", value.reason)
-            if job.loop is None:
-                if not job.future.done():
-                    job.future.set_result(value) if ok else job.future.set_exception(value)
-            else:
-                per_loop.setdefault(job.loop, []).append((job.future, value, ok))
-        for loop, items in per_loop.items():
-            try:
-                loop.call_soon_threadsafe(_resolve, items)
-            except RuntimeError:  # that loop is closed: nobody is waiting any more
-                pass
+def deliver(outcomes: list[tuple[_Job, Any, bool]]) -> None:
+    """Hand every outcome to its caller: one wake-up per event loop (or reply channel), not
+    one per job."""
+    per_loop: dict[Any, list[tuple[Any, Any, bool]]] = {}
+    for job, value, ok in outcomes:
+        if job.loop is None:
+            if not job.future.done():
+                job.future.set_result(value) if ok else job.future.set_exception(value)
+        else:
+            per_loop.setdefault(job.loop, []).append((job.future, value, ok))
+    for loop, items in per_loop.items():
+        try:
+            loop.call_soon_threadsafe(_resolve, items)
+        except RuntimeError:  # that loop is closed: nobody is waiting any more
+            pass
 
 
 def _still_wanted(job: _Job) -> bool:

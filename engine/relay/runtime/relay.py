@@ -112,7 +112,7 @@ class Relay:
     ) -> None:
         self.overrides = overrides or Overrides()  # `serve --listen`: where listeners bind instead
         self.runtime = Runtime(live)
-        self.queue = Queue.open(live.data_dir / "queue")
+        self.queue = Queue.open(live.data_dir / "queue", writer="process")
         self.deliverer = Deliverer(
             self.queue,
             self.runtime.current,
