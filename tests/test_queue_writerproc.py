@@ -11,6 +11,8 @@ import logging
 import os
 import signal
 import sqlite3
+import subprocess
+import sys
 import time
 
 import pytest
@@ -157,3 +159,61 @@ async def test_a_large_body_crosses_intact(pq):
     body = os.urandom(3 << 20)  # above LARGE_FRAME: sent from a worker thread
     msg_id = await pq.enqueue(SENDER, ["b@x.net"], body, meta={})
     assert await pq.body(msg_id) == body
+
+
+def test_a_relay_killed_outright_leaves_its_writer_to_end_and_the_queue_to_reopen(tmp_path):
+    """kill -9 of the relay: the child sees its pipe close, finishes, and lets go of the lock."""
+    directory = tmp_path / "queue"
+    code = (
+        "import sys, asyncio; from engine.relay.queue import Queue; "
+        f"q = Queue.open({str(directory)!r}, writer='process'); "
+        "asyncio.run(q.enqueue('a@x', ['b@y'], b'kept', meta={})); print(q._committer.pid, flush=True); "
+        "sys.stdin.read()"
+    )
+    relay = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert relay.stdout.readline().strip().isdigit()  # the message is queued
+        os.kill(relay.pid, signal.SIGKILL)
+        relay.wait()
+    finally:
+        relay.kill()
+    opened = []
+
+    def reopens() -> bool:
+        try:
+            opened.append(Queue.open(directory))
+        except QueueLocked:
+            return False
+        return True
+
+    _wait(reopens)
+    with opened[0] as queue:
+        assert asyncio.run(queue.count()) == 1
+
+
+def _unpicklable_result(conn):
+    return lambda: None  # a job's result that cannot cross the pipe
+
+
+def _unpicklable_error(conn):
+    class Local(Exception):
+        pass
+
+    raise Local("raised by a job")
+
+
+async def test_what_cannot_cross_the_pipe_fails_alone(pq):
+    """A result or error that does not pickle fails its own job with a QueueWriteError; the
+    jobs of the same transaction get their answers."""
+    import tests.test_queue_writerproc as here
+
+    results = await asyncio.gather(
+        pq._committer.run(here._unpicklable_result),
+        pq._committer.run(here._unpicklable_error),
+        pq.enqueue(SENDER, ["b@x.net"], b"x\r\n", meta={}),
+        return_exceptions=True,
+    )
+    assert isinstance(results[0], QueueWriteError) and not results[0].transient
+    assert "could not be returned: function" in results[0].reason
+    assert isinstance(results[1], QueueWriteError) and "Local: raised by a job" in results[1].reason
+    assert isinstance(results[2], str) and await pq.count() == 1

@@ -24,8 +24,9 @@ of MB), well within what SQLite stores efficiently. Design note: docs/queue.md. 
 is owner-only (0700); the database is created 0600 before SQLite opens it, and SQLite gives
 its -wal and -shm files the database's mode.
 
-Concurrency: all SQLite work runs on one writer thread (`GroupCommitter`); the async methods
-wait on it without blocking the event loop. One process owns a queue directory at a time
+Concurrency: all SQLite work runs on one writer (`GroupCommitter`, a thread; for the relay, in
+a child process of its own, `writerproc.ProcessCommitter`, so that the writer does not wait
+for the event loop's GIL); the async methods wait on it without blocking the event loop. One process owns a queue directory at a time
 (`flock` on `<dir>/queue.lock`); a second owner's `open` raises `QueueLocked`. An operator's
 command may open it `shared` beside the owner (WAL: readers never block the writer).
 

@@ -393,8 +393,12 @@ class _Reply:
     def call_soon_threadsafe(self, _resolve: Callable, items: list[tuple[_Ticket, Any, bool]]) -> None:
         done = self._committer
         counters = (done.transactions, done.largest_batch, done.failed_writes)
-        outcomes = [(ticket.number, *_portable(value, ok)) for ticket, value, ok in items]
-        frame = _frame(("done", outcomes, counters, self._records.take()))
+        records = self._records.take()
+        try:
+            frame = _frame(("done", [(ticket.number, value, ok) for ticket, value, ok in items], counters, records))
+        except Exception:  # noqa: BLE001 - some value does not pickle: each is checked on its own
+            outcomes = [(ticket.number, *_portable(value, ok)) for ticket, value, ok in items]
+            frame = _frame(("done", outcomes, counters, records))
         with self._lock:
             try:
                 self._sock.sendall(frame)
