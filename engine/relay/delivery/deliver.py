@@ -569,8 +569,8 @@ class Deliverer:
                 destination = name_of(live.route_for(domain_of(rcpt)).next_hop, domain_of(rcpt))
                 self.destinations.deferred(destination, 1, attempted=attempted)
             if attempted:
-                metrics.DELIVERIES.labels(outcome.kind, metrics.tls_used(outcome.tls)).inc()
-                metrics.QUEUE_AGE.labels(outcome.kind).observe(max(0.0, now - entry.created_at))
+                metrics.child(metrics.DELIVERIES, outcome.kind, metrics.tls_used(outcome.tls)).inc()
+                metrics.child(metrics.QUEUE_AGE, outcome.kind).observe(max(0.0, now - entry.created_at))
             emit(
                 "delivery",
                 id=entry.id,

@@ -81,9 +81,9 @@ async def decide(live: Live, message: Message) -> Decision:
     envelope = (live, message.content, message.sender, message.recipients, message.peer_ip)
     decision = judge(*envelope, direction=direction, quick=True)
     if isinstance(decision, Decision):
-        metrics.DLP_JUDGED.labels("loop").inc()
+        metrics.child(metrics.DLP_JUDGED, "loop").inc()
     else:  # not decided quickly: in a worker, from what was read
-        metrics.DLP_JUDGED.labels("pool").inc()
+        metrics.child(metrics.DLP_JUDGED, "pool").inc()
         decision = await SCANNERS.run(functools.partial(judge, *envelope, direction=direction, read=decision))
     if message.origin == "portal" and decision.direction == "outbound" and decision.action == "permit":
         # written in the secure portal to someone outside: it leaves as it came, protected

@@ -37,9 +37,7 @@ NDR: the entry (body included) is removed as soon as its last recipient is final
 
 from __future__ import annotations
 
-import asyncio
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -90,7 +88,6 @@ log = logging.getLogger(__name__)
 
 DB_NAME = "queue.db"
 STATS_DUTY = 0.002  # the most of the writer's time `stats` spends counting a big queue
-_HASH_OFF_LOOP = 1 << 20  # bodies larger than this are hashed off the event loop
 
 
 class Queue:
@@ -207,16 +204,9 @@ class Queue:
             raise ValueError("a queued message needs at least one recipient")
         data = bytes(body)
         meta_json = json.dumps(meta, sort_keys=True, separators=(",", ":"))
-
-        def digest_of() -> bytes:
-            sha = hashlib.sha256(prefix)
-            sha.update(data)
-            return sha.digest()
-
-        digest = await asyncio.to_thread(digest_of) if len(data) > _HASH_OFF_LOOP else digest_of()
         when = time.time() if now is None else now
-        try:
-            msg_id = await self._run(store.insert, sender, rcpts, data, digest, meta_json, when, prefix)
+        try:  # the writer computes the SHA-256: off the event loop, in the writer process for the relay
+            msg_id = await self._run(store.insert, sender, rcpts, data, None, meta_json, when, prefix)
         except QueueClosed:
             raise QueueWriteError(True, "the queue is closed") from None
         self._enqueued += 1

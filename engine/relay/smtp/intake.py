@@ -81,7 +81,7 @@ class Intake:
             log.error("quarantine write failed: %s", exc)
             return Verdict.tempfail("local error in processing, try again later", "4.3.0", code=451)
         log_decision("received", ref, live.version, message, decision)
-        metrics.RECEIVED.labels(decision.direction, decision.action).inc()
+        metrics.child(metrics.RECEIVED, decision.direction, decision.action).inc()
         for policy in decision.policies:
             metrics.DLP_MATCHES.labels(policy).inc()
         if decision.unscanned:
