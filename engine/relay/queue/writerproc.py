@@ -9,7 +9,7 @@ fsync, the rest waiting for the GIL, and every SMTP session and delivery waited 
 In its own process the same work has its own interpreter and runs on the other core.
 
 What stays the same: `run`, `submit` and `call` take a module-level function of the connection
-and its arguments (`fn(conn, *args, **kwargs)`: pickled by name, so no closures), and resolve
+and its arguments (`fn(conn, *args, **kwargs)`: sent as its module and name, so no closures), and resolve
 once the transaction holding the job has committed; the child runs the thread writer's own
 group commit (`GroupCommitter`), so batching, savepoints and failure isolation are the same
 code. Results and errors come back pickled, one frame per transaction; the child's log records
@@ -32,6 +32,8 @@ its answer arriving (a duplicate, never a loss).
 from __future__ import annotations
 
 import asyncio
+import functools
+import importlib
 import itertools
 import logging
 import os
@@ -76,6 +78,24 @@ def _read_frame(stream: Any) -> Any:
 
 def _reader(sock: socket.socket) -> Any:
     return sock.makefile("rb", buffering=1 << 16)
+
+
+@functools.lru_cache(maxsize=256)
+def _name_of(fn: Callable) -> str:
+    """A job's function as its module and name: what crosses the pipe (a short string, not
+    the function pickled by reference each time)."""
+    if "<" in fn.__qualname__:
+        raise TypeError(f"a queue job must be a module-level function, not {fn.__qualname__}")
+    return f"{fn.__module__}:{fn.__qualname__}"
+
+
+@functools.lru_cache(maxsize=256)
+def _function(name: str) -> Callable:
+    module, _, qualname = name.partition(":")
+    found: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        found = getattr(found, part)
+    return found
 
 
 def _portable(value: Any, ok: bool) -> tuple[Any, bool]:
@@ -217,7 +237,7 @@ class ProcessCommitter:
         if self._closed:
             raise QueueClosed("the queue is closed")
         number = next(self._ids)
-        frame = _frame((number, fn, args, kwargs))
+        frame = _frame((number, _name_of(fn), args, kwargs))
         with self._pending_lock:
             self._pending[number] = (future, loop)
         return frame
@@ -436,9 +456,16 @@ def child_main(argv: list[str]) -> int:
     try:
         while True:
             try:
-                number, fn, args, kwargs = _read_frame(stream)
+                number, name, args, kwargs = _read_frame(stream)
             except (EOFError, OSError):
                 break
+            try:
+                fn = _function(name)
+            except (ImportError, AttributeError) as exc:
+                reply.call_soon_threadsafe(
+                    None, [(_Ticket(number), QueueWriteError(False, f"no such job: {exc}"), False)]
+                )
+                continue
             committer._put(_Job(fn, _Ticket(number), reply, args, kwargs))  # noqa: SLF001 - the same module's writer
     finally:
         committer.stop()  # every job given is run and answered before the child ends
