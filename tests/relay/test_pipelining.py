@@ -173,25 +173,23 @@ async def _async(value):
     return value
 
 
-async def test_every_recipient_refused_sends_no_content(write_config, start_relay) -> None:
-    script = Script(rcpt={"bob@partner.example": "450 4.2.1 try later"}, data="554 5.5.1 no valid recipients")
+@pytest.mark.parametrize(
+    ("data", "contents"),
+    [
+        ("554 5.5.1 no valid recipients", []),  # DATA refused, as RFC 2920 expects: nothing sent
+        ("354 go ahead anyway", [b""]),  # a 354 all the same: a lone "." and nothing before it
+    ],
+    ids=["data-refused", "data-accepted-anyway"],
+)
+async def test_every_recipient_refused_sends_no_content(write_config, start_relay, data, contents) -> None:
+    script = Script(rcpt={"bob@partner.example": "450 4.2.1 try later"}, data=data)
     async with Peer(script) as peer:
         relay = await start_relay(_config(write_config, peer.port))
         queue_id = await _submit(relay, ["bob@partner.example"])
         detail = await _settled(relay, queue_id)
-        assert peer.contents == []
+        assert peer.contents == contents
         [rcpt] = detail.recipients
         assert rcpt.state == "deferred" and "450 4.2.1 try later" in rcpt.last_error
-
-
-async def test_a_354_with_no_recipient_accepted_gets_a_lone_dot(write_config, start_relay) -> None:
-    script = Script(rcpt={"bob@partner.example": "450 4.2.1 try later"}, data="354 go ahead anyway")
-    async with Peer(script) as peer:
-        relay = await start_relay(_config(write_config, peer.port))
-        queue_id = await _submit(relay, ["bob@partner.example"])
-        detail = await _settled(relay, queue_id)
-        assert peer.contents == [b""]  # the end of data and nothing before it
-        assert detail.recipients[0].state == "deferred"
 
 
 async def test_a_refused_sender_defers_without_content(write_config, start_relay) -> None:

@@ -288,16 +288,22 @@ class GroupCommitter:
 def deliver(outcomes: list[tuple[_Job, Any, bool]]) -> None:
     """Hand every outcome to its caller: one wake-up per event loop (or reply channel), not
     one per job."""
+    hand_back((job.future, job.loop, value, ok) for job, value, ok in outcomes)
+
+
+def hand_back(outcomes) -> None:
+    """Settle (future, its loop or None, result or error, ok) items: a `concurrent.futures`
+    future at once, asyncio futures with one `call_soon_threadsafe` per loop."""
     per_loop: dict[Any, list[tuple[Any, Any, bool]]] = {}
-    for job, value, ok in outcomes:
-        if job.loop is None:
-            if not job.future.done():
-                job.future.set_result(value) if ok else job.future.set_exception(value)
+    for future, loop, value, ok in outcomes:
+        if loop is None:
+            if not future.done():
+                future.set_result(value) if ok else future.set_exception(value)
         else:
-            per_loop.setdefault(job.loop, []).append((job.future, value, ok))
+            per_loop.setdefault(loop, []).append((future, value, ok))
     for loop, items in per_loop.items():
         try:
-            loop.call_soon_threadsafe(_resolve, items)
+            loop.call_soon_threadsafe(resolve, items)
         except RuntimeError:  # that loop is closed: nobody is waiting any more
             pass
 
@@ -309,7 +315,8 @@ def _still_wanted(job: _Job) -> bool:
     return not job.future.cancelled()
 
 
-def _resolve(items: list[tuple[asyncio.Future, Any, bool]]) -> None:
+def resolve(items: list[tuple[asyncio.Future, Any, bool]]) -> None:
+    """On the loop's thread: settle asyncio futures not cancelled meanwhile."""
     for future, value, ok in items:
         if future.done():  # cancelled while the job ran: its outcome has no taker
             continue

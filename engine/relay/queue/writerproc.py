@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.relay.queue.types import QueueClosed, QueueWriteError
+from engine.relay.queue.writer import hand_back, resolve
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +213,7 @@ class ProcessCommitter:
         try:
             self._send(b"".join(frames))
         except QueueWriteError as exc:
-            _resolve_all([(future, exc, False) for future, _ in self._unregister(frames) if future is not None])
+            resolve([(future, exc, False) for future, _ in self._unregister(frames) if future is not None])
 
     def _unregister(self, frames: list[bytes]) -> list[tuple[Any, Any]]:
         """Forget the jobs of frames that were not sent; return their (future, loop)."""
@@ -285,39 +286,15 @@ class ProcessCommitter:
                     return
 
     def _resolve(self, items: list[tuple[int, Any, bool]]) -> None:
-        per_loop: dict[Any, list] = {}
         with self._pending_lock:
             taken = [(self._pending.pop(number, (None, None)), value, ok) for number, value, ok in items]
-        for (future, loop), value, ok in taken:
-            if future is None:
-                continue
-            if loop is None:
-                _settle(future, None, value, ok)
-            else:
-                per_loop.setdefault(loop, []).append((future, value, ok))
-        for loop, resolved in per_loop.items():
-            try:
-                loop.call_soon_threadsafe(_resolve_all, resolved)
-            except RuntimeError:  # that loop is closed: nobody is waiting any more
-                pass
+        hand_back((future, loop, value, ok) for (future, loop), value, ok in taken if future is not None)
 
     def _fail_pending(self, reason: str) -> None:
         with self._pending_lock:
             held, self._pending = self._pending, {}
-        self._resolve_failed(held.values(), QueueWriteError(True, reason))
-
-    def _resolve_failed(self, held, error: BaseException) -> None:
-        per_loop: dict[Any, list] = {}
-        for future, loop in held:
-            if loop is None:
-                _settle(future, None, error, False)
-            else:
-                per_loop.setdefault(loop, []).append((future, error, False))
-        for loop, resolved in per_loop.items():
-            try:
-                loop.call_soon_threadsafe(_resolve_all, resolved)
-            except RuntimeError:
-                pass
+        error = QueueWriteError(True, reason)
+        hand_back((future, loop, error, False) for future, loop in held.values())
 
     def stop(self) -> None:
         """Let the child finish and answer every job already sent, then end it."""
@@ -338,24 +315,6 @@ class ProcessCommitter:
             self._stream.close()
             self._sock.close()
         self._fail_pending("the queue was closed")
-
-
-def _settle(future: Any, loop: Any, value: Any, ok: bool) -> None:
-    if loop is not None:
-        _resolve_all([(future, value, ok)])
-        return
-    if not future.done():
-        future.set_result(value) if ok else future.set_exception(value)
-
-
-def _resolve_all(items: list[tuple[asyncio.Future, Any, bool]]) -> None:
-    for future, value, ok in items:
-        if future.done():  # cancelled while the job ran: its outcome has no taker
-            continue
-        if ok:
-            future.set_result(value)
-        else:
-            future.set_exception(value)
 
 
 def _replay(records: list[logging.LogRecord]) -> None:
