@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from engine.relay.queue import NotQueued, Queue, QueueLocked, QueueWriteError
+from engine.relay.queue import NotQueued, Queue, QueueLocked, QueueWriteError, store
 
 SENDER = "alice@example.org"
 T0 = 1_700_000_000.0
@@ -135,8 +135,6 @@ async def test_the_childs_log_records_reach_the_relays_log(pq, tmp_path, caplog)
 
 def test_close_answers_every_job_already_sent(tmp_path):
     queue = Queue.open(tmp_path / "queue", writer="process")
-    from engine.relay.queue import store
-
     digest = hashlib.sha256(b"b").digest()
     futures = [queue._committer.submit(store.insert, SENDER, [f"r{i}@x"], b"b", digest, "{}", T0) for i in range(50)]
     queue.close()
@@ -217,3 +215,48 @@ async def test_what_cannot_cross_the_pipe_fails_alone(pq):
     assert "could not be returned: function" in results[0].reason
     assert isinstance(results[1], QueueWriteError) and "Local: raised by a job" in results[1].reason
     assert isinstance(results[2], str) and await pq.count() == 1
+
+
+def test_replies_reach_a_second_event_loop_while_the_first_reads_them(tmp_path):
+    """The relay's main loop reads the replies; the admin API's loop, in its own thread, gets
+    its answers handed over."""
+    import threading
+
+    queue = Queue.open(tmp_path / "queue", writer="process")
+    try:
+
+        async def main() -> list:
+            msg_id = await queue.enqueue(SENDER, ["b@x.net"], b"x\r\n", meta={})  # this loop reads now
+            answers: list = []
+
+            def admin() -> None:
+                answers.append(asyncio.run(queue.show(msg_id)).sender)
+
+            other = threading.Thread(target=admin)
+            other.start()
+            await asyncio.to_thread(other.join, 10)
+            return answers
+
+        assert asyncio.run(main()) == [SENDER]
+    finally:
+        queue.close()
+
+
+def test_one_queue_across_successive_event_loops(tmp_path):
+    """A loop that ended stops reading; the next loop to await a job takes over."""
+    queue = Queue.open(tmp_path / "queue", writer="process")
+    try:
+        first = asyncio.run(queue.enqueue(SENDER, ["b@x.net"], b"one\r\n", meta={}))
+        second = asyncio.run(queue.enqueue(SENDER, ["c@x.net"], b"two\r\n", meta={}))
+        assert asyncio.run(queue.count()) == 2 and first != second
+        assert queue._committer.call(store.count) == 2  # no loop runs: read where it waits
+    finally:
+        queue.close()
+
+
+async def test_a_blocking_call_on_the_reading_loops_thread_is_refused(pq):
+    """It would wait for a reply that only this thread can read."""
+    await pq.count()  # this loop reads the replies
+    with pytest.raises(RuntimeError, match="await run"):
+        pq._committer.call(store.count)
+    assert await pq.count() == 0  # and the queue still answers

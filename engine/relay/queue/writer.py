@@ -291,12 +291,13 @@ def deliver(outcomes: list[tuple[_Job, Any, bool]]) -> None:
     hand_back((job.future, job.loop, value, ok) for job, value, ok in outcomes)
 
 
-def hand_back(outcomes) -> None:
+def hand_back(outcomes, here: Any = None) -> None:
     """Settle (future, its loop or None, result or error, ok) items: a `concurrent.futures`
-    future at once, asyncio futures with one `call_soon_threadsafe` per loop."""
+    future at once, asyncio futures with one `call_soon_threadsafe` per loop (those of
+    `here`, the loop whose thread this is, at once)."""
     per_loop: dict[Any, list[tuple[Any, Any, bool]]] = {}
     for future, loop, value, ok in outcomes:
-        if loop is None:
+        if loop is None or loop is here:
             if not future.done():
                 future.set_result(value) if ok else future.set_exception(value)
         else:

@@ -15,10 +15,11 @@ group commit (`GroupCommitter`), so batching, savepoints and failure isolation a
 code. Results and errors come back pickled, one frame per transaction; the child's log records
 come with them and are logged here under their own logger names.
 
-The pipe: a Unix socket pair, frames of an 8-byte length and a pickle. The child reads its end
-on its main thread as fast as frames come, so a sender waits only for the copy, never for an
-fsync. A frame larger than `LARGE_FRAME` (a big message's body) is sent from a worker thread so
-that the event loop does not copy it.
+The pipes: two Unix socket pairs (jobs in, replies out), frames of an 8-byte length and a
+pickle. The child reads jobs on its main thread as fast as they come, so a sender waits only
+for the copy, never for an fsync. A frame larger than `LARGE_FRAME` (a big message's body) is
+sent from a worker thread so that the event loop does not copy it. Replies are read by the
+event loop that first awaited a job (see `ChildProcess`).
 
 Lifetime: the child shares the queue directory's lock (`flock` on the same open file), so no
 second relay can open the queue until both have closed it. It ignores SIGINT and SIGTERM (a
@@ -44,7 +45,7 @@ import struct
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,7 @@ LARGE_FRAME = 1 << 20  # frames larger than this are sent from a worker thread
 CHILD = "import sys; from engine.relay.queue.writerproc import child_main; sys.exit(child_main(sys.argv[1:]))"
 
 
-def _frame(value: Any) -> bytes:
+def encode_frame(value: Any) -> bytes:
     data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
     return _HEADER.pack(len(data)) + data
 
@@ -111,87 +112,105 @@ def _portable(value: Any, ok: bool) -> tuple[Any, bool]:
         return QueueWriteError(True, f"queue job failed: {type(value).__name__}: {value}"), False
 
 
-class ProcessCommitter:
-    """The parent's side: `GroupCommitter`'s interface, with the work done in a child process."""
+class ChildProcess:
+    """The parent's side of a helper process that runs named module functions on its side of
+    a pipe (`run`, `submit`, `call`); the queue's writer (`ProcessCommitter`) is one. `code`
+    is the child's Python, given the two pipes' file descriptors (jobs in, replies out) and
+    `args`; it answers a hello frame, then one frame per batch of jobs.
 
-    def __init__(self, path: Path, *, shared: bool = False, max_batch: int = 256, lock_fd: int | None = None) -> None:
-        self._path = Path(path)
-        self._shared = shared
-        self._max_batch = max_batch
+    Replies are read by the event loop that first awaits a job (`add_reader`: no thread, no
+    wake-up through another thread and its interpreter lock), and handed to other loops'
+    futures with `call_soon_threadsafe`; before a loop reads them (opening the queue), and
+    while closing, `call` and `stop` read them where they wait."""
+
+    def __init__(self, code: str, args: list[str], *, what: str, name: str, lock_fd: int | None = None) -> None:
+        self._code, self._args, self._name, self._what = code, args, name, what
         self._lock_fd = lock_fd
         self._send_lock = threading.Lock()
+        self._read_lock = threading.Lock()
         self._pending: dict[int, tuple[Any, Any]] = {}  # job number -> (future, its loop or None)
         self._pending_lock = threading.Lock()
         self._outboxes: dict[Any, list[bytes]] = {}  # frames of this turn of each loop, sent together
         self._ids = itertools.count()
         self._closed = False
-        self._sock: socket.socket | None = None
-        self._stream: Any = None  # buffered reader of `_sock`
+        self._out: socket.socket | None = None  # jobs to the child
+        self._in: socket.socket | None = None  # replies from the child
+        self._buffer = bytearray()  # reply bytes not yet a whole frame
         self._child: subprocess.Popen | None = None
-        self._reader: threading.Thread | None = None
-        self._counters = (0, 0, 0)  # transactions, largest batch, failed writes (the child's, summed)
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop that reads the replies
+        self._loop_thread: int | None = None
+        self._counters = (0, 0, 0)  # the child's counters, from its last reply
         self._before = (0, 0, 0)  # what children that died had counted
         self.restarts = 0
-
-    @property
-    def transactions(self) -> int:
-        return self._before[0] + self._counters[0]
-
-    @property
-    def largest_batch(self) -> int:
-        return max(self._before[1], self._counters[1])
-
-    @property
-    def failed_writes(self) -> int:
-        return self._before[2] + self._counters[2]
 
     @property
     def pid(self) -> int | None:
         return self._child.pid if self._child else None
 
     def start(self) -> Any:
-        """Start the child and wait until it holds an open database; return what opening it
-        found (`recovery.OpenResult`), or raise why it could not."""
-        opened = self._spawn()
-        self._reader = threading.Thread(target=self._read, name="sealrelay-queue-replies", daemon=True)
-        self._reader.start()
-        return opened
+        """Start the child and wait for its hello; return what it said (the writer: what
+        opening the database found, `recovery.OpenResult`), or raise why it could not start."""
+        return self._spawn()
 
     def _spawn(self) -> Any:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        fds = [theirs.fileno()] + ([self._lock_fd] if self._lock_fd is not None else [])
-        argv = [sys.executable, "-c", CHILD, str(theirs.fileno()), str(self._path)]
-        argv += ["shared" if self._shared else "owner", str(self._max_batch)]
+        jobs_ours, jobs_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        replies_ours, replies_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        theirs = [jobs_theirs, replies_theirs]
+        fds = [sock.fileno() for sock in theirs] + ([self._lock_fd] if self._lock_fd is not None else [])
+        argv = [sys.executable, "-c", self._code, *(str(sock.fileno()) for sock in theirs), *self._args]
         env = dict(os.environ)
         root = str(Path(__file__).resolve().parents[3])  # where `engine` is importable from
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
         try:
             child = subprocess.Popen(argv, pass_fds=fds, env=env, stdin=subprocess.DEVNULL)
         finally:
-            theirs.close()
-        stream = _reader(ours)
-        try:
-            hello = _read_frame(stream)
-        except (EOFError, OSError) as exc:
-            stream.close()
-            ours.close()
+            for sock in theirs:
+                sock.close()
+        self._buffer = bytearray()
+        hello = self._frame(replies_ours)
+        if hello is None or hello[0] != "ready":
+            jobs_ours.close()
+            replies_ours.close()
             child.wait()
-            raise QueueWriteError(
-                True, f"the queue's writer process exited at start (status {child.returncode})"
-            ) from exc
-        kind, value, records = hello
-        _replay(records)
-        if kind != "ready":
-            stream.close()
-            ours.close()
-            child.wait()
-            raise value
-        self._sock, self._stream, self._child = ours, stream, child
+            if hello is None:
+                raise QueueWriteError(True, f"{self._what} exited at start (status {child.returncode})")
+            _replay(hello[2])
+            raise hello[1]
+        _replay(hello[2])
+        self._out, self._in, self._child = jobs_ours, replies_ours, child
+        return hello[1]
+
+    def _frame(self, sock: socket.socket) -> Any:
+        """The next whole frame, reading `sock` as long as it takes; None at its end."""
+        while (value := self._parsed()) is None:
+            try:
+                data = sock.recv(1 << 18)
+            except OSError:
+                return None
+            if not data:
+                return None
+            self._buffer += data
+        return value
+
+    def _parsed(self) -> Any:
+        """A whole frame from the buffer, or None."""
+        buffer = self._buffer
+        if len(buffer) < _HEADER.size:
+            return None
+        end = _HEADER.size + _HEADER.unpack_from(buffer)[0]
+        if len(buffer) < end:
+            return None
+        value = pickle.loads(memoryview(buffer)[_HEADER.size : end])
+        del buffer[:end]
         return value
 
     async def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Run `fn(conn, *args, **kwargs)` in the child's next transaction; its result once committed."""
+        """Run `fn(conn, *args, **kwargs)` in the child; its result once done (the writer: once
+        the transaction that holds it committed)."""
         loop = asyncio.get_running_loop()
+        home = self._loop
+        if home is not loop and (home is None or home.is_closed() or not home.is_running()):
+            self._attach(loop)
         future = loop.create_future()
         frame = self._register(future, loop, fn, args, kwargs)
         if len(frame) > LARGE_FRAME:
@@ -207,6 +226,77 @@ class ProcessCommitter:
                 loop.call_soon(self._flush, loop)
             outbox.append(frame)
         return await future
+
+    def _attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Let `loop` read the replies from now on."""
+        self._detach()
+        if self._in is None or self._closed:
+            return
+        self._loop, self._loop_thread = loop, threading.get_ident()
+        self._in.setblocking(False)
+        loop.add_reader(self._in.fileno(), self._readable)
+
+    def _detach(self) -> None:
+        loop, self._loop = self._loop, None
+        if loop is not None and not loop.is_closed() and self._in is not None:
+            try:
+                loop.remove_reader(self._in.fileno())
+            except Exception:  # noqa: BLE001 - a loop being torn down: it reads nothing more anyway
+                pass
+        if self._in is not None:
+            self._in.setblocking(True)
+
+    def _readable(self) -> None:
+        """On the loop: what the child answered so far."""
+        sock = self._in
+        try:
+            while len(data := sock.recv(1 << 18)) == 1 << 18:
+                self._buffer += data
+            self._buffer += data
+            ended = not data
+        except BlockingIOError:
+            ended = False
+        except OSError:
+            ended = True
+        while (value := self._parsed()) is not None:
+            self._handle(value)
+        if ended:
+            self._lost()
+
+    def _handle(self, value: Any) -> None:
+        _kind, items, counters, records = value
+        _replay(records)
+        self._counters = counters
+        with self._pending_lock:
+            taken = [(self._pending.pop(number, (None, None)), result, ok) for number, result, ok in items]
+        here = self._loop if threading.get_ident() == self._loop_thread else None
+        hand_back(((future, loop, result, ok) for (future, loop), result, ok in taken if future is not None), here)
+
+    def _lost(self) -> None:
+        """The child's end closed: it is gone. Unless we are closing, fail what it held and
+        start another (on the loop that read the end: a rare pause of ~0.2 s)."""
+        loop = self._loop
+        self._detach()
+        status = self._child.wait() if self._child else None
+        if self._closed:
+            return
+        log.error("%s exited (status %s); starting another", self._what, status)
+        self._fail_pending(f"{self._what} exited before answering")
+        with self._send_lock:
+            for sock in (self._out, self._in):
+                if sock is not None:
+                    sock.close()
+            self._out = self._in = None
+            (b0, b1, b2), (c0, c1, c2) = self._before, self._counters
+            self._before, self._counters = (b0 + c0, max(b1, c1), b2 + c2), (0, 0, 0)
+            try:
+                self._spawn()
+                self.restarts += 1
+            except Exception:  # noqa: BLE001 - nothing more can be done here: every job now fails
+                log.exception("%s could not be started again", self._what)
+                return
+        if loop is not None and not loop.is_closed():
+            self._attach(loop)
 
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
         frames = self._outboxes.pop(loop, [])
@@ -232,63 +322,48 @@ class ProcessCommitter:
         return future
 
     def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        return self.submit(fn, *args, **kwargs).result()
+        """Run `fn` in the child and wait for its result here: for a thread, or before any
+        event loop reads the replies (then this reads them; never from the reading loop's
+        own thread, which would wait for itself)."""
+        future = self.submit(fn, *args, **kwargs)
+        home = self._loop
+        if home is None or home.is_closed() or not home.is_running():
+            self._pump(future)
+        elif threading.get_ident() == self._loop_thread:
+            raise RuntimeError("call() on the thread of the loop that reads the replies: await run() instead")
+        return future.result()
+
+    def _pump(self, future: Future | None = None) -> None:
+        """Read and hand out replies here until `future` is done (None: until the child's end)."""
+        with self._read_lock:
+            if self._loop is not None:
+                self._detach()
+            while future is None or not future.done():
+                value = self._frame(self._in) if self._in is not None else None
+                if value is None:
+                    if future is not None:
+                        self._lost()
+                    return
+                self._handle(value)
 
     def _register(self, future: Any, loop: Any, fn: Callable, args: tuple, kwargs: dict) -> bytes:
         if self._closed:
             raise QueueClosed("the queue is closed")
         number = next(self._ids)
-        frame = _frame((number, _name_of(fn), args, kwargs))
+        frame = encode_frame((number, _name_of(fn), args, kwargs))
         with self._pending_lock:
             self._pending[number] = (future, loop)
         return frame
 
     def _send(self, frame: bytes) -> None:
         with self._send_lock:
-            sock = self._sock
+            sock = self._out
             try:
                 if sock is None:
-                    raise OSError("no writer process")
+                    raise OSError("no process")
                 sock.sendall(frame)
             except OSError as exc:
-                raise QueueWriteError(True, f"the queue's writer process is not running: {exc}") from exc
-
-    def _read(self) -> None:
-        """The reply thread: hand each transaction's outcomes to their callers; when the child
-        dies unasked, fail what it held and start another."""
-        while True:
-            sock, stream = self._sock, self._stream
-            try:
-                while True:
-                    kind, items, counters, records = _read_frame(stream)
-                    _replay(records)
-                    self._counters = counters
-                    self._resolve(items)
-            except (EOFError, OSError, pickle.UnpicklingError):
-                pass
-            child = self._child
-            status = child.wait() if child else None
-            if self._closed:
-                return
-            log.error("queue: the writer process exited (status %s); starting another", status)
-            self._fail_pending("the queue's writer process exited before answering")
-            with self._send_lock:
-                stream.close()
-                sock.close()
-                self._sock = None
-                self._before = (self.transactions, self.largest_batch, self.failed_writes)
-                self._counters = (0, 0, 0)
-                try:
-                    self._spawn()
-                    self.restarts += 1
-                except Exception:  # noqa: BLE001 - nothing more can be done here: every job now fails
-                    log.exception("queue: the writer process could not be started again")
-                    return
-
-    def _resolve(self, items: list[tuple[int, Any, bool]]) -> None:
-        with self._pending_lock:
-            taken = [(self._pending.pop(number, (None, None)), value, ok) for number, value, ok in items]
-        hand_back((future, loop, value, ok) for (future, loop), value, ok in taken if future is not None)
+                raise QueueWriteError(True, f"{self._what} is not running: {exc}") from exc
 
     def _fail_pending(self, reason: str) -> None:
         with self._pending_lock:
@@ -302,19 +377,38 @@ class ProcessCommitter:
             if self._closed:
                 return
             self._closed = True
-            if self._sock is not None:
-                try:
-                    self._sock.shutdown(socket.SHUT_WR)
-                except OSError:
-                    pass
-        if self._reader is not None:
-            self._reader.join()
+            if self._out is not None:
+                self._out.close()  # the child reads its end of jobs, answers them all, and ends
+                self._out = None
+        if self._in is not None:
+            self._pump()  # every answer, until the child closes its end
+            self._in.close()
+            self._in = None
         if self._child is not None:
             self._child.wait()
-        if self._sock is not None:
-            self._stream.close()
-            self._sock.close()
         self._fail_pending("the queue was closed")
+
+
+class ProcessCommitter(ChildProcess):
+    """`GroupCommitter`'s interface, with the work done in the queue's writer process."""
+
+    def __init__(self, path: Path, *, shared: bool = False, max_batch: int = 256, lock_fd: int | None = None) -> None:
+        args = [str(path), "shared" if shared else "owner", str(max_batch)]
+        super().__init__(
+            CHILD, args, what="the queue's writer process", name="sealrelay-queue-replies", lock_fd=lock_fd
+        )
+
+    @property
+    def transactions(self) -> int:
+        return self._before[0] + self._counters[0]
+
+    @property
+    def largest_batch(self) -> int:
+        return max(self._before[1], self._counters[1])
+
+    @property
+    def failed_writes(self) -> int:
+        return self._before[2] + self._counters[2]
 
 
 def _replay(records: list[logging.LogRecord]) -> None:
@@ -350,7 +444,7 @@ class _Records(logging.Handler):
         return taken
 
 
-class _Ticket:
+class Ticket:
     """A job's number, where the thread writer expects an asyncio future."""
 
     __slots__ = ("number",)
@@ -362,22 +456,26 @@ class _Ticket:
         return False
 
 
-class _Reply:
-    """Where the thread writer hands a transaction's outcomes: one frame back to the parent."""
+class Reply:
+    """Where a child hands outcomes back (the thread writer calls it as it would an event
+    loop): one frame per batch, with the child's counters and log records."""
 
-    def __init__(self, sock: socket.socket, records: _Records, committer: Any) -> None:
-        self._sock, self._records, self._committer = sock, records, committer
+    def __init__(
+        self, sock: socket.socket, records: _Records, counters: Callable[[], tuple] = lambda: (0, 0, 0)
+    ) -> None:
+        self._sock, self._records, self._counters = sock, records, counters
         self._lock = threading.Lock()
 
-    def call_soon_threadsafe(self, _resolve: Callable, items: list[tuple[_Ticket, Any, bool]]) -> None:
-        done = self._committer
-        counters = (done.transactions, done.largest_batch, done.failed_writes)
+    def call_soon_threadsafe(self, _resolve: Callable | None, items: list[tuple[Ticket, Any, bool]]) -> None:
+        counters = self._counters()
         records = self._records.take()
         try:
-            frame = _frame(("done", [(ticket.number, value, ok) for ticket, value, ok in items], counters, records))
+            frame = encode_frame(
+                ("done", [(ticket.number, value, ok) for ticket, value, ok in items], counters, records)
+            )
         except Exception:  # noqa: BLE001 - some value does not pickle: each is checked on its own
             outcomes = [(ticket.number, *_portable(value, ok)) for ticket, value, ok in items]
-            frame = _frame(("done", outcomes, counters, records))
+            frame = encode_frame(("done", outcomes, counters, records))
         with self._lock:
             try:
                 self._sock.sendall(frame)
@@ -385,19 +483,48 @@ class _Reply:
                 pass
 
 
-def child_main(argv: list[str]) -> int:
-    """The child's main: `python -c CHILD FD DB owner|shared MAX_BATCH`."""
-    from engine.relay.queue import recovery
-    from engine.relay.queue.writer import GroupCommitter, _Job
-
+def child_pipe(argv: list[str]) -> tuple[socket.socket, socket.socket, _Records]:
+    """A child's start: its ends of the two pipes (jobs in, replies out: the first two
+    arguments), its log records collected for the replies, and SIGINT and SIGTERM ignored (it
+    ends when the jobs pipe closes, see the module's docstring)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    fd, path, mode, max_batch = int(argv[0]), Path(argv[1]), argv[2], int(argv[3])
-    sock = socket.socket(fileno=fd)
     records = _Records()
     root = logging.getLogger()
     root.handlers[:] = [records]
     root.setLevel(logging.INFO)
+    return socket.socket(fileno=int(argv[0])), socket.socket(fileno=int(argv[1])), records
+
+
+def jobs(sock: socket.socket, reply: Reply) -> Iterator[tuple[Ticket, Callable, tuple, dict]]:
+    """The jobs the parent sends, until the pipe closes; a job naming no function is answered
+    at once with the error."""
+    stream = _reader(sock)
+    try:
+        while True:
+            try:
+                number, name, args, kwargs = _read_frame(stream)
+            except (EOFError, OSError):
+                return
+            try:
+                fn = _function(name)
+            except (ImportError, AttributeError) as exc:
+                reply.call_soon_threadsafe(
+                    None, [(Ticket(number), QueueWriteError(False, f"no such job: {exc}"), False)]
+                )
+                continue
+            yield Ticket(number), fn, args, kwargs
+    finally:
+        stream.close()
+
+
+def child_main(argv: list[str]) -> int:
+    """The writer child's main: `python -c CHILD JOBS_FD REPLIES_FD DB owner|shared MAX_BATCH`."""
+    from engine.relay.queue import recovery
+    from engine.relay.queue.writer import GroupCommitter, _Job
+
+    sock, out, records = child_pipe(argv)
+    path, mode, max_batch = Path(argv[2]), argv[3], int(argv[4])
     opened = recovery.OpenResult()
     committer = GroupCommitter(
         lambda: recovery.open_database(path, opened, shared=mode == "shared"),
@@ -407,27 +534,15 @@ def child_main(argv: list[str]) -> int:
     try:
         committer.start()
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises it
-        sock.sendall(_frame(("failed", _portable(exc, False)[0], records.take())))
+        out.sendall(encode_frame(("failed", _portable(exc, False)[0], records.take())))
         return 1
-    sock.sendall(_frame(("ready", opened, records.take())))
-    reply = _Reply(sock, records, committer)
-    stream = _reader(sock)
+    out.sendall(encode_frame(("ready", opened, records.take())))
+    reply = Reply(out, records, lambda: (committer.transactions, committer.largest_batch, committer.failed_writes))
     try:
-        while True:
-            try:
-                number, name, args, kwargs = _read_frame(stream)
-            except (EOFError, OSError):
-                break
-            try:
-                fn = _function(name)
-            except (ImportError, AttributeError) as exc:
-                reply.call_soon_threadsafe(
-                    None, [(_Ticket(number), QueueWriteError(False, f"no such job: {exc}"), False)]
-                )
-                continue
-            committer._put(_Job(fn, _Ticket(number), reply, args, kwargs))  # noqa: SLF001 - the same module's writer
+        for ticket, fn, args, kwargs in jobs(sock, reply):
+            committer._put(_Job(fn, ticket, reply, args, kwargs))  # noqa: SLF001 - the same module's writer
     finally:
         committer.stop()  # every job given is run and answered before the child ends
-        stream.close()
         sock.close()
+        out.close()
     return 0
