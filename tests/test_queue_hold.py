@@ -174,7 +174,7 @@ def test_a_salvaged_entry_stays_held() -> None:
     old, new = (sqlite3.connect(":memory:", isolation_level=None) for _ in range(2))
     for conn in (old, new):
         store.create_schema(conn)
-    msg_id = store.insert(old, "a@x.net", ["b@y.net"], b"x", hashlib.sha256(b"x").digest(), "{}", T0)
+    msg_id = store.insert(old, "a@x.net", ["b@y.net"], b"x", "{}", T0)
     store.hold(old, msg_id, T0 + 3)
     assert recovery._copy_entry(old, new, msg_id, T0 + 4, "damaged") is None
     assert new.execute("SELECT held_at FROM messages WHERE id = ?", (msg_id,)).fetchone() == (T0 + 3,)

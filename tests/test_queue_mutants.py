@@ -484,16 +484,16 @@ def test_insert_gives_up_after_eight_taken_ids(monkeypatch: pytest.MonkeyPatch) 
     conn = sqlite3.connect(":memory:", isolation_level=None)
     store.create_schema(conn)
     monkeypatch.setattr(store, "new_id", lambda now: "a" * 12)
-    assert store.insert(conn, "", ["b@x.net"], b"x", b"d", "{}", T0) == "aaaaaaaaaaaa"
+    assert store.insert(conn, "", ["b@x.net"], b"x", "{}", T0) == "aaaaaaaaaaaa"
     draws = []
     monkeypatch.setattr(store, "new_id", lambda now: draws.append(now) or "a" * 12)
     with pytest.raises(QueueWriteError) as caught:
-        store.insert(conn, "", ["b@x.net"], b"x", b"d", "{}", T0)
+        store.insert(conn, "", ["b@x.net"], b"x", "{}", T0)
     assert (caught.value.transient, caught.value.reason) == (True, "could not allocate a queue id")
     assert draws == [T0] * 8
     taken = iter(["a" * 12, "b" * 12])
     monkeypatch.setattr(store, "new_id", lambda now: next(taken))
-    assert store.insert(conn, "", ["b@x.net"], b"x", b"d", "{}", T0) == "b" * 12  # drawn again
+    assert store.insert(conn, "", ["b@x.net"], b"x", "{}", T0) == "b" * 12  # drawn again
 
 
 def test_ids_follow_arrival_so_inserts_stay_at_the_end_of_the_tables() -> None:
@@ -510,7 +510,7 @@ def _conn_with(recipients: list[str]) -> tuple[sqlite3.Connection, str]:
     conn = sqlite3.connect(":memory:", isolation_level=None)
     conn.execute("PRAGMA foreign_keys = ON")
     store.create_schema(conn)
-    return conn, store.insert(conn, "a@x.net", recipients, b"x", hashlib.sha256(b"x").digest(), "{}", T0)
+    return conn, store.insert(conn, "a@x.net", recipients, b"x", "{}", T0)
 
 
 def _recipient_rows(conn: sqlite3.Connection, msg_id: str) -> list[tuple]:

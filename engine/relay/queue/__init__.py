@@ -206,7 +206,7 @@ class Queue:
         meta_json = json.dumps(meta, sort_keys=True, separators=(",", ":"))
         when = time.time() if now is None else now
         try:  # the writer computes the SHA-256: off the event loop, in the writer process for the relay
-            msg_id = await self._run(store.insert, sender, rcpts, data, None, meta_json, when, prefix)
+            msg_id = await self._run(store.insert, sender, rcpts, data, meta_json, when, prefix)
         except QueueClosed:
             raise QueueWriteError(True, "the queue is closed") from None
         self._enqueued += 1

@@ -151,22 +151,20 @@ def insert(
     sender: str,
     recipients: list[str],
     body: bytes,
-    digest: bytes | None,
     meta_json: str,
     now: float,
     prefix: bytes = b"",
 ) -> str:
     """Add one entry with every recipient pending and due at `now`; return its new id.
 
-    `digest`: the SHA-256 of `prefix + body`, computed here when None (on the writer, off
-    the event loop). The stored body is `prefix + body` (the relay's own header lines before what the
+    The stored body is `prefix + body`, with its SHA-256 computed here (on the writer, off
+    the event loop) (the relay's own header lines before what the
     client sent). A large one is written into its BLOB a MiB at a time (SQLite's incremental
     BLOB I/O): neither the joined body nor SQLite's private copy of a bound value is made."""
     size = len(prefix) + len(body)
-    if digest is None:
-        sha = hashlib.sha256(prefix)
-        sha.update(body)
-        digest = sha.digest()
+    sha = hashlib.sha256(prefix)
+    sha.update(body)
+    digest = sha.digest()
     for _ in range(8):
         msg_id = new_id(now)
         try:

@@ -83,69 +83,6 @@ class _Job:
         self.kwargs = kwargs or {}
 
 
-class Transactions:
-    """Runs batches of jobs, each batch in one transaction and each job in its own savepoint,
-    and counts what it did. Shared by the writer thread and the writer process."""
-
-    def __init__(self) -> None:
-        self.transactions = 0
-        self.largest_batch = 0
-        self.failed_writes = 0
-
-    def run(self, conn: sqlite3.Connection, jobs: list[_Job]) -> list[tuple[_Job, Any, bool]]:
-        """Run `jobs`; return (job, result or error, ok) for each, errors translated by
-        `write_error`, once their transaction has committed (or failed)."""
-        outcomes: list[tuple[_Job, Any, bool]] = []
-        while jobs:
-            jobs = self._transaction(conn, jobs, outcomes)
-        translated = []
-        for job, value, ok in outcomes:
-            if not ok:
-                value = write_error(value)
-                if isinstance(value, QueueWriteError):
-                    self.failed_writes += 1
-                    log.warning("queue: write failed: %s", value.reason)
-            translated.append((job, value, ok))
-        return translated
-
-    def _transaction(
-        self, conn: sqlite3.Connection, jobs: list[_Job], outcomes: list[tuple[_Job, Any, bool]]
-    ) -> list[_Job]:
-        """Run `jobs` in one transaction, appending (job, result or error, ok) to `outcomes`;
-        return the jobs that must run again in a new transaction."""
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            outcomes.extend((job, exc, False) for job in jobs)
-            return []
-        done: list[tuple[_Job, Any, bool]] = []
-        for index, job in enumerate(jobs):
-            try:
-                conn.execute("SAVEPOINT job")
-                result = job.fn(conn, *job.args, **job.kwargs)
-                conn.execute("RELEASE job")
-            except BaseException as exc:
-                if conn.in_transaction and _rollback_to_savepoint(conn):
-                    done.append((job, exc, False))
-                    continue
-                # SQLite gave up the whole transaction: the work of earlier jobs is gone.
-                _rollback(conn)
-                outcomes.extend((j, exc if ok else r, False) for j, r, ok in done)
-                outcomes.append((job, exc, False))
-                return jobs[index + 1 :]
-            done.append((job, result, True))
-        try:
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            _rollback(conn)
-            outcomes.extend((j, exc if ok else r, False) for j, r, ok in done)
-            return []
-        self.transactions += 1
-        self.largest_batch = max(self.largest_batch, len(jobs))
-        outcomes.extend(done)
-        return []
-
-
 class GroupCommitter:
     """Runs queue jobs on one thread and commits concurrent ones in a single transaction.
 
@@ -174,19 +111,9 @@ class GroupCommitter:
         self._ready: Future = Future()
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._last_batch = 0
-        self._done = Transactions()
-
-    @property
-    def transactions(self) -> int:
-        return self._done.transactions
-
-    @property
-    def largest_batch(self) -> int:
-        return self._done.largest_batch
-
-    @property
-    def failed_writes(self) -> int:
-        return self._done.failed_writes
+        self.transactions = 0
+        self.largest_batch = 0
+        self.failed_writes = 0
 
     def start(self) -> None:
         """Start the thread and wait until it holds an open connection (or raise why not)."""
@@ -282,7 +209,55 @@ class GroupCommitter:
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
         jobs = [job for job in batch if _still_wanted(job)]
-        deliver(self._done.run(conn, jobs) if jobs else [])
+        outcomes: list[tuple[_Job, Any, bool]] = []
+        while jobs:
+            jobs = self._transaction(conn, jobs, outcomes)
+        translated = []
+        for job, value, ok in outcomes:
+            if not ok:
+                value = write_error(value)
+                if isinstance(value, QueueWriteError):
+                    self.failed_writes += 1
+                    log.warning("queue: write failed: %s", value.reason)
+            translated.append((job, value, ok))
+        deliver(translated)
+
+    def _transaction(
+        self, conn: sqlite3.Connection, jobs: list[_Job], outcomes: list[tuple[_Job, Any, bool]]
+    ) -> list[_Job]:
+        """Run `jobs` in one transaction, appending (job, result or error, ok) to `outcomes`;
+        return the jobs that must run again in a new transaction."""
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            outcomes.extend((job, exc, False) for job in jobs)
+            return []
+        done: list[tuple[_Job, Any, bool]] = []
+        for index, job in enumerate(jobs):
+            try:
+                conn.execute("SAVEPOINT job")
+                result = job.fn(conn, *job.args, **job.kwargs)
+                conn.execute("RELEASE job")
+            except BaseException as exc:
+                if conn.in_transaction and _rollback_to_savepoint(conn):
+                    done.append((job, exc, False))
+                    continue
+                # SQLite gave up the whole transaction: the work of earlier jobs is gone.
+                _rollback(conn)
+                outcomes.extend((j, exc if ok else r, False) for j, r, ok in done)
+                outcomes.append((job, exc, False))
+                return jobs[index + 1 :]
+            done.append((job, result, True))
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            _rollback(conn)
+            outcomes.extend((j, exc if ok else r, False) for j, r, ok in done)
+            return []
+        self.transactions += 1
+        self.largest_batch = max(self.largest_batch, len(jobs))
+        outcomes.extend(done)
+        return []
 
 
 def deliver(outcomes: list[tuple[_Job, Any, bool]]) -> None:

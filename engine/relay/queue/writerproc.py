@@ -19,7 +19,7 @@ The pipes: two Unix socket pairs (jobs in, replies out), frames of an 8-byte len
 pickle. The child reads jobs on its main thread as fast as they come, so a sender waits only
 for the copy, never for an fsync. A frame larger than `LARGE_FRAME` (a big message's body) is
 sent from a worker thread so that the event loop does not copy it. Replies are read by the
-event loop that first awaited a job (see `ChildProcess`).
+event loop that first awaited a job (see `ProcessCommitter`).
 
 Lifetime: the child shares the queue directory's lock (`flock` on the same open file), so no
 second relay can open the queue until both have closed it. It ignores SIGINT and SIGTERM (a
@@ -45,7 +45,7 @@ import struct
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -56,7 +56,9 @@ from engine.relay.queue.writer import hand_back, resolve
 log = logging.getLogger(__name__)
 
 _HEADER = struct.Struct("!Q")
+_CHUNK = 1 << 18  # bytes per read of the replies
 LARGE_FRAME = 1 << 20  # frames larger than this are sent from a worker thread
+WHAT = "the queue's writer process"  # how errors and logs name it
 CHILD = "import sys; from engine.relay.queue.writerproc import child_main; sys.exit(child_main(sys.argv[1:]))"
 
 
@@ -65,21 +67,48 @@ def encode_frame(value: Any) -> bytes:
     return _HEADER.pack(len(data)) + data
 
 
-def _read_frame(stream: Any) -> Any:
-    """The next frame's value from a buffered reader of the socket (a frame or several per
-    system call); raises EOFError at the end of the stream."""
-    header = stream.read(_HEADER.size)
-    if len(header) < _HEADER.size:
-        raise EOFError
-    size = _HEADER.unpack(header)[0]
-    data = stream.read(size)
-    if len(data) < size:
-        raise EOFError
-    return pickle.loads(data)
+class _Frames:
+    """The frames arriving on a socket, from both ends' point of view: bytes are kept until a
+    whole frame is there (a read may bring part of one, or several)."""
 
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._buffer = bytearray()
 
-def _reader(sock: socket.socket) -> Any:
-    return sock.makefile("rb", buffering=1 << 16)
+    def parsed(self) -> Any:
+        """A whole frame from what was read, or None."""
+        buffer = self._buffer
+        if len(buffer) < _HEADER.size:
+            return None
+        end = _HEADER.size + _HEADER.unpack_from(buffer)[0]
+        if len(buffer) < end:
+            return None
+        value = pickle.loads(memoryview(buffer)[_HEADER.size : end])
+        del buffer[:end]
+        return value
+
+    def next(self) -> Any:
+        """The next whole frame, reading (blocking) as long as it takes; None at the end."""
+        while (value := self.parsed()) is None:
+            if not self.fill():
+                return None
+        return value
+
+    def fill(self) -> bool:
+        """Read once (blocking), or all that is there (non-blocking); False at the end."""
+        drain = not self.sock.getblocking()
+        try:
+            while True:
+                data = self.sock.recv(_CHUNK)
+                self._buffer += data
+                if not data:
+                    return False
+                if not drain or len(data) < _CHUNK:
+                    return True
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
 
 
 @functools.lru_cache(maxsize=256)
@@ -112,30 +141,27 @@ def _portable(value: Any, ok: bool) -> tuple[Any, bool]:
         return QueueWriteError(True, f"queue job failed: {type(value).__name__}: {value}"), False
 
 
-class ChildProcess:
-    """The parent's side of a helper process that runs named module functions on its side of
-    a pipe (`run`, `submit`, `call`); the queue's writer (`ProcessCommitter`) is one. `code`
-    is the child's Python, given the two pipes' file descriptors (jobs in, replies out) and
-    `args`; it answers a hello frame, then one frame per batch of jobs.
+class ProcessCommitter:
+    """`GroupCommitter`'s interface (`run`, `submit`, `call`), with the work done in the
+    queue's writer process.
 
     Replies are read by the event loop that first awaits a job (`add_reader`: no thread, no
     wake-up through another thread and its interpreter lock), and handed to other loops'
     futures with `call_soon_threadsafe`; before a loop reads them (opening the queue), and
     while closing, `call` and `stop` read them where they wait."""
 
-    def __init__(self, code: str, args: list[str], *, what: str, name: str, lock_fd: int | None = None) -> None:
-        self._code, self._args, self._name, self._what = code, args, name, what
+    def __init__(self, path: Path, *, shared: bool = False, max_batch: int = 256, lock_fd: int | None = None) -> None:
+        self._args = [str(path), "shared" if shared else "owner", str(max_batch)]
         self._lock_fd = lock_fd
         self._send_lock = threading.Lock()
         self._read_lock = threading.Lock()
         self._pending: dict[int, tuple[Any, Any]] = {}  # job number -> (future, its loop or None)
         self._pending_lock = threading.Lock()
-        self._outboxes: dict[Any, list[bytes]] = {}  # frames of this turn of each loop, sent together
+        self._outboxes: dict[Any, list[tuple[int, bytes]]] = {}  # this turn's jobs of each loop, sent together
         self._ids = itertools.count()
         self._closed = False
         self._out: socket.socket | None = None  # jobs to the child
-        self._in: socket.socket | None = None  # replies from the child
-        self._buffer = bytearray()  # reply bytes not yet a whole frame
+        self._replies: _Frames | None = None  # replies from the child
         self._child: subprocess.Popen | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop that reads the replies
         self._loop_thread: int | None = None
@@ -144,12 +170,24 @@ class ChildProcess:
         self.restarts = 0
 
     @property
+    def transactions(self) -> int:
+        return self._before[0] + self._counters[0]
+
+    @property
+    def largest_batch(self) -> int:
+        return max(self._before[1], self._counters[1])
+
+    @property
+    def failed_writes(self) -> int:
+        return self._before[2] + self._counters[2]
+
+    @property
     def pid(self) -> int | None:
         return self._child.pid if self._child else None
 
     def start(self) -> Any:
-        """Start the child and wait for its hello; return what it said (the writer: what
-        opening the database found, `recovery.OpenResult`), or raise why it could not start."""
+        """Start the child and wait until it holds an open database; return what opening it
+        found (`recovery.OpenResult`), or raise why it could not."""
         return self._spawn()
 
     def _spawn(self) -> Any:
@@ -157,7 +195,7 @@ class ChildProcess:
         replies_ours, replies_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         theirs = [jobs_theirs, replies_theirs]
         fds = [sock.fileno() for sock in theirs] + ([self._lock_fd] if self._lock_fd is not None else [])
-        argv = [sys.executable, "-c", self._code, *(str(sock.fileno()) for sock in theirs), *self._args]
+        argv = [sys.executable, "-c", CHILD, *(str(sock.fileno()) for sock in theirs), *self._args]
         env = dict(os.environ)
         root = str(Path(__file__).resolve().parents[3])  # where `engine` is importable from
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
@@ -166,99 +204,67 @@ class ChildProcess:
         finally:
             for sock in theirs:
                 sock.close()
-        self._buffer = bytearray()
-        hello = self._frame(replies_ours)
+        replies = _Frames(replies_ours)
+        hello = replies.next()
+        if hello is not None:
+            _replay(hello[2])
         if hello is None or hello[0] != "ready":
             jobs_ours.close()
             replies_ours.close()
             child.wait()
             if hello is None:
-                raise QueueWriteError(True, f"{self._what} exited at start (status {child.returncode})")
-            _replay(hello[2])
+                raise QueueWriteError(True, f"{WHAT} exited at start (status {child.returncode})")
             raise hello[1]
-        _replay(hello[2])
-        self._out, self._in, self._child = jobs_ours, replies_ours, child
+        self._out, self._replies, self._child = jobs_ours, replies, child
         return hello[1]
 
-    def _frame(self, sock: socket.socket) -> Any:
-        """The next whole frame, reading `sock` as long as it takes; None at its end."""
-        while (value := self._parsed()) is None:
-            try:
-                data = sock.recv(1 << 18)
-            except OSError:
-                return None
-            if not data:
-                return None
-            self._buffer += data
-        return value
-
-    def _parsed(self) -> Any:
-        """A whole frame from the buffer, or None."""
-        buffer = self._buffer
-        if len(buffer) < _HEADER.size:
-            return None
-        end = _HEADER.size + _HEADER.unpack_from(buffer)[0]
-        if len(buffer) < end:
-            return None
-        value = pickle.loads(memoryview(buffer)[_HEADER.size : end])
-        del buffer[:end]
-        return value
-
     async def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Run `fn(conn, *args, **kwargs)` in the child; its result once done (the writer: once
-        the transaction that holds it committed)."""
+        """Run `fn(conn, *args, **kwargs)` in the child's next transaction; its result once committed."""
         loop = asyncio.get_running_loop()
         home = self._loop
         if home is not loop and (home is None or home.is_closed() or not home.is_running()):
             self._attach(loop)
         future = loop.create_future()
-        frame = self._register(future, loop, fn, args, kwargs)
+        number, frame = self._register(future, loop, fn, args, kwargs)
         if len(frame) > LARGE_FRAME:
             try:
                 await asyncio.to_thread(self._send, frame)
             except QueueWriteError:
-                self._unregister([frame])
+                self._forget([number])
                 raise
         else:  # sent with the others of this turn of the loop: one system call for them all
             outbox = self._outboxes.get(loop)
             if outbox is None:
                 outbox = self._outboxes[loop] = []
                 loop.call_soon(self._flush, loop)
-            outbox.append(frame)
+            outbox.append((number, frame))
         return await future
 
     def _attach(self, loop: asyncio.AbstractEventLoop) -> None:
         """Let `loop` read the replies from now on."""
         self._detach()
-        if self._in is None or self._closed:
+        if self._replies is None or self._closed:
             return
         self._loop, self._loop_thread = loop, threading.get_ident()
-        self._in.setblocking(False)
-        loop.add_reader(self._in.fileno(), self._readable)
+        self._replies.sock.setblocking(False)
+        loop.add_reader(self._replies.sock.fileno(), self._readable)
 
     def _detach(self) -> None:
         loop, self._loop = self._loop, None
-        if loop is not None and not loop.is_closed() and self._in is not None:
+        if self._replies is None:
+            return
+        if loop is not None and not loop.is_closed():
             try:
-                loop.remove_reader(self._in.fileno())
+                loop.remove_reader(self._replies.sock.fileno())
             except Exception:  # noqa: BLE001 - a loop being torn down: it reads nothing more anyway
                 pass
-        if self._in is not None:
-            self._in.setblocking(True)
+        self._replies.sock.setblocking(True)
 
     def _readable(self) -> None:
         """On the loop: what the child answered so far."""
-        sock = self._in
-        try:
-            while len(data := sock.recv(1 << 18)) == 1 << 18:
-                self._buffer += data
-            self._buffer += data
-            ended = not data
-        except BlockingIOError:
-            ended = False
-        except OSError:
-            ended = True
-        while (value := self._parsed()) is not None:
+        replies = self._replies
+        ended = not replies.fill()
+        while (value := replies.parsed()) is not None:
             self._handle(value)
         if ended:
             self._lost()
@@ -280,44 +286,43 @@ class ChildProcess:
         status = self._child.wait() if self._child else None
         if self._closed:
             return
-        log.error("%s exited (status %s); starting another", self._what, status)
-        self._fail_pending(f"{self._what} exited before answering")
+        log.error("%s exited (status %s); starting another", WHAT, status)
+        self._fail_pending(f"{WHAT} exited before answering")
         with self._send_lock:
-            for sock in (self._out, self._in):
+            for sock in (self._out, self._replies.sock if self._replies else None):
                 if sock is not None:
                     sock.close()
-            self._out = self._in = None
+            self._out = self._replies = None
             (b0, b1, b2), (c0, c1, c2) = self._before, self._counters
             self._before, self._counters = (b0 + c0, max(b1, c1), b2 + c2), (0, 0, 0)
             try:
                 self._spawn()
                 self.restarts += 1
             except Exception:  # noqa: BLE001 - nothing more can be done here: every job now fails
-                log.exception("%s could not be started again", self._what)
+                log.exception("%s could not be started again", WHAT)
                 return
         if loop is not None and not loop.is_closed():
             self._attach(loop)
 
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
-        frames = self._outboxes.pop(loop, [])
+        sent = self._outboxes.pop(loop, [])
         try:
-            self._send(b"".join(frames))
+            self._send(b"".join(frame for _, frame in sent))
         except QueueWriteError as exc:
-            resolve([(future, exc, False) for future, _ in self._unregister(frames) if future is not None])
+            resolve([(future, exc, False) for future, _ in self._forget([n for n, _ in sent]) if future is not None])
 
-    def _unregister(self, frames: list[bytes]) -> list[tuple[Any, Any]]:
-        """Forget the jobs of frames that were not sent; return their (future, loop)."""
-        numbers = [pickle.loads(frame[_HEADER.size :])[0] for frame in frames]
+    def _forget(self, numbers: list[int]) -> list[tuple[Any, Any]]:
+        """Forget jobs that were not sent; return their (future, loop)."""
         with self._pending_lock:
             return [self._pending.pop(number, (None, None)) for number in numbers]
 
     def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
         future: Future = Future()
-        frame = self._register(future, None, fn, args, kwargs)
+        number, frame = self._register(future, None, fn, args, kwargs)
         try:
             self._send(frame)
         except QueueWriteError:
-            self._unregister([frame])
+            self._forget([number])
             raise
         return future
 
@@ -336,24 +341,23 @@ class ChildProcess:
     def _pump(self, future: Future | None = None) -> None:
         """Read and hand out replies here until `future` is done (None: until the child's end)."""
         with self._read_lock:
-            if self._loop is not None:
-                self._detach()
+            self._detach()
             while future is None or not future.done():
-                value = self._frame(self._in) if self._in is not None else None
+                value = self._replies.next() if self._replies is not None else None
                 if value is None:
                     if future is not None:
                         self._lost()
                     return
                 self._handle(value)
 
-    def _register(self, future: Any, loop: Any, fn: Callable, args: tuple, kwargs: dict) -> bytes:
+    def _register(self, future: Any, loop: Any, fn: Callable, args: tuple, kwargs: dict) -> tuple[int, bytes]:
         if self._closed:
             raise QueueClosed("the queue is closed")
         number = next(self._ids)
         frame = encode_frame((number, _name_of(fn), args, kwargs))
         with self._pending_lock:
             self._pending[number] = (future, loop)
-        return frame
+        return number, frame
 
     def _send(self, frame: bytes) -> None:
         with self._send_lock:
@@ -363,7 +367,7 @@ class ChildProcess:
                     raise OSError("no process")
                 sock.sendall(frame)
             except OSError as exc:
-                raise QueueWriteError(True, f"{self._what} is not running: {exc}") from exc
+                raise QueueWriteError(True, f"{WHAT} is not running: {exc}") from exc
 
     def _fail_pending(self, reason: str) -> None:
         with self._pending_lock:
@@ -380,35 +384,13 @@ class ChildProcess:
             if self._out is not None:
                 self._out.close()  # the child reads its end of jobs, answers them all, and ends
                 self._out = None
-        if self._in is not None:
+        if self._replies is not None:
             self._pump()  # every answer, until the child closes its end
-            self._in.close()
-            self._in = None
+            self._replies.sock.close()
+            self._replies = None
         if self._child is not None:
             self._child.wait()
         self._fail_pending("the queue was closed")
-
-
-class ProcessCommitter(ChildProcess):
-    """`GroupCommitter`'s interface, with the work done in the queue's writer process."""
-
-    def __init__(self, path: Path, *, shared: bool = False, max_batch: int = 256, lock_fd: int | None = None) -> None:
-        args = [str(path), "shared" if shared else "owner", str(max_batch)]
-        super().__init__(
-            CHILD, args, what="the queue's writer process", name="sealrelay-queue-replies", lock_fd=lock_fd
-        )
-
-    @property
-    def transactions(self) -> int:
-        return self._before[0] + self._counters[0]
-
-    @property
-    def largest_batch(self) -> int:
-        return max(self._before[1], self._counters[1])
-
-    @property
-    def failed_writes(self) -> int:
-        return self._before[2] + self._counters[2]
 
 
 def _replay(records: list[logging.LogRecord]) -> None:
@@ -444,7 +426,7 @@ class _Records(logging.Handler):
         return taken
 
 
-class Ticket:
+class _Ticket:
     """A job's number, where the thread writer expects an asyncio future."""
 
     __slots__ = ("number",)
@@ -456,18 +438,17 @@ class Ticket:
         return False
 
 
-class Reply:
-    """Where a child hands outcomes back (the thread writer calls it as it would an event
-    loop): one frame per batch, with the child's counters and log records."""
+class _Reply:
+    """Where the child's writer hands a transaction's outcomes (it calls this as it would an
+    event loop): one frame back to the parent, with the counters and log records."""
 
-    def __init__(
-        self, sock: socket.socket, records: _Records, counters: Callable[[], tuple] = lambda: (0, 0, 0)
-    ) -> None:
-        self._sock, self._records, self._counters = sock, records, counters
+    def __init__(self, sock: socket.socket, records: _Records, committer: Any) -> None:
+        self._sock, self._records, self._committer = sock, records, committer
         self._lock = threading.Lock()
 
-    def call_soon_threadsafe(self, _resolve: Callable | None, items: list[tuple[Ticket, Any, bool]]) -> None:
-        counters = self._counters()
+    def call_soon_threadsafe(self, _resolve: Callable | None, items: list[tuple[_Ticket, Any, bool]]) -> None:
+        done = self._committer
+        counters = (done.transactions, done.largest_batch, done.failed_writes)
         records = self._records.take()
         try:
             frame = encode_frame(
@@ -483,47 +464,19 @@ class Reply:
                 pass
 
 
-def child_pipe(argv: list[str]) -> tuple[socket.socket, socket.socket, _Records]:
-    """A child's start: its ends of the two pipes (jobs in, replies out: the first two
-    arguments), its log records collected for the replies, and SIGINT and SIGTERM ignored (it
-    ends when the jobs pipe closes, see the module's docstring)."""
+def child_main(argv: list[str]) -> int:
+    """The child's main: `python -c CHILD JOBS_FD REPLIES_FD DB owner|shared MAX_BATCH`. SIGINT
+    and SIGTERM are ignored: it ends when the jobs pipe closes (see the module's docstring)."""
+    from engine.relay.queue import recovery
+    from engine.relay.queue.writer import GroupCommitter, _Job
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     records = _Records()
     root = logging.getLogger()
     root.handlers[:] = [records]
     root.setLevel(logging.INFO)
-    return socket.socket(fileno=int(argv[0])), socket.socket(fileno=int(argv[1])), records
-
-
-def jobs(sock: socket.socket, reply: Reply) -> Iterator[tuple[Ticket, Callable, tuple, dict]]:
-    """The jobs the parent sends, until the pipe closes; a job naming no function is answered
-    at once with the error."""
-    stream = _reader(sock)
-    try:
-        while True:
-            try:
-                number, name, args, kwargs = _read_frame(stream)
-            except (EOFError, OSError):
-                return
-            try:
-                fn = _function(name)
-            except (ImportError, AttributeError) as exc:
-                reply.call_soon_threadsafe(
-                    None, [(Ticket(number), QueueWriteError(False, f"no such job: {exc}"), False)]
-                )
-                continue
-            yield Ticket(number), fn, args, kwargs
-    finally:
-        stream.close()
-
-
-def child_main(argv: list[str]) -> int:
-    """The writer child's main: `python -c CHILD JOBS_FD REPLIES_FD DB owner|shared MAX_BATCH`."""
-    from engine.relay.queue import recovery
-    from engine.relay.queue.writer import GroupCommitter, _Job
-
-    sock, out, records = child_pipe(argv)
+    jobs, out = _Frames(socket.socket(fileno=int(argv[0]))), socket.socket(fileno=int(argv[1]))
     path, mode, max_batch = Path(argv[2]), argv[3], int(argv[4])
     opened = recovery.OpenResult()
     committer = GroupCommitter(
@@ -537,12 +490,20 @@ def child_main(argv: list[str]) -> int:
         out.sendall(encode_frame(("failed", _portable(exc, False)[0], records.take())))
         return 1
     out.sendall(encode_frame(("ready", opened, records.take())))
-    reply = Reply(out, records, lambda: (committer.transactions, committer.largest_batch, committer.failed_writes))
+    reply = _Reply(out, records, committer)
     try:
-        for ticket, fn, args, kwargs in jobs(sock, reply):
-            committer._put(_Job(fn, ticket, reply, args, kwargs))  # noqa: SLF001 - the same module's writer
+        while (job := jobs.next()) is not None:
+            number, name, args, kwargs = job
+            try:
+                fn = _function(name)
+            except (ImportError, AttributeError) as exc:
+                reply.call_soon_threadsafe(
+                    None, [(_Ticket(number), QueueWriteError(False, f"no such job: {exc}"), False)]
+                )
+                continue
+            committer._put(_Job(fn, _Ticket(number), reply, args, kwargs))  # noqa: SLF001 - the same module's writer
     finally:
         committer.stop()  # every job given is run and answered before the child ends
-        sock.close()
+        jobs.sock.close()
         out.close()
     return 0
