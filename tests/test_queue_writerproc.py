@@ -78,7 +78,7 @@ async def test_concurrent_enqueues_commit_together_in_the_child(pq):
     assert stats.enqueued == 200 and stats.transactions < 200 and stats.largest_batch > 1  # group commit
 
 
-def test_the_queue_directory_stays_locked_while_either_process_holds_it(tmp_path):
+def test_close_waits_for_the_writer_to_let_go_of_the_queue(tmp_path):
     queue = Queue.open(tmp_path / "queue", writer="process")
     child = queue._committer.pid
     assert child is not None and _alive(child)
@@ -158,7 +158,8 @@ async def test_a_large_body_crosses_intact(pq):
 
 
 def test_a_relay_killed_outright_leaves_its_writer_to_end_and_the_queue_to_reopen(tmp_path):
-    """kill -9 of the relay: the child sees its pipe close, finishes, and lets go of the lock."""
+    """kill -9 of the relay: while its writer lives, no other relay opens the queue; the writer
+    sees its pipe close, finishes, and lets go of the lock."""
     directory = tmp_path / "queue"
     code = (
         "import sys, asyncio; from engine.relay.queue import Queue; "
@@ -168,9 +169,13 @@ def test_a_relay_killed_outright_leaves_its_writer_to_end_and_the_queue_to_reope
     )
     relay = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
-        assert relay.stdout.readline().strip().isdigit()  # the message is queued
+        child = int(relay.stdout.readline())  # the message is queued
+        os.kill(child, signal.SIGSTOP)  # the writer cannot end yet: the relay dies first
         os.kill(relay.pid, signal.SIGKILL)
         relay.wait()
+        with pytest.raises(QueueLocked):  # the lock outlives the relay: the writer holds it too
+            Queue.open(directory)
+        os.kill(child, signal.SIGCONT)
     finally:
         relay.kill()
     opened = []

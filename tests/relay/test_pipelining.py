@@ -206,7 +206,7 @@ async def test_a_reply_too_many_is_not_trusted(write_config, start_relay) -> Non
         relay = await start_relay(_config(write_config, peer.port))
         queue_id = await _submit(relay, ["bob@partner.example"])
         detail = await _settled(relay, queue_id)
-        assert peer.contents == [] or all(b"Hello Bob" not in c for c in peer.contents)
+        assert peer.contents == []
         [rcpt] = detail.recipients
         assert rcpt.state == "deferred" and "answered more than it was asked" in rcpt.last_error
 
