@@ -37,10 +37,12 @@ class PeerHandler(SinkHandler):
     """A sink's handler that offers REQUIRETLS once TLS is up (when `offer`) and keeps the
     MAIL parameters of each message it stores, in `mail_options`."""
 
-    def __init__(self, offer: bool) -> None:
+    def __init__(self, offer: bool, pipelining: bool = False) -> None:
         super().__init__()
         self.offer = offer
+        self.pipelining = pipelining
         self.mail_options: list[list[str]] = []
+        self.pipelined: list[bool] = []  # per MAIL: whether its RCPT had already arrived with it
         self.ehlos = 0  # EHLO commands seen, before and after STARTTLS
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
@@ -48,6 +50,8 @@ class PeerHandler(SinkHandler):
         self.ehlos += 1
         if self.offer and server.transport.get_extra_info("ssl_object") is not None:
             responses.insert(-1, "250-REQUIRETLS")
+        if self.pipelining:
+            responses.insert(-1, "250-PIPELINING")
         return responses
 
     async def handle_DATA(self, server, session, envelope):
@@ -61,6 +65,7 @@ class PeerSMTP(SMTP):
     BODY and SMTPUTF8), where the handler offered it."""
 
     async def smtp_MAIL(self, arg):
+        self.event_handler.pipelined.append(b"RCPT" in bytes(self._reader._buffer))  # noqa: SLF001
         words = (arg or "").split()
         if not (words and words[-1].upper() == "REQUIRETLS" and self.event_handler.offer):
             return await super().smtp_MAIL(arg)
@@ -79,10 +84,16 @@ class Peer(Sink):
     RFC 8689 asks)."""
 
     def __init__(
-        self, *, tls: ssl.SSLContext | None, offer: bool, port: int | None = None, address: str = "127.0.0.1"
+        self,
+        *,
+        tls: ssl.SSLContext | None,
+        offer: bool,
+        port: int | None = None,
+        address: str = "127.0.0.1",
+        pipelining: bool = False,
     ) -> None:
         super().__init__(tls=tls, port=port)
-        self.handler = PeerHandler(offer)
+        self.handler = PeerHandler(offer, pipelining)
         self.controller = PeerController(
             self.handler, hostname=address, port=self.port, tls_context=tls, ready_timeout=10
         )
@@ -207,18 +218,20 @@ async def test_requiretls_on_mail_without_tls_is_refused(write_config, start_rel
     assert await relay.queue.count() == 0
 
 
+@pytest.mark.parametrize("pipelining", [False, True], ids=["one-by-one", "pipelined"])
 async def test_a_requiretls_message_goes_to_a_peer_offering_it_with_the_parameter(
-    pki, dns_server, write_config, start_relay, caplog
+    pki, dns_server, write_config, start_relay, caplog, pipelining
 ) -> None:
     caplog.set_level(logging.INFO, logger="sealrelay.decisions")
     tls = server_tls(pki, "good")
-    with Peer(tls=tls, offer=True) as partner, Peer(tls=tls, offer=True) as home:
+    with Peer(tls=tls, offer=True, pipelining=pipelining) as partner, Peer(tls=tls, offer=True) as home:
         relay = await start_relay(write_config(**config(pki, dns_server, partner.port, home.port)))
         tagged = await submit(relay, message())
         plain = await submit(relay, message(), tagged=False)
         got = await partner.received(2)
         assert {m.tls for m in got} <= {"TLSv1.2", "TLSv1.3"}
         assert sorted("REQUIRETLS" in options for options in partner.handler.mail_options) == [False, True]
+        assert partner.handler.pipelined == [pipelining, pipelining]  # the parameter rides a pipelined MAIL too
         record = await outcome(caplog, tagged)
         assert record["result"] == "delivered" and "chain verified, name checked, REQUIRETLS" in record["tls"]
         assert "REQUIRETLS" not in (await outcome(caplog, plain))["tls"]
