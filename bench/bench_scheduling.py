@@ -57,7 +57,7 @@ from bench_relay import (  # the process plumbing of the throughput benchmark
 )
 
 FILL = r"""
-import hashlib, sqlite3, sys, time
+import sqlite3, sys, time
 from pathlib import Path
 from engine.relay.queue import Queue, store
 qdir, count, domain, due = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
@@ -65,11 +65,10 @@ Queue.open(qdir).close()  # the schema of the code under test
 conn = sqlite3.connect(Path(qdir) / "queue.db", isolation_level=None)
 conn.execute("PRAGMA foreign_keys = ON")
 body = b"Subject: queued\r\n\r\n" + b"x" * 1000 + b"\r\n"
-digest = hashlib.sha256(body).digest()
 now = time.time()
 conn.execute("BEGIN")
 for n in range(count):
-    store.insert(conn, "bench@source.example", [f"r{n}@{domain}"], body, digest, "{}", now - 3600 + n / 1000)
+    store.insert(conn, "bench@source.example", [f"r{n}@{domain}"], body, "{}", now - 3600 + n / 1000)
 if due > now:  # waiting for a retry: deferred once already
     conn.execute("UPDATE recipients SET state = 'deferred', attempts = 1, next_attempt_at = ?, "
                  "last_error = 'connection refused'", (due,))
