@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import tracemalloc
-from email import message_from_bytes
+from email import errors, message_from_bytes
 from email.message import EmailMessage
 
 from hypothesis import HealthCheck, given, settings
@@ -135,3 +135,56 @@ def test_already_encrypted_reads_no_copy_of_a_large_message() -> None:
         tracemalloc.stop()
     assert verdict is None
     assert peak < 4 * 2**20
+
+
+# -- the header read at once ----------------------------------------------------------------
+
+VALUE_PIECES = [b" ", b"\t", b"value", b"\r", b"\xe9t\xe9", b":", b"=?utf-8?q?w?=", b"\x00"]
+NAMES = [b"Subject", b"X-Tag", b"Content-Type", b"From ", b"From", b"", b"a b", b"\xe9"]
+BREAKS = [b"\r\n", b"\n", b"\r\r\n", b"\r"]
+
+
+@st.composite
+def header_blocks(draw) -> bytes:
+    """Header lines as senders write them and get them wrong: fields (a name, a colon, a
+    value of blanks, words, stray CRs and 8-bit bytes), folds, lines that are no field,
+    envelope lines, each ending in CRLF, LF, CR CR LF or a bare CR; then an empty line,
+    or none, and a body."""
+    value = st.lists(st.sampled_from(VALUE_PIECES), max_size=5).map(b"".join)
+    field = st.tuples(st.sampled_from(NAMES), st.sampled_from([b":", b""]), value).map(b"".join)
+    fold = st.tuples(st.sampled_from([b" ", b"\t"]), value).map(b"".join)
+    line = st.one_of(field, fold, st.sampled_from([b"From sender@example.com Mon", b"no colon", b""]))
+    lines = draw(st.lists(st.tuples(line, st.sampled_from(BREAKS)), max_size=8))
+    end = draw(st.sampled_from([b"\r\n", b"\n", b""]))
+    return b"".join(text + brk for text, brk in lines) + end + draw(st.sampled_from([b"", b"body\r\n", b"a: b\r\n"]))
+
+
+def _read_both(raw: bytes, start: int = 0) -> tuple[tuple, tuple]:
+    clean: list = []
+    lines: list = []
+    one = mimetree._headers(raw, start, len(raw), clean)
+    other = mimetree._header_lines(raw, start, len(raw), lines)
+    return (one, [type(d) for d in clean]), (other, [type(d) for d in lines])
+
+
+@settings(max_examples=1000, deadline=None)
+@given(header_blocks())
+def test_a_header_read_at_once_is_read_as_line_by_line(raw: bytes) -> None:
+    """`_headers` reads the usual header with one regular expression (`_CLEAN_HEADERS`) and
+    anything else line by line: the fields, where the body starts and the defects must be
+    the same either way."""
+    fast, slow = _read_both(raw)
+    assert fast == slow
+
+
+def test_the_usual_header_is_read_at_once_and_folds_are_kept() -> None:
+    raw = b"Subject:  \t\r\n folded\r\n\tagain\r\nX-Empty:\r\nX-8bit: \xe9\r\n\r\nbody:\r\n"
+    assert mimetree._CLEAN_HEADERS.match(raw) is not None
+    fast, slow = _read_both(raw)
+    assert fast == slow
+    fields, body_start = fast[0]
+    assert fields == [("Subject", "\r\n folded\r\n\tagain"), ("X-Empty", ""), ("X-8bit", "\udce9")]
+    assert raw[body_start:] == b"body:\r\n"
+    # a header the expression does not take: a line that is not a field ends it, with a defect
+    fast, slow = _read_both(b"Subject: x\r\nnot a field\r\n\r\nbody")
+    assert fast == slow and fast[1] == [errors.MissingHeaderBodySeparatorDefect]

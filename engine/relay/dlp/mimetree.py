@@ -55,6 +55,11 @@ class Part:
     The methods the DLP walker uses have the stdlib `Message`'s names and meaning
     (`get`, `get_content_type`, `get_payload`, `get_filename`, ...)."""
 
+    __slots__ = (
+        "buf", "start", "end", "depth", "default_type", "max_mime_depth", "defects",
+        "_headers", "body_start", "_params", "_type", "children",
+    )  # fmt: skip
+
     def __init__(self, buf: bytes, start: int, end: int, depth: int, default_type: str, max_mime_depth: int) -> None:
         self.buf, self.start, self.end, self.depth = buf, start, end, depth
         self.default_type = default_type
@@ -62,6 +67,7 @@ class Part:
         self.defects: list[errors.MessageDefect] = []
         self._headers, self.body_start = _headers(buf, start, end, self.defects)
         self._params: dict[str, list[tuple[str, str]] | None] = {}
+        self._type: str | None = None  # declared_type(), once read
         self.children: list[Part] | None = None
         self._structure()
 
@@ -74,9 +80,9 @@ class Part:
     def get(self, name: str, failobj=None):
         """The first field of that name, unfolded and stripped (a transfer encoding as its
         bare lower-case token), or `failobj`."""
-        wanted = name.lower()
+        wanted, size = name.lower(), len(name)
         for field, value in self._headers:
-            if field.lower() == wanted:
+            if len(field) == size and field.lower() == wanted:
                 value = unfold(value).strip()
                 return _transfer_encoding(value) if wanted == "content-transfer-encoding" else value
         return failobj
@@ -102,11 +108,14 @@ class Part:
 
     def declared_type(self) -> str:
         """The Content-Type as declared (compat32's reading), also for a part too deep."""
-        params = self.get_params(None)
-        if params is None:
-            return self.default_type
-        ctype = params[0][0].lower()
-        return ctype if ctype.count("/") == 1 else "text/plain"
+        if self._type is None:
+            params = self.get_params(None)
+            if params is None:
+                self._type = self.default_type
+            else:
+                ctype = params[0][0].lower()
+                self._type = ctype if ctype.count("/") == 1 else "text/plain"
+        return self._type
 
     def get_content_type(self) -> str:
         return "text/plain" if self.too_deep else self.declared_type()
@@ -308,6 +317,14 @@ def _before_break(buf: bytes, where: int, floor: int) -> int:
 def _headers(buf: bytes, start: int, end: int, defects: list) -> tuple[list[tuple[str, str]], int]:
     """The header fields from `start` and where the body begins (after the empty line; at
     the first line that is not a field, with a defect; at `end` when there is no body)."""
+    clean = _CLEAN_HEADERS.match(buf, start, end)
+    if clean is not None:  # the usual header: fields, folded or not, and the empty line
+        return clean_fields(buf, start, clean.end()), clean.end()
+    return _header_lines(buf, start, end, defects)
+
+
+def _header_lines(buf: bytes, start: int, end: int, defects: list) -> tuple[list[tuple[str, str]], int]:
+    """`_headers` line by line, with the stdlib's defects."""
     fields: list[list[str]] = []
     at = start
     while at < end:
@@ -338,6 +355,24 @@ def _headers(buf: bytes, start: int, end: int, defects: list) -> tuple[list[tupl
             return _joined(fields), at
         at = stop
     return _joined(fields), end
+
+
+# A header every line of which is a field or a continuation, each ending in CRLF or LF (no
+# other CR), up to an empty line: what `_headers`' line loop reads without a defect, read
+# by one regular expression. Anything else (a line that is not a field, an envelope "From "
+# line, a stray CR, no empty line) takes the loop.
+_FIELD = rb"[\041-\071\073-\176]+:[^\r\n]*(?:\r?\n[ \t][^\r\n]*)*\r?\n"
+_CLEAN_HEADERS = re.compile(rb"(?:" + _FIELD + rb")*\r?\n")
+_CLEAN_FIELD = re.compile(rb"([\041-\071\073-\176]+):[ \t]*([^\r\n]*(?:\r?\n[ \t][^\r\n]*)*)\r?\n")
+
+
+def clean_fields(buf: bytes, start: int, end: int) -> list[tuple[str, str]]:
+    """The fields of a header `_CLEAN_HEADERS` matched in buf[start:end], as `_headers`'
+    loop reads them: the value after the colon and its blanks, folds kept, final break cut."""
+    return [
+        (name.decode("ascii"), value.decode("ascii", "surrogateescape"))
+        for name, value in _CLEAN_FIELD.findall(buf, start, end)
+    ]
 
 
 def _joined(fields: list[list[str]]) -> list[tuple[str, str]]:
