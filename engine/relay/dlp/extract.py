@@ -28,6 +28,7 @@ attachment but not expanded.
 
 from __future__ import annotations
 
+import binascii
 import mimetypes
 import re
 import time
@@ -100,18 +101,29 @@ def extract(raw: bytes, limits: Limits | None = None, tree: Part | None = None) 
     """Extract the scannable content of a raw message (within `limits`: the config's
     `dlp.limits`, by default Limits()); `tree`: the message already parsed by the caller
     (`mimetree.parse` with `limits.max_mime_depth`), so it is parsed once. Never raises for
-    bad input."""
+    bad input. A message that is one plain-text body is read directly (`_plain_message`),
+    every other one by walking its tree (`_walked`)."""
     limits = limits or Limits()
+    try:
+        message = tree if tree is not None else mimetree.parse(raw, limits.max_mime_depth)
+    except Exception as error:  # the parser is lenient; this is the last resort
+        return _unparseable(raw, error)
+    try:
+        plain = _plain_message(message, limits)
+    except Exception:  # the walker reads it again and says what went wrong
+        plain = None
+    return plain if plain is not None else _walked(raw, message, limits)
+
+
+def _walked(raw: bytes, message: Part, limits: Limits) -> Extracted:
+    """`extract` by walking the message's tree, whatever it holds."""
     walker = _Walker(limits)
     if limits.message_document_seconds is not None:
         walker.document_seconds = limits.message_document_seconds
     try:
-        message = tree if tree is not None else walker.parse(raw)
         headers = walker.message(message, prefix="", depth=0)
     except Exception as error:  # the parser is lenient; this is the last resort
-        text, _ = decode_text(raw, None)
-        problem = f"unparseable: {type(error).__name__}: {error}; read as plain text"
-        return Extracted("", (), (TextPart("body", text),), (), (problem,), (problem,))
+        return _unparseable(raw, error)
     walker.finish()
     return Extracted(
         subject=_subject(headers),
@@ -121,6 +133,51 @@ def extract(raw: bytes, limits: Limits | None = None, tree: Part | None = None) 
         problems=tuple(walker.problems),
         unscanned=tuple(walker.unscanned),
     )
+
+
+def _unparseable(raw: bytes, error: Exception) -> Extracted:
+    text, _ = decode_text(raw, None)
+    problem = f"unparseable: {type(error).__name__}: {error}; read as plain text"
+    return Extracted("", (), (TextPart("body", text),), (), (problem,), (problem,))
+
+
+_PLAIN_ENCODINGS = frozenset({"", "7bit", "8bit", "binary", "quoted-printable", "base64"})
+
+
+def _plain_message(message: Part, limits: Limits) -> Extracted | None:
+    """What the walker finds in a message that is one plain-text body and nothing else, read
+    without it; None for any other message, which the walker reads. The usual message is
+    one: a header without defects, text/plain (declared or by default) that is neither
+    named nor an attachment, 7bit, 8bit, quoted-printable or base64 that decodes, in a
+    charset that is a text codec (or none), every header within `max_header_chars`. Any
+    note at all (a defect, an unknown charset, a header cut) leaves it to the walker, which
+    reads such messages the same way it reads every other one."""
+    if message.children is not None or message.defects or message.too_deep:
+        return None
+    if message.get_content_type() != "text/plain" or message.get_filename() or message.is_attachment():
+        return None
+    encoding = message.encoding()
+    if encoding not in _PLAIN_ENCODINGS:
+        return None
+    if encoding == "base64":  # decoded here: a failure would add the lenient decoder's defects to the tree
+        try:
+            payload = binascii.a2b_base64(message.body())
+        except binascii.Error:
+            return None
+    else:
+        payload = message.payload()
+    text, problem = decode_text(payload, message.get_content_charset())
+    if problem:
+        return None
+    headers = []
+    for name, raw in message.raw_items():
+        value, cut = decode_header(raw, limits.max_header_chars)
+        if cut:
+            return None
+        headers.append((name, value))
+    subject = _subject(headers)
+    texts = (TextPart("subject", subject), TextPart("body", text)) if subject else (TextPart("body", text),)
+    return Extracted(subject, tuple(headers), texts, (), ())
 
 
 def _document_kind(true_type: str, data: bytes) -> str | None:
