@@ -197,3 +197,29 @@ def test_known_engine_false_negative():
     ends = []
     database.scan(b"x" * 40 + b"8. tail", match_event_handler=lambda *report: ends.append(report[2]))
     assert ends == [42]
+
+
+@needs_hyperscan
+def test_quiet_over_several_texts_is_quiet_over_each() -> None:
+    """`quiet(*texts)` scans the texts as one, joined by line breaks. Every entry's
+    translation drops its anchors and other assertions, so a candidate that one text holds
+    the joined text holds too: quiet over all of them means quiet over each (the property),
+    and a candidate in any of them, first or last, anchored or not, is seen (the cases)."""
+    entries = [
+        ("start", "regex", r"^ACC[0-9]{4}"),
+        ("whole", "regex", r"\AZZ\Z"),
+        ("word", "regex", r"\bPRJ\b"),
+        ("phrase", "phrase", "top secret"),
+    ]
+    fast = Matcher.compile(entries, backend="hyperscan")
+    rng = random.Random(7)
+    pieces = ["ACC1234", "ZZ", "PRJ", "xPRJx", "top", "secret", "top secret", " ", "\n", "plain", ""]
+    for _ in range(400):
+        texts = ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 4))) for _ in range(rng.randint(1, 3))]
+        if fast.quiet(*texts):
+            assert all(fast.quiet(text) and not fast.scan(text) for text in texts), texts
+    for texts in (["plain", "ACC1234"], ["ACC1234", "plain"], ["plain", "", "ZZ"], ["top secret", "x"]):
+        assert not fast.quiet(*texts), texts
+    assert fast.quiet("plain", "", "words") and fast.quiet() and fast.quiet("", "")
+    assert not fast.quiet("top", "secret")  # a candidate across the join: the long way, never a miss
+    assert not Matcher.compile(entries, backend="python").quiet("plain")  # python only: never quiet

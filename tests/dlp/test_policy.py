@@ -11,6 +11,7 @@ from ruamel.yaml import YAML
 
 from engine.config.load import validate_data
 from engine.policy.groups import DomainSet, IPSet
+from engine.relay.dlp import policy as policy_module
 from engine.relay.dlp.classifiers import make_classifier
 from engine.relay.dlp.extract import extract
 from engine.relay.dlp.policy import Facts, Findings, Policies, redact
@@ -322,17 +323,59 @@ _SCAN_ONLY = policies(
 )
 
 
+_FACTS = [
+    OUT,
+    Facts("bob@elsewhere.example", ("carol@example.com",), "192.0.2.1", "inbound"),
+    Facts("dave@example.com", ("erin@other.example",), "10.0.0.6", "outbound"),
+    Facts("alice@example.com", ("bob@partner.example", "x@other.example"), "10.0.0.5", "outbound"),
+]
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     body=st.lists(_PIECES | st.text(max_size=12), max_size=12).map("".join),
     subject=st.lists(_PIECES, max_size=3).map(" ".join),
+    facts=st.lists(st.sampled_from(_FACTS), min_size=1, max_size=4),
 )
-def test_a_quick_verdict_is_the_full_one(body: str, subject: str) -> None:
-    """Where `quick` gives a verdict, it is the one `evaluate` gives."""
+def test_a_quick_verdict_is_the_full_one(body: str, subject: str, facts: list[Facts]) -> None:
+    """Where `quick` gives a verdict, it is the one `evaluate` gives, for senders, peers,
+    recipients and directions that come and go (which rules apply is kept per `Facts`)."""
     extracted = extract(mail(body.replace("\r", "").replace("\n", " "), subject.replace("\n", " ") or "s"))
     for policy in (_FAST, _SCAN_ONLY):
-        quick = policy.quick(extracted, OUT)
-        assert quick is None or quick == policy.evaluate(extracted, OUT)
+        for each in facts:
+            quick = policy.quick(extracted, each)
+            assert quick is None or quick == policy.evaluate(extracted, each)
+
+
+def test_quick_scans_only_the_scopes_its_rules_need() -> None:
+    """One pass over the scopes the applying rules name: a candidate in a scope no rule
+    reads leaves the message to be decided quickly; one in a scope a rule reads does not.
+    Which rules apply, and so which scopes, follows the message's facts."""
+    p = policies(
+        """
+        - {name: body, conditions: {pattern: 'ACC[0-9]{8}', scope: [body]}, destination: {direction: any},
+           action_plan: enc}
+        - {name: in, conditions: {pattern: 'TKT-[0-9]{4}', scope: [subject]}, destination: {direction: inbound},
+           action_plan: blk}
+        """
+    )
+    inbound = _FACTS[1]
+    subject_only = extract(mail("nothing here", subject="ACC12345678 TKT-1234"))
+    assert p.quick(subject_only, OUT) == p.evaluate(subject_only, OUT) == Findings((), "permit", "permit", "enforce")
+    assert p.quick(subject_only, inbound) is None  # the inbound rule reads the subject too
+    assert p.evaluate(subject_only, inbound).action == "block"
+    body = extract(mail("ACC12345678", subject="plain"))
+    assert p.quick(body, OUT) is None and p.evaluate(body, OUT).action == "encrypt"
+
+
+def test_which_rules_apply_is_kept_for_a_bounded_number_of_facts(monkeypatch) -> None:
+    monkeypatch.setattr(policy_module, "_APPLYING_MEMO", 3)
+    p = policies("- {name: c, conditions: {classifier: credit_card}, action_plan: enc}")
+    quiet = extract(mail("nothing"))
+    for n in range(10):
+        facts = Facts(f"u{n}@example.com", ("b@partner.example",), "10.0.0.5", "outbound")
+        assert p.quick(quiet, facts) == p.evaluate(quiet, facts)
+        assert len(p._asked_memo) <= 3  # noqa: SLF001
 
 
 def test_what_quick_decides() -> None:

@@ -32,7 +32,7 @@ import functools
 import os
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from re import _constants as sre  # Python's own regex parser: see _translate
@@ -141,14 +141,18 @@ class Matcher:
             return self._prefilter.scan(text)
         return {entry.id: spans for entry in self._entries if (spans := _finditer(entry.regex, text))}
 
-    def quiet(self, text: str) -> bool:
-        """Whether not even a candidate of any entry is in ``text`` (then `scan` finds
-        nothing): one pass of the engine that stops at the first candidate, so its time
-        follows the text's length whatever the text holds. False whenever some entry is
-        matched by ``re`` alone (the python backend, or an expression the engine refused)."""
-        if not self._entries or not text:
+    def quiet(self, *texts: str) -> bool:
+        """Whether not even a candidate of any entry is in any of ``texts`` (then `scan`
+        finds nothing in them): one pass of the engine over the texts joined by line breaks,
+        stopping at the first candidate, so its time follows their length whatever they
+        hold. The translations keep no anchor or other assertion, so a candidate within one
+        text is one within the joined text; one across a join only answers False. False
+        whenever some entry is matched by ``re`` alone (the python backend, or an
+        expression the engine refused)."""
+        texts = tuple(text for text in texts if text)
+        if not self._entries or not texts:
             return True
-        return self._prefilter is not None and self._prefilter.quiet(text)
+        return self._prefilter is not None and self._prefilter.quiet(texts)
 
 
 # Matchers by (backend, entries): an apply that leaves DLP alone reuses the running one.
@@ -194,6 +198,9 @@ def _finditer(regex: re.Pattern[str], text: str) -> list[Span]:
 _PLACEHOLDER = ord("?")
 
 
+_Route = tuple[tuple[int, ...], ...]  # per expression id of a database: the entries it stands for
+
+
 class _Prefilter:
     """Hyperscan databases over the reversed translations (hsdb.py: compiled once per set
     of expressions, reused across swaps and restarts), plus the confirmation step."""
@@ -213,9 +220,11 @@ class _Prefilter:
         self.python_only = tuple(entry.id for index, entry in enumerate(entries) if index in self._fallback)
         self._layers = self._routed(layers)
 
-    def _routed(self, layers) -> tuple[tuple[hsdb.Layer, tuple[tuple[int, ...], ...]], ...]:
-        """Each database with the entries each of its ids stands for (none: a rule since removed)."""
-        return tuple((layer, tuple(self._by_key.get(key, ()) for key in layer.keys)) for layer in layers)
+    def _routed(self, layers) -> tuple[tuple[hsdb.Layer, _Route, Callable], ...]:
+        """Each database with the entries each of its ids stands for (none: a rule since
+        removed), and `quiet`'s match handler for it, made once."""
+        routed = [(layer, tuple(self._by_key.get(key, ()) for key in layer.keys)) for layer in layers]
+        return tuple((layer, route, _stopper(route)) for layer, route in routed)
 
     def _use_full(self, layer: hsdb.Layer) -> None:
         """The full database replaces base + delta: one reference, read once per scan."""
@@ -227,7 +236,7 @@ class _Prefilter:
         layers = self._layers
         if layers:
             data = _reversed_latin1(text)
-            for layer, route in layers:
+            for layer, route, _ in layers:
                 layer.database.scan(
                     data, match_event_handler=_collector(starts, len(text), route), scratch=layer.scratch()
                 )
@@ -242,19 +251,19 @@ class _Prefilter:
                 found[entry.id] = spans
         return found
 
-    def quiet(self, text: str) -> bool:
+    def quiet(self, texts: tuple[str, ...]) -> bool:
         if self._fallback:
             return False
-        data = _reversed_latin1(text)
-        for layer, route in self._layers:
+        data = _reversed_latin1(*texts)
+        for layer, _, stopper in self._layers:
             try:  # a report for an expression that stands for no entry (a rule since removed) goes on
-                layer.database.scan(data, match_event_handler=_stopper(route), scratch=layer.scratch())
+                layer.database.scan(data, match_event_handler=stopper, scratch=layer.scratch())
             except hyperscan.ScanTerminated:
                 return False
         return True
 
 
-def _stopper(route: tuple[tuple[int, ...], ...]):
+def _stopper(route: _Route):
     """A match handler that stops the scan at the first report of an expression in use."""
 
     def on_match(key: int, start: int, end: int, flags: int, context: object) -> bool:
@@ -266,18 +275,26 @@ def _stopper(route: tuple[tuple[int, ...], ...]):
 _ENCODE_STEP = 1 << 20
 
 
-def _reversed_latin1(text: str) -> bytearray:
-    """The text as hyperscan reads it, reversed: one byte per character (Latin-1, "?" for
-    the others), encoded a MiB at a time into one buffer and reversed in place, so a large
-    text costs one copy (encoding it whole, then copying to reverse it, cost two)."""
-    data = bytearray(len(text))
-    for at in range(0, len(text), _ENCODE_STEP):
-        data[at : at + _ENCODE_STEP] = text[at : at + _ENCODE_STEP].encode("latin-1", errors="replace")
+def _reversed_latin1(*texts: str) -> bytearray:
+    """The texts as hyperscan reads them, joined by line breaks and reversed: one byte per
+    character (Latin-1, "?" for the others), encoded a MiB at a time into one buffer and
+    reversed in place, so a large text costs one copy (encoding it whole, then copying to
+    reverse it, cost two)."""
+    data = bytearray(sum(map(len, texts)) + len(texts) - 1)
+    at = 0
+    for text in texts:
+        if at:
+            data[at] = 0x0A
+            at += 1
+        for step in range(0, len(text), _ENCODE_STEP):
+            piece = text[step : step + _ENCODE_STEP].encode("latin-1", errors="replace")
+            data[at : at + len(piece)] = piece
+            at += len(piece)
     data.reverse()
     return data
 
 
-def _collector(starts: dict[int, set[int]], size: int, route: tuple[tuple[int, ...], ...]):
+def _collector(starts: dict[int, set[int]], size: int, route: _Route):
     """A match handler filing each report under the entries its expression stands for; an
     end in the reversed text is a start in the text."""
 

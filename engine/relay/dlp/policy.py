@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import fnmatch
 import pathlib
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from engine.config.model import RelayConfig
 from engine.config.model.dlp import (
@@ -53,13 +53,14 @@ from engine.relay.dlp.classifiers import (
 from engine.relay.dlp.extract import Extracted, Limits
 from engine.relay.dlp.matcher import Matcher
 
+_APPLYING_MEMO = 4096  # the most `Facts` whose applying rules are kept (Policies._asked)
 ACTION_STRENGTH = {"permit": 0, "encrypt": 1, "quarantine": 2, "block": 3}
 Path = tuple[str | int, ...]
 
 
-@dataclass(frozen=True)
-class Facts:
-    """What policy rules may ask about a message besides its content."""
+class Facts(NamedTuple):
+    """What policy rules may ask about a message besides its content (a tuple: made once
+    per message, and a key of `Policies._asked`)."""
 
     sender: str
     recipients: tuple[str, ...]
@@ -204,6 +205,7 @@ class Policies:
         self._groups: dict[tuple, tuple[Rule, frozenset[str] | None, list[int]]] = {}
         for index, (_, _, _, rule, key, needs) in enumerate(self._rules):
             self._groups.setdefault((key, needs), (rule, needs, []))[2].append(index)
+        self._asked_memo: dict[Facts, tuple] = {}  # `_asked`'s answers
         if self._rules:  # without rules nothing is scanned: no database to build
             entries += [(f"k.{c.name}", "regex", c.pattern) for c in dlp.classifiers]
             # the built-ins' candidates (classifiers.CANDIDATES): entry "b.NAME"
@@ -283,35 +285,48 @@ class Policies:
         action = would if self.mode == "enforce" else "permit"
         return Findings(tuple(hits), action, would, self.mode, tuple(extracted.problems), tuple(extracted.unscanned))
 
-    def _applying(self, facts: Facts) -> Iterator[tuple[frozenset[str] | None, list[int]]]:
+    def _applying(self, facts: Facts) -> tuple[tuple[frozenset[str] | None, list[int]], ...]:
         """The groups of rules that apply to the message: the scopes they need hits in, and
         their indexes. Groups with the same source and destination filters ask once."""
-        applies: dict[tuple, bool] = {}
-        for (key, _), (rule, needs, indexes) in self._groups.items():
-            if key not in applies:
-                applies[key] = self._applies(rule, facts)
-            if applies[key]:
-                yield needs, indexes
+        return self._asked(facts)[0]
+
+    def _asked(
+        self, facts: Facts
+    ) -> tuple[tuple[tuple[frozenset[str] | None, list[int]], ...], tuple[str, ...] | None]:
+        """`_applying`, and the scopes whose silence decides `quick` (None: some rule that
+        applies may hold without a hit), kept per `Facts`: a relay sees the same senders,
+        peers and recipients again and again (`_APPLYING_MEMO` of them at most)."""
+        asked = self._asked_memo.get(facts)
+        if asked is None:
+            applies: dict[tuple, bool] = {}
+            for (key, _), (rule, _, _) in self._groups.items():
+                if key not in applies:
+                    applies[key] = self._applies(rule, facts)
+            applying = tuple((needs, indexes) for (key, _), (_, needs, indexes) in self._groups.items() if applies[key])
+            needed = [needs for needs, _ in applying]
+            scopes = None if None in needed else tuple(sorted(frozenset().union(*needed)))
+            if len(self._asked_memo) >= _APPLYING_MEMO:
+                self._asked_memo.clear()
+            asked = self._asked_memo[facts] = (applying, scopes)
+        return asked
 
     def quick(self, extracted: Extracted, facts: Facts) -> Findings | None:
         """The verdict `evaluate` gives when one candidate pass decides it, else None: every
         rule that applies needs a hit (`_needs_hits`) in scopes whose text is ASCII and holds
-        not even a candidate (`Matcher.quiet`, which stops at the first). No rule can hold
-        then, and none is walked. Its time follows the texts' length, whatever they hold: no
-        classifier's Python, no confirming regex, no header or `not` condition runs here.
-        Content left unread is never decided here (`dlp.unscannable` may act on it)."""
+        not even a candidate (`Matcher.quiet`, one pass over them all that stops at the
+        first). No rule can hold then, and none is walked. Its time follows the texts'
+        length, whatever they hold: no classifier's Python, no confirming regex, no header
+        or `not` condition runs here. Content left unread is never decided here
+        (`dlp.unscannable` may act on it)."""
         if extracted.unscanned:
             return None
+        scopes = self._asked(facts)[1]
+        if scopes is None:
+            return None
         texts = _texts(extracted)
-        quiet: dict[str, bool] = {}
-        for needs, _ in self._applying(facts):
-            if needs is None:
-                return None
-            for scope in needs:
-                if scope not in quiet:
-                    quiet[scope] = texts[scope].isascii() and self._matcher.quiet(texts[scope])
-                if not quiet[scope]:
-                    return None
+        wanted = [texts[scope] for scope in scopes]
+        if not all(text.isascii() for text in wanted) or not self._matcher.quiet(*wanted):
+            return None
         return Findings((), "permit", "permit", self.mode, tuple(extracted.problems))
 
     def classified(self, extracted: Extracted, classifier: str, min_confidence: str = "medium") -> list[Match]:
@@ -418,17 +433,31 @@ def _attachment_matches(match, attachment) -> bool:
 
 
 def _texts(extracted: Extracted) -> dict[str, str]:
-    """The message's text per scope (subject, body, attachments, headers)."""
-    parts: dict[str, list[str]] = defaultdict(list)
-    for part in extracted.texts:
-        if part.origin == "subject":
-            parts["subject"].append(part.text)
-        elif part.origin.startswith("attachment:"):
-            parts["attachments"].append(part.text)
+    """The message's text per scope (subject, body, attachments, headers), each joined when
+    first asked for: the quick path reads the scopes its rules need, not the headers."""
+    return _Texts(extracted)
+
+
+class _Texts(dict):
+    def __init__(self, extracted: Extracted) -> None:
+        super().__init__()
+        self.extracted = extracted
+
+    def __missing__(self, scope: str) -> str:
+        if scope == "headers":
+            pieces = [f"{n}: {v}" for n, v in self.extracted.headers]
+        elif scope == "subject":
+            pieces = [p.text for p in self.extracted.texts if p.origin == "subject"]
+        elif scope == "attachments":
+            pieces = [p.text for p in self.extracted.texts if p.origin.startswith("attachment:")]
+        elif scope == "body":
+            pieces = [
+                p.text for p in self.extracted.texts if p.origin != "subject" and not p.origin.startswith("attachment:")
+            ]
         else:
-            parts["body"].append(part.text)
-    parts["headers"] = [f"{n}: {v}" for n, v in extracted.headers]
-    return {scope: "\n".join(parts.get(scope, [])) for scope in ("subject", "body", "attachments", "headers")}
+            raise KeyError(scope)
+        text = self[scope] = "\n".join(pieces)
+        return text
 
 
 def _shown(evidence: str | tuple[str, str]) -> str:
