@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+_ANSWERS_KEPT = 4096  # addresses whose membership an IPSet keeps (as parse_ip's cache)
 
 
 @dataclass(frozen=True)
@@ -22,14 +23,24 @@ class IPSet:
     """A set of networks; `contains` takes an address as text (a peer's IP)."""
 
     networks: tuple[IPNetwork, ...]
+    # answers by address: asked per command and per message, for the same peers all day
+    _answers: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def of(cls, entries: Iterable[str]) -> IPSet:
         return cls(tuple(ipaddress.ip_network(e, strict=False) for e in entries))
 
     def contains(self, address: str | None) -> bool:
-        ip = parse_ip(address) if address else None
-        return ip is not None and any(ip in net for net in self.networks if net.version == ip.version)
+        if not address:
+            return False
+        found = self._answers.get(address)
+        if found is None:
+            ip = parse_ip(address)
+            found = ip is not None and any(ip in net for net in self.networks if net.version == ip.version)
+            if len(self._answers) >= _ANSWERS_KEPT:
+                self._answers.clear()
+            self._answers[address] = found
+        return found
 
     def covers(self, entry: str) -> bool:
         """Whether every address of `entry` (an address or network) is already in the set,

@@ -9,6 +9,7 @@ import ipaddress
 
 import pytest
 
+from engine.policy import groups
 from engine.policy.groups import DomainSet, IPSet, domain_of, parse_ip
 
 NETS = IPSet.of(["10.0.0.0/8", "192.0.2.7", "2001:db8::/32"])
@@ -32,6 +33,20 @@ NETS = IPSet.of(["10.0.0.0/8", "192.0.2.7", "2001:db8::/32"])
 )
 def test_ipset_contains(address: str | None, inside: bool) -> None:
     assert NETS.contains(address) is inside
+
+
+def test_ipset_answers_are_kept_per_address_and_bounded(monkeypatch) -> None:
+    """Each address's answer is kept (the same peers ask all day), apart for each set, and
+    no more than `_ANSWERS_KEPT` of them: asked again, every answer is still right."""
+    monkeypatch.setattr(groups, "_ANSWERS_KEPT", 4)
+    nets, other = IPSet.of(["10.0.0.0/8"]), IPSet.of(["192.0.2.0/24"])
+    addresses = [f"10.0.0.{n}" for n in range(6)] + ["192.0.2.1", "::ffff:10.0.0.9", "not an ip", "10.0.0.1"]
+    for _ in range(2):
+        for address in addresses:
+            assert nets.contains(address) is (address.startswith("10.") or address == "::ffff:10.0.0.9")
+            assert other.contains(address) is (address == "192.0.2.1")
+            assert len(nets._answers) <= 4 and len(other._answers) <= 4  # noqa: SLF001
+    assert nets == IPSet.of(["10.0.0.0/8"])  # what is kept is no part of what the set is
 
 
 def test_ipset_of_accepts_host_bits() -> None:
