@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import os
 import platform
 import re
@@ -321,8 +322,10 @@ class SealRelay:
     `internal_servers` (who may relay out, as Postfix's mynetworks) is loopback, as for Postfix;
     `dlp` appends a DLP section (dlp_policy())."""
 
-    def __init__(self, root: Path, port: int, sink_port: int, profile: str | None, dlp: str = "") -> None:
-        self.root, self.port, self.profile = root, port, profile
+    def __init__(
+        self, root: Path, port: int, sink_port: int, profile: str | None, dlp: str = "", code: Path = REPO
+    ) -> None:
+        self.root, self.port, self.profile, self.code = root, port, profile, code
         self.config = root / "relay.yaml"
         self.log = root / "sealrelay.log"
         admin, portal, metrics = free_ports(3)
@@ -351,7 +354,10 @@ routes:
 
     def start(self, cleanup: contextlib.ExitStack) -> None:
         check = subprocess.run(
-            [sys.executable, "-c", LAUNCHER, "validate", str(self.config)], cwd=REPO, capture_output=True, text=True
+            [sys.executable, "-c", LAUNCHER, "validate", str(self.config)],
+            cwd=self.code,
+            capture_output=True,
+            text=True,
         )
         if check.returncode:
             raise BenchError(f"generated config does not validate:\n{check.stdout}{check.stderr}")
@@ -359,7 +365,7 @@ routes:
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-c", *launcher, "serve", str(self.config)],
-                cwd=REPO,
+                cwd=self.code,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -547,6 +553,12 @@ def parse_args() -> argparse.Namespace:
         default="direct,postfix,sealrelay,sealrelay-dlp",
         help="comma-separated legs to run (sealrelay-dlp: with dlp_policy(): 46 patterns, 200 phrases, 4 classifiers)",
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="a checkout of other code (git worktree add DIR COMMIT): its sealrelay legs run too, "
+        "interleaved with this code's, as NAME@base",
+    )
     parser.add_argument("--profile", nargs="?", const="auto", choices=["auto", "py-spy", "cprofile"])
     parser.add_argument("--profile-out", type=Path, default=REPO / "bench" / "out" / "sealrelay-profile.txt")
     parser.add_argument("--markdown", action="store_true", help="print the summary as a Markdown table")
@@ -578,11 +590,12 @@ def start_legs(
         postfix.start()
         legs.append(Leg("postfix", postfix_port, sink, postfix.log_tail))
     relay = None
-    for name in ("sealrelay", "sealrelay-dlp"):
+    codes = [("", REPO)] + ([("@base", args.baseline.resolve())] if args.baseline else [])
+    for name, (suffix, code) in itertools.product(("sealrelay", "sealrelay-dlp"), codes):
         if name not in wanted:
             continue
-        port, sink_port = (relay_port, relay_sink) if name == "sealrelay" else free_ports(2)
-        leg = Leg(name, port, Sink(args.sink, sink_port, cleanup))
+        port, sink_port = (relay_port, relay_sink) if name + suffix == "sealrelay" else free_ports(2)
+        leg = Leg(name + suffix, port, Sink(args.sink, sink_port, cleanup))
         legs.append(leg)
         ok, why = sealrelay_available()
         if not ok:
@@ -590,7 +603,7 @@ def start_legs(
             print(f"{name}: skipped, `sealrelay serve --help` failed: {why}")
             continue
         dlp = dlp_policy() if name == "sealrelay-dlp" else ""
-        started = SealRelay(tmp / name, port, sink_port, args.profile if relay is None else None, dlp)
+        started = SealRelay(tmp / (name + suffix), port, sink_port, args.profile if relay is None else None, dlp, code)
         leg.log_tail = started.log_tail
         try:
             started.start(cleanup)
