@@ -40,6 +40,7 @@ from engine.relay.delivery.pool import ConnectionPool
 from engine.relay.delivery.resolve import Hop
 from engine.relay.queue import Entry
 from engine.relay.runtime.live import Live, TLSPolicy
+from engine.relay.smtp.message import crlf_only
 from engine.relay.tls import dane, tlsrpt
 from engine.relay.tls.levels import DANEMismatch, NoStartTLS, TLSLevel, check_negotiated, describe_failure
 
@@ -235,8 +236,7 @@ WRITE_CHUNK = 256 * 1024
 
 def in_wire_form(body: bytes) -> bool:
     """CRLF line endings only (what intake queues): no bare CR or LF to normalise."""
-    crlf = body.count(b"\r\n")
-    return body.count(b"\n") == crlf and body.count(b"\r") == crlf
+    return crlf_only(body)
 
 
 def wire_pieces(body: bytes) -> Iterator[bytes | memoryview]:

@@ -26,7 +26,7 @@ from engine.relay.queue.quarantine import Quarantine
 from engine.relay.runtime import metrics
 from engine.relay.runtime.decisionlog import log_decision
 from engine.relay.runtime.live import Live
-from engine.relay.smtp.message import Message, Verdict
+from engine.relay.smtp.message import Message, Verdict, crlf_only
 
 log = logging.getLogger(__name__)
 
@@ -150,8 +150,7 @@ class Intake:
 
 def content_problem(content: bytes) -> Verdict | None:
     """Refuse what a careful MTA refuses: bare CR or LF (SMTP smuggling), mail loops."""
-    crlf = content.count(b"\r\n")
-    if content.count(b"\n") != crlf or content.count(b"\r") != crlf:
+    if not crlf_only(content):
         return Verdict.reject("message contains a bare CR or LF: only CRLF line endings are allowed", "5.5.2")
     head = _head(content).lower()
     hops = head.count(b"\r\nreceived:") + head.startswith(b"received:")

@@ -444,7 +444,19 @@ def _take_requiretls(arg: str | None) -> tuple[str | None, str | None]:
 _READ = 256 * 1024
 SPOOL_AFTER = 1 << 20  # a message larger than this goes to a file while it arrives
 _LINE_TOO_LONG = "500 5.5.2 Line too long (see RFC 5321 4.5.3.1.6)"
-_LONG_LINE = re.compile(rb"\n[^\n]{%d}" % (MAX_LINE + 1))  # tried only after a line break: linear
+
+
+def long_line(data: bytes, limit: int) -> bool:
+    """Whether a line of `data` has more than `limit` bytes before its LF (or before the end).
+    Each step finds the last line break in the next `limit` + 1 bytes (memrchr, from the
+    window's end), so the text is read a window at a time, not a line at a time."""
+    start, size = 0, len(data)
+    while size - start > limit:
+        last = data.rfind(b"\n", start, start + limit + 1)
+        if last < 0:
+            return True
+        start = last + 1
+    return False
 
 
 def _spool_file(directory):
@@ -471,7 +483,7 @@ class _Spool:
         if lines.startswith(b"."):  # RFC 5321 4.5.2: the dot that starts a line goes (each piece starts one)
             lines = lines[1:]
         lines = lines.replace(b"\r\n.", b"\r\n")
-        if len(lines) > MAX_LINE and (lines.find(b"\n", 0, MAX_LINE + 1) < 0 or _LONG_LINE.search(lines)):
+        if long_line(lines, MAX_LINE):
             return _LINE_TOO_LONG
         self.size += len(lines)
         try:
