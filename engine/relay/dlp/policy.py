@@ -323,8 +323,7 @@ class Policies:
         scopes = self._asked(facts)[1]
         if scopes is None:
             return None
-        texts = _texts(extracted)
-        wanted = [texts[scope] for scope in scopes]
+        wanted = [text for scope in scopes for text in _pieces(extracted, scope)]
         if not all(text.isascii() for text in wanted) or not self._matcher.quiet(*wanted):
             return None
         return Findings((), "permit", "permit", self.mode, tuple(extracted.problems))
@@ -444,20 +443,21 @@ class _Texts(dict):
         self.extracted = extracted
 
     def __missing__(self, scope: str) -> str:
-        if scope == "headers":
-            pieces = [f"{n}: {v}" for n, v in self.extracted.headers]
-        elif scope == "subject":
-            pieces = [p.text for p in self.extracted.texts if p.origin == "subject"]
-        elif scope == "attachments":
-            pieces = [p.text for p in self.extracted.texts if p.origin.startswith("attachment:")]
-        elif scope == "body":
-            pieces = [
-                p.text for p in self.extracted.texts if p.origin != "subject" and not p.origin.startswith("attachment:")
-            ]
-        else:
-            raise KeyError(scope)
-        text = self[scope] = "\n".join(pieces)
+        text = self[scope] = "\n".join(_pieces(self.extracted, scope))
         return text
+
+
+def _pieces(extracted: Extracted, scope: str) -> list[str]:
+    """The texts that make up one scope, in the message's order."""
+    if scope == "headers":
+        return [f"{n}: {v}" for n, v in extracted.headers]
+    if scope == "subject":
+        return [p.text for p in extracted.texts if p.origin == "subject"]
+    if scope == "attachments":
+        return [p.text for p in extracted.texts if p.origin.startswith("attachment:")]
+    if scope == "body":
+        return [p.text for p in extracted.texts if p.origin != "subject" and not p.origin.startswith("attachment:")]
+    raise KeyError(scope)
 
 
 def _shown(evidence: str | tuple[str, str]) -> str:
