@@ -357,20 +357,24 @@ def _header_lines(buf: bytes, start: int, end: int, defects: list) -> tuple[list
     return _joined(fields), end
 
 
-# A header every line of which is a field or a continuation, each ending in CRLF or LF (no
-# other CR), up to an empty line: what `_headers`' line loop reads without a defect, read
-# by one regular expression. Anything else (a line that is not a field, an envelope "From "
-# line, a stray CR, no empty line) takes the loop.
-_FIELD = rb"[\041-\071\073-\176]+:[^\r\n]*(?:\r?\n[ \t][^\r\n]*)*\r?\n"
+# A header every line of which is a field or a continuation, up to an empty line (CRLF or
+# LF): what `_headers`' line loop reads without a defect, read by one regular expression.
+# `.` is every byte but LF, so a line's CRs, its break's included, stay in the value and
+# are cut at the end as the loop cuts them; sre runs `.*` at memchr-like speed, where a
+# class such as `[^\r\n]*` costs ~10 ns a byte (a 31 KB Subject: 0.4 ms). Anything else
+# (a line that is not a field, an envelope "From " line, an empty line of CRs, no empty
+# line) takes the loop.
+_FIELD = rb"[\041-\071\073-\176]+:.*(?:\n[ \t].*)*\n"
 _CLEAN_HEADERS = re.compile(rb"(?:" + _FIELD + rb")*\r?\n")
-_CLEAN_FIELD = re.compile(rb"([\041-\071\073-\176]+):[ \t]*([^\r\n]*(?:\r?\n[ \t][^\r\n]*)*)\r?\n")
+_CLEAN_FIELD = re.compile(rb"([\041-\071\073-\176]+):[ \t]*(.*(?:\n[ \t].*)*)\n")
 
 
 def clean_fields(buf: bytes, start: int, end: int) -> list[tuple[str, str]]:
     """The fields of a header `_CLEAN_HEADERS` matched in buf[start:end], as `_headers`'
-    loop reads them: the value after the colon and its blanks, folds kept, final break cut."""
+    loop reads them: the value after the colon and its blanks, folds kept, the CRs and LFs
+    at its end cut."""
     return [
-        (name.decode("ascii"), value.decode("ascii", "surrogateescape"))
+        (name.decode("ascii"), value.decode("ascii", "surrogateescape").rstrip("\r\n"))
         for name, value in _CLEAN_FIELD.findall(buf, start, end)
     ]
 
