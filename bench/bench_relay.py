@@ -16,11 +16,18 @@ it takes next to no CPU from the relays under test (an aiosmtpd sink does ~600 m
 ~3,500 for smtp-sink, and would cap the direct leg). `--sink aiosmtpd` uses bench/sinks.py instead.
 Before the rounds each leg gets one unmeasured warm-up run.
 
+For each sealrelay leg the run also reads the CPU time its relay process used (all threads, from
+/proc; its queue-writer child not counted) and prints the median per message: the event loop's
+thread is what limits the relay, and CPU per message moves far less with the machine's noise
+than a rate does, so two legs' costs compare more closely that way. `--baseline DIR` adds the
+sealrelay legs of other code (a `git worktree` of another commit), interleaved, as `NAME@base`.
+
 The run exits 1 when a leg failed or was skipped (the comparison is then incomplete), or when
 a sink counted more messages than were sent.
 
 Usage: python bench/bench_relay.py [--rounds 5] [--messages 2000] [--sessions 20] [--size 10240]
        [--sink smtp-sink|aiosmtpd] [--profile [auto|py-spy|cprofile]] [--markdown] [--smoke]
+       [--baseline DIR]
 `--smoke`: every leg for real, with tiny counts (1 round of 50 messages, 5 sessions, 1 KB).
 Needs smtp-source, smtp-sink and postfix (Debian's `postfix`; scripts/test installs it).
 """
@@ -390,6 +397,7 @@ class Leg:
     sink: Sink
     log_tail: object = None  # callable giving the relay's log tail, for failures
     failed: str | None = None
+    pid: int | None = None  # a sealrelay leg's relay process, whose CPU time each run reads
 
 
 @dataclass
@@ -399,10 +407,22 @@ class Run:
     messages: int
     seconds: float  # until the sink counted every message
     accepted: float  # until smtp-source finished (the relay had accepted every message)
+    cpu: float | None = None  # CPU seconds the relay's process used meanwhile (all its threads)
 
     @property
     def rate(self) -> float:
         return self.messages / self.seconds
+
+
+def cpu_seconds(pid: int | None) -> float | None:
+    """User and system CPU time of a process, all threads (its children not counted)."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
 def run_leg(leg: Leg, round_no: int, args: argparse.Namespace, messages: int) -> Run:
@@ -410,6 +430,7 @@ def run_leg(leg: Leg, round_no: int, args: argparse.Namespace, messages: int) ->
     target = leg.sink.count + messages
     argv = [tool("smtp-source"), "-4", "-s", str(args.sessions), "-m", str(messages), "-l", str(args.size)]
     argv += ["-M", "source.localhost", "-f", "bench@source.example", "-t", "sink@destination.example"]
+    cpu = cpu_seconds(leg.pid)
     start = time.perf_counter()
     try:
         source = subprocess.run(
@@ -423,7 +444,8 @@ def run_leg(leg: Leg, round_no: int, args: argparse.Namespace, messages: int) ->
     if not leg.sink.wait_for(target, max(1.0, args.leg_timeout - accepted)):
         got = leg.sink.count - (target - messages)
         raise BenchError(f"sink counted {got} of {messages} within {args.leg_timeout:.0f}s{leg.sink.status()}")
-    return Run(leg.name, round_no, messages, time.perf_counter() - start, accepted)
+    seconds, used = time.perf_counter() - start, cpu_seconds(leg.pid)
+    return Run(leg.name, round_no, messages, seconds, accepted, None if cpu is None or used is None else used - cpu)
 
 
 def attempt(leg: Leg, round_no: int, args: argparse.Namespace, messages: int) -> Run | None:
@@ -517,17 +539,20 @@ def summarize(legs: list[Leg], runs: list[Run], args: argparse.Namespace) -> str
 
     md = args.markdown
     head = ["leg", *[f"r{n}" for n in rounds], "median msg/s", "accept msg/s", "vs direct", "vs postfix"]
+    head.append("relay CPU us/msg")
     rows, notes = [], [f"{leg.name}: {leg.failed}" for leg in legs if leg.failed]
     for leg in legs:
         mine = [by[leg.name, n] for n in rounds if (leg.name, n) in by]
         if not mine:
-            rows.append([leg.name, *["-"] * (len(rounds) + 4)])
+            rows.append([leg.name, *["-"] * (len(rounds) + 5)])
             continue
         accept = statistics.median(r.messages / r.accepted for r in mine)
+        cpus = [r.cpu / r.messages * 1e6 for r in mine if r.cpu is not None]
         rows.append(
             [leg.name, *[f"{by[leg.name, n].rate:.0f}" if (leg.name, n) in by else "-" for n in rounds]]
             + [f"{statistics.median(r.rate for r in mine):.0f}", f"{accept:.0f}"]
             + [ratio(leg.name, "direct") if leg.name != "direct" else "1.00x", ratio(leg.name, "postfix")]
+            + [f"{statistics.median(cpus):.0f}" if cpus else "-"]
         )
     if md:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -611,6 +636,7 @@ def start_legs(
             leg.failed = "did not start"
             print(f"{name}: skipped, {exc}")
             continue
+        leg.pid = started.proc.pid
         relay = relay or started  # the profiled one: the first sealrelay leg
     return legs, relay
 
