@@ -162,7 +162,7 @@ def measure(matcher: Matcher, documents: list[str], seconds: float, passes: int)
 
 def engine_only(matcher: Matcher, documents: list[str]) -> float:
     """MB/s (CPU) of the hyperscan database alone, no Python per match: the ceiling."""
-    databases = [layer.database for layer, _ in matcher._prefilter._layers]  # one after a full compile
+    databases = [layer.database for layer, *_ in matcher._prefilter._layers]  # one after a full compile
     data = [document.encode("latin-1", errors="replace")[::-1] for document in documents]
     started = time.process_time()
     for block in data:
