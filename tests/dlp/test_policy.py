@@ -369,7 +369,7 @@ def test_quick_scans_only_the_scopes_its_rules_need() -> None:
 
 
 def test_which_rules_apply_is_kept_for_a_bounded_number_of_facts(monkeypatch) -> None:
-    monkeypatch.setattr(policy_module, "_APPLYING_MEMO", 3)
+    monkeypatch.setattr(policy_module, "_ASKED_KEPT", 3)
     p = policies("- {name: c, conditions: {classifier: credit_card}, action_plan: enc}")
     quiet = extract(mail("nothing"))
     for n in range(10):

@@ -152,7 +152,7 @@ def _plain_message(message: Part, limits: Limits) -> Extracted | None:
     charset that is a text codec (or none), every header within `max_header_chars`. Any
     note at all (a defect, an unknown charset, a header cut) leaves it to the walker, which
     reads such messages the same way it reads every other one."""
-    if message.children is not None or message.defects or message.too_deep:
+    if message.defects or message.too_deep:  # (a text/plain part never has children)
         return None
     if message.get_content_type() != "text/plain" or message.get_filename() or message.is_attachment():
         return None

@@ -53,7 +53,7 @@ from engine.relay.dlp.classifiers import (
 from engine.relay.dlp.extract import Extracted, Limits
 from engine.relay.dlp.matcher import Matcher
 
-_APPLYING_MEMO = 4096  # the most `Facts` whose applying rules are kept (Policies._asked)
+_ASKED_KEPT = 4096  # the most `Facts` whose applying rules and scopes are kept (Policies._asked)
 ACTION_STRENGTH = {"permit": 0, "encrypt": 1, "quarantine": 2, "block": 3}
 Path = tuple[str | int, ...]
 
@@ -295,7 +295,7 @@ class Policies:
     ) -> tuple[tuple[tuple[frozenset[str] | None, list[int]], ...], tuple[str, ...] | None]:
         """`_applying`, and the scopes whose silence decides `quick` (None: some rule that
         applies may hold without a hit), kept per `Facts`: a relay sees the same senders,
-        peers and recipients again and again (`_APPLYING_MEMO` of them at most)."""
+        peers and recipients again and again (`_ASKED_KEPT` of them at most)."""
         asked = self._asked_memo.get(facts)
         if asked is None:
             applies: dict[tuple, bool] = {}
@@ -305,7 +305,7 @@ class Policies:
             applying = tuple((needs, indexes) for (key, _), (_, needs, indexes) in self._groups.items() if applies[key])
             needed = [needs for needs, _ in applying]
             scopes = None if None in needed else tuple(sorted(frozenset().union(*needed)))
-            if len(self._asked_memo) >= _APPLYING_MEMO:
+            if len(self._asked_memo) >= _ASKED_KEPT:
                 self._asked_memo.clear()
             asked = self._asked_memo[facts] = (applying, scopes)
         return asked
