@@ -625,7 +625,7 @@ def start_legs(
         ok, why = sealrelay_available()
         if not ok:
             leg.failed = "pending: `sealrelay serve` not yet available"
-            print(f"{name}: skipped, `sealrelay serve --help` failed: {why}")
+            print(f"{leg.name}: skipped, `sealrelay serve --help` failed: {why}")
             continue
         dlp = dlp_policy() if name == "sealrelay-dlp" else ""
         started = SealRelay(tmp / (name + suffix), port, sink_port, args.profile if relay is None else None, dlp, code)
@@ -634,7 +634,7 @@ def start_legs(
             started.start(cleanup)
         except BenchError as exc:
             leg.failed = "did not start"
-            print(f"{name}: skipped, {exc}")
+            print(f"{leg.name}: skipped, {exc}")
             continue
         leg.pid = started.proc.pid
         relay = relay or started  # the profiled one: the first sealrelay leg

@@ -26,16 +26,17 @@ pytestmark = pytest.mark.slow
 NUMBER = r"[\d,]+(?:\.\d+)?"
 
 
-def run(script: str, timeout: float = 120) -> list[str]:
-    """Run `bench/<script> --smoke`; its stdout lines (it must exit 0)."""
+def run(script: str, *extra: str, timeout: float = 120, status: int = 0) -> list[str]:
+    """Run `bench/<script> --smoke` (and `extra` arguments); its stdout lines (it must exit
+    with `status`)."""
     done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / script), "--smoke"],
+        [sys.executable, str(ROOT / "bench" / script), "--smoke", *extra],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=timeout,
     )
-    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
+    assert done.returncode == status, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
     return done.stdout.splitlines()
 
 
@@ -125,6 +126,24 @@ def test_relay_races_stock_postfix_on_every_leg() -> None:
         assert number(row[1]) > 0, row[0]
         # the relay's CPU per message, read from /proc: for sealrelay legs only
         assert (row[2] == "-") is (leg != "sealrelay") and (leg != "sealrelay" or number(row[2]) > 0), row[0]
+
+
+def test_relay_baseline_legs_run_the_other_code(tmp_path) -> None:
+    """`--baseline DIR` runs DIR's code as the `@base` legs: a copy of this tree runs beside
+    it, and a copy whose CLI is broken fails its own leg only, with its own error."""
+    require(shutil.which("smtp-source", path=f"{os.environ.get('PATH', '')}:/usr/sbin"), "needs Postfix's tools")
+    good, broken = tmp_path / "good", tmp_path / "broken"
+    for copy in (good, broken):
+        shutil.copytree(ROOT / "engine", copy / "engine", ignore=shutil.ignore_patterns("__pycache__"))
+    (broken / "engine" / "cli" / "app.py").write_text("raise SystemExit('the baseline copy ran')\n")
+    lines = run("bench_relay.py", "--legs", "sealrelay", "--baseline", str(good))
+    for leg in ("sealrelay", "sealrelay@base"):
+        row = line(lines, rf"{leg} +({NUMBER}) +{NUMBER} +{NUMBER} +- +- +({NUMBER})")
+        assert number(row[1]) > 0 and number(row[2]) > 0, row[0]
+    lines = run("bench_relay.py", "--legs", "sealrelay", "--baseline", str(broken), status=1)
+    line(lines, r"sealrelay@base: skipped, generated config does not validate:")
+    assert "the baseline copy ran" in "\n".join(lines)
+    line(lines, rf"sealrelay +({NUMBER}) +{NUMBER} +{NUMBER} +- +- +{NUMBER}")
 
 
 def test_portal_serves_mailbox_and_search_pages_that_match_the_store() -> None:
