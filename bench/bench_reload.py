@@ -199,6 +199,13 @@ async def load_child(port: int, seconds: float, sessions: int, out: Path) -> Non
     out.write_text(json.dumps({"sent": sent, "refused": refused}))
 
 
+def compiles_done(log: str) -> bool:
+    """Whether the relay's log says every background compile it queued has finished."""
+    return log.rfind("no DLP database waits for a background compile") > log.rfind(
+        "DLP database queued for a background compile"
+    )
+
+
 async def change_rules(api, count: int) -> tuple[list[float], list[float]]:
     """After the load: `count` applies half a second apart leaving DLP alone
     (`delivery.retry_interval` toggled), then `count` applies each adding a phrase to one
@@ -419,14 +426,11 @@ async def main() -> int:
                     break
                 await asyncio.sleep(0.5)
             quiet_ms, rule_ms = await change_rules(api, args.rule_changes)
-            # the restart should find what the last change compiled: wait for the background compile
+            # the restart should find what the last change compiled: wait until the compile
+            # worker, last, said it has nothing left (each change says "queued" before its
+            # apply answers, so an idle line after the last "queued" one is the final one)
             deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                text = log_file.read_text()
-                if text.count("compiling the DLP database in the background") == text.count(
-                    "compiled in the background"
-                ):
-                    break
+            while time.monotonic() < deadline and not compiles_done(log_file.read_text()):
                 await asyncio.sleep(0.2)
             relay.terminate()
             relay.wait(10)

@@ -105,6 +105,39 @@ def test_one_changed_rule_is_served_by_a_delta_then_by_the_full_database(monkeyp
     assert len(list(tmp_path.glob("*.hsdb"))) == 2
 
 
+def test_a_restart_whose_database_was_never_stored_starts_on_the_nearest_stored_one(monkeypatch, tmp_path, caplog):
+    """A relay stopped before its last change's full compile finished: the restart serves
+    the stored database of the change before plus a delta, and compiles the full one behind."""
+    before = entries(50)
+    Matcher.compile(before, backend="hyperscan", cache_dir=tmp_path)
+    farther = [(f"f{n}", "phrase", f"far phrase {n}") for n in range(hsdb.DELTA_MAX + 1)]
+    Matcher.compile(farther, backend="hyperscan", cache_dir=tmp_path)  # stored too, and a full compile of its own
+    monkeypatch.setattr(hsdb, "_MEMORY", type(hsdb._MEMORY)())  # a new process
+    monkeypatch.setattr(matcher, "_MATCHERS", {})
+    sizes = counting(monkeypatch)
+    after = before + [("c99", "phrase", "brand new words")]
+    caplog.set_level("INFO", logger="sealrelay.dlp")
+    restarted = Matcher.compile(after, backend="hyperscan", cache_dir=tmp_path)
+    assert sizes[0] == 1  # only the delta before serving
+    assert "loaded from disk as the base of a delta (150 of 151 expressions)" in caplog.text
+    exact(restarted, after)
+    deadline = time.monotonic() + 60
+    while len(restarted._prefilter._layers) != 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sizes[1:] == [151]  # the full database, in the background
+    exact(restarted, after)
+
+
+def test_no_stored_database_near_enough_is_a_full_compile(monkeypatch, tmp_path):
+    Matcher.compile(entries(30), backend="hyperscan", cache_dir=tmp_path)
+    monkeypatch.setattr(hsdb, "_MEMORY", type(hsdb._MEMORY)())
+    monkeypatch.setattr(matcher, "_MATCHERS", {})
+    sizes = counting(monkeypatch)
+    far = entries(30) + [(f"n{n}", "phrase", f"another phrase {n}") for n in range(hsdb.DELTA_MAX + 1)]
+    exact(Matcher.compile(far, backend="hyperscan", cache_dir=tmp_path), far)
+    assert sizes == [90 + hsdb.DELTA_MAX + 1]
+
+
 def test_a_new_rule_is_compiled_alone(monkeypatch, tmp_path):
     before = entries(40)
     Matcher.compile(before, backend="hyperscan")

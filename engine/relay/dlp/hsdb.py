@@ -8,9 +8,11 @@ rules, 1,500 expressions: 5–8 s), and an apply that leaves DLP alone must not 
 2. **disk**: ``<cache_dir>/<digest>.hsdb``, written after every full compile, so a restart
    loads instead of compiling (``hyperscan.dumpb``/``loadb``; the file carries its own
    expressions and a SHA-256 of its bytes, and is ignored unless both check out);
-3. **delta**: a database in memory that already holds all but at most ``DELTA_MAX`` of them
-   serves with a small database of the rest beside it (one rule changed: milliseconds),
-   while one thread compiles the full database and ``on_full`` switches to it when ready;
+3. **delta**: a database that already holds all but at most ``DELTA_MAX`` of them (in memory,
+   else on disk: a relay stopped before its last change's full compile finished restarts on
+   the stored database nearest to it) serves with a small database of the rest beside it
+   (one rule changed: milliseconds), while one thread compiles the full database and
+   ``on_full`` switches to it when ready;
 4. otherwise a full compile, here and now.
 
 Expressions the engine refuses are reported back (the caller runs them on ``re``). Our
@@ -105,7 +107,7 @@ def _layers(keys, cache_dir, on_full) -> tuple[tuple[Layer, ...], frozenset[str]
     if loaded is not None:
         _remember(name, loaded)
         return (loaded,), frozenset()
-    base = _best_base(keys)
+    base = _best_base(keys) or _best_stored(keys, cache_dir)
     if base is not None:
         missing = tuple(sorted(set(keys) - set(base.keys)))
         delta, refused = _compile(missing)
@@ -134,11 +136,39 @@ def _best_base(keys: tuple[str, ...]) -> Layer | None:
     return best
 
 
+def _best_stored(keys: tuple[str, ...], cache_dir: Path | None) -> Layer | None:
+    """The stored database lacking the fewest of ``keys``, if it lacks at most DELTA_MAX
+    (loaded and remembered); damaged or foreign files are passed over."""
+    if cache_dir is None:
+        return None
+    wanted = set(keys)
+    best, lacking = None, DELTA_MAX + 1
+    for path in cache_dir.glob("*.hsdb"):
+        try:
+            stored, blob = _read(path)
+        except Exception:  # _load says so when it is asked for this very file
+            continue
+        missing = len(wanted - set(stored))
+        if missing < lacking:
+            best, lacking = (stored, blob), missing
+    if best is None:
+        return None
+    try:
+        layer = Layer(hyperscan.loadb(best[1], hyperscan.HS_MODE_BLOCK), best[0])
+    except Exception as error:
+        log.warning("ignoring a stored DLP database: %s", error)
+        return None
+    log.info("DLP database loaded from disk as the base of a delta (%d of %d expressions)", len(best[0]), len(keys))
+    _remember(digest(layer.keys), layer)
+    return layer
+
+
 def _build_later(keys: tuple[str, ...], cache_dir: Path | None, on_full: Callable[[Layer], None]) -> None:
     """Have the full database compiled in the background (the binding releases the GIL
     while it compiles): remembered, stored, and handed to ``on_full``. One compile at a
     time, and only the newest request waits: a burst of applies compiles twice, not N times."""
     global _PENDING, _WORKER
+    log.info("DLP database queued for a background compile (%d expressions)", len(keys))
     with _LOCK:
         _PENDING = (keys, cache_dir, on_full)
         if _WORKER is None or not _WORKER.is_alive():
@@ -156,6 +186,7 @@ def _work() -> None:
         with _LOCK:
             if _PENDING is None:
                 _WORKER = None
+                log.info("no DLP database waits for a background compile")
                 return
             (keys, cache_dir, on_full), _PENDING = _PENDING, None
             name = digest(keys)
@@ -271,23 +302,30 @@ def _load(cache_dir: Path | None, name: str, keys: tuple[str, ...]) -> Layer | N
     """The stored database for ``keys``, or None when missing, damaged or not for them."""
     if cache_dir is None:
         return None
-    try:
-        data = (cache_dir / f"{name}.hsdb").read_bytes()
-    except OSError:
+    path = cache_dir / f"{name}.hsdb"
+    if not path.exists():
         return None
     try:
-        if not data.startswith(FORMAT):
-            raise ValueError("not a database file")
-        checksum, _, payload = data[len(FORMAT) :].partition(b"\n")
-        if hashlib.sha256(payload).hexdigest().encode() != checksum:
-            raise ValueError("checksum mismatch")
-        header, _, blob = payload.partition(b"\n")
-        if tuple(json.loads(header)) != keys:
+        stored, blob = _read(path)
+        if stored != keys:
             raise ValueError("expressions differ")
         return Layer(hyperscan.loadb(blob, hyperscan.HS_MODE_BLOCK), keys)
     except Exception as error:  # a damaged or foreign file is compiled over, never trusted
         log.warning("ignoring DLP database file %s: %s", name, error)
         return None
+
+
+def _read(path: Path) -> tuple[tuple[str, ...], bytes]:
+    """A database file's expressions and serialized database; ValueError (or OSError) when
+    it is not one of ours or its bytes are not those that were written."""
+    data = path.read_bytes()
+    if not data.startswith(FORMAT):
+        raise ValueError("not a database file")
+    checksum, _, payload = data[len(FORMAT) :].partition(b"\n")
+    if hashlib.sha256(payload).hexdigest().encode() != checksum:
+        raise ValueError("checksum mismatch")
+    header, _, blob = payload.partition(b"\n")
+    return tuple(json.loads(header)), blob
 
 
 def _store(cache_dir: Path | None, name: str, layer: Layer) -> None:
