@@ -1,7 +1,10 @@
 """Relay throughput side by side: Postfix's smtp-source -> (nothing | stock Postfix | sealrelay) -> smtp-sink.
 
-Three legs, interleaved round by round (direct, postfix, sealrelay, direct, postfix, ...) in one
-run on loopback, so that the ratios hold on a noisy machine:
+Three legs, interleaved round by round in one run on loopback, so that the ratios hold on a
+noisy machine. Each round starts one leg further on (direct, postfix, sealrelay; then postfix,
+sealrelay, direct; ...), so a drift over the run does not always favour the same leg, and each
+measured run waits for the machine to be idle first (`settle`: what the last leg left behind, a
+relay still recording its deliveries, is not charged to the next):
 
 - `direct`: smtp-source straight to a sink (the ceiling of the source and the sink);
 - `postfix`: through a private, stock Postfix instance (its own config, queue and data
@@ -408,6 +411,7 @@ class Run:
     seconds: float  # until the sink counted every message
     accepted: float  # until smtp-source finished (the relay had accepted every message)
     cpu: float | None = None  # CPU seconds the relay's process used meanwhile (all its threads)
+    settled: str = ""  # how long the run waited for an idle machine (settle), as printed
 
     @property
     def rate(self) -> float:
@@ -452,16 +456,42 @@ def attempt(leg: Leg, round_no: int, args: argparse.Namespace, messages: int) ->
     """One run of a leg that has not failed yet; a failure is printed and retires the leg."""
     if leg.failed:
         return None
+    settled = settle() if round_no and not args.smoke else ""
     try:
         run = run_leg(leg, round_no, args, messages)
+        run.settled = settled
     except BenchError as exc:
         leg.failed = f"failed in round {round_no}: {exc}"
         print(f"{leg.name}: {leg.failed}\n{leg.log_tail() if leg.log_tail else ''}".rstrip(), flush=True)
         return None
     if round_no:
         print(f"round {round_no} {leg.name:<9} {run.rate:8.0f} msg/s  ({run.seconds:6.2f} s;", end=" ")
-        print(f"accepted in {run.accepted:.2f} s)", flush=True)
+        print(f"accepted in {run.accepted:.2f} s{run.settled})", flush=True)
     return run
+
+
+SETTLE_SECONDS = 10.0  # the longest a run waits for an idle machine
+IDLE_SHARE = 0.9  # of the CPU time in one 0.1 s sample: the machine is idle
+
+
+def settle(limit: float = SETTLE_SECONDS) -> str:
+    """Wait until the machine's CPUs were idle for one 0.1 s sample (from /proc/stat), at
+    most `limit` seconds; what it waited, for the run's line ("" when it was idle at once)."""
+
+    def idle_and_total() -> tuple[int, int]:
+        with open("/proc/stat") as stat:
+            ticks = [int(field) for field in stat.readline().split()[1:9]]
+        return ticks[3] + ticks[4], sum(ticks)
+
+    started = time.monotonic()
+    before = idle_and_total()
+    while (waited := time.monotonic() - started) < limit:
+        time.sleep(0.1)  # the sample's length
+        now = idle_and_total()
+        if now[0] - before[0] >= IDLE_SHARE * max(1, now[1] - before[1]):
+            return f"; settled in {waited + 0.1:.1f} s" if waited >= 0.1 else ""
+        before = now
+    return f"; not idle after {limit:.0f} s"
 
 
 def start_profiler(args: argparse.Namespace, relay: SealRelay | None, cleanup: contextlib.ExitStack):
@@ -528,23 +558,37 @@ def cprofile_top(pstats_file: Path, limit: int = 25) -> str:
     return buf.getvalue()
 
 
+def rotated(legs: list[Leg], round_number: int) -> list[Leg]:
+    """The legs in round `round_number`'s order: round 1 as given, each next one starting one leg on."""
+    start = (round_number - 1) % len(legs) if legs else 0
+    return legs[start:] + legs[:start]
+
+
 def summarize(legs: list[Leg], runs: list[Run], args: argparse.Namespace) -> str:
     """Per-leg rounds and medians; ratios are medians of the per-round ratios (same round, same noise)."""
     by = {(r.leg, r.round): r for r in runs}
     rounds = sorted({r.round for r in runs})
 
+    def ratios(a: str, b: str) -> list[float]:
+        return [by[a, n].rate / by[b, n].rate for n in rounds if (a, n) in by and (b, n) in by]
+
     def ratio(a: str, b: str) -> str:
-        values = [by[a, n].rate / by[b, n].rate for n in rounds if (a, n) in by and (b, n) in by]
+        values = ratios(a, b)
         return f"{statistics.median(values):.2f}x" if values else "-"
+
+    def dlp_cost(name: str) -> str:
+        """What DLP costs a sealrelay-dlp leg: 1 - its rate over the same code's DLP-off leg, per round."""
+        values = ratios(name, name.replace("sealrelay-dlp", "sealrelay", 1)) if name.startswith("sealrelay-dlp") else []
+        return f"{(1 - statistics.median(values)) * 100:.1f}%" if values else "-"
 
     md = args.markdown
     head = ["leg", *[f"r{n}" for n in rounds], "median msg/s", "accept msg/s", "vs direct", "vs postfix"]
-    head.append("relay CPU us/msg")
+    head += ["relay CPU us/msg", "DLP cost"]
     rows, notes = [], [f"{leg.name}: {leg.failed}" for leg in legs if leg.failed]
     for leg in legs:
         mine = [by[leg.name, n] for n in rounds if (leg.name, n) in by]
         if not mine:
-            rows.append([leg.name, *["-"] * (len(rounds) + 5)])
+            rows.append([leg.name, *["-"] * (len(rounds) + 6)])
             continue
         accept = statistics.median(r.messages / r.accepted for r in mine)
         cpus = [r.cpu / r.messages * 1e6 for r in mine if r.cpu is not None]
@@ -552,7 +596,7 @@ def summarize(legs: list[Leg], runs: list[Run], args: argparse.Namespace) -> str
             [leg.name, *[f"{by[leg.name, n].rate:.0f}" if (leg.name, n) in by else "-" for n in rounds]]
             + [f"{statistics.median(r.rate for r in mine):.0f}", f"{accept:.0f}"]
             + [ratio(leg.name, "direct") if leg.name != "direct" else "1.00x", ratio(leg.name, "postfix")]
-            + [f"{statistics.median(cpus):.0f}" if cpus else "-"]
+            + [f"{statistics.median(cpus):.0f}" if cpus else "-", dlp_cost(leg.name)]
         )
     if md:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -665,7 +709,7 @@ def main() -> int:
             attempt(leg, 0, args, args.warmup)
         profiler = start_profiler(args, relay, cleanup)
         rounds = range(1, args.rounds + 1)
-        runs = [run for n in rounds for leg in legs if (run := attempt(leg, n, args, args.messages))]
+        runs = [run for n in rounds for leg in rotated(legs, n) if (run := attempt(leg, n, args, args.messages))]
         duplicates = False
         for leg in legs:
             extra = leg.sink.count - args.warmup - sum(r.messages for r in runs if r.leg == leg.name)

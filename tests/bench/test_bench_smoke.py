@@ -122,10 +122,14 @@ def test_relay_races_stock_postfix_on_every_leg() -> None:
     lines = run("bench_relay.py")
     for leg in ("direct", "postfix", "sealrelay"):  # a failed, skipped or duplicating leg exits 1 (run() checks)
         line(lines, rf"round 1 {leg} +{NUMBER} msg/s  \( *{NUMBER} s; accepted in {NUMBER} s\)")
-        row = line(lines, rf"{leg} +({NUMBER}) +{NUMBER} +{NUMBER} +{NUMBER}x +{NUMBER}x +(-|{NUMBER})")
+        row = line(lines, rf"{leg} +({NUMBER}) +{NUMBER} +{NUMBER} +{NUMBER}x +{NUMBER}x +(-|{NUMBER}) +-")
         assert number(row[1]) > 0, row[0]
         # the relay's CPU per message, read from /proc: for sealrelay legs only
         assert (row[2] == "-") is (leg != "sealrelay") and (leg != "sealrelay" or number(row[2]) > 0), row[0]
+    # DLP's cost: the DLP leg's rate against the DLP-off leg's, in the same round
+    dlp = line(lines, rf"sealrelay-dlp +({NUMBER}) +{NUMBER} +{NUMBER} +{NUMBER}x +{NUMBER}x +{NUMBER} +(-?{NUMBER})%")
+    off = line(lines, rf"sealrelay +({NUMBER}) .*")
+    assert float(dlp[2]) == pytest.approx((1 - number(dlp[1]) / number(off[1])) * 100, abs=0.06)
 
 
 def test_relay_baseline_legs_run_the_other_code(tmp_path) -> None:
@@ -138,12 +142,12 @@ def test_relay_baseline_legs_run_the_other_code(tmp_path) -> None:
     (broken / "engine" / "cli" / "app.py").write_text("raise SystemExit('the baseline copy ran')\n")
     lines = run("bench_relay.py", "--legs", "sealrelay", "--baseline", str(good))
     for leg in ("sealrelay", "sealrelay@base"):
-        row = line(lines, rf"{leg} +({NUMBER}) +{NUMBER} +{NUMBER} +- +- +({NUMBER})")
+        row = line(lines, rf"{leg} +({NUMBER}) +{NUMBER} +{NUMBER} +- +- +({NUMBER}) +-")
         assert number(row[1]) > 0 and number(row[2]) > 0, row[0]
     lines = run("bench_relay.py", "--legs", "sealrelay", "--baseline", str(broken), status=1)
     line(lines, r"sealrelay@base: skipped, generated config does not validate:")
     assert "the baseline copy ran" in "\n".join(lines)
-    line(lines, rf"sealrelay +({NUMBER}) +{NUMBER} +{NUMBER} +- +- +{NUMBER}")
+    line(lines, rf"sealrelay +({NUMBER}) +{NUMBER} +{NUMBER} +- +- +{NUMBER} +-")
 
 
 def test_portal_serves_mailbox_and_search_pages_that_match_the_store() -> None:
