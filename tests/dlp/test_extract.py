@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.relay.dlp import mimetree
-from engine.relay.dlp.extract import Limits, _plain_message, _walked, extract, sniff
+from engine.relay.dlp.extract import Extracted, Limits, TextPart, _plain_message, _walked, extract, plain_ascii, sniff
 from engine.relay.dlp.htmltext import html_text
 
 from .eval_corpus import generate
@@ -286,6 +286,55 @@ def test_a_plain_message_read_directly_is_read_as_the_walker_reads_it(headers, b
     raw = ("From: a@example.com\r\n" + "".join(headers) + "\r\n").replace("\r\n", newline).encode("latin-1") + body
     limits = Limits(max_header_chars=header_chars)
     assert extract(raw, limits) == _walked(raw, mimetree.parse(raw), limits)
+
+
+ASCII_BODIES = [b"nothing here\r\n", b"", b"card 4111 1111 1111 1111\r\n =?utf-8?q?x?= \r\n", b"tab\tand ~\r\n"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(st.sampled_from(PLAIN_HEADERS), max_size=4),
+    st.sampled_from(PLAIN_BODIES + ASCII_BODIES),
+    st.sampled_from(["\r\n", "\n"]),
+    st.sampled_from([64 * 1024, 40]),
+)
+def test_a_plain_ascii_message_is_what_extract_reads(headers, body, newline, header_chars):
+    """Where `plain_ascii` reads a message (its body's bytes are its text), `extract` finds
+    exactly that: the same subject and headers, the body as its text, nothing else and no
+    problem. Where it does not, the message is still extracted as before."""
+    raw = ("From: a@example.com\r\n" + "".join(headers) + "\r\n").replace("\r\n", newline).encode("latin-1") + body
+    limits = Limits(max_header_chars=header_chars)
+    plain = plain_ascii(mimetree.parse(raw), limits)
+    if plain is None:
+        return
+    subject = (TextPart("subject", plain.subject),) if plain.subject else ()
+    assert extract(raw, limits) == Extracted(
+        plain.subject, tuple(plain.headers()), (*subject, TextPart("body", bytes(plain.body).decode("ascii"))), (), ()
+    )
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "as_sent"),
+    [
+        ("", b"plain words\r\n", True),
+        ("Content-Type: text/plain; charset=ISO-8859-1\r\nContent-Transfer-Encoding: 8bit\r\n", b"words\r\n", True),
+        ("Subject: =?utf-8?q?caf=C3=A9?=\r\n", b"plain words\r\n", True),  # the subject is decoded
+        ("Content-Type: text/plain; charset=utf-16\r\n", b"plain words\r\n", False),  # not ASCII as ASCII
+        ("Content-Type: text/plain; charset=utf-7\r\n", b"a+AGE-b\r\n", False),
+        ("Content-Type: text/plain; charset=x-nope\r\n", b"plain words\r\n", False),  # the walker notes it
+        ("Content-Transfer-Encoding: quoted-printable\r\n", b"plain words\r\n", False),  # decoded first
+        ("Content-Transfer-Encoding: base64\r\n", b"cGxhaW4=\r\n", False),
+        ("", "caf\u00e9\r\n".encode(), False),  # not ASCII
+        ("X-Note: caf\u00e9\r\n", b"plain words\r\n", False),
+        ("Content-Type: text/html\r\n", b"<p>plain</p>\r\n", False),
+        ("Content-Disposition: attachment\r\n", b"plain words\r\n", False),
+        ("X-Long: " + "x" * 100 + "\r\n", b"plain words\r\n", False),  # cut at 64 characters below
+    ],
+)
+def test_which_messages_are_scanned_as_sent(headers: str, body: bytes, as_sent: bool) -> None:
+    raw = ("From: a@example.com\r\nSubject: hi\r\n" + headers + "\r\n").encode() + body
+    limits = Limits(max_header_chars=64)
+    assert (plain_ascii(mimetree.parse(raw), limits) is not None) is as_sent
 
 
 @pytest.mark.parametrize(

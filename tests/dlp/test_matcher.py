@@ -218,8 +218,12 @@ def test_quiet_over_several_texts_is_quiet_over_each() -> None:
         texts = ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 4))) for _ in range(rng.randint(1, 3))]
         if fast.quiet(*texts):
             assert all(fast.quiet(text) and not fast.scan(text) for text in texts), texts
+        # an ASCII text given as its bytes (a view of them, or the bytes) is read as the text
+        as_sent = [memoryview(text.encode()) if n % 2 else text.encode() for n, text in enumerate(texts)]
+        assert fast.quiet(*as_sent) is fast.quiet(*texts), texts
     for texts in (["plain", "ACC1234"], ["ACC1234", "plain"], ["plain", "", "ZZ"], ["top secret", "x"]):
         assert not fast.quiet(*texts), texts
+        assert not fast.quiet(*(memoryview(text.encode()) for text in texts)), texts
     assert fast.quiet("plain", "", "words") and fast.quiet() and fast.quiet("", "")
     assert not fast.quiet("top", "secret")  # a candidate across the join: the long way, never a miss
     assert not Matcher.compile(entries, backend="python").quiet("plain")  # python only: never quiet

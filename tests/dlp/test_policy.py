@@ -390,3 +390,44 @@ def test_what_quick_decides() -> None:
         assert _SCAN_ONLY.quick(extract(mail(body)), OUT) is None, body
     unread = extract(mail("quiet", headers="Content-Transfer-Encoding: x-unknown\r\n"))
     assert unread.unscanned and _SCAN_ONLY.quick(unread, OUT) is None
+
+
+# -- the plain ASCII message, scanned as sent (`Policies.quick_plain`) ------------------------
+
+_HEADER_SCOPED = policies(
+    """
+    - {name: hdr, conditions: {pattern: 'ACC[0-9]{8}', scope: [headers]}, action_plan: enc}
+    - {name: subj, conditions: {phrases: [project x], scope: [subject]}, action_plan: blk}
+    - {name: body, conditions: {classifier: credit_card, scope: [body]}, action_plan: hold}
+    """
+)
+_ASCII_PIECES = st.sampled_from(
+    ["4111 1111 1111 1111", "ACC12345678", "project x", "top secret", "PRJ-1234", "zz", "public", "12345", " ", "\r\n"]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    body=st.lists(_ASCII_PIECES | st.text(st.characters(max_codepoint=127), max_size=12), max_size=12).map("".join),
+    subject=st.lists(_ASCII_PIECES | st.just("=?utf-8?q?project_x?="), max_size=3).map(" ".join),
+    header=st.sampled_from(
+        ["", "X-Ref: ACC12345678\r\n", "X-Ref: =?utf-8?b?QUNDMTIzNDU2Nzg=?=\r\n", "X-Note: quiet\r\n"]
+    ),
+    facts=st.lists(st.sampled_from(_FACTS), min_size=1, max_size=3),
+)
+def test_a_plain_ascii_message_scanned_as_sent_gets_the_quick_verdict(body, subject, header, facts) -> None:
+    """Where `plain_ascii` reads a message, `quick_plain` (its body's bytes scanned as they
+    are) gives the verdict `quick` gives on its extraction, and so the full one; for rules
+    that read the subject, the body or the headers (encoded words among them)."""
+    from engine.relay.dlp import mimetree
+    from engine.relay.dlp.extract import Limits, plain_ascii
+
+    raw = mail(body.replace("\r", "").replace("\n", " "), subject.replace("\n", " ") or "s", header)
+    plain = plain_ascii(mimetree.parse(raw), Limits())
+    assert plain is not None  # ASCII, text/plain by default, no encoding
+    extracted = extract(raw)
+    for policy in (_FAST, _SCAN_ONLY, _HEADER_SCOPED):
+        for each in facts:
+            verdict = policy.quick_plain(plain, each)
+            assert verdict == policy.quick(extracted, each)
+            assert verdict is None or verdict == policy.evaluate(extracted, each)

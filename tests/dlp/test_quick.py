@@ -103,14 +103,20 @@ async def test_rules_that_hold_without_a_hit_are_judged_in_full(rule: dict) -> N
 
 
 def test_quick_gives_back_what_it_read() -> None:
-    """A message the quick path cannot decide comes back as its tree and extracted content,
-    which the full judgement goes on from; one it does not read comes back as None."""
+    """A message the quick path cannot decide comes back as its tree and, when it was
+    extracted, its content, which the full judgement goes on from (a plain ASCII message
+    was scanned as sent, not extracted); one it does not read comes back as None."""
     policy = live(rules=SCAN_ONLY)
-    content = mail(QUIET + "4111 1111 1111 1111\r\n")
-    read = judge(policy, content, "a@example.com", ["b@partner.example"], TRUSTED, quick=True)
-    tree, extracted = read
-    assert tree.get_content_type() == "text/plain" and "4111 1111 1111 1111" in extracted.texts[-1].text
-    full = judge(policy, content, "a@example.com", ["b@partner.example"], TRUSTED)
-    assert judge(policy, content, "a@example.com", ["b@partner.example"], TRUSTED, read=read) == full
+    for body, extracted_too in (("4111 1111 1111 1111", False), ("café 4111 1111 1111 1111", True)):
+        content = mail(QUIET + body + "\r\n")
+        read = judge(policy, content, "a@example.com", ["b@partner.example"], TRUSTED, quick=True)
+        tree, extracted = read
+        assert tree.get_content_type() == "text/plain"
+        assert (extracted is not None) is extracted_too
+        if extracted_too:
+            assert body in extracted.texts[-1].text
+        full = judge(policy, content, "a@example.com", ["b@partner.example"], TRUSTED)
+        assert full.action == "encrypt"
+        assert judge(policy, content, "a@example.com", ["b@partner.example"], TRUSTED, read=read) == full
     html = mail("<p>x</p>", headers="Content-Type: text/html\r\n")
     assert judge(policy, html, "a@example.com", ["b@partner.example"], TRUSTED, quick=True) is None

@@ -32,7 +32,7 @@ from dataclasses import replace
 from engine.policy.groups import domain_of
 from engine.relay.decision import Decision
 from engine.relay.dlp import mimetree
-from engine.relay.dlp.extract import Extracted, extract
+from engine.relay.dlp.extract import Extracted, extract, plain_ascii
 from engine.relay.dlp.policy import Facts
 from engine.relay.dlp.scanpool import ScanPool
 from engine.relay.methods.smime import already_encrypted
@@ -97,7 +97,7 @@ def portal_direction(live: Live, recipients) -> str:
     return "outbound" if any(not live.is_internal(domain_of(r)) for r in recipients) else "inbound"
 
 
-Read = tuple[mimetree.Part | None, Extracted]  # a message's tree and content, as judging read them
+Read = tuple[mimetree.Part | None, Extracted | None]  # a message's tree, and its content if extracted
 
 
 def judge(
@@ -132,12 +132,19 @@ def judge(
             tree = None
         if quick and (tree is None or not _plain(tree)):
             return None
-        extracted = extract(content, limits, tree)
+        extracted = None
     if quick:
-        verdict = live.policies.quick(extracted, facts)
+        # the usual plain ASCII message is scanned as it was sent; any other is extracted
+        plain = plain_ascii(tree, limits)
+        if plain is not None:
+            verdict = live.policies.quick_plain(plain, facts)
+        else:
+            extracted = extract(content, limits, tree)
+            verdict = live.policies.quick(extracted, facts)
         if verdict is None:
             return tree, extracted
     else:
+        extracted = extracted or extract(content, limits, tree)
         verdict = live.policies.evaluate(extracted, facts)
     action = verdict.action if direction == "outbound" else "permit"
     encrypted = tree is not None and _already_encrypted(content, tree)
@@ -146,6 +153,7 @@ def judge(
         # structure says. Only when the same verdict follows from the parts that stay
         # readable in encrypted mail anyway (subject, headers) is it left as it is; else it
         # is recorded as not encrypted, so delivery still sends it through the method chain.
+        extracted = extracted or extract(content, limits, tree)  # (quick verdicts permit: never None here)
         readable = replace(
             extracted, texts=tuple(t for t in extracted.texts if t.origin == "subject"), attachments=(), unscanned=()
         )

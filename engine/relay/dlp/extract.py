@@ -29,6 +29,7 @@ attachment but not expanded.
 from __future__ import annotations
 
 import binascii
+import functools
 import mimetypes
 import re
 import time
@@ -39,7 +40,7 @@ from engine.relay.dlp.archives import KINDS as ARCHIVE_KINDS
 from engine.relay.dlp.archives import Archive, ArchiveError, Member, open_archive
 from engine.relay.dlp.filetypes import UNOPENED_ARCHIVES, sniff
 from engine.relay.dlp.htmltext import html_text
-from engine.relay.dlp.mime import decode_header, decode_text
+from engine.relay.dlp.mime import decode_header, decode_text, text_codec
 from engine.relay.dlp.mimetree import Part
 
 __all__ = ["Attachment", "Extracted", "Limits", "TextPart", "extract", "sniff"]
@@ -178,6 +179,62 @@ def _plain_message(message: Part, limits: Limits) -> Extracted | None:
     subject = _subject(headers)
     texts = (TextPart("subject", subject), TextPart("body", text)) if subject else (TextPart("body", text),)
     return Extracted(subject, tuple(headers), texts, (), ())
+
+
+_AS_WRITTEN = frozenset({"", "7bit", "8bit", "binary"})  # encodings whose payload is the body as written
+
+
+class PlainText:
+    """A message that is one plain-text body whose text is its bytes as written (`plain_ascii`):
+    its decoded subject ("" when none), its body (a view of the message, not a copy), and
+    its headers decoded on demand."""
+
+    __slots__ = ("subject", "body", "_message", "_limit")
+
+    def __init__(self, subject: str, body: memoryview, message: Part, limit: int) -> None:
+        self.subject, self.body, self._message, self._limit = subject, body, message, limit
+
+    def headers(self) -> list[tuple[str, str]]:
+        """As `extract` gives them (none is cut: `plain_ascii` checked)."""
+        return [(name, decode_header(raw, self._limit)[0]) for name, raw in self._message.raw_items()]
+
+
+def plain_ascii(message: Part, limits: Limits) -> PlainText | None:
+    """What `_plain_message` reads in a message whose bytes are all ASCII, sent as written
+    (7bit, 8bit, binary or no encoding) in a charset that reads ASCII as ASCII (or none):
+    then the body's text is the body's bytes, and DLP's quick pass scans them as they are,
+    without decoding them into text. None for any other message. The same conditions as
+    `_plain_message`'s, so that what it finds is what `extract` finds (a property test holds
+    them together): no defect, text/plain, no name, not an attachment, no header cut."""
+    buf = message.buf
+    if not isinstance(buf, bytes) or not buf.isascii():
+        return None
+    if message.defects or message.too_deep or message.children is not None:
+        return None
+    if message.get_content_type() != "text/plain" or message.get_filename() or message.is_attachment():
+        return None
+    if message.encoding() not in _AS_WRITTEN:
+        return None
+    charset = message.get_content_charset()
+    if charset is not None and not _reads_ascii_as_ascii(text_codec(charset)):
+        return None
+    limit, subject = limits.max_header_chars, None
+    for name, raw in message.raw_items():
+        # ASCII without encoded words decodes to itself unfolded: never longer than as written
+        if len(raw) > limit or "=?" in raw or (subject is None and name.lower() == "subject"):
+            value, cut = decode_header(raw, limit)
+            if cut:
+                return None
+            if subject is None and name.lower() == "subject":
+                subject = value
+    return PlainText(subject or "", message.body(), message, limit)
+
+
+@functools.lru_cache(maxsize=64)
+def _reads_ascii_as_ascii(codec: str | None) -> bool:
+    """Whether the codec decodes every ASCII byte to the same character (UTF-16 and UTF-7,
+    say, do not); None (an unknown charset) is not one: the walker notes it."""
+    return codec is not None and bytes(range(128)).decode(codec, "replace") == "".join(map(chr, range(128)))
 
 
 def _document_kind(true_type: str, data: bytes) -> str | None:

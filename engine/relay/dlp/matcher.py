@@ -141,9 +141,10 @@ class Matcher:
             return self._prefilter.scan(text)
         return {entry.id: spans for entry in self._entries if (spans := _finditer(entry.regex, text))}
 
-    def quiet(self, *texts: str) -> bool:
+    def quiet(self, *texts: str | bytes | memoryview) -> bool:
         """Whether not even a candidate of any entry is in any of ``texts`` (then `scan`
-        finds nothing in them): one pass of the engine over the texts joined by line breaks,
+        finds nothing in them); a text may be given as its bytes when it is ASCII (they are
+        then read as they are, not encoded): one pass of the engine over the texts joined by line breaks,
         stopping at the first candidate, so its time follows their length whatever they
         hold. The translations keep no anchor or other assertion, so a candidate within one
         text is one within the joined text; one across a join only answers False. False
@@ -275,17 +276,21 @@ def _stopper(route: _Route):
 _ENCODE_STEP = 1 << 20
 
 
-def _reversed_latin1(*texts: str) -> bytearray:
+def _reversed_latin1(*texts: str | bytes | memoryview) -> bytearray:
     """The texts as hyperscan reads them, joined by line breaks and reversed: one byte per
     character (Latin-1, "?" for the others), encoded a MiB at a time into one buffer and
     reversed in place, so a large text costs one copy (encoding it whole, then copying to
-    reverse it, cost two)."""
+    reverse it, cost two). A text given as bytes (ASCII: the caller knows) is copied as is."""
     data = bytearray(sum(map(len, texts)) + len(texts) - 1)
     at = 0
     for text in texts:
         if at:
             data[at] = 0x0A
             at += 1
+        if not isinstance(text, str):
+            data[at : at + len(text)] = text
+            at += len(text)
+            continue
         for step in range(0, len(text), _ENCODE_STEP):
             piece = text[step : step + _ENCODE_STEP].encode("latin-1", errors="replace")
             data[at : at + len(piece)] = piece

@@ -50,7 +50,7 @@ from engine.relay.dlp.classifiers import (
     at_least,
     make_classifier,
 )
-from engine.relay.dlp.extract import Extracted, Limits
+from engine.relay.dlp.extract import Extracted, Limits, PlainText
 from engine.relay.dlp.matcher import Matcher
 
 _ASKED_KEPT = 4096  # the most `Facts` whose applying rules and scopes are kept (Policies._asked)
@@ -175,6 +175,7 @@ class Policies:
         """``cache_dir``: where the compiled pattern database is kept for the next start."""
         dlp = config.dlp
         self.mode = dlp.mode
+        self._quietly = Findings((), "permit", "permit", self.mode)  # `quick_plain`'s verdict
         self.unscannable = dlp.unscannable
         self.limits = scan_limits(dlp.limits)
         self._plans = {p.name: p for p in dlp.action_plans}
@@ -327,6 +328,28 @@ class Policies:
         if not all(text.isascii() for text in wanted) or not self._matcher.quiet(*wanted):
             return None
         return Findings((), "permit", "permit", self.mode, tuple(extracted.problems))
+
+    def quick_plain(self, plain: PlainText, facts: Facts) -> Findings | None:
+        """`quick` for a message `extract.plain_ascii` read: its body scanned as the bytes it
+        was sent as (ASCII: they are its text), never decoded; the subject, and the headers
+        only when a rule that applies reads them. The verdict `quick` gives on the message's
+        extraction, which has no problems to carry."""
+        scopes = self._asked(facts)[1]
+        if scopes is None:
+            return None
+        wanted: list[str | memoryview] = []
+        for scope in scopes:
+            if scope == "headers":
+                wanted += [f"{name}: {value}" for name, value in plain.headers()]
+            elif scope == "subject":
+                wanted.append(plain.subject)
+            elif scope == "body":
+                wanted.append(plain.body)
+            elif scope != "attachments":
+                raise KeyError(scope)
+        if not all(text.isascii() for text in wanted if isinstance(text, str)) or not self._matcher.quiet(*wanted):
+            return None
+        return self._quietly
 
     def classified(self, extracted: Extracted, classifier: str, min_confidence: str = "medium") -> list[Match]:
         """What a `classifier` condition with `min_confidence` finds in the default scope
