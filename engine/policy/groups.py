@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from engine.memo import Kept
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 _ANSWERS_KEPT = 4096  # addresses whose membership an IPSet keeps (as parse_ip's cache)
 
@@ -24,7 +26,7 @@ class IPSet:
 
     networks: tuple[IPNetwork, ...]
     # answers by address: asked per command and per message, for the same peers all day
-    _answers: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
+    _answers: Kept[str, bool] = field(default_factory=lambda: Kept(_ANSWERS_KEPT), compare=False, repr=False)
 
     @classmethod
     def of(cls, entries: Iterable[str]) -> IPSet:
@@ -36,10 +38,9 @@ class IPSet:
         found = self._answers.get(address)
         if found is None:
             ip = parse_ip(address)
-            found = ip is not None and any(ip in net for net in self.networks if net.version == ip.version)
-            if len(self._answers) >= _ANSWERS_KEPT:
-                self._answers.clear()
-            self._answers[address] = found
+            found = self._answers.keep(
+                address, ip is not None and any(ip in net for net in self.networks if net.version == ip.version)
+            )
         return found
 
     def covers(self, entry: str) -> bool:

@@ -84,6 +84,32 @@ def test_direction(sender: str, recipients: list[str], peer: str | None, directi
     assert direction_of(live(), sender, recipients, peer) == direction
 
 
+def test_envelopes_are_judged_by_what_each_is_while_they_come_and_go(monkeypatch) -> None:
+    """Direction and DLP facts are kept per envelope (`Live.envelopes`), a bounded number of
+    them: envelopes asked again and again, in any order, each get their own direction."""
+    from engine.relay.runtime import live as live_module
+
+    cases = test_direction.pytestmark[0].args[1]
+    monkeypatch.setattr(live_module, "ENVELOPES_KEPT", 4)
+    policy = live(rules=ENCRYPT_SECRET)
+    assert len(cases) > 4
+    for _ in range(3):
+        for sender, recipients, peer, direction in cases:
+            decision = judge(policy, mail("hello"), sender, recipients, peer, quick=True)
+            assert decision.direction == direction, (sender, recipients, peer)
+            assert len(policy.envelopes) <= 4
+    gateway = judge(policy, mail("hello"), "a@example.com", ["b@partner.example"], GATEWAY)
+    assert (
+        gateway.already_encrypted
+        and not judge(policy, mail("hello"), "a@example.com", ["b@partner.example"], TRUSTED).already_encrypted
+    )
+    # the secure portal's messages are given their direction: the same envelope, another answer
+    assert (
+        judge(policy, mail("hello"), "a@example.com", ["b@partner.example"], TRUSTED, direction="inbound").direction
+        == "inbound"
+    )
+
+
 def _decision(live_: Live, content: bytes, peer: str | None = TRUSTED, rcpt: str = "b@partner.example") -> tuple:
     d = judge(live_, content, "a@example.com", [rcpt], peer)
     return d.direction, d.action, d.method, d.policies, d.already_encrypted, d.would

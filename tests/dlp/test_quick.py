@@ -102,6 +102,39 @@ async def test_rules_that_hold_without_a_hit_are_judged_in_full(rule: dict) -> N
     assert decision == judge(policy, mail(QUIET), "a@example.com", ["b@partner.example"], TRUSTED)
 
 
+def test_the_line_count_intake_gives_bounds_the_quick_path() -> None:
+    """Intake counts a message's line breaks (checking they are all CRLF) and hands the count
+    on: the quick path uses it rather than counting again."""
+    policy = live(rules=SCAN_ONLY)
+    quiet = mail(QUIET)
+    envelope = (policy, quiet, "a@example.com", ["b@partner.example"], TRUSTED)
+    assert judge(*envelope, quick=True).action == "permit"
+    assert judge(*envelope, quick=True, lines=quiet.count(b"\n")).action == "permit"
+    assert judge(*envelope, quick=True, lines=QUICK_LINES + 1) is None  # said to be too long: the pool's
+
+
+async def test_intake_hands_its_line_count_to_the_judgement(monkeypatch, tmp_path) -> None:
+    from engine.relay.dlp import decide as decide_module
+    from engine.relay.queue import Queue
+    from engine.relay.smtp.intake import Intake
+
+    seen = []
+    real = decide_module.judge
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("lines"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(decide_module, "judge", spy)
+    content = mail(QUIET)
+    queue = Queue.open(tmp_path / "queue")
+    try:
+        verdict = await Intake(queue).receive(live(rules=SCAN_ONLY), _message(content, TRUSTED))
+    finally:
+        queue.close()
+    assert verdict.text.startswith("queued as ") and seen == [content.count(b"\r\n")]
+
+
 def test_quick_gives_back_what_it_read() -> None:
     """A message the quick path cannot decide comes back as its tree and, when it was
     extracted, its content, which the full judgement goes on from (a plain ASCII message

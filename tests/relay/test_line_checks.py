@@ -10,7 +10,7 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.relay.smtp.message import crlf_only
+from engine.relay.smtp.message import crlf_only, line_breaks
 from engine.relay.smtp.protocol import long_line
 
 LINE_BYTES = st.lists(st.sampled_from([b"\r", b"\n", b"\r\n", b"x", b"yy", b"\n\r", b"\xff"]), max_size=60).map(
@@ -23,6 +23,8 @@ LINE_BYTES = st.lists(st.sampled_from([b"\r", b"\n", b"\r\n", b"x", b"yy", b"\n\
 def test_crlf_only_is_as_many_crlf_as_cr_and_lf(data: bytes) -> None:
     crlf = data.count(b"\r\n")
     assert crlf_only(data) is (data.count(b"\n") == crlf and data.count(b"\r") == crlf)
+    # and intake's line count, which DLP's quick path uses, is the number of lines
+    assert line_breaks(data) == (crlf if crlf_only(data) else None)
 
 
 def test_crlf_only_cases() -> None:

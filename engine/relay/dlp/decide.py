@@ -63,9 +63,10 @@ def direction_of(live: Live, sender: str, recipients, peer_ip: str | None) -> st
     return "inbound"
 
 
-async def decide(live: Live, message: Message) -> Decision:
+async def decide(live: Live, message: Message, lines: int | None = None) -> Decision:
     """Classify and apply policy: the usual message on the loop (`judge`'s `quick`), anything
-    whose judgement its size does not bound in a worker (`SCANNERS`)."""
+    whose judgement its size does not bound in a worker (`SCANNERS`). `lines`: the content's
+    line count, when intake has counted it."""
     direction = portal_direction(live, message.recipients) if message.origin == "portal" else None
     if (
         direction is None
@@ -79,7 +80,7 @@ async def decide(live: Live, message: Message) -> Decision:
             already_encrypted=live.gateway.contains(message.peer_ip),
         )
     envelope = (live, message.content, message.sender, message.recipients, message.peer_ip)
-    decision = judge(*envelope, direction=direction, quick=True)
+    decision = judge(*envelope, direction=direction, quick=True, lines=lines)
     if isinstance(decision, Decision):
         metrics.child(metrics.DLP_JUDGED, "loop").inc()
     else:  # not decided quickly: in a worker, from what was read
@@ -110,18 +111,19 @@ def judge(
     direction: str | None = None,
     quick: bool = False,
     read: Read | None = None,
+    lines: int | None = None,
 ) -> Decision | Read | None:
     """The whole decision for given content and envelope (shared by the relay and `simulate`);
     `direction` when the origin decides it (the secure portal), else from the envelope.
 
     `quick`: only what is decided in time bounded by the message's size (the module's
     docstring): a Decision, else what was read so far (`read`, for the full judgement to
-    go on from) or None when nothing was."""
-    direction = direction or direction_of(live, sender, recipients, peer_ip)
-    gateway = peer_ip is not None and live.gateway.contains(peer_ip)
-    facts = Facts(sender, tuple(recipients), peer_ip or "", direction)
+    go on from) or None when nothing was. `lines`: the content's line count, when the
+    caller has counted it already (intake, checking its line breaks)."""
+    facts, gateway = _envelope(live, sender, tuple(recipients), peer_ip, direction)
+    direction = facts.direction
     limits = live.policies.limits
-    if quick and (len(content) > QUICK_BYTES or content.count(b"\n") > QUICK_LINES):
+    if quick and (len(content) > QUICK_BYTES or (content.count(b"\n") if lines is None else lines) > QUICK_LINES):
         return None
     if read is not None:
         tree, extracted = read
@@ -175,6 +177,21 @@ def judge(
         verdict.unscanned,
         _delivery(verdict.hits) if action == "encrypt" else "",
     )
+
+
+def _envelope(
+    live: Live, sender: str, recipients: tuple[str, ...], peer_ip: str | None, direction: str | None
+) -> tuple[Facts, bool]:
+    """What DLP's rules are asked about an envelope (its `Facts`, direction included) and
+    whether it came from the encryption gateway; kept per envelope by the config version
+    (`Live.envelopes`): a relay sees the same senders, recipients and peers all day."""
+    key = (sender, recipients, peer_ip, direction)
+    known = live.envelopes.get(key)
+    if known is None:
+        direction = direction or direction_of(live, sender, recipients, peer_ip)
+        gateway = peer_ip is not None and live.gateway.contains(peer_ip)
+        known = live.envelopes.keep(key, (Facts(sender, recipients, peer_ip or "", direction), gateway))
+    return known
 
 
 def _plain(tree: mimetree.Part) -> bool:

@@ -40,6 +40,7 @@ from engine.config.model.dlp import (
     Rule,
     ScanLimits,
 )
+from engine.memo import Kept
 from engine.policy.groups import DomainSet, IPSet, domain_of
 from engine.relay.dlp.classifiers import (
     CANDIDATES,
@@ -206,7 +207,7 @@ class Policies:
         self._groups: dict[tuple, tuple[Rule, frozenset[str] | None, list[int]]] = {}
         for index, (_, _, _, rule, key, needs) in enumerate(self._rules):
             self._groups.setdefault((key, needs), (rule, needs, []))[2].append(index)
-        self._asked_memo: dict[Facts, tuple] = {}  # `_asked`'s answers
+        self._asked_memo: Kept[Facts, tuple] = Kept(_ASKED_KEPT)  # `_asked`'s answers
         if self._rules:  # without rules nothing is scanned: no database to build
             entries += [(f"k.{c.name}", "regex", c.pattern) for c in dlp.classifiers]
             # the built-ins' candidates (classifiers.CANDIDATES): entry "b.NAME"
@@ -306,9 +307,7 @@ class Policies:
             applying = tuple((needs, indexes) for (key, _), (_, needs, indexes) in self._groups.items() if applies[key])
             needed = [needs for needs, _ in applying]
             scopes = None if None in needed else tuple(sorted(frozenset().union(*needed)))
-            if len(self._asked_memo) >= _ASKED_KEPT:
-                self._asked_memo.clear()
-            asked = self._asked_memo[facts] = (applying, scopes)
+            asked = self._asked_memo.keep(facts, (applying, scopes))
         return asked
 
     def quick(self, extracted: Extracted, facts: Facts) -> Findings | None:

@@ -12,7 +12,7 @@ import functools
 import ssl
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,6 +21,7 @@ from engine.config.model import EnforcedTLSRule, RelayConfig
 from engine.config.model.transport import NextHopHost, PfxSource, Route
 from engine.config.secrets import resolve
 from engine.fsutil import private_dir
+from engine.memo import Kept
 from engine.plan.diff import document
 from engine.policy import rules
 from engine.policy.groups import DomainSet, IPSet
@@ -66,6 +67,9 @@ class CompiledRoute:
     route: Route | None
 
 
+ENVELOPES_KEPT = 1024  # envelopes (sender, recipients, peer) whose direction and DLP facts a Live keeps
+
+
 @dataclass(frozen=True)
 class Live:
     """One config version, provisioned. Build with `provision`."""
@@ -85,6 +89,8 @@ class Live:
     certificate_dir: Path | None
     methods: Chain  # the encryption methods of this version (engine.relay.methods.build_chain)
     _client_contexts: dict[tuple[str, str, int], ssl.SSLContext | None]
+    # what DLP's judgement makes of an envelope (engine.relay.dlp.decide), by envelope
+    envelopes: Kept[tuple, tuple] = field(default_factory=lambda: Kept(ENVELOPES_KEPT), compare=False, repr=False)
 
     # -- classification -----------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from engine.relay.queue.quarantine import Quarantine
 from engine.relay.runtime import metrics
 from engine.relay.runtime.decisionlog import log_decision
 from engine.relay.runtime.live import Live
-from engine.relay.smtp.message import Message, Verdict, crlf_only
+from engine.relay.smtp.message import Message, Verdict, line_breaks
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +41,12 @@ class Intake:
         self.on_queued = on_queued
 
     async def receive(self, live: Live, message: Message) -> Verdict:
-        problem = content_problem(message.content)
+        lines = line_breaks(message.content)
+        problem = content_problem(message.content, lines)
         if problem:
             return problem
-        message = await decrypt_inbound(live, message)
-        decision = await decide(live, message)
+        received, message = message, await decrypt_inbound(live, message)
+        decision = await decide(live, message, lines if message is received else None)
         # the relay's header lines go before what the client sent; a large body is not copied to join them
         prefix = received_header(live, message) + dlp_header(decision)
         content = strip_dlp_headers(message.content)
@@ -148,9 +149,10 @@ class Intake:
         )
 
 
-def content_problem(content: bytes) -> Verdict | None:
-    """Refuse what a careful MTA refuses: bare CR or LF (SMTP smuggling), mail loops."""
-    if not crlf_only(content):
+def content_problem(content: bytes, lines: int | None) -> Verdict | None:
+    """Refuse what a careful MTA refuses: bare CR or LF (SMTP smuggling; `lines` is None,
+    as `line_breaks` says), mail loops."""
+    if lines is None:
         return Verdict.reject("message contains a bare CR or LF: only CRLF line endings are allowed", "5.5.2")
     head = _head(content).lower()
     hops = head.count(b"\r\nreceived:") + head.startswith(b"received:")
