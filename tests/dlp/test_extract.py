@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.relay.dlp import mimetree
+from engine.relay.dlp.decide import _plain as quick_plain_enough
 from engine.relay.dlp.extract import Extracted, Limits, TextPart, _plain_message, _walked, extract, plain_ascii, sniff
 from engine.relay.dlp.htmltext import html_text
 
@@ -304,9 +305,11 @@ def test_a_plain_ascii_message_is_what_extract_reads(headers, body, newline, hea
     problem. Where it does not, the message is still extracted as before."""
     raw = ("From: a@example.com\r\n" + "".join(headers) + "\r\n").replace("\r\n", newline).encode("latin-1") + body
     limits = Limits(max_header_chars=header_chars)
-    plain = plain_ascii(mimetree.parse(raw), limits)
+    tree = mimetree.parse(raw)
+    plain = plain_ascii(tree, limits)
     if plain is None:
         return
+    assert quick_plain_enough(tree)  # the quick path takes it without asking `_plain`
     subject = (TextPart("subject", plain.subject),) if plain.subject else ()
     assert extract(raw, limits) == Extracted(
         plain.subject, tuple(plain.headers()), (*subject, TextPart("body", bytes(plain.body).decode("ascii"))), (), ()

@@ -125,6 +125,7 @@ def judge(
     limits = live.policies.limits
     if quick and (len(content) > QUICK_BYTES or (content.count(b"\n") if lines is None else lines) > QUICK_LINES):
         return None
+    plain = extracted = None
     if read is not None:
         tree, extracted = read
     else:
@@ -132,12 +133,11 @@ def judge(
             tree = mimetree.parse(content, limits.max_mime_depth)
         except Exception:  # extract reads it as text and says so; the check answers "not encrypted"
             tree = None
-        if quick and (tree is None or not _plain(tree)):
+        # the usual plain ASCII message is scanned as it was sent (a plain one, by `_plain`)
+        plain = plain_ascii(tree, limits) if quick and tree is not None else None
+        if quick and plain is None and (tree is None or not _plain(tree)):
             return None
-        extracted = None
     if quick:
-        # the usual plain ASCII message is scanned as it was sent; any other is extracted
-        plain = plain_ascii(tree, limits)
         if plain is not None:
             verdict = live.policies.quick_plain(plain, facts)
         else:
