@@ -463,9 +463,10 @@ async def main() -> int:
                 relay.terminate()
                 relay.wait(10)
                 relay, queued = start_relay(tmp / "relay-restart-queued.log")
-                queued_how = started_how((tmp / "relay-restart-queued.log").read_text())
             relay.terminate()
             relay.wait(10)
+            if queued is not None:  # read once the relay is gone: its log lines are flushed by then
+                queued_how = started_how((tmp / "relay-restart-queued.log").read_text())
         finally:
             if relay.poll() is None:
                 relay.kill()
