@@ -312,7 +312,7 @@ def test_a_plain_ascii_message_is_what_extract_reads(headers, body, newline, hea
     assert quick_plain_enough(tree)  # the quick path takes it without asking `_plain`
     subject = (TextPart("subject", plain.subject),) if plain.subject else ()
     assert extract(raw, limits) == Extracted(
-        plain.subject, tuple(plain.headers()), (*subject, TextPart("body", bytes(plain.body).decode("ascii"))), (), ()
+        plain.subject, tuple(plain.headers), (*subject, TextPart("body", bytes(plain.body).decode("ascii"))), (), ()
     )
 
 

@@ -392,7 +392,7 @@ def test_what_quick_decides() -> None:
     assert unread.unscanned and _SCAN_ONLY.quick(unread, OUT) is None
 
 
-# -- the plain ASCII message, scanned as sent (`Policies.quick_plain`) ------------------------
+# -- the plain ASCII message, scanned as sent (`Policies.quick` on `PlainText`) ------------------------
 
 _HEADER_SCOPED = policies(
     """
@@ -416,7 +416,7 @@ _ASCII_PIECES = st.sampled_from(
     facts=st.lists(st.sampled_from(_FACTS), min_size=1, max_size=3),
 )
 def test_a_plain_ascii_message_scanned_as_sent_gets_the_quick_verdict(body, subject, header, facts) -> None:
-    """Where `plain_ascii` reads a message, `quick_plain` (its body's bytes scanned as they
+    """Where `plain_ascii` reads a message, `quick` on it (its body's bytes scanned as they
     are) gives the verdict `quick` gives on its extraction, and so the full one; for rules
     that read the subject, the body or the headers (encoded words among them)."""
     from engine.relay.dlp import mimetree
@@ -428,6 +428,6 @@ def test_a_plain_ascii_message_scanned_as_sent_gets_the_quick_verdict(body, subj
     extracted = extract(raw)
     for policy in (_FAST, _SCAN_ONLY, _HEADER_SCOPED):
         for each in facts:
-            verdict = policy.quick_plain(plain, each)
+            verdict = policy.quick(plain, each)
             assert verdict == policy.quick(extracted, each)
             assert verdict is None or verdict == policy.evaluate(extracted, each)

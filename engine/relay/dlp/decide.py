@@ -138,11 +138,9 @@ def judge(
         if quick and plain is None and (tree is None or not _plain(tree)):
             return None
     if quick:
-        if plain is not None:
-            verdict = live.policies.quick_plain(plain, facts)
-        else:
+        if plain is None:
             extracted = extract(content, limits, tree)
-            verdict = live.policies.quick(extracted, facts)
+        verdict = live.policies.quick(plain or extracted, facts)
         if verdict is None:
             return tree, extracted
     else:
@@ -155,7 +153,6 @@ def judge(
         # structure says. Only when the same verdict follows from the parts that stay
         # readable in encrypted mail anyway (subject, headers) is it left as it is; else it
         # is recorded as not encrypted, so delivery still sends it through the method chain.
-        extracted = extracted or extract(content, limits, tree)  # (quick verdicts permit: never None here)
         readable = replace(
             extracted, texts=tuple(t for t in extracted.texts if t.origin == "subject"), attachments=(), unscanned=()
         )

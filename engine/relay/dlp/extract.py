@@ -187,13 +187,17 @@ _AS_WRITTEN = frozenset({"", "7bit", "8bit", "binary"})  # encodings whose paylo
 class PlainText:
     """A message that is one plain-text body whose text is its bytes as written (`plain_ascii`):
     its decoded subject ("" when none), its body (a view of the message, not a copy), and
-    its headers decoded on demand."""
+    its headers decoded when asked for. Read where an `Extracted` is (`Policies.quick`): it
+    has no problems and leaves nothing unread."""
 
     __slots__ = ("subject", "body", "_message", "_limit")
+    problems: tuple[str, ...] = ()
+    unscanned: tuple[str, ...] = ()
 
     def __init__(self, subject: str, body: memoryview, message: Part, limit: int) -> None:
         self.subject, self.body, self._message, self._limit = subject, body, message, limit
 
+    @property
     def headers(self) -> list[tuple[str, str]]:
         """As `extract` gives them (none is cut: `plain_ascii` checked)."""
         return [(name, decode_header(raw, self._limit)[0]) for name, raw in self._message.raw_items()]

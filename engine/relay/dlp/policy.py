@@ -176,7 +176,6 @@ class Policies:
         """``cache_dir``: where the compiled pattern database is kept for the next start."""
         dlp = config.dlp
         self.mode = dlp.mode
-        self._quietly = Findings((), "permit", "permit", self.mode)  # `quick_plain`'s verdict
         self.unscannable = dlp.unscannable
         self.limits = scan_limits(dlp.limits)
         self._plans = {p.name: p for p in dlp.action_plans}
@@ -310,45 +309,24 @@ class Policies:
             asked = self._asked_memo.keep(facts, (applying, scopes))
         return asked
 
-    def quick(self, extracted: Extracted, facts: Facts) -> Findings | None:
+    def quick(self, read: Extracted | PlainText, facts: Facts) -> Findings | None:
         """The verdict `evaluate` gives when one candidate pass decides it, else None: every
         rule that applies needs a hit (`_needs_hits`) in scopes whose text is ASCII and holds
         not even a candidate (`Matcher.quiet`, one pass over them all that stops at the
         first). No rule can hold then, and none is walked. Its time follows the texts'
         length, whatever they hold: no classifier's Python, no confirming regex, no header
         or `not` condition runs here. Content left unread is never decided here
-        (`dlp.unscannable` may act on it)."""
-        if extracted.unscanned:
+        (`dlp.unscannable` may act on it). `read`: the message's extraction, or, for a
+        message `extract.plain_ascii` read, its body as sent (ASCII bytes: its text)."""
+        if read.unscanned:
             return None
         scopes = self._asked(facts)[1]
         if scopes is None:
             return None
-        wanted = [text for scope in scopes for text in _pieces(extracted, scope)]
-        if not all(text.isascii() for text in wanted) or not self._matcher.quiet(*wanted):
-            return None
-        return Findings((), "permit", "permit", self.mode, tuple(extracted.problems))
-
-    def quick_plain(self, plain: PlainText, facts: Facts) -> Findings | None:
-        """`quick` for a message `extract.plain_ascii` read: its body scanned as the bytes it
-        was sent as (ASCII: they are its text), never decoded; the subject, and the headers
-        only when a rule that applies reads them. The verdict `quick` gives on the message's
-        extraction, which has no problems to carry."""
-        scopes = self._asked(facts)[1]
-        if scopes is None:
-            return None
-        wanted: list[str | memoryview] = []
-        for scope in scopes:
-            if scope == "headers":
-                wanted += [f"{name}: {value}" for name, value in plain.headers()]
-            elif scope == "subject":
-                wanted.append(plain.subject)
-            elif scope == "body":
-                wanted.append(plain.body)
-            elif scope != "attachments":
-                raise KeyError(scope)
+        wanted = [text for scope in scopes for text in _pieces(read, scope)]
         if not all(text.isascii() for text in wanted if isinstance(text, str)) or not self._matcher.quiet(*wanted):
             return None
-        return self._quietly
+        return Findings((), "permit", "permit", self.mode, tuple(read.problems))
 
     def classified(self, extracted: Extracted, classifier: str, min_confidence: str = "medium") -> list[Match]:
         """What a `classifier` condition with `min_confidence` finds in the default scope
@@ -469,10 +447,13 @@ class _Texts(dict):
         return text
 
 
-def _pieces(extracted: Extracted, scope: str) -> list[str]:
-    """The texts that make up one scope, in the message's order."""
+def _pieces(extracted: Extracted | PlainText, scope: str) -> list[str | memoryview]:
+    """The texts that make up one scope, in the message's order (a plain message's body as
+    the ASCII bytes it was sent as)."""
     if scope == "headers":
         return [f"{n}: {v}" for n, v in extracted.headers]
+    if isinstance(extracted, PlainText) and scope in ("subject", "body", "attachments"):
+        return [extracted.subject] if scope == "subject" else [extracted.body] if scope == "body" else []
     if scope == "subject":
         return [p.text for p in extracted.texts if p.origin == "subject"]
     if scope == "attachments":
