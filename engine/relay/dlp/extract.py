@@ -145,6 +145,14 @@ def _unparseable(raw: bytes, error: Exception) -> Extracted:
 _PLAIN_ENCODINGS = frozenset({"", "7bit", "8bit", "binary", "quoted-printable", "base64"})
 
 
+def _one_plain_body(message: Part) -> bool:
+    """A header without defects, text/plain (declared or by default; such a part never has
+    children), neither named nor an attachment: what both direct readings start from."""
+    if message.defects or message.too_deep:
+        return False
+    return message.get_content_type() == "text/plain" and not message.get_filename() and not message.is_attachment()
+
+
 def _plain_message(message: Part, limits: Limits) -> Extracted | None:
     """What the walker finds in a message that is one plain-text body and nothing else, read
     without it; None for any other message, which the walker reads. The usual message is
@@ -153,9 +161,7 @@ def _plain_message(message: Part, limits: Limits) -> Extracted | None:
     charset that is a text codec (or none), every header within `max_header_chars`. Any
     note at all (a defect, an unknown charset, a header cut) leaves it to the walker, which
     reads such messages the same way it reads every other one."""
-    if message.defects or message.too_deep:  # (a text/plain part never has children)
-        return None
-    if message.get_content_type() != "text/plain" or message.get_filename() or message.is_attachment():
+    if not _one_plain_body(message):
         return None
     encoding = message.encoding()
     if encoding not in _PLAIN_ENCODINGS:
@@ -213,11 +219,7 @@ def plain_ascii(message: Part, limits: Limits) -> PlainText | None:
     buf = message.buf
     if not isinstance(buf, bytes) or not buf.isascii():
         return None
-    if message.defects or message.too_deep or message.children is not None:
-        return None
-    if message.get_content_type() != "text/plain" or message.get_filename() or message.is_attachment():
-        return None
-    if message.encoding() not in _AS_WRITTEN:
+    if not _one_plain_body(message) or message.encoding() not in _AS_WRITTEN:
         return None
     charset = message.get_content_charset()
     if charset is not None and not _reads_ascii_as_ascii(text_codec(charset)):
