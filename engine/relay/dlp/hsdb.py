@@ -302,14 +302,13 @@ def _load(cache_dir: Path | None, name: str, keys: tuple[str, ...]) -> Layer | N
     """The stored database for ``keys``, or None when missing, damaged or not for them."""
     if cache_dir is None:
         return None
-    path = cache_dir / f"{name}.hsdb"
-    if not path.exists():
-        return None
     try:
-        stored, blob = _read(path)
+        stored, blob = _read(cache_dir / f"{name}.hsdb")
         if stored != keys:
             raise ValueError("expressions differ")
         return Layer(hyperscan.loadb(blob, hyperscan.HS_MODE_BLOCK), keys)
+    except FileNotFoundError:  # not compiled here before: nothing to say
+        return None
     except Exception as error:  # a damaged or foreign file is compiled over, never trusted
         log.warning("ignoring DLP database file %s: %s", name, error)
         return None
