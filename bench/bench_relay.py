@@ -2,9 +2,7 @@
 
 Three legs, interleaved round by round in one run on loopback, so that the ratios hold on a
 noisy machine. Each round starts one leg further on (direct, postfix, sealrelay; then postfix,
-sealrelay, direct; ...), so a drift over the run does not always favour the same leg, and each
-measured run waits for the machine to be idle first (`settle`: what the last leg left behind, a
-relay still recording its deliveries, is not charged to the next):
+sealrelay, direct; ...), so a drift over the run does not always favour the same leg:
 
 - `direct`: smtp-source straight to a sink (the ceiling of the source and the sink);
 - `postfix`: through a private, stock Postfix instance (its own config, queue and data
@@ -411,7 +409,6 @@ class Run:
     seconds: float  # until the sink counted every message
     accepted: float  # until smtp-source finished (the relay had accepted every message)
     cpu: float | None = None  # CPU seconds the relay's process used meanwhile (all its threads)
-    settled: str = ""  # how long the run waited for an idle machine (settle), as printed
 
     @property
     def rate(self) -> float:
@@ -456,42 +453,16 @@ def attempt(leg: Leg, round_no: int, args: argparse.Namespace, messages: int) ->
     """One run of a leg that has not failed yet; a failure is printed and retires the leg."""
     if leg.failed:
         return None
-    settled = settle() if round_no and not args.smoke else ""
     try:
         run = run_leg(leg, round_no, args, messages)
-        run.settled = settled
     except BenchError as exc:
         leg.failed = f"failed in round {round_no}: {exc}"
         print(f"{leg.name}: {leg.failed}\n{leg.log_tail() if leg.log_tail else ''}".rstrip(), flush=True)
         return None
     if round_no:
         print(f"round {round_no} {leg.name:<9} {run.rate:8.0f} msg/s  ({run.seconds:6.2f} s;", end=" ")
-        print(f"accepted in {run.accepted:.2f} s{run.settled})", flush=True)
+        print(f"accepted in {run.accepted:.2f} s)", flush=True)
     return run
-
-
-SETTLE_SECONDS = 10.0  # the longest a run waits for an idle machine
-IDLE_SHARE = 0.9  # of the CPU time in one 0.1 s sample: the machine is idle
-
-
-def settle(limit: float = SETTLE_SECONDS) -> str:
-    """Wait until the machine's CPUs were idle for one 0.1 s sample (from /proc/stat), at
-    most `limit` seconds; what it waited, for the run's line ("" when it was idle at once)."""
-
-    def idle_and_total() -> tuple[int, int]:
-        with open("/proc/stat") as stat:
-            ticks = [int(field) for field in stat.readline().split()[1:9]]
-        return ticks[3] + ticks[4], sum(ticks)
-
-    started = time.monotonic()
-    before = idle_and_total()
-    while (waited := time.monotonic() - started) < limit:
-        time.sleep(0.1)  # the sample's length
-        now = idle_and_total()
-        if now[0] - before[0] >= IDLE_SHARE * max(1, now[1] - before[1]):
-            return f"; settled in {waited + 0.1:.1f} s" if waited >= 0.1 else ""
-        before = now
-    return f"; not idle after {limit:.0f} s"
 
 
 def start_profiler(args: argparse.Namespace, relay: SealRelay | None, cleanup: contextlib.ExitStack):
