@@ -457,7 +457,7 @@ async def main() -> int:
             relay, restart = start_relay(tmp / "relay-restart.log")
             # once more, stopped right after a rule change, its full compile still queued: the
             # restart serves the nearest stored database plus a delta (hsdb.py), no full compile
-            queued, queued_how = None, "not run"
+            queued, queued_how = None, "not run" if not args.rule_changes else "failed"
             if restart is not None and args.rule_changes:
                 await change(api, "rule", args.rule_changes)
                 relay.terminate()
@@ -520,8 +520,7 @@ async def main() -> int:
         f"start to serving: first start {first_start:.2f} s, restart on the same data_dir "
         + (f"{restart:.2f} s" if restart is not None else "FAILED")
         + ", restart with a rule change's compile still queued "
-        + (f"{queued:.2f} s" if queued is not None else "FAILED")
-        + f" (served by {queued_how})"
+        + (f"{queued:.2f} s (served by {queued_how})" if queued is not None else queued_how.upper())
     )
     correct = (
         bool(sent)

@@ -64,22 +64,22 @@ def mail(body: str = "hello", subject: str = "hi", headers: str = "") -> bytes:
 PGP = "-----BEGIN PGP MESSAGE-----\r\n\r\nhQEMA0Xy\r\n=Ab12\r\n-----END PGP MESSAGE-----"
 
 
-@pytest.mark.parametrize(
-    ("sender", "recipients", "peer", "direction"),
-    [
-        ("a@example.com", ["b@partner.example"], TRUSTED, "outbound"),
-        ("a@example.com", ["b@example.com", "c@partner.example"], TRUSTED, "outbound"),  # any external one
-        ("a@example.com", ["b@partner.example"], OUTSIDE, "inbound"),
-        ("a@example.com", ["b@partner.example"], GATEWAY, "outbound"),  # the gateway may relay too
-        ("a@example.com", ["b@example.com", "c@sub.example.com"], TRUSTED, "internal"),
-        ("a@partner.example", ["b@example.com"], TRUSTED, "inbound"),  # external sender, internal mail
-        ("a@example.com", ["b@example.com"], OUTSIDE, "inbound"),
-        ("a@example.com", ["b@partner.example"], None, "outbound"),  # simulation: an internal sender is trusted
-        ("a@partner.example", ["b@example.com"], None, "inbound"),
-        ("a@partner.example", ["b@other.example"], None, "inbound"),
-        ("a@example.com", ["b@example.com"], None, "internal"),
-    ],
-)
+DIRECTIONS = [
+    ("a@example.com", ["b@partner.example"], TRUSTED, "outbound"),
+    ("a@example.com", ["b@example.com", "c@partner.example"], TRUSTED, "outbound"),  # any external one
+    ("a@example.com", ["b@partner.example"], OUTSIDE, "inbound"),
+    ("a@example.com", ["b@partner.example"], GATEWAY, "outbound"),  # the gateway may relay too
+    ("a@example.com", ["b@example.com", "c@sub.example.com"], TRUSTED, "internal"),
+    ("a@partner.example", ["b@example.com"], TRUSTED, "inbound"),  # external sender, internal mail
+    ("a@example.com", ["b@example.com"], OUTSIDE, "inbound"),
+    ("a@example.com", ["b@partner.example"], None, "outbound"),  # simulation: an internal sender is trusted
+    ("a@partner.example", ["b@example.com"], None, "inbound"),
+    ("a@partner.example", ["b@other.example"], None, "inbound"),
+    ("a@example.com", ["b@example.com"], None, "internal"),
+]
+
+
+@pytest.mark.parametrize(("sender", "recipients", "peer", "direction"), DIRECTIONS)
 def test_direction(sender: str, recipients: list[str], peer: str | None, direction: str) -> None:
     assert direction_of(live(), sender, recipients, peer) == direction
 
@@ -89,7 +89,7 @@ def test_envelopes_are_judged_by_what_each_is_while_they_come_and_go(monkeypatch
     them: envelopes asked again and again, in any order, each get their own direction."""
     from engine.relay.runtime import live as live_module
 
-    cases = test_direction.pytestmark[0].args[1]
+    cases = DIRECTIONS
     monkeypatch.setattr(live_module, "ENVELOPES_KEPT", 4)
     policy = live(rules=ENCRYPT_SECRET)
     assert len(cases) > 4
